@@ -1,0 +1,482 @@
+//! Who stopped the guest: the shutdown decision, as pure code.
+//!
+//! This module owns [`Evidence`] — the little a connection must remember of
+//! what it saw — and [`decide`], the rule that turns it into a [`Verdict`]
+//! when the connection ends. It does no I/O: writing or removing the
+//! `<instance>.shutdown` file is `shutdown_file`'s job.
+//!
+//! The rule (a user shutdown, and only then):
+//! - the connection's *first* SHUTDOWN decides. With `-no-shutdown` a later
+//!   `quit` or signal sends a second SHUTDOWN that says nothing about who
+//!   shut the guest down;
+//! - that SHUTDOWN said `guest: true` (QEMU 2.10+), and `reason` (4.0+),
+//!   when present, is `guest-shutdown`: not `guest-reset` (`-no-reboot`),
+//!   not `guest-panic`, not a host reason;
+//! - no GUEST_PANICKED came before it;
+//! - no POWERDOWN came before it, unless a RESET came after that POWERDOWN:
+//!   an administrator's ACPI button that the guest obeys also ends in
+//!   `guest: true`, and only the POWERDOWN tells it apart; a guest that
+//!   rebooted instead has left the button behind;
+//! - the guest was not paused then (a STOP, or a `query-status` that said
+//!   not running, without a RESUME since): QEMU only pauses when an
+//!   administrator, a migration or an error asks;
+//! - QEMU before 2.10 sends no `guest`: then Ganeti's rule stands — SHUTDOWN
+//!   seen, no POWERDOWN, not paused — with the same refinements.
+//!
+//! Everything else is not a user shutdown, including a connection that
+//! ended with no SHUTDOWN at all (a crash, SIGKILL, or no negotiation).
+
+use std::fmt;
+
+use crate::qmp::{Event, Reason};
+
+/// The state of the guest at the moment of the first SHUTDOWN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FirstShutdown {
+    guest: Option<bool>,
+    reason: Option<Reason>,
+    paused: bool,
+    powerdown_pending: bool,
+    panicked: bool,
+}
+
+/// How many of each lifecycle event a connection saw (for the log line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    shutdown: u32,
+    powerdown: u32,
+    reset: u32,
+    stop: u32,
+    resume: u32,
+    panicked: u32,
+}
+
+/// What one QMP connection saw that matters to the decision. Constant size:
+/// an event storm changes counters, never the footprint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    negotiated: bool,
+    /// A STOP (or a `query-status` that said not running) with no RESUME
+    /// since.
+    paused: bool,
+    /// A POWERDOWN with no RESET since.
+    powerdown_pending: bool,
+    panicked: bool,
+    /// What the decision rests on; later events no longer matter.
+    first_shutdown: Option<FirstShutdown>,
+    counts: Counts,
+}
+
+impl Evidence {
+    pub fn new() -> Evidence {
+        Evidence::default()
+    }
+
+    /// Folds one event, in wire order.
+    pub fn record(&mut self, event: Event) {
+        let counts = &mut self.counts;
+        match event {
+            Event::Negotiated => self.negotiated = true,
+            Event::Status { running } => self.paused = !running,
+            Event::Shutdown { guest, reason } => {
+                counts.shutdown = counts.shutdown.saturating_add(1);
+                self.first_shutdown.get_or_insert(FirstShutdown {
+                    guest,
+                    reason,
+                    paused: self.paused,
+                    powerdown_pending: self.powerdown_pending,
+                    panicked: self.panicked,
+                });
+            }
+            Event::Powerdown => {
+                counts.powerdown = counts.powerdown.saturating_add(1);
+                self.powerdown_pending = true;
+            }
+            Event::Reset => {
+                counts.reset = counts.reset.saturating_add(1);
+                self.powerdown_pending = false;
+            }
+            Event::Stop => {
+                counts.stop = counts.stop.saturating_add(1);
+                self.paused = true;
+            }
+            Event::Resume => {
+                counts.resume = counts.resume.saturating_add(1);
+                self.paused = false;
+            }
+            Event::GuestPanicked => {
+                counts.panicked = counts.panicked.saturating_add(1);
+                self.panicked = true;
+            }
+        }
+    }
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.first_shutdown {
+            None => write!(f, "no SHUTDOWN")?,
+            Some(s) => {
+                write!(f, "first SHUTDOWN guest=")?;
+                match s.guest {
+                    Some(guest) => write!(f, "{guest}")?,
+                    None => write!(f, "absent")?,
+                }
+                write!(f, " reason=")?;
+                match s.reason {
+                    Some(reason) => write!(f, "{reason}")?,
+                    None => write!(f, "absent")?,
+                }
+            }
+        }
+        let c = &self.counts;
+        write!(f, "; events:")?;
+        let mut any = false;
+        for (name, n) in [
+            ("SHUTDOWN", c.shutdown),
+            ("POWERDOWN", c.powerdown),
+            ("RESET", c.reset),
+            ("STOP", c.stop),
+            ("RESUME", c.resume),
+            ("GUEST_PANICKED", c.panicked),
+        ] {
+            if n > 0 {
+                write!(f, " {name}={n}")?;
+                any = true;
+            }
+        }
+        if !any {
+            write!(f, " none")?;
+        }
+        if !self.negotiated {
+            write!(f, "; never negotiated")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the verdict is what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The guest powered itself off (`guest: true`, `guest-shutdown`).
+    GuestPoweredOff,
+    /// QEMU older than 2.10: SHUTDOWN with no POWERDOWN and not paused.
+    LegacyShutdown,
+    /// The connection ended before QMP was negotiated.
+    NeverNegotiated,
+    /// No SHUTDOWN: QEMU crashed or was killed.
+    NoShutdown,
+    /// The host asked (`guest: false`): QMP `quit`, a signal, the UI.
+    HostRequested(Option<Reason>),
+    /// The guest reset itself under `-no-reboot`.
+    GuestReset,
+    /// The guest panicked.
+    GuestPanicked,
+    /// An administrator pressed the ACPI power button and the guest obeyed.
+    PowerButton,
+    /// The guest was paused when it shut down.
+    Paused,
+    /// A reason this rule does not know as a user's.
+    OtherReason(Reason),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::GuestPoweredOff => write!(f, "the guest powered itself off"),
+            Why::LegacyShutdown => write!(
+                f,
+                "SHUTDOWN without POWERDOWN or pause (QEMU too old to say who)"
+            ),
+            Why::NeverNegotiated => write!(f, "the connection ended before QMP negotiation"),
+            Why::NoShutdown => write!(f, "QEMU ended without a SHUTDOWN (crash or kill)"),
+            Why::HostRequested(Some(reason)) => write!(f, "the host shut it down ({reason})"),
+            Why::HostRequested(None) => write!(f, "the host shut it down"),
+            Why::GuestReset => write!(f, "the guest reset under -no-reboot"),
+            Why::GuestPanicked => write!(f, "the guest panicked"),
+            Why::PowerButton => write!(f, "the ACPI power button was pressed"),
+            Why::Paused => write!(f, "the guest was paused"),
+            Why::OtherReason(reason) => write!(f, "shutdown reason {reason}"),
+        }
+    }
+}
+
+/// The answer to "who stopped it".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// True: the user shut the guest down from inside; Ganeti leaves it
+    /// down. False: anything else; Ganeti may restart it.
+    pub user_shutdown: bool,
+    pub why: Why,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.user_shutdown {
+            "user shutdown"
+        } else {
+            "not a user shutdown"
+        };
+        write!(f, "{verdict}: {}", self.why)
+    }
+}
+
+/// The rule (see the module documentation).
+pub fn decide(evidence: &Evidence) -> Verdict {
+    let not_user = |why| Verdict {
+        user_shutdown: false,
+        why,
+    };
+    let Some(s) = evidence.first_shutdown else {
+        return not_user(if evidence.negotiated {
+            Why::NoShutdown
+        } else {
+            Why::NeverNegotiated
+        });
+    };
+    if s.panicked || s.reason == Some(Reason::GuestPanic) {
+        return not_user(Why::GuestPanicked);
+    }
+    if s.guest == Some(false) {
+        return not_user(Why::HostRequested(s.reason));
+    }
+    match s.reason {
+        None | Some(Reason::GuestShutdown) => {}
+        Some(Reason::GuestReset) => return not_user(Why::GuestReset),
+        Some(reason) if s.guest.is_none() => return not_user(Why::HostRequested(Some(reason))),
+        Some(reason) => return not_user(Why::OtherReason(reason)),
+    }
+    if s.powerdown_pending {
+        return not_user(Why::PowerButton);
+    }
+    if s.paused {
+        return not_user(Why::Paused);
+    }
+    Verdict {
+        user_shutdown: true,
+        why: if s.guest.is_some() {
+            Why::GuestPoweredOff
+        } else {
+            Why::LegacyShutdown
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn shutdown(guest: bool, reason: Reason) -> Event {
+        Event::Shutdown {
+            guest: Some(guest),
+            reason: Some(reason),
+        }
+    }
+    const USER_OFF: Event = shutdown(true, Reason::GuestShutdown);
+    const LEGACY_OFF: Event = Event::Shutdown {
+        guest: None,
+        reason: None,
+    };
+
+    /// Decides a connection that negotiated, saw `running`, then `events`.
+    fn verdict(events: &[Event]) -> Verdict {
+        let mut evidence = Evidence::new();
+        evidence.record(Event::Negotiated);
+        evidence.record(Event::Status { running: true });
+        for &event in events {
+            evidence.record(event);
+        }
+        decide(&evidence)
+    }
+
+    fn is_user(events: &[Event]) -> bool {
+        verdict(events).user_shutdown
+    }
+
+    // One test per row of the scenario table in qmp-notes.md.
+
+    #[test]
+    fn guest_powers_off() {
+        assert_eq!(
+            verdict(&[USER_OFF]),
+            Verdict {
+                user_shutdown: true,
+                why: Why::GuestPoweredOff
+            }
+        );
+    }
+
+    #[test]
+    fn acpi_button_obeyed_is_not_user() {
+        use Event::Powerdown;
+        assert_eq!(verdict(&[Powerdown, USER_OFF]).why, Why::PowerButton);
+        assert!(!is_user(&[Powerdown, Powerdown, USER_OFF]));
+    }
+
+    #[test]
+    fn qmp_quit_is_not_user() {
+        let quit = shutdown(false, Reason::HostQmpQuit);
+        assert_eq!(
+            verdict(&[quit]).why,
+            Why::HostRequested(Some(Reason::HostQmpQuit))
+        );
+    }
+
+    #[test]
+    fn signals_are_not_user() {
+        assert!(!is_user(&[shutdown(false, Reason::HostSignal)]));
+    }
+
+    #[test]
+    fn crash_or_kill_is_not_user() {
+        assert_eq!(verdict(&[]).why, Why::NoShutdown);
+    }
+
+    #[test]
+    fn normal_reboot_then_user_poweroff_is_user() {
+        let reset = Event::Reset;
+        assert!(is_user(&[reset, reset, USER_OFF]));
+    }
+
+    #[test]
+    fn no_reboot_reset_is_not_user() {
+        let reset = shutdown(true, Reason::GuestReset);
+        assert_eq!(verdict(&[reset]).why, Why::GuestReset);
+    }
+
+    #[test]
+    fn panic_is_not_user() {
+        let panic = shutdown(true, Reason::GuestPanic);
+        assert_eq!(
+            verdict(&[Event::GuestPanicked, panic]).why,
+            Why::GuestPanicked
+        );
+        assert_eq!(
+            verdict(&[Event::GuestPanicked, Event::Stop, panic]).why,
+            Why::GuestPanicked
+        );
+        // A panic whose SHUTDOWN reason alone says so.
+        assert!(!is_user(&[panic]));
+        // A panic event before a shutdown that claims guest-shutdown.
+        assert!(!is_user(&[Event::GuestPanicked, USER_OFF]));
+    }
+
+    #[test]
+    fn stop_cont_then_user_poweroff_is_user() {
+        assert!(is_user(&[Event::Stop, Event::Resume, USER_OFF]));
+    }
+
+    #[test]
+    fn stop_then_quit_is_not_user() {
+        let quit = shutdown(false, Reason::HostQmpQuit);
+        assert!(!is_user(&[Event::Stop, quit]));
+    }
+
+    #[test]
+    fn paused_when_shutdown_came_is_not_user() {
+        assert_eq!(verdict(&[Event::Stop, USER_OFF]).why, Why::Paused);
+    }
+
+    #[test]
+    fn late_daemon_learns_pause_from_status() {
+        let mut evidence = Evidence::new();
+        evidence.record(Event::Negotiated);
+        evidence.record(Event::Status { running: false });
+        evidence.record(USER_OFF);
+        assert_eq!(decide(&evidence).why, Why::Paused);
+
+        let mut evidence = Evidence::new();
+        evidence.record(Event::Negotiated);
+        evidence.record(Event::Status { running: false });
+        evidence.record(Event::Resume);
+        evidence.record(USER_OFF);
+        assert!(decide(&evidence).user_shutdown);
+    }
+
+    #[test]
+    fn no_shutdown_pause_after_user_poweroff_then_quit_is_user() {
+        // -no-shutdown: SHUTDOWN (guest), STOP, later quit sends a second
+        // SHUTDOWN with a host reason. The first one decides.
+        let quit = shutdown(false, Reason::HostQmpQuit);
+        assert!(is_user(&[USER_OFF, Event::Stop, quit]));
+        // ...and the other way round.
+        assert!(!is_user(&[quit, USER_OFF]));
+    }
+
+    #[test]
+    fn reset_after_powerdown_clears_the_button() {
+        use Event::{Powerdown, Reset};
+        assert!(is_user(&[Powerdown, Reset, USER_OFF]));
+        assert!(!is_user(&[Reset, Powerdown, USER_OFF]));
+    }
+
+    #[test]
+    fn legacy_qemu_follows_ganetis_rule() {
+        use Event::{Powerdown, Reset, Resume, Stop};
+        assert_eq!(verdict(&[LEGACY_OFF]).why, Why::LegacyShutdown);
+        assert!(!is_user(&[Powerdown, LEGACY_OFF]));
+        assert!(!is_user(&[Stop, LEGACY_OFF]));
+        assert!(is_user(&[Stop, Resume, LEGACY_OFF]));
+        assert!(is_user(&[Powerdown, Reset, LEGACY_OFF]));
+        assert!(!is_user(&[Event::GuestPanicked, LEGACY_OFF]));
+    }
+
+    #[test]
+    fn guest_without_reason_qemu_2_10_to_3_1() {
+        let off = Event::Shutdown {
+            guest: Some(true),
+            reason: None,
+        };
+        assert!(is_user(&[off]));
+        let host = Event::Shutdown {
+            guest: Some(false),
+            reason: None,
+        };
+        assert_eq!(verdict(&[host]).why, Why::HostRequested(None));
+    }
+
+    #[test]
+    fn unknown_or_odd_reasons_are_not_user() {
+        assert!(!is_user(&[shutdown(true, Reason::Unknown)]));
+        assert!(!is_user(&[shutdown(true, Reason::HostQmpSystemReset)]));
+        let odd = Event::Shutdown {
+            guest: None,
+            reason: Some(Reason::HostSignal),
+        };
+        assert!(!is_user(&[odd]));
+    }
+
+    #[test]
+    fn never_negotiated_is_not_user() {
+        assert_eq!(decide(&Evidence::new()).why, Why::NeverNegotiated);
+    }
+
+    #[test]
+    fn evidence_stays_small_whatever_the_storm() {
+        let mut evidence = Evidence::new();
+        let size = std::mem::size_of_val(&evidence);
+        for _ in 0..100_000 {
+            evidence.record(Event::Reset);
+        }
+        assert_eq!(std::mem::size_of_val(&evidence), size);
+        assert!(size <= 64, "Evidence is {size} bytes");
+    }
+
+    #[test]
+    fn log_line_names_the_evidence() {
+        let mut evidence = Evidence::new();
+        evidence.record(Event::Negotiated);
+        evidence.record(Event::Powerdown);
+        evidence.record(USER_OFF);
+        let line = format!("{} [{evidence}]", decide(&evidence));
+        assert_eq!(
+            line,
+            "not a user shutdown: the ACPI power button was pressed \
+             [first SHUTDOWN guest=true reason=guest-shutdown; events: SHUTDOWN=1 POWERDOWN=1]"
+        );
+        assert_eq!(
+            Evidence::new().to_string(),
+            "no SHUTDOWN; events: none; never negotiated"
+        );
+    }
+}
