@@ -3,7 +3,14 @@
 //! `<instance>.shutdown` in the control directory (Ganeti's contract).
 //!
 //! The protocol core ([`qmp`]) and the rule ([`decision`]) are pure; the
-//! event loop ([`daemon`]) owns every descriptor.
+//! event loop ([`daemon`]) owns every descriptor; [`watch`] follows the
+//! control directory; [`shutdown_file`] writes the verdict.
 
+pub mod config;
+pub mod daemon;
 pub mod decision;
+pub mod logging;
+pub mod pidfile;
 pub mod qmp;
+pub mod shutdown_file;
+pub mod watch;

@@ -116,7 +116,9 @@ pub enum Event {
     /// `qmp_capabilities` succeeded: from now on QEMU sends events.
     Negotiated,
     /// The `query-status` reply: whether the guest was running then.
-    Status { running: bool },
+    Status {
+        running: bool,
+    },
     /// `SHUTDOWN`; `guest` since QEMU 2.10, `reason` since 4.0.
     Shutdown {
         guest: Option<bool>,
@@ -428,13 +430,19 @@ impl Connection {
                 self.state = State::Events;
                 let command = Command::Capabilities;
                 out(Output::Problem(Problem::Refused { command, line }));
-                out(Output::Ready { qemu, running: None });
+                out(Output::Ready {
+                    qemu,
+                    running: None,
+                });
             }
             State::AwaitingStatus { qemu } => {
                 self.state = State::Events;
                 let command = Command::QueryStatus;
                 out(Output::Problem(Problem::Refused { command, line }));
-                out(Output::Ready { qemu, running: None });
+                out(Output::Ready {
+                    qemu,
+                    running: None,
+                });
             }
             State::AwaitingGreeting | State::Events => {
                 let what = "an error reply to no command of ours";
@@ -720,7 +728,10 @@ mod tests {
     #[test]
     fn any_split_gives_the_same_outputs() {
         let whole = feed(&mut Connection::new(), TRANSCRIPT);
-        assert_eq!(whole.iter().filter(|s| matches!(s, Seen::Event(_))).count(), 6);
+        assert_eq!(
+            whole.iter().filter(|s| matches!(s, Seen::Event(_))).count(),
+            6
+        );
         for cut in 0..=TRANSCRIPT.len() {
             let mut conn = Connection::new();
             let mut seen = feed(&mut conn, &TRANSCRIPT[..cut]);
@@ -745,7 +756,10 @@ mod tests {
             assert!(conn.buffered() <= MAX_LINE);
         }
         seen.extend(feed(&mut conn, b"\"}\r\n{\"event\": \"RESUME\"}\r\n"));
-        assert_eq!(meaning(seen), vec![Seen::Oversized, Seen::Event(Event::Resume)]);
+        assert_eq!(
+            meaning(seen),
+            vec![Seen::Oversized, Seen::Event(Event::Resume)]
+        );
         assert_eq!(conn.buffered(), 0);
     }
 
@@ -839,7 +853,10 @@ mod tests {
     #[test]
     fn last_message_without_newline_is_handled_at_eof() {
         let mut conn = negotiated();
-        feed(&mut conn, b"{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": false}}");
+        feed(
+            &mut conn,
+            b"{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": false}}",
+        );
         let mut seen = Vec::new();
         conn.handle_eof(&mut |out| seen.push(own(out)));
         assert_eq!(

@@ -1,0 +1,346 @@
+//! The command line: Ganeti 3.0's `ganeti-kvmd` flags plus kvmd's own.
+//!
+//! This module owns parsing and defaults; it touches nothing. Defaults are
+//! Ganeti's paths, so the binary is a drop-in replacement; the path flags
+//! make it usable without Ganeti (`--ctrl-dir`, `--no-ssconf`, ...).
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CTRL_DIR: &str = "/var/run/ganeti/kvm-hypervisor/ctrl";
+pub const DEFAULT_SSCONF_DIR: &str = "/var/lib/ganeti";
+pub const DEFAULT_PID_FILE: &str = "/var/run/ganeti/ganeti-kvmd.pid";
+pub const DEFAULT_LOG_FILE: &str = "/var/log/ganeti/kvm-daemon.log";
+
+/// `--syslog=no|yes|only`, Ganeti's meaning: `no` = log file only, `yes` =
+/// log file and syslog, `only` = syslog only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syslog {
+    No,
+    Yes,
+    Only,
+}
+
+/// How to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The name the program was invoked by, for logs and messages.
+    pub program: String,
+    pub foreground: bool,
+    pub debug: bool,
+    pub syslog: Syslog,
+    pub user_checks: bool,
+    pub ssconf_checks: bool,
+    pub ctrl_dir: PathBuf,
+    pub ssconf_dir: PathBuf,
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invocation {
+    Run(Config),
+    Help(String),
+    Version(String),
+}
+
+/// A command line kvmd cannot follow. The message names the flag.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UsageError {
+    UnknownFlag(String),
+    MissingValue(&'static str),
+    UnexpectedValue(&'static str),
+    BadValue { flag: &'static str, value: String },
+    UnexpectedArgument(String),
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::UnknownFlag(flag) => write!(f, "unknown option '{flag}'"),
+            UsageError::MissingValue(flag) => write!(f, "option '{flag}' needs a value"),
+            UsageError::UnexpectedValue(flag) => write!(f, "option '{flag}' takes no value"),
+            UsageError::BadValue { flag, value } => {
+                write!(f, "invalid value '{value}' for option '{flag}'")
+            }
+            UsageError::UnexpectedArgument(arg) => write!(f, "unexpected argument '{arg}'"),
+        }
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The program's name as invoked: the file name of `argv[0]`.
+pub fn program_name(argv0: Option<&OsStr>) -> String {
+    argv0
+        .map(Path::new)
+        .and_then(Path::file_name)
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kvmd".to_owned())
+}
+
+/// Parses `args` (with `argv[0]` first). Relative paths are made absolute
+/// against `cwd`, since the daemon changes its directory to `/`.
+pub fn parse<I>(args: I, cwd: &Path) -> Result<Invocation, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut args = args.into_iter();
+    let program = program_name(args.next().as_deref());
+    let mut config = Config {
+        program,
+        foreground: false,
+        debug: false,
+        syslog: Syslog::No,
+        user_checks: true,
+        ssconf_checks: true,
+        ctrl_dir: PathBuf::from(DEFAULT_CTRL_DIR),
+        ssconf_dir: PathBuf::from(DEFAULT_SSCONF_DIR),
+        pid_file: PathBuf::from(DEFAULT_PID_FILE),
+        log_file: PathBuf::from(DEFAULT_LOG_FILE),
+    };
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else {
+            return Err(UsageError::UnexpectedArgument(
+                arg.to_string_lossy().into_owned(),
+            ));
+        };
+        // Short flags may be bundled (`-fd`), as getopt allows.
+        if let Some(shorts) = text.strip_prefix('-').filter(|s| !s.starts_with('-')) {
+            if shorts.is_empty() {
+                return Err(UsageError::UnexpectedArgument(text.to_owned()));
+            }
+            for short in shorts.chars() {
+                match short {
+                    'f' => config.foreground = true,
+                    'd' => config.debug = true,
+                    'h' => return Ok(Invocation::Help(help(&config.program))),
+                    'V' => return Ok(Invocation::Version(version(&config.program))),
+                    _ => return Err(UsageError::UnknownFlag(format!("-{short}"))),
+                }
+            }
+            continue;
+        }
+        let Some(long) = text.strip_prefix("--") else {
+            return Err(UsageError::UnexpectedArgument(text.to_owned()));
+        };
+        let (name, inline) = match long.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (long, None),
+        };
+        let flag = match LONG_FLAGS.iter().find(|flag| flag.name == name) {
+            Some(flag) => flag,
+            None => return Err(UsageError::UnknownFlag(format!("--{name}"))),
+        };
+        let value = match (flag.takes_value, inline) {
+            (false, Some(_)) => return Err(UsageError::UnexpectedValue(flag.spelled)),
+            (false, None) => None,
+            (true, Some(value)) => Some(OsString::from(value)),
+            (true, None) => Some(args.next().ok_or(UsageError::MissingValue(flag.spelled))?),
+        };
+        let path = |value: Option<OsString>| -> Result<PathBuf, UsageError> {
+            match value {
+                Some(value) if !value.is_empty() => Ok(cwd.join(value)),
+                _ => Err(UsageError::BadValue {
+                    flag: flag.spelled,
+                    value: String::new(),
+                }),
+            }
+        };
+        match flag.name {
+            "foreground" => config.foreground = true,
+            "debug" => config.debug = true,
+            "no-user-checks" => config.user_checks = false,
+            "no-ssconf" => config.ssconf_checks = false,
+            "help" => return Ok(Invocation::Help(help(&config.program))),
+            "version" => return Ok(Invocation::Version(version(&config.program))),
+            "syslog" => {
+                let value = value.unwrap_or_default();
+                config.syslog = match value.to_str() {
+                    Some("no") => Syslog::No,
+                    Some("yes") => Syslog::Yes,
+                    Some("only") => Syslog::Only,
+                    _ => {
+                        return Err(UsageError::BadValue {
+                            flag: flag.spelled,
+                            value: value.to_string_lossy().into_owned(),
+                        });
+                    }
+                }
+            }
+            "ctrl-dir" => config.ctrl_dir = path(value)?,
+            "ssconf-dir" => config.ssconf_dir = path(value)?,
+            "pid-file" => config.pid_file = path(value)?,
+            "log-file" => config.log_file = path(value)?,
+            _ => unreachable!("every entry of LONG_FLAGS is matched"),
+        }
+    }
+    if config.ctrl_dir == Path::new("/") {
+        return Err(UsageError::BadValue {
+            flag: "--ctrl-dir",
+            value: "/".to_owned(),
+        });
+    }
+    Ok(Invocation::Run(config))
+}
+
+struct LongFlag {
+    name: &'static str,
+    spelled: &'static str,
+    takes_value: bool,
+}
+
+const fn flag(name: &'static str, spelled: &'static str, takes_value: bool) -> LongFlag {
+    LongFlag {
+        name,
+        spelled,
+        takes_value,
+    }
+}
+
+const LONG_FLAGS: &[LongFlag] = &[
+    flag("foreground", "--foreground", false),
+    flag("debug", "--debug", false),
+    flag("no-user-checks", "--no-user-checks", false),
+    flag("no-ssconf", "--no-ssconf", false),
+    flag("help", "--help", false),
+    flag("version", "--version", false),
+    flag("syslog", "--syslog", true),
+    flag("ctrl-dir", "--ctrl-dir", true),
+    flag("ssconf-dir", "--ssconf-dir", true),
+    flag("pid-file", "--pid-file", true),
+    flag("log-file", "--log-file", true),
+];
+
+fn version(program: &str) -> String {
+    format!(
+        "{program} (kvmd) {}\nA drop-in replacement for Ganeti's ganeti-kvmd.\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn help(program: &str) -> String {
+    format!(
+        "Usage: {program} [OPTION]...
+Watches QEMU's QMP sockets (<instance>.kvmd) in the control directory and,
+when a guest stops, records whether its user shut it down from inside
+(<instance>.shutdown created) or not (removed).
+
+Options (as Ganeti's ganeti-kvmd):
+  -f, --foreground       do not detach; log to stderr too
+  -d, --debug            log debug lines (every inotify event and QMP line)
+      --syslog=no|yes|only
+                         no: log file only (default); yes: log file and
+                         syslog; only: syslog only
+      --no-user-checks   do not insist on running as root
+  -h, --help             show this help and exit
+  -V, --version          show the version and exit
+
+kvmd's own:
+      --ctrl-dir DIR     control directory [{DEFAULT_CTRL_DIR}]
+      --ssconf-dir DIR   Ganeti's ssconf directory [{DEFAULT_SSCONF_DIR}]
+      --no-ssconf        skip Ganeti's start-up checks (no cluster needed)
+      --pid-file FILE    pid file [{DEFAULT_PID_FILE}]
+      --log-file FILE    log file [{DEFAULT_LOG_FILE}]
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, UsageError> {
+        let args = std::iter::once("/usr/sbin/ganeti-kvmd")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        match parse(args, Path::new("/work"))? {
+            Invocation::Run(config) => Ok(config),
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_ganetis() {
+        let config = run(&[]).expect("parses");
+        assert_eq!(config.program, "ganeti-kvmd");
+        assert!(!config.foreground && !config.debug);
+        assert!(config.user_checks && config.ssconf_checks);
+        assert_eq!(config.syslog, Syslog::No);
+        assert_eq!(config.ctrl_dir, Path::new(DEFAULT_CTRL_DIR));
+        assert_eq!(config.pid_file, Path::new(DEFAULT_PID_FILE));
+        assert_eq!(config.log_file, Path::new(DEFAULT_LOG_FILE));
+    }
+
+    #[test]
+    fn ganeti_flags() {
+        let config = run(&["-fd", "--no-user-checks", "--syslog=only"]).expect("parses");
+        assert!(config.foreground && config.debug && !config.user_checks);
+        assert_eq!(config.syslog, Syslog::Only);
+        let config = run(&["--foreground", "--debug", "--syslog", "yes"]).expect("parses");
+        assert!(config.foreground && config.debug);
+        assert_eq!(config.syslog, Syslog::Yes);
+    }
+
+    #[test]
+    fn own_flags_and_relative_paths() {
+        let config = run(&[
+            "--no-ssconf",
+            "--ctrl-dir",
+            "ctrl",
+            "--pid-file=/run/k.pid",
+            "--log-file",
+            "log/k.log",
+            "--ssconf-dir=/etc/ss",
+        ])
+        .expect("parses");
+        assert!(!config.ssconf_checks);
+        assert_eq!(config.ctrl_dir, Path::new("/work/ctrl"));
+        assert_eq!(config.pid_file, Path::new("/run/k.pid"));
+        assert_eq!(config.log_file, Path::new("/work/log/k.log"));
+        assert_eq!(config.ssconf_dir, Path::new("/etc/ss"));
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert_eq!(
+            run(&["--frobnicate"]).unwrap_err().to_string(),
+            "unknown option '--frobnicate'"
+        );
+        assert_eq!(run(&["-x"]).unwrap_err().to_string(), "unknown option '-x'");
+        assert_eq!(
+            run(&["--syslog=maybe"]).unwrap_err().to_string(),
+            "invalid value 'maybe' for option '--syslog'"
+        );
+        assert_eq!(
+            run(&["--ctrl-dir"]).unwrap_err().to_string(),
+            "option '--ctrl-dir' needs a value"
+        );
+        assert_eq!(
+            run(&["--debug=1"]).unwrap_err().to_string(),
+            "option '--debug' takes no value"
+        );
+        assert_eq!(
+            run(&["stray"]).unwrap_err().to_string(),
+            "unexpected argument 'stray'"
+        );
+        assert!(run(&["--ctrl-dir", "/"]).is_err());
+        assert!(run(&["--pid-file="]).is_err());
+    }
+
+    #[test]
+    fn help_and_version() {
+        let args = ["kvmd", "-h"].map(OsString::from);
+        assert!(matches!(
+            parse(args, Path::new("/")),
+            Ok(Invocation::Help(text)) if text.contains("--ctrl-dir")
+        ));
+        let args = ["kvmd", "--version"].map(OsString::from);
+        assert!(matches!(
+            parse(args, Path::new("/")),
+            Ok(Invocation::Version(text)) if text.starts_with("kvmd (kvmd) ")
+        ));
+    }
+}

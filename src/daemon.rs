@@ -1,0 +1,681 @@
+//! The event loop: one `mio::Poll`, one thread, every descriptor.
+//!
+//! This module owns the poll, the signalfd, every QMP `UnixStream` (one
+//! [`Monitor`] per `<instance>.kvmd` socket, kept in a slab), the connect
+//! retry queue, and the point where a verdict is recorded. It dispatches on
+//! tokens and applies what the pure parts ([`qmp`], [`decision`]) and the
+//! watcher return; it does not parse or decide anything itself.
+//!
+//! Tokens: [`INOTIFY`] and [`SIGNALS`] are fixed; monitors get their slab
+//! key plus [`FIRST_MONITOR`]. The poll has a timeout only while a connect
+//! retry is pending (or a flooded connection still has unread input): an
+//! idle daemon sleeps in `epoll_wait` until the kernel has news.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::event::Event;
+use mio::net::UnixStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::{SFlag, fstatat};
+use slab::Slab;
+
+use crate::decision::{self, Evidence, Verdict};
+use crate::logging;
+use crate::qmp::{self, Output};
+use crate::shutdown_file;
+use crate::watch::{Change, Watcher, instance_name};
+
+const INOTIFY: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_MONITOR: usize = 2;
+
+/// One read's worth; shared by all connections (per-connection memory is
+/// only the partial line `qmp` keeps).
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads one connection may do before the others get a turn, so a flooding
+/// peer cannot starve the rest. Edge-triggered poll will not report what
+/// is left, so such a connection goes on the backlog.
+const READS_PER_TURN: usize = 16;
+
+/// QEMU creates the socket file (bind) a moment before it listens, so a
+/// refused connect is retried: quickly at first, then backing off.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(5);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// After this long without a listener the socket is taken for stale (a
+/// QEMU killed with SIGKILL leaves its socket file behind).
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Why the daemon could not start or go on. Only start-up and `poll`
+/// failures end it; one connection's failure only ends that connection.
+#[derive(Debug)]
+pub enum DaemonError {
+    Poll(io::Error),
+    Inotify(io::Error),
+    Signals(Errno),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Poll(e) => write!(f, "event loop failed: {e}"),
+            DaemonError::Inotify(e) => write!(f, "cannot set up inotify: {e}"),
+            DaemonError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Poll(e) | DaemonError::Inotify(e) => Some(e),
+            DaemonError::Signals(e) => Some(e),
+        }
+    }
+}
+
+/// The identity of a socket file: a socket recreated under the same name
+/// belongs to a new QEMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// What stands at a name in the control directory.
+enum Entry {
+    Socket(FileId),
+    Other(FileId),
+}
+
+fn entry(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Entry, Errno> {
+    let stat = fstatat(dir, name.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let id = FileId {
+        dev: stat.st_dev,
+        ino: stat.st_ino,
+    };
+    let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+    Ok(if kind == SFlag::S_IFSOCK {
+        Entry::Socket(id)
+    } else {
+        Entry::Other(id)
+    })
+}
+
+/// The socket by way of the directory descriptor: short enough for
+/// `sun_path` whatever the control directory's path, and the same
+/// directory the watcher looks at.
+fn socket_path(dir: BorrowedFd<'_>, name: &OsStr) -> OsString {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.as_bytes());
+    OsString::from_vec(path)
+}
+
+/// The instance's name for log lines: escaped, so a hostile name cannot
+/// forge or break lines.
+fn label(socket_name: &OsStr) -> String {
+    let stem = instance_name(socket_name).unwrap_or(socket_name);
+    stem.as_bytes().escape_ascii().to_string()
+}
+
+/// Connect errors that mean "not yet" rather than "never".
+fn worth_retrying(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(
+            Errno::ECONNREFUSED
+                | Errno::EAGAIN
+                | Errno::EMFILE
+                | Errno::ENFILE
+                | Errno::ENOBUFS
+                | Errno::ENOMEM
+        )
+    )
+}
+
+/// One `<instance>.kvmd` socket and what its connection has seen.
+struct Monitor {
+    socket_name: OsString,
+    label: String,
+    /// The socket file this monitor was made for.
+    socket: FileId,
+    link: Link,
+    evidence: Evidence,
+    /// Messages that could not be used; the first is logged as a warning,
+    /// the rest at debug, and the count goes with the decision.
+    problems: u32,
+}
+
+enum Link {
+    /// Connect was refused; try again at `at`.
+    Waiting {
+        attempts: u32,
+        since: Instant,
+        at: Instant,
+    },
+    Connected(Connection),
+}
+
+struct Connection {
+    stream: UnixStream,
+    qmp: qmp::Connection,
+    /// Command bytes the socket did not take yet (almost always empty).
+    unsent: Vec<u8>,
+    /// Whether WRITABLE interest is registered: only while `unsent` is not
+    /// empty, so an idle connection costs no wake-ups.
+    writable: bool,
+}
+
+/// What servicing a connection left it in.
+enum Pump {
+    Open,
+    /// Reads left over after this turn's budget.
+    Backlogged,
+    Closed(Option<io::Error>),
+}
+
+impl Monitor {
+    /// Sends pending bytes, then reads and handles what the peer sent.
+    fn pump(&mut self, buf: &mut [u8]) -> Pump {
+        let Monitor {
+            label,
+            evidence,
+            problems,
+            link,
+            ..
+        } = self;
+        let Link::Connected(conn) = link else {
+            return Pump::Open;
+        };
+        let Connection {
+            stream,
+            qmp,
+            unsent,
+            ..
+        } = conn;
+        if !unsent.is_empty() {
+            let pending = std::mem::take(unsent);
+            send(stream, unsent, &pending);
+        }
+        for _ in 0..READS_PER_TURN {
+            let (data, end) = match stream.read(buf) {
+                Ok(0) => (&[][..], Some(None)),
+                Ok(n) => (&buf[..n], None),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pump::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => (&[][..], Some(Some(e))),
+            };
+            let mut handle = |out: Output<'_>| {
+                handle_output(label, evidence, problems, stream, unsent, out);
+            };
+            match end {
+                None => qmp.handle_bytes(data, &mut handle),
+                Some(cause) => {
+                    qmp.handle_eof(&mut handle);
+                    return Pump::Closed(cause);
+                }
+            }
+        }
+        Pump::Backlogged
+    }
+}
+
+/// Applies one output of the QMP state machine to a connection.
+fn handle_output(
+    label: &str,
+    evidence: &mut Evidence,
+    problems: &mut u32,
+    stream: &mut UnixStream,
+    unsent: &mut Vec<u8>,
+    out: Output<'_>,
+) {
+    match out {
+        Output::Line(line) => debug!("{label}: QMP <- {}", line.escape_ascii()),
+        Output::Transmit(command) => {
+            let bytes = command.as_bytes();
+            debug!("{label}: QMP -> {}", bytes.trim_ascii_end().escape_ascii());
+            send(stream, unsent, bytes);
+        }
+        Output::Event(event) => evidence.record(event),
+        Output::Ready { qemu, running } => {
+            let qemu = qemu.map_or_else(|| "version unknown".to_owned(), |v| v.to_string());
+            let state = match running {
+                Some(true) => "running",
+                Some(false) => "paused",
+                None => "state unknown",
+            };
+            info!("{label}: monitoring (QEMU {qemu}, guest {state})");
+        }
+        Output::Problem(problem) => {
+            *problems = problems.saturating_add(1);
+            if *problems == 1 {
+                warn!("{label}: {problem}");
+            } else {
+                debug!("{label}: {problem}");
+            }
+        }
+    }
+}
+
+/// Writes `bytes` after whatever is already queued; queues what the socket
+/// does not take. A failed write needs no handling here: the read side
+/// sees the hang-up.
+fn send(stream: &mut UnixStream, unsent: &mut Vec<u8>, bytes: &[u8]) {
+    if !unsent.is_empty() {
+        unsent.extend_from_slice(bytes);
+        return;
+    }
+    match stream.write(bytes) {
+        Ok(n) => unsent.extend_from_slice(&bytes[n..]),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => unsent.extend_from_slice(bytes),
+        Err(e) => debug!("write failed: {e}"),
+    }
+}
+
+/// The daemon: see the module documentation.
+pub struct Daemon {
+    poll: Poll,
+    watcher: Watcher,
+    signals: SignalFd,
+    monitors: Slab<Monitor>,
+    /// Socket name → slab key: exactly one monitor per socket.
+    by_name: HashMap<OsString, usize>,
+    /// When to try connecting again; entries of monitors that went away
+    /// are skipped when they come up.
+    retries: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Connections with input left after their turn.
+    backlog: Vec<usize>,
+    /// `*.kvmd` entries that are not sockets, so each is logged once.
+    not_sockets: HashMap<OsString, FileId>,
+    read_buf: Box<[u8]>,
+    changes: Vec<Change>,
+}
+
+impl Daemon {
+    /// Sets up the poll, inotify and signals. Signals TERM, INT and HUP are
+    /// blocked and read from a signalfd in the loop: no work in handlers.
+    pub fn new(ctrl_dir: &Path) -> Result<Daemon, DaemonError> {
+        let poll = Poll::new().map_err(DaemonError::Poll)?;
+        let watcher = Watcher::new(ctrl_dir).map_err(DaemonError::Inotify)?;
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(signal);
+        }
+        mask.thread_block().map_err(DaemonError::Signals)?;
+        let flags = SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC;
+        let signals = SignalFd::with_flags(&mask, flags).map_err(DaemonError::Signals)?;
+        let registry = poll.registry();
+        registry
+            .register(&mut SourceFd(&watcher.fd()), INOTIFY, Interest::READABLE)
+            .map_err(DaemonError::Poll)?;
+        registry
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(DaemonError::Poll)?;
+        Ok(Daemon {
+            poll,
+            watcher,
+            signals,
+            monitors: Slab::new(),
+            by_name: HashMap::new(),
+            retries: BinaryHeap::new(),
+            backlog: Vec::new(),
+            not_sockets: HashMap::new(),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            changes: Vec::new(),
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT, and returns which. Instances still
+    /// running are left as they are: nothing is decided for them.
+    pub fn run(&mut self) -> Result<Signal, DaemonError> {
+        let mut events = Events::with_capacity(1024);
+        let mut changes = std::mem::take(&mut self.changes);
+        self.watcher.crawl(&mut changes);
+        self.apply(&mut changes);
+        loop {
+            let timeout = self.timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(DaemonError::Poll(e));
+            }
+            for event in events.iter() {
+                match event.token() {
+                    INOTIFY => {
+                        self.watcher.handle_readable(&mut changes);
+                        self.apply(&mut changes);
+                    }
+                    SIGNALS => {
+                        if let Some(signal) = self.handle_signals() {
+                            return Ok(signal);
+                        }
+                    }
+                    Token(token) => self.service(token - FIRST_MONITOR, Some(event)),
+                }
+            }
+            for key in std::mem::take(&mut self.backlog) {
+                self.service(key, None);
+            }
+            self.connect_due();
+        }
+    }
+
+    /// How long `poll` may sleep: forever unless a retry or backlog waits.
+    fn timeout(&mut self) -> Option<Duration> {
+        if !self.backlog.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        while let Some(&Reverse((at, key))) = self.retries.peek() {
+            if self.is_waiting(key, at) {
+                return Some(at.saturating_duration_since(Instant::now()));
+            }
+            self.retries.pop();
+        }
+        None
+    }
+
+    fn is_waiting(&self, key: usize, due: Instant) -> bool {
+        matches!(
+            self.monitors.get(key),
+            Some(Monitor { link: Link::Waiting { at, .. }, .. }) if *at == due
+        )
+    }
+
+    fn apply(&mut self, changes: &mut Vec<Change>) {
+        for change in changes.drain(..) {
+            match change {
+                Change::Appeared(name) => self.attach(name),
+                Change::Vanished(name) => {
+                    self.not_sockets.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) -> Option<Signal> {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGHUP) => {
+                        info!("SIGHUP: reopening the log file");
+                        if let Err(e) = logging::reopen() {
+                            error!("{e}");
+                        }
+                    }
+                    Ok(signal) => return Some(signal),
+                    Err(_) => {}
+                },
+                Ok(None) => return None,
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    error!("cannot read signals: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Starts monitoring `name` unless it is monitored already or is no
+    /// socket.
+    fn attach(&mut self, name: OsString) {
+        if self.by_name.contains_key(&name) {
+            debug!("{}: already monitored", label(&name));
+            return;
+        }
+        let Some(dir) = self.watcher.ctrl_dir() else {
+            return;
+        };
+        let socket = match entry(dir, &name) {
+            Ok(Entry::Socket(id)) => id,
+            Ok(Entry::Other(id)) => {
+                if self.not_sockets.insert(name.clone(), id) != Some(id) {
+                    warn!(
+                        "{}: {} is not a socket; ignored",
+                        label(&name),
+                        name.as_bytes().escape_ascii()
+                    );
+                }
+                return;
+            }
+            Err(Errno::ENOENT) => {
+                debug!("{}: gone before it could be monitored", label(&name));
+                return;
+            }
+            Err(e) => {
+                warn!("{}: cannot look at its socket: {e}", label(&name));
+                return;
+            }
+        };
+        let now = Instant::now();
+        let key = self.monitors.insert(Monitor {
+            label: label(&name),
+            socket_name: name.clone(),
+            socket,
+            link: Link::Waiting {
+                attempts: 0,
+                since: now,
+                at: now,
+            },
+            evidence: Evidence::new(),
+            problems: 0,
+        });
+        self.by_name.insert(name, key);
+        self.connect(key);
+    }
+
+    /// Tries to connect a waiting monitor; schedules a retry or gives up.
+    fn connect(&mut self, key: usize) {
+        let Some(dir) = self.watcher.ctrl_dir() else {
+            self.give_up(key, "the control directory is gone");
+            return;
+        };
+        let Some(monitor) = self.monitors.get_mut(key) else {
+            return;
+        };
+        let Link::Waiting {
+            attempts, since, ..
+        } = monitor.link
+        else {
+            return;
+        };
+        // Connect only to the socket this monitor was made for.
+        match entry(dir, &monitor.socket_name) {
+            Ok(Entry::Socket(id)) if id == monitor.socket => {}
+            _ => {
+                self.give_up(key, "its socket went away before QEMU listened");
+                return;
+            }
+        }
+        match UnixStream::connect(socket_path(dir, &monitor.socket_name)) {
+            Ok(mut stream) => {
+                let token = Token(key + FIRST_MONITOR);
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                {
+                    error!("{}: cannot poll its socket: {e}", monitor.label);
+                    self.give_up(key, "it cannot be polled");
+                    return;
+                }
+                debug!("{}: connected", monitor.label);
+                monitor.link = Link::Connected(Connection {
+                    stream,
+                    qmp: qmp::Connection::new(),
+                    unsent: Vec::new(),
+                    writable: false,
+                });
+            }
+            Err(e) if worth_retrying(&e) && since.elapsed() < RETRY_FOR => {
+                let delay = FIRST_RETRY_DELAY
+                    .saturating_mul(1 << attempts.min(16))
+                    .min(MAX_RETRY_DELAY);
+                let at = Instant::now() + delay;
+                debug!("{}: connect: {e}; again in {delay:?}", monitor.label);
+                monitor.link = Link::Waiting {
+                    attempts: attempts + 1,
+                    since,
+                    at,
+                };
+                self.retries.push(Reverse((at, key)));
+            }
+            Err(e) => {
+                let why = format!("cannot connect to its QMP socket: {e}");
+                self.give_up(key, &why);
+            }
+        }
+    }
+
+    fn connect_due(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, key))) = self.retries.peek() {
+            if at > now {
+                break;
+            }
+            self.retries.pop();
+            if self.is_waiting(key, at) {
+                self.connect(key);
+            }
+        }
+    }
+
+    /// Stops trying to reach an instance that was never connected. Nothing
+    /// is decided: nothing was seen. A later creation of the socket starts
+    /// over.
+    fn give_up(&mut self, key: usize, why: &str) {
+        let Some(monitor) = self.forget(key) else {
+            return;
+        };
+        warn!("{}: not monitored: {why}", monitor.label);
+        self.attach_if_new(monitor.socket_name, monitor.socket);
+    }
+
+    /// Services one connection: on its poll event, or from the backlog.
+    fn service(&mut self, key: usize, event: Option<&Event>) {
+        let Some(monitor) = self.monitors.get_mut(key) else {
+            return; // an event for a connection closed earlier this turn
+        };
+        if let Some(event) = event {
+            debug_assert!(event.token() == Token(key + FIRST_MONITOR));
+        }
+        let pump = monitor.pump(&mut self.read_buf);
+        if let Link::Connected(conn) = &mut monitor.link {
+            let wants = !conn.unsent.is_empty();
+            if wants != conn.writable {
+                let interest = if wants {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                let token = Token(key + FIRST_MONITOR);
+                match self
+                    .poll
+                    .registry()
+                    .reregister(&mut conn.stream, token, interest)
+                {
+                    Ok(()) => conn.writable = wants,
+                    Err(e) => debug!("{}: reregister: {e}", monitor.label),
+                }
+            }
+        }
+        match pump {
+            Pump::Open => {}
+            Pump::Backlogged => self.backlog.push(key),
+            Pump::Closed(cause) => self.hang_up(key, cause),
+        }
+    }
+
+    /// The connection ended: decide, record, and look for a successor.
+    fn hang_up(&mut self, key: usize, cause: Option<io::Error>) {
+        let Some(monitor) = self.forget(key) else {
+            return;
+        };
+        if let Some(cause) = cause {
+            debug!("{}: connection ended: {cause}", monitor.label);
+        }
+        let verdict = decision::decide(&monitor.evidence);
+        self.record(&monitor, verdict);
+        // A new QEMU of the same name may have bound its socket before this
+        // hang-up was seen; its creation was skipped as "already monitored".
+        self.attach_if_new(monitor.socket_name, monitor.socket);
+    }
+
+    /// Removes a monitor from every table and the poll.
+    fn forget(&mut self, key: usize) -> Option<Monitor> {
+        let mut monitor = self.monitors.try_remove(key)?;
+        self.by_name.remove(&monitor.socket_name);
+        if let Link::Connected(conn) = &mut monitor.link {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+        Some(monitor)
+    }
+
+    fn attach_if_new(&mut self, name: OsString, old: FileId) {
+        let Some(dir) = self.watcher.ctrl_dir() else {
+            return;
+        };
+        if matches!(entry(dir, &name), Ok(Entry::Socket(id)) if id != old) {
+            self.attach(name);
+        }
+    }
+
+    fn record(&self, monitor: &Monitor, verdict: Verdict) {
+        let Monitor {
+            label,
+            evidence,
+            problems,
+            ..
+        } = monitor;
+        let bad = match problems {
+            0 => String::new(),
+            n => format!("; {n} unusable messages"),
+        };
+        let Some(file) = shutdown_file::file_for(&monitor.socket_name) else {
+            return;
+        };
+        let shown = file.as_bytes().escape_ascii();
+        let Some(dir) = self.watcher.ctrl_dir() else {
+            error!(
+                "{label}: decided {verdict} [{evidence}{bad}], but {} is gone: {shown} not {}",
+                self.watcher.ctrl_dir_path().display(),
+                if verdict.user_shutdown {
+                    "created"
+                } else {
+                    "removed"
+                }
+            );
+            return;
+        };
+        match shutdown_file::record(dir, &file, verdict.user_shutdown) {
+            Ok(outcome) => {
+                info!("{label}: decided {verdict} [{evidence}{bad}]; {shown}: {outcome}")
+            }
+            Err(e) => error!(
+                "{label}: decided {verdict} [{evidence}{bad}], but cannot {} {shown}: {e}",
+                if verdict.user_shutdown {
+                    "create"
+                } else {
+                    "remove"
+                }
+            ),
+        }
+    }
+}

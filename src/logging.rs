@@ -1,0 +1,264 @@
+//! Where log lines go: stderr (in the foreground), the log file, syslog.
+//!
+//! This module owns the process's `log` backend. File and stderr lines have
+//! Ganeti's shape, so existing log tooling keeps working:
+//! `2026-11-24 11:52:58,054020 UTC: ganeti-kvmd pid=4486 INFO message`.
+//! Syslog gets facility daemon, the program's name as ident, and no debug
+//! lines (as the original). The log file is reopened by [`reopen`] (SIGHUP
+//! after log rotation).
+
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use syslog::{Facility, Formatter3164, LoggerBackend};
+
+/// Where to log, from the command line.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// As invoked (`kvmd`, `ganeti-kvmd`): the name in every line.
+    pub program: String,
+    pub debug: bool,
+    pub stderr: bool,
+    pub file: Option<PathBuf>,
+    pub syslog: bool,
+}
+
+#[derive(Debug)]
+pub enum LogError {
+    File { path: PathBuf, source: io::Error },
+    AlreadyInitialised,
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::File { path, source } => {
+                write!(f, "cannot open log file {}: {source}", path.display())
+            }
+            LogError::AlreadyInitialised => write!(f, "logging set up twice"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LogError::File { source, .. } => Some(source),
+            LogError::AlreadyInitialised => None,
+        }
+    }
+}
+
+type Syslog = syslog::Logger<LoggerBackend, Formatter3164>;
+
+struct Logger {
+    program: String,
+    level: LevelFilter,
+    stderr: bool,
+    file_path: Option<PathBuf>,
+    /// kvmd is single-threaded; the mutexes only satisfy `Log:
+    /// Sync` and are never contended.
+    file: Mutex<Option<File>>,
+    syslog: Option<Mutex<Syslog>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Installs the logger. Fails when the log file cannot be opened; a missing
+/// syslog socket is reported on stderr and otherwise ignored (the daemon
+/// still has its file).
+pub fn init(setup: Setup) -> Result<(), LogError> {
+    let file = match &setup.file {
+        Some(path) => Some(open_log_file(path).map_err(|source| LogError::File {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let syslog = if setup.syslog {
+        let formatter = Formatter3164 {
+            facility: Facility::LOG_DAEMON,
+            hostname: None,
+            process: setup.program.clone(),
+            pid: std::process::id(),
+        };
+        match syslog::unix(formatter) {
+            Ok(logger) => Some(Mutex::new(logger)),
+            Err(e) => {
+                eprintln!("{}: cannot reach syslog: {e}", setup.program);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let level = if setup.debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    };
+    let logger = Logger {
+        program: setup.program,
+        level,
+        stderr: setup.stderr,
+        file_path: setup.file,
+        file: Mutex::new(file),
+        syslog,
+    };
+    LOGGER
+        .set(logger)
+        .map_err(|_| LogError::AlreadyInitialised)?;
+    let logger = LOGGER.get().ok_or(LogError::AlreadyInitialised)?;
+    log::set_logger(logger).map_err(|_| LogError::AlreadyInitialised)?;
+    log::set_max_level(level);
+    Ok(())
+}
+
+/// Reopens the log file by path, for log rotation. The old file stays in
+/// use when the new one cannot be opened.
+pub fn reopen() -> Result<(), LogError> {
+    let Some(logger) = LOGGER.get() else {
+        return Ok(());
+    };
+    let Some(path) = &logger.file_path else {
+        return Ok(());
+    };
+    let file = open_log_file(path).map_err(|source| LogError::File {
+        path: path.clone(),
+        source,
+    })?;
+    *logger.file.lock().unwrap_or_else(PoisonError::into_inner) = Some(file);
+    Ok(())
+}
+
+fn open_log_file(path: &Path) -> io::Result<File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = level_name(record.level());
+        if self.stderr || self.file_path.is_some() {
+            let mut line = String::with_capacity(128);
+            let _ = writeln!(
+                line,
+                "{} UTC: {} pid={} {} {}",
+                Timestamp(SystemTime::now()),
+                self.program,
+                // Read each time: daemonizing changes it after set-up.
+                std::process::id(),
+                level,
+                record.args()
+            );
+            // Write errors cannot be logged anywhere better; drop them.
+            if self.stderr {
+                let _ = io::stderr().write_all(line.as_bytes());
+            }
+            let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(file) = file.as_mut() {
+                let _ = file.write_all(line.as_bytes());
+            }
+        }
+        if let Some(syslog) = self
+            .syslog
+            .as_ref()
+            .filter(|_| record.level() <= Level::Info)
+        {
+            let mut syslog = syslog.lock().unwrap_or_else(PoisonError::into_inner);
+            let message = format!("{level} {}", record.args());
+            let _ = match record.level() {
+                Level::Error => syslog.err(message),
+                Level::Warn => syslog.warning(message),
+                _ => syslog.info(message),
+            };
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Level names as Ganeti's (Python-style) log files spell them.
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARNING",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+        Level::Trace => "TRACE",
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS,uuuuuu` in UTC.
+struct Timestamp(SystemTime);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02},{:06}",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            since.subsec_micros()
+        )
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_in_ganetis_shape() {
+        // `date -u -d @1795953178` says 2026-11-29 11:52:58.
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_953_178_054_020);
+        assert_eq!(Timestamp(t).to_string(), "2026-11-29 11:52:58,054020");
+        assert_eq!(
+            Timestamp(UNIX_EPOCH).to_string(),
+            "1970-01-01 00:00:00,000000"
+        );
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(Timestamp(leap).to_string(), "2000-02-29 00:00:00,000000");
+    }
+}

@@ -1,0 +1,486 @@
+//! The control-directory watcher: an inotify crawler.
+//!
+//! This module owns the inotify descriptor, every watch on it, and an open
+//! descriptor of the control directory while it exists. It turns kernel
+//! events into [`Change`]s: a `*.kvmd` entry appeared or vanished. The
+//! event loop registers [`Watcher::fd`] with its poll and calls
+//! [`Watcher::handle_readable`]; nothing here blocks.
+//!
+//! How it follows the control directory `C`:
+//! - every existing ancestor of `C` is watched for its own deletion, move
+//!   or unmount, so `C` moved away with a parent is noticed too;
+//! - while `C` is missing, the deepest existing ancestor (the *frontier*)
+//!   is also watched for the next component appearing; the walk then goes
+//!   down as far as it can (several levels may appear at once);
+//! - `C` itself is opened (`O_NOFOLLOW`: a symlink is not a control
+//!   directory) and watched through `/proc/self/fd`, so the watch and the
+//!   descriptor used to write shutdown files are the same directory;
+//! - whenever `C` becomes watched, each `*.kvmd` entry already in it is
+//!   reported as appeared (the recap), so a restarted daemon picks up the
+//!   running instances;
+//! - any change to the path, an unmount, a dropped watch or a queue
+//!   overflow makes it crawl again from `/`. Crawling is rare and cheap;
+//!   one mechanism for every case is easier to trust than many.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use log::{debug, error, info, warn};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::Mode;
+
+/// QMP sockets meant for the daemon are named `<instance>.kvmd`.
+const SOCKET_SUFFIX: &[u8] = b".kvmd";
+
+/// The instance a control-directory entry belongs to, if it is named like
+/// a daemon socket (`<instance>.kvmd`, with a non-empty instance).
+pub fn instance_name(file_name: &OsStr) -> Option<&OsStr> {
+    let stem = file_name.as_bytes().strip_suffix(SOCKET_SUFFIX)?;
+    (!stem.is_empty()).then(|| OsStr::from_bytes(stem))
+}
+
+/// What the event loop needs to know of the control directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An entry named `<instance>.kvmd` was created or moved in, or was
+    /// found there when the directory became watched.
+    Appeared(OsString),
+    /// An entry named `<instance>.kvmd` was deleted or moved out.
+    Vanished(OsString),
+}
+
+/// What a watch is for.
+#[derive(Debug)]
+enum Role {
+    /// An existing ancestor of the control directory: only its own
+    /// deletion, move or unmount matters.
+    Ancestor,
+    /// The deepest existing ancestor: waiting for `next` to appear in it.
+    Frontier { next: OsString },
+    /// The control directory.
+    CtrlDir,
+}
+
+#[derive(Debug)]
+struct Watched {
+    path: PathBuf,
+    role: Role,
+}
+
+/// Events that mean the watched directory is no longer where the path
+/// says (the kernel adds UNMOUNT and IGNORED to any watch by itself).
+const SELF_GONE: EventMask = EventMask::DELETE_SELF
+    .union(EventMask::MOVE_SELF)
+    .union(EventMask::UNMOUNT)
+    .union(EventMask::IGNORED);
+
+const ANCESTOR_MASK: WatchMask = WatchMask::DELETE_SELF
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
+const FRONTIER_MASK: WatchMask = ANCESTOR_MASK
+    .union(WatchMask::CREATE)
+    .union(WatchMask::MOVED_TO);
+const CTRL_DIR_MASK: WatchMask = FRONTIER_MASK
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM);
+
+/// Big enough for many events; `read` needs real length, not capacity.
+const EVENT_BUFFER: usize = 16 * 1024;
+
+/// The control-directory crawler. See the module documentation.
+pub struct Watcher {
+    inotify: Inotify,
+    ctrl_dir: PathBuf,
+    buffer: Box<[u8]>,
+    watches: HashMap<WatchDescriptor, Watched>,
+    /// The control directory, open while it is watched.
+    dir: Option<OwnedFd>,
+}
+
+impl Watcher {
+    /// Sets up inotify for `ctrl_dir` (an absolute path). Nothing is watched
+    /// until [`Watcher::crawl`].
+    pub fn new(ctrl_dir: &Path) -> io::Result<Watcher> {
+        Ok(Watcher {
+            inotify: Inotify::init()?,
+            ctrl_dir: normalize(ctrl_dir),
+            buffer: vec![0; EVENT_BUFFER].into_boxed_slice(),
+            watches: HashMap::new(),
+            dir: None,
+        })
+    }
+
+    /// The inotify descriptor, to register with the event loop's poll.
+    pub fn fd(&self) -> RawFd {
+        self.inotify.as_raw_fd()
+    }
+
+    /// The control directory, while it exists and is watched.
+    pub fn ctrl_dir(&self) -> Option<BorrowedFd<'_>> {
+        self.dir.as_ref().map(|fd| fd.as_fd())
+    }
+
+    pub fn ctrl_dir_path(&self) -> &Path {
+        &self.ctrl_dir
+    }
+
+    /// Drops every watch and walks from `/` down towards the control
+    /// directory again, reporting its `*.kvmd` entries if it is reached.
+    pub fn crawl(&mut self, out: &mut Vec<Change>) {
+        for (wd, _) in self.watches.drain() {
+            // The watch may be gone already (its directory was deleted).
+            let _ = self.inotify.watches().remove(wd);
+        }
+        let was_watched = self.dir.take().is_some();
+
+        let names: Vec<OsString> = self
+            .ctrl_dir
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name.to_owned()),
+                _ => None,
+            })
+            .collect();
+        let mut parent = PathBuf::from("/");
+        for (depth, name) in names.iter().enumerate() {
+            // Watch the parent for `name` before looking for it, so that
+            // nothing created in between goes unnoticed.
+            let frontier = Role::Frontier { next: name.clone() };
+            if !self.add_watch(&parent, FRONTIER_MASK, frontier) {
+                break;
+            }
+            let child = parent.join(name);
+            let found = if depth + 1 == names.len() {
+                self.watch_ctrl_dir(child.clone(), out)
+            } else {
+                // Ancestors may be symlinks (Debian's /var/run -> /run).
+                child.is_dir()
+            };
+            if !found {
+                info!(
+                    "waiting for {} to appear (watching {})",
+                    self.ctrl_dir.display(),
+                    parent.display()
+                );
+                return;
+            }
+            // Found: the parent now only needs to say if it goes away.
+            self.add_watch(&parent, ANCESTOR_MASK, Role::Ancestor);
+            parent = child;
+        }
+        if !was_watched {
+            info!("watching {}", self.ctrl_dir.display());
+        }
+    }
+
+    /// Reads every pending inotify event. Changes to the path itself are
+    /// collected while reading and acted on once, afterwards.
+    pub fn handle_readable(&mut self, out: &mut Vec<Change>) {
+        let mut crawl_again = false;
+        loop {
+            let events = match self.inotify.read_events(&mut self.buffer) {
+                Ok(events) => events,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Not expected from inotify; do not spin on it.
+                    error!("cannot read inotify events: {e}");
+                    crawl_again = true;
+                    break;
+                }
+            };
+            for event in events {
+                debug!(
+                    "inotify: wd={} {:?} {:?}",
+                    event.wd.get_watch_descriptor_id(),
+                    event.mask,
+                    event.name
+                );
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    warn!(
+                        "inotify queue overflowed; rescanning {}",
+                        self.ctrl_dir.display()
+                    );
+                    crawl_again = true;
+                    continue;
+                }
+                let Some(watched) = self.watches.get(&event.wd) else {
+                    debug!("inotify: event for a dropped watch, skipped");
+                    continue;
+                };
+                if event.mask.intersects(SELF_GONE) {
+                    info!(
+                        "{} was deleted, moved or unmounted; looking for {} again",
+                        watched.path.display(),
+                        self.ctrl_dir.display()
+                    );
+                    crawl_again = true;
+                    continue;
+                }
+                let Some(name) = event.name else { continue };
+                match &watched.role {
+                    // Once the directory moved or the queue overflowed, later
+                    // events on the old watch describe the old directory; the
+                    // recap after crawling reports what the new one holds.
+                    Role::CtrlDir if !crawl_again && instance_name(name).is_some() => {
+                        if event
+                            .mask
+                            .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                        {
+                            out.push(Change::Appeared(name.to_owned()));
+                        } else if event
+                            .mask
+                            .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
+                        {
+                            out.push(Change::Vanished(name.to_owned()));
+                        }
+                    }
+                    Role::Frontier { next } if name == next => crawl_again = true,
+                    _ => {}
+                }
+            }
+        }
+        if crawl_again {
+            self.crawl(out);
+        }
+    }
+
+    fn add_watch(&mut self, path: &Path, mask: WatchMask, role: Role) -> bool {
+        match self.inotify.watches().add(path, mask) {
+            Ok(wd) => {
+                let path = path.to_owned();
+                self.watches.insert(wd, Watched { path, role });
+                true
+            }
+            Err(e) => {
+                warn!("cannot watch {}: {e}", path.display());
+                false
+            }
+        }
+    }
+
+    /// Opens and watches the control directory, then reports its entries.
+    /// False when it is not there (or not a directory).
+    fn watch_ctrl_dir(&mut self, path: PathBuf, out: &mut Vec<Change>) -> bool {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let dir = match open(&path, flags, Mode::empty()) {
+            Ok(dir) => dir,
+            Err(Errno::ENOENT) => return false,
+            Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
+                warn!(
+                    "{} is not a directory ({e}); waiting for a real one",
+                    path.display()
+                );
+                return false;
+            }
+            Err(e) => {
+                warn!("cannot open {}: {e}", path.display());
+                return false;
+            }
+        };
+        // Watch the very directory just opened, not whatever the path names
+        // a moment later.
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let wd = match self.inotify.watches().add(&by_fd, CTRL_DIR_MASK) {
+            Ok(wd) => wd,
+            Err(_) => match self
+                .inotify
+                .watches()
+                .add(&path, CTRL_DIR_MASK | WatchMask::DONT_FOLLOW)
+            {
+                Ok(wd) => wd,
+                Err(e) => {
+                    warn!("cannot watch {}: {e}", path.display());
+                    return false;
+                }
+            },
+        };
+        let role = Role::CtrlDir;
+        self.watches.insert(wd, Watched { path, role });
+        self.dir = Some(dir);
+        self.recap(out);
+        true
+    }
+
+    /// Reports every `*.kvmd` entry of the control directory as appeared.
+    fn recap(&self, out: &mut Vec<Change>) {
+        let Some(dir) = &self.dir else { return };
+        // A fresh open description: reading must not move the offset of the
+        // descriptor kept for later.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let entries = openat(dir, ".", flags, Mode::empty()).and_then(Dir::from_fd);
+        let mut entries = match entries {
+            Ok(entries) => entries,
+            Err(e) => {
+                warn!("cannot list {}: {e}", self.ctrl_dir.display());
+                return;
+            }
+        };
+        for entry in entries.iter() {
+            match entry {
+                Ok(entry) => {
+                    let name = OsStr::from_bytes(entry.file_name().to_bytes());
+                    if instance_name(name).is_some() {
+                        out.push(Change::Appeared(name.to_owned()));
+                    }
+                }
+                Err(e) => {
+                    warn!("cannot list {}: {e}", self.ctrl_dir.display());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system: the path is
+/// followed as named, symlinks and all, component by component.
+fn normalize(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => normal.push(name),
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    normal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn socket_names() {
+        assert_eq!(
+            instance_name(OsStr::new("vm1.example.com.kvmd")),
+            Some(OsStr::new("vm1.example.com"))
+        );
+        assert_eq!(instance_name(OsStr::new(".kvmd")), None);
+        assert_eq!(instance_name(OsStr::new("vm1.qmp")), None);
+        assert_eq!(instance_name(OsStr::new("vm1.kvmd.shutdown")), None);
+        assert_eq!(
+            instance_name(OsStr::from_bytes(b"\xff\n.kvmd")),
+            Some(OsStr::from_bytes(b"\xff\n"))
+        );
+    }
+
+    #[test]
+    fn normalizes_lexically() {
+        assert_eq!(normalize(Path::new("/a/./b/../c/")), Path::new("/a/c"));
+        assert_eq!(normalize(Path::new("/../a")), Path::new("/a"));
+    }
+
+    /// Reads changes until `want` is among them, or fails after a deadline.
+    /// The watcher's fd is non-blocking, so this polls it with `poll(2)`.
+    fn wait_for(watcher: &mut Watcher, want: &Change) -> Vec<Change> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let fd = unsafe { BorrowedFd::borrow_raw(watcher.fd()) };
+            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            watcher.handle_readable(&mut seen);
+            if seen.contains(want) {
+                return seen;
+            }
+        }
+        panic!("no {want:?} within 10 s; saw {seen:?}");
+    }
+
+    fn appeared(name: &str) -> Change {
+        Change::Appeared(OsString::from(name))
+    }
+
+    #[test]
+    fn recap_reports_existing_sockets_only_by_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let _a = UnixListener::bind(tmp.path().join("a.kvmd")).expect("bind");
+        std::fs::write(tmp.path().join("b.qmp"), b"").expect("write");
+        std::fs::write(tmp.path().join("c.kvmd"), b"").expect("write");
+        let mut watcher = Watcher::new(tmp.path()).expect("inotify");
+        let mut seen = Vec::new();
+        watcher.crawl(&mut seen);
+        seen.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        assert_eq!(seen, vec![appeared("a.kvmd"), appeared("c.kvmd")]);
+        assert!(watcher.ctrl_dir().is_some());
+    }
+
+    #[test]
+    fn follows_creations_and_deletions() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut watcher = Watcher::new(tmp.path()).expect("inotify");
+        let mut seen = Vec::new();
+        watcher.crawl(&mut seen);
+        assert!(seen.is_empty());
+        let _l = UnixListener::bind(tmp.path().join("vm.kvmd")).expect("bind");
+        wait_for(&mut watcher, &appeared("vm.kvmd"));
+        std::fs::remove_file(tmp.path().join("vm.kvmd")).expect("rm");
+        wait_for(&mut watcher, &Change::Vanished(OsString::from("vm.kvmd")));
+    }
+
+    #[test]
+    fn walks_down_as_missing_levels_appear() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ctrl = tmp.path().join("a/b/ctrl");
+        let mut watcher = Watcher::new(&ctrl).expect("inotify");
+        let mut seen = Vec::new();
+        watcher.crawl(&mut seen);
+        assert!(watcher.ctrl_dir().is_none());
+        std::fs::create_dir(tmp.path().join("a")).expect("mkdir");
+        std::fs::create_dir(tmp.path().join("a/b")).expect("mkdir");
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        let _l = UnixListener::bind(ctrl.join("vm.kvmd")).expect("bind");
+        wait_for(&mut watcher, &appeared("vm.kvmd"));
+        assert!(watcher.ctrl_dir().is_some());
+    }
+
+    #[test]
+    fn starts_over_when_the_directory_is_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ctrl = tmp.path().join("ctrl");
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        let mut watcher = Watcher::new(&ctrl).expect("inotify");
+        let mut seen = Vec::new();
+        watcher.crawl(&mut seen);
+        std::fs::rename(&ctrl, tmp.path().join("old")).expect("mv");
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        let _l = UnixListener::bind(ctrl.join("new.kvmd")).expect("bind");
+        // Also made in the old directory: must not be reported.
+        let _o = UnixListener::bind(tmp.path().join("old/stale.kvmd")).expect("bind");
+        let seen = wait_for(&mut watcher, &appeared("new.kvmd"));
+        assert!(!seen.contains(&appeared("stale.kvmd")), "{seen:?}");
+    }
+
+    #[test]
+    fn a_symlink_is_not_the_control_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        let _l = UnixListener::bind(real.join("vm.kvmd")).expect("bind");
+        let ctrl = tmp.path().join("ctrl");
+        std::os::unix::fs::symlink(&real, &ctrl).expect("symlink");
+        let mut watcher = Watcher::new(&ctrl).expect("inotify");
+        let mut seen = Vec::new();
+        watcher.crawl(&mut seen);
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(watcher.ctrl_dir().is_none());
+        // Replaced by a real directory: picked up.
+        std::fs::remove_file(&ctrl).expect("rm");
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        let _m = UnixListener::bind(ctrl.join("vm2.kvmd")).expect("bind");
+        wait_for(&mut watcher, &appeared("vm2.kvmd"));
+    }
+}
