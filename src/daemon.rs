@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -400,9 +400,18 @@ impl Daemon {
     }
 
     fn apply(&mut self, changes: &mut Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        // One open of the control directory for the whole batch.
+        let dir = self.watcher.open_ctrl_dir();
         for change in changes.drain(..) {
             match change {
-                Change::Appeared(name) => self.attach(name),
+                Change::Appeared(name) => {
+                    if let Some(dir) = &dir {
+                        self.attach(dir.as_fd(), name);
+                    }
+                }
                 Change::Vanished(name) => {
                     self.not_sockets.remove(&name);
                 }
@@ -435,14 +444,11 @@ impl Daemon {
 
     /// Starts monitoring `name` unless it is monitored already or is no
     /// socket.
-    fn attach(&mut self, name: OsString) {
+    fn attach(&mut self, dir: BorrowedFd<'_>, name: OsString) {
         if self.by_name.contains_key(&name) {
             debug!("{}: already monitored", label(&name));
             return;
         }
-        let Some(dir) = self.watcher.ctrl_dir() else {
-            return;
-        };
         let socket = match entry(dir, &name) {
             Ok(Entry::Socket(id)) => id,
             Ok(Entry::Other(id)) => {
@@ -478,15 +484,11 @@ impl Daemon {
             problems: 0,
         });
         self.by_name.insert(name, key);
-        self.connect(key);
+        self.connect(dir, key);
     }
 
     /// Tries to connect a waiting monitor; schedules a retry or gives up.
-    fn connect(&mut self, key: usize) {
-        let Some(dir) = self.watcher.ctrl_dir() else {
-            self.give_up(key, "the control directory is gone");
-            return;
-        };
+    fn connect(&mut self, dir: BorrowedFd<'_>, key: usize) {
         let Some(monitor) = self.monitors.get_mut(key) else {
             return;
         };
@@ -500,7 +502,7 @@ impl Daemon {
         match entry(dir, &monitor.socket_name) {
             Ok(Entry::Socket(id)) if id == monitor.socket => {}
             _ => {
-                self.give_up(key, "its socket went away before QEMU listened");
+                self.give_up(Some(dir), key, "its socket went away before QEMU listened");
                 return;
             }
         }
@@ -513,7 +515,7 @@ impl Daemon {
                         .register(&mut stream, token, Interest::READABLE)
                 {
                     error!("{}: cannot poll its socket: {e}", monitor.label);
-                    self.give_up(key, "it cannot be polled");
+                    self.give_up(Some(dir), key, "it cannot be polled");
                     return;
                 }
                 debug!("{}: connected", monitor.label);
@@ -539,20 +541,27 @@ impl Daemon {
             }
             Err(e) => {
                 let why = format!("cannot connect to its QMP socket: {e}");
-                self.give_up(key, &why);
+                self.give_up(Some(dir), key, &why);
             }
         }
     }
 
     fn connect_due(&mut self) {
         let now = Instant::now();
+        let mut dir = None;
         while let Some(&Reverse((at, key))) = self.retries.peek() {
             if at > now {
                 break;
             }
             self.retries.pop();
-            if self.is_waiting(key, at) {
-                self.connect(key);
+            if !self.is_waiting(key, at) {
+                continue;
+            }
+            // Opened once for all the retries due now.
+            let dir = dir.get_or_insert_with(|| self.watcher.open_ctrl_dir());
+            match dir {
+                Some(dir) => self.connect(dir.as_fd(), key),
+                None => self.give_up(None, key, "the control directory is gone"),
             }
         }
     }
@@ -560,12 +569,14 @@ impl Daemon {
     /// Stops trying to reach an instance that was never connected. Nothing
     /// is decided: nothing was seen. A later creation of the socket starts
     /// over.
-    fn give_up(&mut self, key: usize, why: &str) {
+    fn give_up(&mut self, dir: Option<BorrowedFd<'_>>, key: usize, why: &str) {
         let Some(monitor) = self.forget(key) else {
             return;
         };
         warn!("{}: not monitored: {why}", monitor.label);
-        self.attach_if_new(monitor.socket_name, monitor.socket);
+        if let Some(dir) = dir {
+            self.attach_if_new(dir, monitor.socket_name, monitor.socket);
+        }
     }
 
     /// Services one connection: on its poll event, or from the backlog.
@@ -612,10 +623,13 @@ impl Daemon {
             debug!("{}: connection ended: {cause}", monitor.label);
         }
         let verdict = decision::decide(&monitor.evidence);
-        self.record(&monitor, verdict);
+        let dir = self.watcher.open_ctrl_dir();
+        self.record(dir.as_ref().map(|dir| dir.as_fd()), &monitor, verdict);
         // A new QEMU of the same name may have bound its socket before this
         // hang-up was seen; its creation was skipped as "already monitored".
-        self.attach_if_new(monitor.socket_name, monitor.socket);
+        if let Some(dir) = &dir {
+            self.attach_if_new(dir.as_fd(), monitor.socket_name, monitor.socket);
+        }
     }
 
     /// Removes a monitor from every table and the poll.
@@ -628,16 +642,13 @@ impl Daemon {
         Some(monitor)
     }
 
-    fn attach_if_new(&mut self, name: OsString, old: FileId) {
-        let Some(dir) = self.watcher.ctrl_dir() else {
-            return;
-        };
+    fn attach_if_new(&mut self, dir: BorrowedFd<'_>, name: OsString, old: FileId) {
         if matches!(entry(dir, &name), Ok(Entry::Socket(id)) if id != old) {
-            self.attach(name);
+            self.attach(dir, name);
         }
     }
 
-    fn record(&self, monitor: &Monitor, verdict: Verdict) {
+    fn record(&self, dir: Option<BorrowedFd<'_>>, monitor: &Monitor, verdict: Verdict) {
         let Monitor {
             label,
             evidence,
@@ -652,7 +663,7 @@ impl Daemon {
             return;
         };
         let shown = file.as_bytes().escape_ascii();
-        let Some(dir) = self.watcher.ctrl_dir() else {
+        let Some(dir) = dir else {
             error!(
                 "{label}: decided {verdict} [{evidence}{bad}], but {} is gone: {shown} not {}",
                 self.watcher.ctrl_dir_path().display(),

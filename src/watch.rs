@@ -1,20 +1,23 @@
 //! The control-directory watcher: an inotify crawler.
 //!
-//! This module owns the inotify descriptor, every watch on it, and an open
-//! descriptor of the control directory while it exists. It turns kernel
-//! events into [`Change`]s: a `*.kvmd` entry appeared or vanished. The
-//! event loop registers [`Watcher::fd`] with its poll and calls
+//! This module owns the inotify descriptor and every watch on it. It turns
+//! kernel events into [`Change`]s: a `*.kvmd` entry appeared or vanished.
+//! The event loop registers [`Watcher::fd`] with its poll and calls
 //! [`Watcher::handle_readable`]; nothing here blocks.
 //!
 //! How it follows the control directory `C`:
 //! - every existing ancestor of `C` is watched for its own deletion, move
 //!   or unmount, so `C` moved away with a parent is noticed too;
-//! - while `C` is missing, the deepest existing ancestor (the *frontier*)
-//!   is also watched for the next component appearing; the walk then goes
-//!   down as far as it can (several levels may appear at once);
+//! - the deepest ancestor reached (the *gate*: `C`'s parent once `C`
+//!   exists) is also watched for its next component being created, deleted
+//!   or moved. `C`'s own DELETE_SELF cannot be relied on: the kernel sends
+//!   it only once the directory's dentry is released, and a running QEMU's
+//!   socket inside it pins that dentry until QEMU exits;
 //! - `C` itself is opened (`O_NOFOLLOW`: a symlink is not a control
-//!   directory) and watched through `/proc/self/fd`, so the watch and the
-//!   descriptor used to write shutdown files are the same directory;
+//!   directory) and watched through `/proc/self/fd`, so the watch is on the
+//!   directory that was checked. No descriptor of it is kept (that would
+//!   keep its file system busy); [`Watcher::open_ctrl_dir`] opens it anew
+//!   for each piece of work and checks it is still the watched one;
 //! - whenever `C` becomes watched, each `*.kvmd` entry already in it is
 //!   reported as appeared (the recap), so a restarted daemon picks up the
 //!   running instances;
@@ -25,7 +28,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -33,8 +36,8 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use log::{debug, error, info, warn};
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat};
-use nix::sys::stat::Mode;
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::{Mode, fstat};
 
 /// QMP sockets meant for the daemon are named `<instance>.kvmd`.
 const SOCKET_SUFFIX: &[u8] = b".kvmd";
@@ -62,8 +65,9 @@ enum Role {
     /// An existing ancestor of the control directory: only its own
     /// deletion, move or unmount matters.
     Ancestor,
-    /// The deepest existing ancestor: waiting for `next` to appear in it.
-    Frontier { next: OsString },
+    /// The deepest ancestor reached: `next` appearing or going away there
+    /// changes the path.
+    Gate { next: OsString },
     /// The control directory.
     CtrlDir,
 }
@@ -84,12 +88,17 @@ const SELF_GONE: EventMask = EventMask::DELETE_SELF
 const ANCESTOR_MASK: WatchMask = WatchMask::DELETE_SELF
     .union(WatchMask::MOVE_SELF)
     .union(WatchMask::ONLYDIR);
-const FRONTIER_MASK: WatchMask = ANCESTOR_MASK
-    .union(WatchMask::CREATE)
-    .union(WatchMask::MOVED_TO);
-const CTRL_DIR_MASK: WatchMask = FRONTIER_MASK
+/// Names coming and going in a directory.
+const ENTRY_MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
     .union(WatchMask::DELETE)
     .union(WatchMask::MOVED_FROM);
+const GATE_MASK: WatchMask = ANCESTOR_MASK.union(ENTRY_MASK);
+const CTRL_DIR_MASK: WatchMask = ANCESTOR_MASK.union(ENTRY_MASK);
+const ENTRY_EVENTS: EventMask = EventMask::CREATE
+    .union(EventMask::MOVED_TO)
+    .union(EventMask::DELETE)
+    .union(EventMask::MOVED_FROM);
 
 /// Big enough for many events; `read` needs real length, not capacity.
 const EVENT_BUFFER: usize = 16 * 1024;
@@ -100,9 +109,31 @@ pub struct Watcher {
     ctrl_dir: PathBuf,
     buffer: Box<[u8]>,
     watches: HashMap<WatchDescriptor, Watched>,
-    /// The control directory, open while it is watched.
-    dir: Option<OwnedFd>,
+    /// The watched control directory's identity, while it is watched.
+    ctrl_dir_id: Option<DirId>,
 }
+
+/// Device and inode: which directory a descriptor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DirId {
+    dev: u64,
+    ino: u64,
+}
+
+impl DirId {
+    fn of(fd: &OwnedFd) -> Result<DirId, Errno> {
+        let stat = fstat(fd)?;
+        Ok(DirId {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        })
+    }
+}
+
+const OPEN_DIR: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 impl Watcher {
     /// Sets up inotify for `ctrl_dir` (an absolute path). Nothing is watched
@@ -113,7 +144,7 @@ impl Watcher {
             ctrl_dir: normalize(ctrl_dir),
             buffer: vec![0; EVENT_BUFFER].into_boxed_slice(),
             watches: HashMap::new(),
-            dir: None,
+            ctrl_dir_id: None,
         })
     }
 
@@ -122,9 +153,18 @@ impl Watcher {
         self.inotify.as_raw_fd()
     }
 
-    /// The control directory, while it exists and is watched.
-    pub fn ctrl_dir(&self) -> Option<BorrowedFd<'_>> {
-        self.dir.as_ref().map(|fd| fd.as_fd())
+    /// Opens the control directory, if it is watched and still the watched
+    /// one. `None` otherwise: it is gone or being replaced, and inotify is
+    /// about to say so.
+    pub fn open_ctrl_dir(&self) -> Option<OwnedFd> {
+        let watched = self.ctrl_dir_id?;
+        let dir = open(&self.ctrl_dir, OPEN_DIR, Mode::empty()).ok()?;
+        (DirId::of(&dir).ok()? == watched).then_some(dir)
+    }
+
+    /// Whether the control directory is watched.
+    pub fn is_watching(&self) -> bool {
+        self.ctrl_dir_id.is_some()
     }
 
     pub fn ctrl_dir_path(&self) -> &Path {
@@ -138,7 +178,7 @@ impl Watcher {
             // The watch may be gone already (its directory was deleted).
             let _ = self.inotify.watches().remove(wd);
         }
-        let was_watched = self.dir.take().is_some();
+        let was_watched = self.ctrl_dir_id.take().is_some();
 
         let names: Vec<OsString> = self
             .ctrl_dir
@@ -152,15 +192,17 @@ impl Watcher {
         for (depth, name) in names.iter().enumerate() {
             // Watch the parent for `name` before looking for it, so that
             // nothing created in between goes unnoticed.
-            let frontier = Role::Frontier { next: name.clone() };
-            if !self.add_watch(&parent, FRONTIER_MASK, frontier) {
-                break;
+            let gate = Role::Gate { next: name.clone() };
+            if !self.add_watch(&parent, GATE_MASK, gate) {
+                return;
             }
             let child = parent.join(name);
-            let found = if depth + 1 == names.len() {
+            let is_ctrl_dir = depth + 1 == names.len();
+            // Ancestors may be symlinks (Debian's /var/run -> /run); the
+            // control directory itself may not.
+            let found = if is_ctrl_dir {
                 self.watch_ctrl_dir(child.clone(), out)
             } else {
-                // Ancestors may be symlinks (Debian's /var/run -> /run).
                 child.is_dir()
             };
             if !found {
@@ -171,9 +213,12 @@ impl Watcher {
                 );
                 return;
             }
-            // Found: the parent now only needs to say if it goes away.
-            self.add_watch(&parent, ANCESTOR_MASK, Role::Ancestor);
-            parent = child;
+            if !is_ctrl_dir {
+                // The control directory's parent stays the gate; others
+                // now only need to say if they go away.
+                self.add_watch(&parent, ANCESTOR_MASK, Role::Ancestor);
+                parent = child;
+            }
         }
         if !was_watched {
             info!("watching {}", self.ctrl_dir.display());
@@ -242,7 +287,9 @@ impl Watcher {
                             out.push(Change::Vanished(name.to_owned()));
                         }
                     }
-                    Role::Frontier { next } if name == next => crawl_again = true,
+                    Role::Gate { next } if name == next && event.mask.intersects(ENTRY_EVENTS) => {
+                        crawl_again = true;
+                    }
                     _ => {}
                 }
             }
@@ -269,8 +316,7 @@ impl Watcher {
     /// Opens and watches the control directory, then reports its entries.
     /// False when it is not there (or not a directory).
     fn watch_ctrl_dir(&mut self, path: PathBuf, out: &mut Vec<Change>) -> bool {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let dir = match open(&path, flags, Mode::empty()) {
+        let dir = match open(&path, OPEN_DIR, Mode::empty()) {
             Ok(dir) => dir,
             Err(Errno::ENOENT) => return false,
             Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
@@ -302,21 +348,23 @@ impl Watcher {
                 }
             },
         };
+        let id = match DirId::of(&dir) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!("cannot stat {}: {e}", path.display());
+                return false;
+            }
+        };
         let role = Role::CtrlDir;
         self.watches.insert(wd, Watched { path, role });
-        self.dir = Some(dir);
-        self.recap(out);
+        self.ctrl_dir_id = Some(id);
+        self.recap(dir, out);
         true
     }
 
     /// Reports every `*.kvmd` entry of the control directory as appeared.
-    fn recap(&self, out: &mut Vec<Change>) {
-        let Some(dir) = &self.dir else { return };
-        // A fresh open description: reading must not move the offset of the
-        // descriptor kept for later.
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let entries = openat(dir, ".", flags, Mode::empty()).and_then(Dir::from_fd);
-        let mut entries = match entries {
+    fn recap(&self, dir: OwnedFd, out: &mut Vec<Change>) {
+        let mut entries = match Dir::from_fd(dir) {
             Ok(entries) => entries,
             Err(e) => {
                 warn!("cannot list {}: {e}", self.ctrl_dir.display());
@@ -359,6 +407,7 @@ fn normalize(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::BorrowedFd;
     use std::os::unix::net::UnixListener;
     use std::time::{Duration, Instant};
 
@@ -383,9 +432,13 @@ mod tests {
         assert_eq!(normalize(Path::new("/../a")), Path::new("/a"));
     }
 
-    /// Reads changes until `want` is among them, or fails after a deadline.
-    /// The watcher's fd is non-blocking, so this polls it with `poll(2)`.
-    fn wait_for(watcher: &mut Watcher, want: &Change) -> Vec<Change> {
+    /// Feeds the watcher inotify's events until `done` holds, or fails
+    /// after a deadline. Returns every change seen on the way.
+    fn pump_until(
+        watcher: &mut Watcher,
+        what: &str,
+        done: impl Fn(&Watcher, &[Change]) -> bool,
+    ) -> Vec<Change> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
@@ -393,11 +446,16 @@ mod tests {
             let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
             watcher.handle_readable(&mut seen);
-            if seen.contains(want) {
+            if done(watcher, &seen) {
                 return seen;
             }
         }
-        panic!("no {want:?} within 10 s; saw {seen:?}");
+        panic!("not {what} within 10 s; saw {seen:?}");
+    }
+
+    /// Reads changes until `want` is among them.
+    fn wait_for(watcher: &mut Watcher, want: &Change) -> Vec<Change> {
+        pump_until(watcher, &format!("{want:?}"), |_, seen| seen.contains(want))
     }
 
     fn appeared(name: &str) -> Change {
@@ -415,7 +473,7 @@ mod tests {
         watcher.crawl(&mut seen);
         seen.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         assert_eq!(seen, vec![appeared("a.kvmd"), appeared("c.kvmd")]);
-        assert!(watcher.ctrl_dir().is_some());
+        assert!(watcher.is_watching());
     }
 
     #[test]
@@ -438,13 +496,13 @@ mod tests {
         let mut watcher = Watcher::new(&ctrl).expect("inotify");
         let mut seen = Vec::new();
         watcher.crawl(&mut seen);
-        assert!(watcher.ctrl_dir().is_none());
+        assert!(!watcher.is_watching());
         std::fs::create_dir(tmp.path().join("a")).expect("mkdir");
         std::fs::create_dir(tmp.path().join("a/b")).expect("mkdir");
         std::fs::create_dir(&ctrl).expect("mkdir");
         let _l = UnixListener::bind(ctrl.join("vm.kvmd")).expect("bind");
         wait_for(&mut watcher, &appeared("vm.kvmd"));
-        assert!(watcher.ctrl_dir().is_some());
+        assert!(watcher.is_watching());
     }
 
     #[test]
@@ -465,6 +523,41 @@ mod tests {
     }
 
     #[test]
+    fn deletion_is_seen_while_a_live_socket_pins_the_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ctrl = tmp.path().join("ctrl");
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        // A bound socket, like a running QEMU's, keeps the directory's
+        // dentry alive: no DELETE_SELF comes until it is closed.
+        let _pin = UnixListener::bind(ctrl.join("running.kvmd")).expect("bind");
+        let mut watcher = Watcher::new(&ctrl).expect("inotify");
+        let mut seen = Vec::new();
+        watcher.crawl(&mut seen);
+        std::fs::remove_dir_all(&ctrl).expect("rm -r");
+        pump_until(&mut watcher, "noticed the deletion", |w, _| {
+            !w.is_watching()
+        });
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        let _l = UnixListener::bind(ctrl.join("new.kvmd")).expect("bind");
+        wait_for(&mut watcher, &appeared("new.kvmd"));
+        assert!(watcher.open_ctrl_dir().is_some());
+    }
+
+    #[test]
+    fn open_ctrl_dir_refuses_a_replacement_it_has_not_crawled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ctrl = tmp.path().join("ctrl");
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        let mut watcher = Watcher::new(&ctrl).expect("inotify");
+        watcher.crawl(&mut Vec::new());
+        assert!(watcher.open_ctrl_dir().is_some());
+        std::fs::rename(&ctrl, tmp.path().join("old")).expect("mv");
+        std::fs::create_dir(&ctrl).expect("mkdir");
+        // Not read inotify yet: the new directory is not the watched one.
+        assert!(watcher.open_ctrl_dir().is_none());
+    }
+
+    #[test]
     fn a_symlink_is_not_the_control_directory() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let real = tmp.path().join("real");
@@ -476,7 +569,7 @@ mod tests {
         let mut seen = Vec::new();
         watcher.crawl(&mut seen);
         assert!(seen.is_empty(), "{seen:?}");
-        assert!(watcher.ctrl_dir().is_none());
+        assert!(!watcher.is_watching());
         // Replaced by a real directory: picked up.
         std::fs::remove_file(&ctrl).expect("rm");
         std::fs::create_dir(&ctrl).expect("mkdir");

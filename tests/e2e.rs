@@ -1,0 +1,277 @@
+//! End to end: the built `kvmd` against real QEMU guests (TCG, boot-sector
+//! guests), real inotify and real unix sockets. Each test asserts the
+//! decision the daemon logged and the `<instance>.shutdown` file's final
+//! state. Every "not a user shutdown" case first plants a stale shutdown
+//! file and checks it is removed.
+
+mod common;
+
+use std::fs;
+
+use common::{Daemon, Guest, Options, World, assert_user_shutdown, program, qemu, wait_until};
+use nix::sys::signal::Signal;
+
+/// One guest, one daemon: start the guest paused, wait until the daemon
+/// monitors it, let `act` play the scenario, check the verdict.
+fn scenario(parts: &[&[u8]], options: Options, user: bool, act: impl FnOnce(&mut Guest)) {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    if !user {
+        world.plant_stale("vm");
+    }
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("vm", parts);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, options);
+    daemon.wait_monitoring("vm");
+    act(&mut guest);
+    assert_user_shutdown(&world, &daemon, "vm", user);
+}
+
+#[test]
+fn user_powers_off() {
+    scenario(&[program::POWER_OFF], Options::default(), true, |guest| {
+        guest.cont();
+        guest.wait_exit();
+    });
+}
+
+#[test]
+fn acpi_power_button_obeyed_is_not_user() {
+    let parts = [program::OBEY_BUTTON, program::POWER_OFF];
+    scenario(&parts, Options::default(), false, |guest| {
+        guest.cont();
+        guest.press_power_button();
+    });
+}
+
+#[test]
+fn qmp_quit_is_not_user() {
+    scenario(&[], Options::default(), false, |guest| {
+        guest.cont();
+        guest.quit();
+    });
+}
+
+#[test]
+fn sigterm_to_qemu_is_not_user() {
+    scenario(&[], Options::default(), false, |guest| {
+        guest.cont();
+        guest.signal(Signal::SIGTERM);
+    });
+}
+
+#[test]
+fn sigint_to_qemu_is_not_user() {
+    scenario(&[], Options::default(), false, |guest| {
+        guest.cont();
+        guest.signal(Signal::SIGINT);
+    });
+}
+
+#[test]
+fn sigkill_to_qemu_is_not_user() {
+    scenario(&[], Options::default(), false, |guest| {
+        guest.cont();
+        guest.signal(Signal::SIGKILL);
+    });
+}
+
+#[test]
+fn guest_reset_under_no_reboot_is_not_user() {
+    let options = Options {
+        no_reboot: true,
+        ..Options::default()
+    };
+    scenario(&[program::RESET], options, false, |guest| {
+        guest.cont();
+        guest.wait_exit();
+    });
+}
+
+#[test]
+fn guest_panic_is_not_user() {
+    let options = Options {
+        pvpanic: true,
+        ..Options::default()
+    };
+    scenario(&[program::PANIC], options, false, |guest| {
+        guest.cont();
+        guest.wait_exit();
+    });
+}
+
+#[test]
+fn stop_and_cont_then_user_poweroff_is_user() {
+    let parts = [program::WAIT_KEY, program::POWER_OFF];
+    scenario(&parts, Options::default(), true, |guest| {
+        guest.cont();
+        guest.stop();
+        guest.cont();
+        guest.press_key();
+    });
+}
+
+#[test]
+fn stop_then_quit_is_not_user() {
+    scenario(&[], Options::default(), false, |guest| {
+        guest.cont();
+        guest.stop();
+        guest.quit();
+    });
+}
+
+#[test]
+fn reboot_then_later_user_poweroff_is_user() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("vm", &[program::RESET_ONCE, program::POWER_OFF]);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, Options::default());
+    daemon.wait_monitoring("vm");
+    guest.cont();
+    guest.wait_exit();
+    assert_user_shutdown(&world, &daemon, "vm", true);
+    // The guest really did reboot on the way.
+    let line = daemon.wait_decision("vm");
+    assert!(line.contains(" RESET="), "{line}");
+}
+
+#[test]
+fn no_shutdown_user_poweroff_then_admin_quit_is_user() {
+    let options = Options {
+        no_shutdown: true,
+        ..Options::default()
+    };
+    scenario(&[program::POWER_OFF], options, true, |guest| {
+        guest.cont();
+        // The guest is off but QEMU stays, paused; then the host quits it,
+        // which sends a second SHUTDOWN with a host reason.
+        wait_until("guest status 'shutdown'", || {
+            (guest.status() == "shutdown").then_some(())
+        });
+        guest.quit();
+    });
+}
+
+#[test]
+fn daemon_started_after_the_vm_picks_it_up() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let image = world.image("vm", &[program::POWER_OFF]);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, Options::default());
+    // QEMU is up (its QMP answers) and paused before the daemon exists.
+    assert_eq!(guest.status(), "prelaunch");
+    assert!(world.ctrl.join("vm.kvmd").exists());
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let line = daemon.wait_log(" vm: monitoring", 1);
+    assert!(line.contains("guest paused"), "{line}");
+    guest.cont();
+    guest.wait_exit();
+    assert_user_shutdown(&world, &daemon, "vm", true);
+}
+
+#[test]
+fn control_dir_and_parents_created_after_the_daemon() {
+    let Some(qemu) = qemu() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctrl = tmp.path().join("run/ganeti/kvm-hypervisor/ctrl");
+    let world = World {
+        ctrl: ctrl.clone(),
+        tmp,
+    };
+    let daemon = Daemon::start(&ctrl, world.tmp.path());
+    daemon.wait_log(" waiting for ", 1);
+    fs::create_dir_all(&ctrl).expect("mkdir -p ctrl");
+    daemon.wait_log(" watching ", 1);
+    let image = world.image("vm", &[program::POWER_OFF]);
+    let mut guest = Guest::start(&qemu, &ctrl, "vm", &image, Options::default());
+    daemon.wait_monitoring("vm");
+    guest.cont();
+    guest.wait_exit();
+    assert_user_shutdown(&world, &daemon, "vm", true);
+}
+
+#[test]
+fn control_dir_deleted_and_recreated_under_the_daemon() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    // An instance that keeps running through it all.
+    let halt = world.image("old", &[]);
+    let mut old = Guest::start(&qemu, &world.ctrl, "old", &halt, Options::default());
+    daemon.wait_monitoring("old");
+    old.cont();
+
+    fs::remove_dir_all(&world.ctrl).expect("rm -r ctrl");
+    daemon.wait_log(" waiting for ", 1);
+    fs::create_dir(&world.ctrl).expect("mkdir ctrl");
+    daemon.wait_log(" watching ", 2);
+
+    // A new instance in the new directory is found and decided there.
+    let image = world.image("new", &[program::POWER_OFF]);
+    let mut new = Guest::start(&qemu, &world.ctrl, "new", &image, Options::default());
+    daemon.wait_monitoring("new");
+    new.cont();
+    new.wait_exit();
+    assert_user_shutdown(&world, &daemon, "new", true);
+
+    // The old instance's connection survived; its verdict lands in the
+    // control directory as it is now.
+    world.plant_stale("old");
+    old.quit();
+    assert_user_shutdown(&world, &daemon, "old", false);
+}
+
+#[test]
+fn eight_guests_at_once_with_mixed_outcomes() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let off: &[&[u8]] = &[program::POWER_OFF];
+    let halt: &[&[u8]] = &[];
+    let plain = Options::default();
+    let no_reboot = Options {
+        no_reboot: true,
+        ..plain
+    };
+    let pvpanic = Options {
+        pvpanic: true,
+        ..plain
+    };
+    // (name, program, options, user shutdown?)
+    let cases = [
+        ("off1", off, plain, true),
+        ("off2", off, plain, true),
+        ("off3", off, plain, true),
+        ("off4", off, plain, true),
+        ("quit1", halt, plain, false),
+        ("kill1", halt, plain, false),
+        ("reset1", &[program::RESET], no_reboot, false),
+        ("panic1", &[program::PANIC], pvpanic, false),
+    ];
+    let mut guests = Vec::new();
+    for (name, parts, options, user) in cases {
+        if !user {
+            world.plant_stale(name);
+        }
+        // One image each: QEMU locks its disk image against other writers.
+        let image = world.image(name, parts);
+        guests.push(Guest::start(&qemu, &world.ctrl, name, &image, options));
+    }
+    for guest in &guests {
+        daemon.wait_monitoring(&guest.name);
+    }
+    for guest in &mut guests {
+        guest.cont();
+    }
+    for guest in &mut guests {
+        match guest.name.as_str() {
+            "quit1" => guest.quit(),
+            "kill1" => guest.signal(Signal::SIGKILL),
+            _ => guest.wait_exit(),
+        }
+    }
+    for (name, _, _, user) in cases {
+        assert_user_shutdown(&world, &daemon, name, user);
+    }
+}
