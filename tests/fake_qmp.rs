@@ -1,0 +1,125 @@
+//! The real daemon against hand-driven QMP peers, for what QEMU cannot be
+//! made to do on demand: a socket bound long before it listens, a peer
+//! that hangs up before the greeting, entries that are not sockets.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use common::{Daemon, World, assert_user_shutdown};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+};
+
+const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
+
+/// A unix socket bound at `path` but not listening: what QEMU has made
+/// for a moment between `bind` and `listen`.
+fn bind_only(path: &Path) -> OwnedFd {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(fd.as_raw_fd(), &UnixAddr::new(path).expect("address")).expect("bind");
+    fd
+}
+
+/// Plays QEMU's side of negotiation, then sends `events` and hangs up.
+fn serve(listener: &UnixListener, events: &[&str]) {
+    let (stream, _) = listener.accept().expect("accept");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    writer.write_all(GREETING).expect("greeting");
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read");
+    assert!(line.contains("\"qmp_capabilities\""), "{line}");
+    writer.write_all(b"{\"return\": {}}\r\n").expect("write");
+    line.clear();
+    reader.read_line(&mut line).expect("read");
+    assert!(line.contains("\"query-status\""), "{line}");
+    writer
+        .write_all(b"{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n")
+        .expect("write");
+    for event in events {
+        writer.write_all(event.as_bytes()).expect("write");
+        writer.write_all(b"\r\n").expect("write");
+    }
+}
+
+const USER_OFF: &str = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}";
+
+#[test]
+fn a_socket_that_listens_late_is_retried_until_it_does() {
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let fd = bind_only(&world.ctrl.join("late.kvmd"));
+    // The daemon saw the socket and was refused, more than once.
+    daemon.wait_log(" late: connect: Connection refused", 2);
+    listen(&fd, Backlog::new(1).expect("backlog")).expect("listen");
+    let listener = UnixListener::from(fd);
+    serve(&listener, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "late", true);
+}
+
+#[test]
+fn a_peer_that_hangs_up_before_negotiation_is_not_user() {
+    let world = World::new();
+    world.plant_stale("abrupt");
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let listener = UnixListener::bind(world.ctrl.join("abrupt.kvmd")).expect("bind");
+    let (stream, _) = listener.accept().expect("accept");
+    drop(stream);
+    assert_user_shutdown(&world, &daemon, "abrupt", false);
+    let line = daemon.wait_decision("abrupt");
+    assert!(line.contains("before QMP negotiation"), "{line}");
+}
+
+#[test]
+fn a_non_socket_is_ignored_and_logged_once() {
+    let world = World::new();
+    fs::write(world.ctrl.join("file.kvmd"), b"").expect("write");
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    daemon.wait_log(" file: file.kvmd is not a socket; ignored", 1);
+
+    // Move the directory away and back: the recap finds the file again.
+    let away = world.tmp.path().join("away");
+    fs::rename(&world.ctrl, &away).expect("mv away");
+    daemon.wait_log(" waiting for ", 1);
+    fs::rename(&away, &world.ctrl).expect("mv back");
+    daemon.wait_log(" watching ", 2);
+    // A real instance after the recap proves the recap was handled.
+    let listener = UnixListener::bind(world.ctrl.join("real.kvmd")).expect("bind");
+    serve(&listener, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "real", true);
+    let warnings = daemon.log_text().matches("is not a socket").count();
+    assert_eq!(warnings, 1, "{}", daemon.log_text());
+    // It was never connected to.
+    assert!(!daemon.log_text().contains("file: connected"));
+
+    // The same name as a socket later is monitored.
+    fs::remove_file(world.ctrl.join("file.kvmd")).expect("rm");
+    let listener = UnixListener::bind(world.ctrl.join("file.kvmd")).expect("bind");
+    serve(&listener, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "file", true);
+}
+
+#[test]
+fn a_stale_socket_left_by_sigkill_is_not_a_live_instance() {
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    // Bound, never listening, like the file a killed QEMU leaves behind.
+    let _fd = bind_only(&world.ctrl.join("dead.kvmd"));
+    daemon.wait_log(" dead: connect: Connection refused", 1);
+    // Meanwhile other instances are served as usual.
+    let listener = UnixListener::bind(world.ctrl.join("alive.kvmd")).expect("bind");
+    serve(&listener, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "alive", true);
+    assert!(!daemon.log_text().contains("dead: decided"));
+}
