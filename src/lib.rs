@@ -9,8 +9,10 @@
 pub mod config;
 pub mod daemon;
 pub mod decision;
+pub mod detach;
 pub mod logging;
 pub mod pidfile;
 pub mod qmp;
 pub mod shutdown_file;
+pub mod ssconf;
 pub mod watch;

@@ -1,13 +1,16 @@
-//! The `kvmd` (or `ganeti-kvmd`) binary: parse the command line, set up
-//! logging and the pid file, run the event loop.
+//! The `kvmd` (or `ganeti-kvmd`) binary: the start-up sequence of
+//! Ganeti's daemon — command line, user check, detach, logging, ssconf
+//! checks, pid file — then the event loop.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kvmd::config::{self, Config, Invocation, Syslog};
 use kvmd::daemon::Daemon;
+use kvmd::detach;
 use kvmd::logging;
 use kvmd::pidfile::PidFile;
+use kvmd::ssconf;
 use log::{error, info};
 
 fn main() -> ExitCode {
@@ -26,42 +29,93 @@ fn main() -> ExitCode {
     }
 }
 
+/// How start-up ended, short of running.
+enum Stop {
+    /// ssconf says this node needs no kvmd: exit 0, as Ganeti's does.
+    NotNeeded,
+    /// Already logged where possible; `why` is for the invoker.
+    Failed(String),
+}
+
 fn run(config: Config) -> ExitCode {
     let program = config.program.clone();
-    if !config.foreground {
-        eprintln!("{program}: detaching is not supported yet; run with -f");
+    if config.user_checks && !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "{program}: must run as root to manage shutdown files for every instance \
+             (--no-user-checks skips this check)"
+        );
         return ExitCode::FAILURE;
     }
+    let report = if config.foreground {
+        None
+    } else {
+        match detach::detach(&program) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                eprintln!("{program}: cannot detach: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match start(&config) {
+        Ok((mut daemon, pid_file)) => {
+            if let Some(report) = report {
+                report.ready();
+            }
+            serve(&mut daemon, pid_file)
+        }
+        Err(Stop::NotNeeded) => {
+            if let Some(report) = report {
+                report.not_needed();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(Stop::Failed(why)) => {
+            if let Some(report) = report {
+                report.failed(&why);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything up to the event loop, in the daemon process (after
+/// detaching, so the pid in logs and the pid file is the daemon's).
+fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
     let setup = logging::Setup {
-        program: program.clone(),
+        program: config.program.clone(),
         debug: config.debug,
         stderr: config.foreground,
         file: (config.syslog != Syslog::Only).then(|| config.log_file.clone()),
         syslog: config.syslog != Syslog::No,
     };
     if let Err(e) = logging::init(setup) {
-        eprintln!("{program}: {e}");
-        return ExitCode::FAILURE;
+        let why = e.to_string();
+        if config.foreground {
+            eprintln!("{}: {why}", config.program);
+        }
+        return Err(Stop::Failed(why));
     }
-    let pid_file = match PidFile::create(&config.pid_file) {
-        Ok(pid_file) => pid_file,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let failed = |why: String| {
+        error!("{why}");
+        Stop::Failed(why)
     };
-    let mut daemon = match Daemon::new(&config.ctrl_dir) {
-        Ok(daemon) => daemon,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let node_check = || ssconf::check(&config.ssconf_dir, &ssconf::node_name());
+    if let Err(refusal) = config.ssconf_checks.then(node_check).unwrap_or(Ok(())) {
+        info!("{refusal}");
+        return Err(Stop::NotNeeded);
+    }
+    let pid_file = PidFile::create(&config.pid_file).map_err(|e| failed(e.to_string()))?;
+    let daemon = Daemon::new(&config.ctrl_dir).map_err(|e| failed(e.to_string()))?;
     info!(
         "kvmd {} started on {}",
         env!("CARGO_PKG_VERSION"),
         config.ctrl_dir.display()
     );
+    Ok((daemon, pid_file))
+}
+
+fn serve(daemon: &mut Daemon, pid_file: PidFile) -> ExitCode {
     match daemon.run() {
         Ok(signal) => {
             info!("{signal}: exiting; running instances are left undecided");

@@ -87,7 +87,8 @@ impl PidFile {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            // As Ganeti's: readable by root only.
+            .mode(0o600)
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(path)
             .map_err(open_error)?;
