@@ -423,12 +423,11 @@ impl Daemon {
         loop {
             match self.signals.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => {
-                        info!("SIGHUP: reopening the log file");
-                        if let Err(e) = logging::reopen() {
-                            error!("{e}");
-                        }
-                    }
+                    // Logged after reopening, so the line opens the new file.
+                    Ok(Signal::SIGHUP) => match logging::reopen() {
+                        Ok(()) => info!("SIGHUP: log file reopened"),
+                        Err(e) => error!("SIGHUP: {e}; still logging to the old file"),
+                    },
                     Ok(signal) => return Some(signal),
                     Err(_) => {}
                 },

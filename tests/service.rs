@@ -1,0 +1,407 @@
+//! The daemon as a node service: command line, Ganeti's start-up checks,
+//! the root check, detaching, the pid file and its lock, signals. Every
+//! test runs the built binary on paths of its own.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{Daemon, Guest, Options, World, qemu, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn kvmd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvmd"));
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs to completion (with a deadline: a refusal must not hang).
+fn run(command: &mut Command) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kvmd");
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().expect("wait"));
+    wait_until("kvmd to exit", || waiter.is_finished().then_some(()));
+    let _ = kill(Pid::from_raw(pid as i32), None);
+    waiter.join().expect("join")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Paths of one test's own node.
+struct Node {
+    tmp: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let node = Node {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        };
+        fs::create_dir(node.ssconf()).expect("mkdir ssconf");
+        node
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn ssconf(&self) -> PathBuf {
+        self.path("ssconf")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("kvmd.log")).unwrap_or_default()
+    }
+
+    /// The three ssconf files; `None` leaves one out.
+    fn write_ssconf(
+        &self,
+        hypervisors: Option<&str>,
+        enabled: Option<&str>,
+        capable: Option<&str>,
+    ) {
+        for (name, text) in [
+            ("ssconf_hypervisor_list", hypervisors),
+            ("ssconf_enabled_user_shutdown", enabled),
+            ("ssconf_node_vm_capable", capable),
+        ] {
+            let path = self.ssconf().join(name);
+            let _ = fs::remove_file(&path);
+            if let Some(text) = text {
+                fs::write(path, text).expect("write ssconf");
+            }
+        }
+    }
+
+    /// kvmd on this node's paths (ssconf checks on).
+    fn kvmd(&self) -> Command {
+        let mut command = kvmd();
+        command
+            .arg("--ssconf-dir")
+            .arg(self.ssconf())
+            .arg("--ctrl-dir")
+            .arg(self.path("ctrl"))
+            .arg("--pid-file")
+            .arg(self.path("kvmd.pid"))
+            .arg("--log-file")
+            .arg(self.path("kvmd.log"));
+        command
+    }
+
+    fn pid(&self) -> Option<i32> {
+        fs::read_to_string(self.path("kvmd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+fn this_node_capable() -> String {
+    format!(
+        "other.example.com=False\n{}=True\n",
+        kvmd::ssconf::node_name()
+    )
+}
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| stat.contains(") Z "))
+            .unwrap_or(true)
+}
+
+#[test]
+fn help_and_version() {
+    let out = run(kvmd().arg("--help"));
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--foreground",
+        "--debug",
+        "--syslog",
+        "--no-user-checks",
+        "--ctrl-dir",
+        "--no-ssconf",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}: {help}");
+    }
+    let out = run(kvmd().arg("-V"));
+    assert!(out.status.success());
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(&format!("kvmd (kvmd) {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+}
+
+#[test]
+fn bad_flags_get_one_line_naming_them_and_status_2() {
+    for (args, named) in [
+        (&["--frobnicate"][..], "'--frobnicate'"),
+        (&["-x"], "'-x'"),
+        (&["--syslog=maybe"], "'--syslog'"),
+        (&["--syslog"], "'--syslog'"),
+        (&["--ctrl-dir"], "'--ctrl-dir'"),
+        (&["--foreground=yes"], "'--foreground'"),
+    ] {
+        let out = run(kvmd().args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("kvmd: ") && first.contains(named),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn ssconf_checks_refuse_with_one_info_line_and_status_0() {
+    let capable = this_node_capable();
+    let capable = capable.as_str();
+    let not_capable = format!("{}=False\n", kvmd::ssconf::node_name());
+    /// The three ssconf files (`None`: missing), and what the refusal says.
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str);
+    let cases: [Case<'_>; 6] = [
+        (None, Some("True"), Some(capable), "ssconf_hypervisor_list"),
+        (
+            Some("kvm"),
+            None,
+            Some(capable),
+            "ssconf_enabled_user_shutdown",
+        ),
+        (Some("kvm"), Some("True"), None, "ssconf_node_vm_capable"),
+        (
+            Some("xen-pvm\nxen-hvm\n"),
+            Some("True"),
+            Some(capable),
+            "KVM is not an enabled hypervisor",
+        ),
+        (
+            Some("kvm"),
+            Some("False"),
+            Some(capable),
+            "user shutdown is not enabled",
+        ),
+        (
+            Some("kvm"),
+            Some("True"),
+            Some(&not_capable),
+            "is not VM capable",
+        ),
+    ];
+    for (foreground, (hypervisors, enabled, vm_capable, why)) in [true, false]
+        .into_iter()
+        .flat_map(|fg| cases.iter().map(move |c| (fg, c)))
+    {
+        let node = Node::new();
+        node.write_ssconf(*hypervisors, *enabled, *vm_capable);
+        let mut command = node.kvmd();
+        if foreground {
+            command.arg("-f");
+        }
+        let out = run(&mut command);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{why} (-f: {foreground}): {}",
+            stderr(&out)
+        );
+        let log = node.log();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains(" INFO ") && lines[0].contains(why),
+            "{log}"
+        );
+        assert!(!node.path("kvmd.pid").exists());
+    }
+}
+
+#[test]
+fn ssconf_checks_pass_on_a_kvm_node() {
+    let node = Node::new();
+    node.write_ssconf(
+        Some("xen-pvm\nkvm\n"),
+        Some("True\n"),
+        Some(&this_node_capable()),
+    );
+    let out = run(&mut node.kvmd());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = wait_until("pid file", || node.pid());
+    assert!(node.log().contains(" started on "));
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
+    wait_until("daemon gone", || (!alive(pid)).then_some(()));
+}
+
+#[test]
+fn refuses_to_run_as_anyone_but_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to run as another user");
+        return;
+    }
+    let node = Node::new();
+    let out = run(node
+        .kvmd()
+        .args(["-f", "--no-ssconf"])
+        .uid(65534)
+        .gid(65534));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("must run as root"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(node.log().is_empty());
+
+    // --no-user-checks lets it run as nobody (on paths nobody may write).
+    nix::unistd::chown(node.tmp.path(), Some(65534.into()), Some(65534.into())).expect("chown");
+    let mut child = node
+        .kvmd()
+        .args(["-f", "--no-ssconf", "--no-user-checks"])
+        .uid(65534)
+        .gid(65534)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until("started as nobody", || {
+        node.log().contains(" started on ").then_some(())
+    });
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
+
+#[test]
+fn detaches_and_holds_a_locked_pid_file() {
+    let node = Node::new();
+    let out = run(node.kvmd().arg("--no-ssconf"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The invoker exits only once the daemon has started.
+    let pid = node
+        .pid()
+        .expect("pid file written before the invoker exits");
+    assert!(
+        node.log().contains(&format!("pid={pid} INFO kvmd ")),
+        "{}",
+        node.log()
+    );
+    assert!(alive(pid));
+    // A daemon: its own session (not its leader), stdin on /dev/null,
+    // working directory /, nothing of ours inherited.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit_once(") ").expect("stat").1.split(' ').collect();
+    let session: i32 = fields[3].parse().expect("sid");
+    assert_ne!(
+        session,
+        nix::unistd::getsid(None).expect("our sid").as_raw()
+    );
+    assert_ne!(session, pid, "a session leader could acquire a terminal");
+    let link = |what: &str| fs::read_link(format!("/proc/{pid}/{what}")).expect("readlink");
+    assert_eq!(link("fd/0"), Path::new("/dev/null"));
+    assert_eq!(link("fd/2"), Path::new("/dev/null"));
+    assert_eq!(link("cwd"), Path::new("/"));
+
+    // A second copy is refused, saying why.
+    let out = run(node.kvmd().arg("--no-ssconf"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("another copy is running (pid {pid}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(alive(pid));
+    assert_eq!(node.pid(), Some(pid));
+
+    // A clean exit removes the pid file.
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
+    wait_until("daemon gone", || (!alive(pid)).then_some(()));
+    assert!(!node.path("kvmd.pid").exists());
+    assert!(node.log().contains("SIGTERM: exiting"));
+}
+
+#[test]
+fn a_stale_pid_file_does_not_block_a_start() {
+    let node = Node::new();
+    fs::write(node.path("kvmd.pid"), "4194304\n").expect("write");
+    let out = run(node.kvmd().arg("--no-ssconf"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = node.pid().expect("pid");
+    assert_ne!(pid, 4_194_304);
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
+    wait_until("daemon gone", || (!alive(pid)).then_some(()));
+}
+
+#[test]
+fn sighup_reopens_a_rotated_log() {
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let rotated = world.tmp.path().join("kvmd.log.1");
+    fs::rename(&daemon.log, &rotated).expect("rotate");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("SIGHUP: log file reopened", 1);
+    assert!(
+        !fs::read_to_string(&rotated)
+            .expect("read")
+            .contains("reopened")
+    );
+    // Lines go on landing in the new file.
+    fs::write(world.ctrl.join("junk.kvmd"), b"").expect("write");
+    daemon.wait_log("junk.kvmd is not a socket", 1);
+}
+
+#[test]
+fn log_lines_have_ganetis_shape() {
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let line = daemon.wait_log(" started on ", 1);
+    // 2026-11-24 11:52:58,054020 UTC: kvmd pid=4486 INFO message
+    let (stamp, rest) = line.split_at(26);
+    let shape: String = stamp
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert_eq!(shape, "9999-99-99 99:99:99,999999", "{line}");
+    let expected = format!(" UTC: kvmd pid={} INFO kvmd ", daemon.pid());
+    assert!(rest.starts_with(&expected), "{line}");
+}
+
+#[test]
+fn sigterm_leaves_shutdown_files_of_running_guests_alone() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let mut daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image_a = world.image("a", &[]);
+    let image_b = world.image("b", &[]);
+    let mut a = Guest::start(&qemu, &world.ctrl, "a", &image_a, Options::default());
+    let mut b = Guest::start(&qemu, &world.ctrl, "b", &image_b, Options::default());
+    world.plant_stale("a");
+    daemon.wait_monitoring("a");
+    daemon.wait_monitoring("b");
+    a.cont();
+    b.cont();
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    assert!(daemon.log_text().contains("SIGTERM: exiting"));
+    assert!(
+        !daemon.log_text().contains(": decided "),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(world.shutdown_file("a").exists());
+    assert!(!world.shutdown_file("b").exists());
+    assert!(!daemon.pid_file.exists());
+    // The guests never noticed.
+    assert_eq!(a.status(), "running");
+    assert_eq!(b.status(), "running");
+}
