@@ -4,17 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# End-to-end tests boot real QEMU guests (TCG: no KVM needed).
-if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+# End-to-end tests boot real QEMU guests (TCG: no KVM needed); the
+# side-by-side tests run Debian's ganeti-kvmd, the daemon kvmd replaces.
+missing=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+[ -x /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd ] || missing+=(ganeti-haskell-3.0)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing qemu-system-x86 (apt-get)"
+        echo "tests/run.sh: installing ${missing[*]} (apt-get)"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "tests/run.sh: qemu-system-x86_64 is missing; install qemu-system-x86" \
-             "(as root this script does it). End-to-end tests are skipped" \
-             "without it, and fail under CI=true." >&2
+        echo "tests/run.sh: missing ${missing[*]}; as root this script installs" \
+             "them. Tests that need them are skipped, and fail under CI=true." >&2
     fi
 fi
 
