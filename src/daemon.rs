@@ -250,13 +250,9 @@ fn handle_output(
             send(stream, unsent, bytes);
         }
         Output::Event(event) => evidence.record(event),
-        Output::Ready { qemu, running } => {
+        Output::Ready { qemu, state } => {
             let qemu = qemu.map_or_else(|| "version unknown".to_owned(), |v| v.to_string());
-            let state = match running {
-                Some(true) => "running",
-                Some(false) => "paused",
-                None => "state unknown",
-            };
+            let state = state.map_or_else(|| "state unknown".to_owned(), |s| s.to_string());
             info!("{label}: monitoring (QEMU {qemu}, guest {state})");
         }
         Output::Problem(problem) => {

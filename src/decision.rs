@@ -19,7 +19,8 @@
 //!   rebooted instead has left the button behind;
 //! - the guest was not paused then (a STOP, or a `query-status` that said
 //!   not running, without a RESUME since): QEMU only pauses when an
-//!   administrator, a migration or an error asks;
+//!   administrator, a migration or an error asks. A guest in its own S3
+//!   sleep (`suspended`) is not paused;
 //! - QEMU before 2.10 sends no `guest`: then Ganeti's rule stands — SHUTDOWN
 //!   seen, no POWERDOWN, not paused — with the same refinements.
 //!
@@ -77,7 +78,7 @@ impl Evidence {
         let counts = &mut self.counts;
         match event {
             Event::Negotiated => self.negotiated = true,
-            Event::Status { running } => self.paused = !running,
+            Event::Status { paused } => self.paused = paused,
             Event::Shutdown { guest, reason } => {
                 counts.shutdown = counts.shutdown.saturating_add(1);
                 self.first_shutdown.get_or_insert(FirstShutdown {
@@ -282,7 +283,7 @@ mod tests {
     fn verdict(events: &[Event]) -> Verdict {
         let mut evidence = Evidence::new();
         evidence.record(Event::Negotiated);
-        evidence.record(Event::Status { running: true });
+        evidence.record(Event::Status { paused: false });
         for &event in events {
             evidence.record(event);
         }
@@ -381,13 +382,13 @@ mod tests {
     fn late_daemon_learns_pause_from_status() {
         let mut evidence = Evidence::new();
         evidence.record(Event::Negotiated);
-        evidence.record(Event::Status { running: false });
+        evidence.record(Event::Status { paused: true });
         evidence.record(USER_OFF);
         assert_eq!(decide(&evidence).why, Why::Paused);
 
         let mut evidence = Evidence::new();
         evidence.record(Event::Negotiated);
-        evidence.record(Event::Status { running: false });
+        evidence.record(Event::Status { paused: true });
         evidence.record(Event::Resume);
         evidence.record(USER_OFF);
         assert!(decide(&evidence).user_shutdown);

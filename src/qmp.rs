@@ -115,9 +115,12 @@ impl fmt::Display for Reason {
 pub enum Event {
     /// `qmp_capabilities` succeeded: from now on QEMU sends events.
     Negotiated,
-    /// The `query-status` reply: whether the guest was running then.
+    /// The `query-status` reply: whether the host had the guest paused
+    /// then (`running: false`, except `suspended`: a guest in its own S3
+    /// sleep is not running, but nobody paused it; waking it sends
+    /// WAKEUP, not RESUME).
     Status {
-        running: bool,
+        paused: bool,
     },
     /// `SHUTDOWN`; `guest` since QEMU 2.10, `reason` since 4.0.
     Shutdown {
@@ -129,6 +132,27 @@ pub enum Event {
     Stop,
     Resume,
     GuestPanicked,
+}
+
+/// The guest's state as `query-status` gave it, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    /// Not running because the host stopped it (`stop`, `-S`, migration,
+    /// an I/O error, ...).
+    Paused,
+    /// In its own S3 sleep.
+    Suspended,
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Suspended => "suspended (S3)",
+        })
+    }
 }
 
 /// QEMU's version from the greeting, for the log.
@@ -217,7 +241,7 @@ pub enum Output<'a> {
     /// not say): the instance is now being monitored.
     Ready {
         qemu: Option<Version>,
-        running: Option<bool>,
+        state: Option<RunState>,
     },
     /// Something to log; nothing to do.
     Problem(Problem<'a>),
@@ -400,17 +424,25 @@ impl Connection {
             }
             State::AwaitingStatus { qemu } => {
                 self.state = State::Events;
-                let running = serde_json::from_str::<StatusReply>(reply.get())
-                    .ok()
-                    .and_then(|status| status.running);
-                match running {
-                    Some(running) => out(Output::Event(Event::Status { running })),
+                let status = serde_json::from_str::<StatusReply>(reply.get()).ok();
+                let state = status.and_then(|status| match status.running? {
+                    true => Some(RunState::Running),
+                    false if status.status.as_deref() == Some("suspended") => {
+                        Some(RunState::Suspended)
+                    }
+                    false => Some(RunState::Paused),
+                });
+                match state {
+                    Some(state) => {
+                        let paused = state == RunState::Paused;
+                        out(Output::Event(Event::Status { paused }));
+                    }
                     None => {
                         let what = "a query-status reply without a boolean 'running'";
                         out(Output::Problem(Problem::Unexpected { line, what }));
                     }
                 }
-                out(Output::Ready { qemu, running });
+                out(Output::Ready { qemu, state });
             }
             State::AwaitingGreeting | State::Events => {
                 let what = "a reply to no command of ours";
@@ -430,19 +462,13 @@ impl Connection {
                 self.state = State::Events;
                 let command = Command::Capabilities;
                 out(Output::Problem(Problem::Refused { command, line }));
-                out(Output::Ready {
-                    qemu,
-                    running: None,
-                });
+                out(Output::Ready { qemu, state: None });
             }
             State::AwaitingStatus { qemu } => {
                 self.state = State::Events;
                 let command = Command::QueryStatus;
                 out(Output::Problem(Problem::Refused { command, line }));
-                out(Output::Ready {
-                    qemu,
-                    running: None,
-                });
+                out(Output::Ready { qemu, state: None });
             }
             State::AwaitingGreeting | State::Events => {
                 let what = "an error reply to no command of ours";
@@ -517,8 +543,10 @@ struct GreetingVersion {
 }
 
 #[derive(Deserialize)]
-struct StatusReply {
+struct StatusReply<'a> {
     running: Option<bool>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -538,7 +566,7 @@ mod tests {
         Line(Vec<u8>),
         Transmit(Command),
         Event(Event),
-        Ready(Option<Version>, Option<bool>),
+        Ready(Option<Version>, Option<RunState>),
         Oversized,
         Malformed,
         Unexpected,
@@ -556,7 +584,7 @@ mod tests {
             Output::Line(line) => Seen::Line(line.to_vec()),
             Output::Transmit(c) => Seen::Transmit(c),
             Output::Event(e) => Seen::Event(e),
-            Output::Ready { qemu, running } => Seen::Ready(qemu, running),
+            Output::Ready { qemu, state } => Seen::Ready(qemu, state),
             Output::Problem(Problem::Oversized { .. }) => Seen::Oversized,
             Output::Problem(Problem::Malformed { .. }) => Seen::Malformed,
             Output::Problem(Problem::Unexpected { .. }) => Seen::Unexpected,
@@ -606,8 +634,8 @@ mod tests {
         assert_eq!(
             meaning(feed(&mut conn, STATUS_RUNNING)),
             vec![
-                Seen::Event(Event::Status { running: true }),
-                Seen::Ready(Some(V72), Some(true))
+                Seen::Event(Event::Status { paused: false }),
+                Seen::Ready(Some(V72), Some(RunState::Running))
             ]
         );
     }
@@ -624,8 +652,50 @@ mod tests {
         assert_eq!(
             meaning(seen),
             vec![
-                Seen::Event(Event::Status { running: false }),
-                Seen::Ready(Some(V72), Some(false))
+                Seen::Event(Event::Status { paused: true }),
+                Seen::Ready(Some(V72), Some(RunState::Paused))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_guest_in_s3_sleep_is_not_paused() {
+        let mut conn = Connection::new();
+        feed(&mut conn, GREETING);
+        feed(&mut conn, RETURN);
+        let seen = feed(
+            &mut conn,
+            b"{\"return\": {\"status\": \"suspended\", \"singlestep\": false, \"running\": false}}\r\n",
+        );
+        assert_eq!(
+            meaning(seen),
+            vec![
+                Seen::Event(Event::Status { paused: false }),
+                Seen::Ready(Some(V72), Some(RunState::Suspended))
+            ]
+        );
+    }
+
+    #[test]
+    fn events_before_the_status_reply_keep_wire_order() {
+        // Negotiated: QEMU sends events at once, possibly before it answers
+        // query-status. The reply describes the state after them.
+        let mut conn = Connection::new();
+        feed(&mut conn, GREETING);
+        feed(&mut conn, RETURN);
+        let seen = feed(
+            &mut conn,
+            b"{\"event\": \"STOP\"}\r\n\
+              {\"return\": {\"status\": \"paused\", \"singlestep\": false, \"running\": false}}\r\n\
+              {\"event\": \"RESUME\"}\r\n",
+        );
+        assert_eq!(
+            meaning(seen),
+            vec![
+                Seen::Event(Event::Stop),
+                Seen::Event(Event::Status { paused: true }),
+                Seen::Ready(Some(V72), Some(RunState::Paused)),
+                Seen::Event(Event::Resume),
             ]
         );
     }

@@ -113,11 +113,20 @@ fn stop_and_cont_then_user_poweroff_is_user() {
 
 #[test]
 fn stop_then_quit_is_not_user() {
-    scenario(&[], Options::default(), false, |guest| {
-        guest.cont();
-        guest.stop();
-        guest.quit();
-    });
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    world.plant_stale("vm");
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("vm", &[]);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, Options::default());
+    daemon.wait_monitoring("vm");
+    guest.cont();
+    guest.stop();
+    guest.quit();
+    assert_user_shutdown(&world, &daemon, "vm", false);
+    // The pause was seen (the host's quit decides either way).
+    let line = daemon.wait_decision("vm");
+    assert!(line.contains(" STOP=1"), "{line}");
 }
 
 #[test]
@@ -166,6 +175,25 @@ fn daemon_started_after_the_vm_picks_it_up() {
     let line = daemon.wait_log(" vm: monitoring", 1);
     assert!(line.contains("guest paused"), "{line}");
     guest.cont();
+    guest.wait_exit();
+    assert_user_shutdown(&world, &daemon, "vm", true);
+}
+
+#[test]
+fn a_guest_asleep_in_s3_when_the_daemon_starts_is_not_taken_for_paused() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let image = world.image("vm", &[program::SLEEP_ONCE, program::POWER_OFF]);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, Options::default());
+    guest.cont();
+    wait_until("guest asleep", || {
+        (guest.status() == "suspended").then_some(())
+    });
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let line = daemon.wait_log(" vm: monitoring", 1);
+    assert!(line.contains("guest suspended (S3)"), "{line}");
+    // Woken, it reboots (no RESUME: QEMU sends WAKEUP) and powers off.
+    guest.execute("system_wakeup");
     guest.wait_exit();
     assert_user_shutdown(&world, &daemon, "vm", true);
 }
