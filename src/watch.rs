@@ -189,12 +189,21 @@ impl Watcher {
             })
             .collect();
         let mut parent = PathBuf::from("/");
+        // The gate above `parent`: it keeps watching for `parent` until
+        // `parent`'s own watch is in place, so a directory that vanishes
+        // in between never leaves the crawler blind.
+        let mut above: Option<PathBuf> = None;
         for (depth, name) in names.iter().enumerate() {
             // Watch the parent for `name` before looking for it, so that
             // nothing created in between goes unnoticed.
             let gate = Role::Gate { next: name.clone() };
             if !self.add_watch(&parent, GATE_MASK, gate) {
+                // Gone again: the gate above saw it go and will crawl.
                 return;
+            }
+            if let Some(above) = above.take() {
+                // It now only needs to say if it goes away itself.
+                self.add_watch(&above, ANCESTOR_MASK, Role::Ancestor);
             }
             let child = parent.join(name);
             let is_ctrl_dir = depth + 1 == names.len();
@@ -213,11 +222,9 @@ impl Watcher {
                 );
                 return;
             }
+            // The control directory's parent stays its gate.
             if !is_ctrl_dir {
-                // The control directory's parent stays the gate; others
-                // now only need to say if they go away.
-                self.add_watch(&parent, ANCESTOR_MASK, Role::Ancestor);
-                parent = child;
+                above = Some(std::mem::replace(&mut parent, child));
             }
         }
         if !was_watched {
@@ -305,6 +312,12 @@ impl Watcher {
                 let path = path.to_owned();
                 self.watches.insert(wd, Watched { path, role });
                 true
+            }
+            // Gone again between looking and watching: the crawl goes on
+            // from the gate above, nothing to tell an operator.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                debug!("cannot watch {}: {e}", path.display());
+                false
             }
             Err(e) => {
                 warn!("cannot watch {}: {e}", path.display());
@@ -541,6 +554,34 @@ mod tests {
         let _l = UnixListener::bind(ctrl.join("new.kvmd")).expect("bind");
         wait_for(&mut watcher, &appeared("new.kvmd"));
         assert!(watcher.open_ctrl_dir().is_some());
+    }
+
+    #[test]
+    fn never_goes_blind_while_directories_flicker() {
+        // An intermediate directory created and removed while the crawler
+        // walks down: whatever the interleaving, some watch must still be
+        // waiting for the path, so the control directory is found once it
+        // is finally made.
+        for _ in 0..20 {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let ctrl = tmp.path().join("a/b/ctrl");
+            let mut watcher = Watcher::new(&ctrl).expect("inotify");
+            watcher.crawl(&mut Vec::new());
+            let a = tmp.path().join("a");
+            let flicker = std::thread::spawn(move || {
+                for _ in 0..300 {
+                    let _ = std::fs::create_dir_all(a.join("b"));
+                    let _ = std::fs::remove_dir_all(&a);
+                }
+            });
+            while !flicker.is_finished() {
+                watcher.handle_readable(&mut Vec::new());
+            }
+            flicker.join().expect("flicker");
+            std::fs::create_dir_all(&ctrl).expect("mkdir -p");
+            let _l = UnixListener::bind(ctrl.join("vm.kvmd")).expect("bind");
+            wait_for(&mut watcher, &appeared("vm.kvmd"));
+        }
     }
 
     #[test]
