@@ -177,6 +177,10 @@ struct Connection {
     /// Whether WRITABLE interest is registered: only while `unsent` is not
     /// empty, so an idle connection costs no wake-ups.
     writable: bool,
+    /// Whether it is on the backlog already (at most once per turn).
+    backlogged: bool,
+    /// Whether it ever used up a turn's reads (logged once).
+    flooded: bool,
 }
 
 /// What servicing a connection left it in.
@@ -368,6 +372,13 @@ impl Daemon {
                 }
             }
             for key in std::mem::take(&mut self.backlog) {
+                if let Some(Monitor {
+                    link: Link::Connected(conn),
+                    ..
+                }) = self.monitors.get_mut(key)
+                {
+                    conn.backlogged = false;
+                }
                 self.service(key, None);
             }
             self.connect_due();
@@ -519,6 +530,8 @@ impl Daemon {
                     qmp: qmp::Connection::new(),
                     unsent: Vec::new(),
                     writable: false,
+                    backlogged: false,
+                    flooded: false,
                 });
             }
             Err(e) if worth_retrying(&e) && since.elapsed() < RETRY_FOR => {
@@ -582,8 +595,22 @@ impl Daemon {
         if let Some(event) = event {
             debug_assert!(event.token() == Token(key + FIRST_MONITOR));
         }
-        let pump = monitor.pump(&mut self.read_buf);
+        let mut pump = monitor.pump(&mut self.read_buf);
         if let Link::Connected(conn) = &mut monitor.link {
+            if matches!(pump, Pump::Backlogged) {
+                if conn.backlogged {
+                    pump = Pump::Open; // queued already
+                } else {
+                    conn.backlogged = true;
+                    if !conn.flooded {
+                        conn.flooded = true;
+                        info!(
+                            "{}: sends faster than one turn reads; served in turns with the others",
+                            monitor.label
+                        );
+                    }
+                }
+            }
             let wants = !conn.unsent.is_empty();
             if wants != conn.writable {
                 let interest = if wants {

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use common::{Daemon, World, assert_user_shutdown};
@@ -36,6 +36,15 @@ fn serve(listener: &UnixListener, events: &[&str]) {
     let (stream, _) = listener.accept().expect("accept");
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
+    negotiate(&mut reader, &mut writer);
+    for event in events {
+        writer.write_all(event.as_bytes()).expect("write");
+        writer.write_all(b"\r\n").expect("write");
+    }
+}
+
+/// QEMU's side of the greeting, capabilities and status exchange.
+fn negotiate(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) {
     writer.write_all(GREETING).expect("greeting");
     let mut line = String::new();
     reader.read_line(&mut line).expect("read");
@@ -47,10 +56,6 @@ fn serve(listener: &UnixListener, events: &[&str]) {
     writer
         .write_all(b"{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n")
         .expect("write");
-    for event in events {
-        writer.write_all(event.as_bytes()).expect("write");
-        writer.write_all(b"\r\n").expect("write");
-    }
 }
 
 const USER_OFF: &str = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}";
@@ -121,5 +126,52 @@ fn a_stale_socket_left_by_sigkill_is_not_a_live_instance() {
     let listener = UnixListener::bind(world.ctrl.join("alive.kvmd")).expect("bind");
     serve(&listener, &[USER_OFF]);
     assert_user_shutdown(&world, &daemon, "alive", true);
-    assert!(!daemon.log_text().contains("dead: decided"));
+}
+
+/// A peer sending faster than the daemon reads: every event is counted,
+/// the connection is served in turns (READS_PER_TURN) and others go on
+/// being served. Whether a flood without turns would starve the others is
+/// a race of CPU speeds that no test here can force; that the turns are
+/// taken is what this asserts, through the log line saying so.
+#[test]
+fn a_flooding_peer_is_served_in_turns_and_loses_no_event() {
+    let world = World::new();
+    // No -d: the log would get every flooded line.
+    let daemon = Daemon::start_with(&world.ctrl, world.tmp.path(), &[]);
+    let flood = UnixListener::bind(world.ctrl.join("flood.kvmd")).expect("bind");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (stream, _) = flood.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut writer = stream;
+            negotiate(&mut reader, &mut writer);
+            let reset = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"RESET\", \"data\": {\"guest\": true, \"reason\": \"guest-reset\"}}\r\n";
+            let chunk = reset.repeat(10_000);
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer.write_all(chunk.as_bytes()).expect("flood");
+                sent += 10_000;
+            }
+            writer.write_all(USER_OFF.as_bytes()).expect("write");
+            writer.write_all(b"\r\n").expect("write");
+            sent
+        })
+    };
+    daemon.wait_monitoring("flood");
+    // Another instance is served to its decision while the flood goes on.
+    let listener = UnixListener::bind(world.ctrl.join("quiet.kvmd")).expect("bind");
+    serve(&listener, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "quiet", true);
+    assert!(!flooding.is_finished(), "the flood ended before the check");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flooding.join().expect("flood thread");
+    assert_user_shutdown(&world, &daemon, "flood", true);
+    daemon.wait_log(" flood: sends faster than one turn reads", 1);
+    let line = daemon.wait_decision("flood");
+    assert!(
+        line.contains(&format!(" RESET={sent}")),
+        "sent {sent}: {line}"
+    );
 }

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 [ -x /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd ] || missing+=(ganeti-haskell-3.0)
+command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (apt-get)"

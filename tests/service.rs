@@ -405,3 +405,119 @@ fn sigterm_leaves_shutdown_files_of_running_guests_alone() {
     assert_eq!(a.status(), "running");
     assert_eq!(b.status(), "running");
 }
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn contrib(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(path)
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    if !have("systemd-analyze") {
+        eprintln!("SKIPPED: systemd-analyze not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // The units as shipped, with their binaries pointed at the build (verify
+    // checks that ExecStart exists), next to stand-ins for Ganeti's units
+    // and with the man page they document on MANPATH.
+    for unit in ["kvmd.service", "ganeti-kvmd.service"] {
+        let text = fs::read_to_string(contrib(&format!("systemd/{unit}"))).expect("unit");
+        let text = text
+            .replace("/usr/local/sbin/kvmd", env!("CARGO_BIN_EXE_kvmd"))
+            .replace("/usr/sbin/ganeti-kvmd", env!("CARGO_BIN_EXE_kvmd"));
+        fs::write(tmp.path().join(unit), text).expect("write unit");
+    }
+    let stub = "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/true\n";
+    fs::write(tmp.path().join("ganeti-common.service"), stub).expect("stub");
+    for target in ["ganeti-node.target", "ganeti.target"] {
+        fs::write(tmp.path().join(target), "[Unit]\nDescription=stand-in\n").expect("stub");
+    }
+    let man8 = tmp.path().join("man/man8");
+    fs::create_dir_all(&man8).expect("mkdir");
+    fs::copy(contrib("kvmd.8"), man8.join("kvmd.8")).expect("man page");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(["kvmd.service", "ganeti-kvmd.service"].map(|unit| tmp.path().join(unit)))
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", tmp.path().display()))
+        .env("MANPATH", tmp.path().join("man"))
+        .output()
+        .expect("systemd-analyze");
+    // It exits 0 even for unknown or malformed directives: any output is
+    // a finding.
+    let said = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success() && said.is_empty(), "{said}");
+}
+
+#[test]
+fn man_page_renders_without_warnings() {
+    if !have("man") {
+        eprintln!("SKIPPED: man not found");
+        return;
+    }
+    let out = Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(contrib("kvmd.8"))
+        .env("MANWIDTH", "80")
+        .output()
+        .expect("man");
+    assert!(out.status.success());
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--foreground",
+        "--syslog",
+        "--ctrl-dir",
+        "--no-ssconf",
+        "SIGHUP",
+    ] {
+        assert!(text.contains(flag), "man page lacks {flag}");
+    }
+}
+
+#[test]
+fn logrotate_file_rotates_and_the_daemon_reopens() {
+    if !have("logrotate") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "logrotate is missing under CI; the test command installs it"
+        );
+        eprintln!("SKIPPED: logrotate not found");
+        return;
+    }
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    // The shipped file, on this test's log. Its postrotate signals every
+    // kvmd: other tests' daemons only reopen their logs.
+    let shipped = fs::read_to_string(contrib("logrotate/kvmd")).expect("logrotate file");
+    let config = world.tmp.path().join("logrotate.conf");
+    fs::write(
+        &config,
+        shipped.replace("/var/log/kvmd/kvmd.log", &daemon.log.display().to_string()),
+    )
+    .expect("config");
+    let out = Command::new("logrotate")
+        .arg("--force")
+        .arg("--state")
+        .arg(world.tmp.path().join("logrotate.state"))
+        .arg(&config)
+        .output()
+        .expect("logrotate");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rotated = world.tmp.path().join("kvmd.log.1");
+    assert!(
+        fs::read_to_string(&rotated)
+            .expect("rotated")
+            .contains(" started on ")
+    );
+    daemon.wait_log("SIGHUP: log file reopened", 1);
+}

@@ -129,11 +129,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// With `-d`: every inotify event and QMP line in the log.
     pub fn start(ctrl: &Path, work: &Path) -> Daemon {
+        Daemon::start_with(ctrl, work, &["-d"])
+    }
+
+    pub fn start_with(ctrl: &Path, work: &Path, extra: &[&str]) -> Daemon {
         let log = work.join("kvmd.log");
         let pid_file = work.join("kvmd.pid");
         let child = Command::new(env!("CARGO_BIN_EXE_kvmd"))
-            .args(["-f", "-d", "--no-ssconf", "--ctrl-dir"])
+            .args(extra)
+            .args(["-f", "--no-ssconf", "--ctrl-dir"])
             .arg(ctrl)
             .arg("--pid-file")
             .arg(&pid_file)
