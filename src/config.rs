@@ -36,6 +36,9 @@ pub struct Config {
     pub ssconf_dir: PathBuf,
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
+    /// Where evidence that must survive a restart is kept; default: the
+    /// control directory's sibling `kvmd-state`.
+    pub state_dir: PathBuf,
 }
 
 /// What the command line asks for.
@@ -100,7 +103,9 @@ where
         ssconf_dir: PathBuf::from(DEFAULT_SSCONF_DIR),
         pid_file: PathBuf::from(DEFAULT_PID_FILE),
         log_file: PathBuf::from(DEFAULT_LOG_FILE),
+        state_dir: PathBuf::new(),
     };
+    let mut state_dir = None;
     while let Some(arg) = args.next() {
         let Some(text) = arg.to_str() else {
             return Err(UsageError::UnexpectedArgument(
@@ -174,6 +179,7 @@ where
             "ssconf-dir" => config.ssconf_dir = path(value)?,
             "pid-file" => config.pid_file = path(value)?,
             "log-file" => config.log_file = path(value)?,
+            "state-dir" => state_dir = Some(path(value)?),
             _ => unreachable!("every entry of LONG_FLAGS is matched"),
         }
     }
@@ -183,7 +189,18 @@ where
             value: "/".to_owned(),
         });
     }
+    config.state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config.ctrl_dir));
     Ok(Invocation::Run(config))
+}
+
+/// `kvmd-state` beside the control directory: on the same file system
+/// (a tmpfs under /run on Ganeti nodes), so it lives exactly as long as
+/// the guests it describes.
+pub fn default_state_dir(ctrl_dir: &Path) -> PathBuf {
+    ctrl_dir
+        .parent()
+        .unwrap_or_else(|| Path::new("/"))
+        .join("kvmd-state")
 }
 
 struct LongFlag {
@@ -212,6 +229,7 @@ const LONG_FLAGS: &[LongFlag] = &[
     flag("ssconf-dir", "--ssconf-dir", true),
     flag("pid-file", "--pid-file", true),
     flag("log-file", "--log-file", true),
+    flag("state-dir", "--state-dir", true),
 ];
 
 fn version(program: &str) -> String {
@@ -244,6 +262,8 @@ kvmd's own:
       --no-ssconf        skip Ganeti's start-up checks (no cluster needed)
       --pid-file FILE    pid file [{DEFAULT_PID_FILE}]
       --log-file FILE    log file [{DEFAULT_LOG_FILE}]
+      --state-dir DIR    evidence kept across restarts [kvmd-state beside
+                         the control directory]
 "
     )
 }
@@ -272,6 +292,10 @@ mod tests {
         assert_eq!(config.ctrl_dir, Path::new(DEFAULT_CTRL_DIR));
         assert_eq!(config.pid_file, Path::new(DEFAULT_PID_FILE));
         assert_eq!(config.log_file, Path::new(DEFAULT_LOG_FILE));
+        assert_eq!(
+            config.state_dir,
+            Path::new("/var/run/ganeti/kvm-hypervisor/kvmd-state")
+        );
     }
 
     #[test]
@@ -296,6 +320,9 @@ mod tests {
             "--ssconf-dir=/etc/ss",
         ])
         .expect("parses");
+        assert_eq!(config.state_dir, Path::new("/work/kvmd-state"));
+        let other = run(&["--ctrl-dir=/c", "--state-dir", "/s"]).expect("parses");
+        assert_eq!(other.state_dir, Path::new("/s"));
         assert!(!config.ssconf_checks);
         assert_eq!(config.ctrl_dir, Path::new("/work/ctrl"));
         assert_eq!(config.pid_file, Path::new("/run/k.pid"));

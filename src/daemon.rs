@@ -33,10 +33,11 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::{SFlag, fstatat};
 use slab::Slab;
 
-use crate::decision::{self, Evidence, Verdict};
+use crate::decision::{self, Carried, Evidence, Verdict};
 use crate::logging;
 use crate::qmp::{self, Output};
 use crate::shutdown_file;
+use crate::state::{Saved, SocketId, StateDir};
 use crate::watch::{Change, Watcher, instance_name};
 
 const INOTIFY: Token = Token(0);
@@ -87,23 +88,15 @@ impl std::error::Error for DaemonError {
     }
 }
 
-/// The identity of a socket file: a socket recreated under the same name
-/// belongs to a new QEMU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
 /// What stands at a name in the control directory.
 enum Entry {
-    Socket(FileId),
-    Other(FileId),
+    Socket(SocketId),
+    Other(SocketId),
 }
 
 fn entry(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Entry, Errno> {
     let stat = fstatat(dir, name.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    let id = FileId {
+    let id = SocketId {
         dev: stat.st_dev,
         ino: stat.st_ino,
     };
@@ -150,8 +143,11 @@ fn worth_retrying(e: &io::Error) -> bool {
 struct Monitor {
     socket_name: OsString,
     label: String,
-    /// The socket file this monitor was made for.
-    socket: FileId,
+    /// The socket file this monitor was made for (a socket recreated
+    /// under the same name belongs to a new QEMU).
+    socket: SocketId,
+    /// What the state directory holds for it (default: no file).
+    saved: Carried,
     link: Link,
     evidence: Evidence,
     /// Messages that could not be used; the first is logged as a warning,
@@ -299,15 +295,16 @@ pub struct Daemon {
     /// Connections with input left after their turn.
     backlog: Vec<usize>,
     /// `*.kvmd` entries that are not sockets, so each is logged once.
-    not_sockets: HashMap<OsString, FileId>,
+    not_sockets: HashMap<OsString, SocketId>,
     read_buf: Box<[u8]>,
     changes: Vec<Change>,
+    state: StateDir,
 }
 
 impl Daemon {
     /// Sets up the poll, inotify and signals. Signals TERM, INT and HUP are
     /// blocked and read from a signalfd in the loop: no work in handlers.
-    pub fn new(ctrl_dir: &Path) -> Result<Daemon, DaemonError> {
+    pub fn new(ctrl_dir: &Path, state_dir: &Path) -> Result<Daemon, DaemonError> {
         let poll = Poll::new().map_err(DaemonError::Poll)?;
         let watcher = Watcher::new(ctrl_dir).map_err(DaemonError::Inotify)?;
         let mut mask = SigSet::empty();
@@ -339,6 +336,7 @@ impl Daemon {
             not_sockets: HashMap::new(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             changes: Vec::new(),
+            state: StateDir::new(state_dir.to_owned()),
         })
     }
 
@@ -349,6 +347,7 @@ impl Daemon {
         let mut changes = std::mem::take(&mut self.changes);
         self.watcher.crawl(&mut changes);
         self.apply(&mut changes);
+        self.sweep_state();
         loop {
             let timeout = self.timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -476,17 +475,33 @@ impl Daemon {
                 return;
             }
         };
+        // What an earlier run saw of this very socket still counts.
+        let (evidence, saved) = match self.state.load(&name) {
+            Some(Saved {
+                socket: id,
+                carried,
+            }) if id == socket => {
+                info!("{}: evidence restored from before a restart", label(&name));
+                (Evidence::restored(carried), carried)
+            }
+            Some(_) => {
+                self.state.remove(&name);
+                (Evidence::new(), Carried::default())
+            }
+            None => (Evidence::new(), Carried::default()),
+        };
         let now = Instant::now();
         let key = self.monitors.insert(Monitor {
             label: label(&name),
             socket_name: name.clone(),
             socket,
+            saved,
             link: Link::Waiting {
                 attempts: 0,
                 since: now,
                 at: now,
             },
-            evidence: Evidence::new(),
+            evidence,
             problems: 0,
         });
         self.by_name.insert(name, key);
@@ -630,9 +645,51 @@ impl Daemon {
             }
         }
         match pump {
-            Pump::Open => {}
-            Pump::Backlogged => self.backlog.push(key),
+            Pump::Open => self.keep_state(key),
+            Pump::Backlogged => {
+                self.keep_state(key);
+                self.backlog.push(key);
+            }
             Pump::Closed(cause) => self.hang_up(key, cause),
+        }
+    }
+
+    /// Writes what must survive a restart when it changed (rarely: a
+    /// POWERDOWN, a STOP, their undoing; never per event of a storm).
+    fn keep_state(&mut self, key: usize) {
+        let Some(monitor) = self.monitors.get_mut(key) else {
+            return;
+        };
+        let carried = monitor.evidence.carried();
+        if carried == monitor.saved {
+            return;
+        }
+        if carried == Carried::default() {
+            self.state.remove(&monitor.socket_name);
+        } else {
+            let saved = Saved {
+                socket: monitor.socket,
+                carried,
+            };
+            if let Err(e) = self.state.save(&monitor.socket_name, &saved) {
+                error!(
+                    "{}: {e}; a daemon restart would lose what it saw",
+                    monitor.label
+                );
+                return;
+            }
+        }
+        monitor.saved = carried;
+    }
+
+    /// Removes state files whose socket is not monitored: it is gone, was
+    /// recreated, or is no socket.
+    fn sweep_state(&mut self) {
+        for name in self.state.socket_names() {
+            if !self.by_name.contains_key(&name) {
+                debug!("{}: stale state file removed", label(&name));
+                self.state.remove(&name);
+            }
         }
     }
 
@@ -647,6 +704,9 @@ impl Daemon {
         let verdict = decision::decide(&monitor.evidence);
         let dir = self.watcher.open_ctrl_dir();
         self.record(dir.as_ref().map(|dir| dir.as_fd()), &monitor, verdict);
+        if monitor.saved != Carried::default() {
+            self.state.remove(&monitor.socket_name);
+        }
         // A new QEMU of the same name may have bound its socket before this
         // hang-up was seen; its creation was skipped as "already monitored".
         if let Some(dir) = &dir {
@@ -664,7 +724,7 @@ impl Daemon {
         Some(monitor)
     }
 
-    fn attach_if_new(&mut self, dir: BorrowedFd<'_>, name: OsString, old: FileId) {
+    fn attach_if_new(&mut self, dir: BorrowedFd<'_>, name: OsString, old: SocketId) {
         if matches!(entry(dir, &name), Ok(Entry::Socket(id)) if id != old) {
             self.attach(dir, name);
         }

@@ -52,6 +52,17 @@ struct Counts {
     panicked: u32,
 }
 
+/// What a connection knows that QEMU will not tell a restarted daemon
+/// again, and so is kept in the state directory (see `state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// A POWERDOWN with no RESET since.
+    pub powerdown_pending: bool,
+    /// A STOP with no RESUME since. (A restarted daemon's `query-status`
+    /// also says, and wins.)
+    pub paused: bool,
+}
+
 /// What one QMP connection saw that matters to the decision. Constant size:
 /// an event storm changes counters, never the footprint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,11 +77,35 @@ pub struct Evidence {
     /// What the decision rests on; later events no longer matter.
     first_shutdown: Option<FirstShutdown>,
     counts: Counts,
+    /// Evidence an earlier run of the daemon left for this socket.
+    restored: Option<Carried>,
 }
 
 impl Evidence {
     pub fn new() -> Evidence {
         Evidence::default()
+    }
+
+    /// Evidence that starts from what an earlier connection to the same
+    /// socket had seen (before a daemon restart).
+    pub fn restored(carried: Carried) -> Evidence {
+        Evidence {
+            powerdown_pending: carried.powerdown_pending,
+            paused: carried.paused,
+            restored: Some(carried),
+            ..Evidence::default()
+        }
+    }
+
+    /// What must outlive this daemon: nothing once a SHUTDOWN has decided.
+    pub fn carried(&self) -> Carried {
+        if self.first_shutdown.is_some() {
+            return Carried::default();
+        }
+        Carried {
+            powerdown_pending: self.powerdown_pending,
+            paused: self.paused,
+        }
     }
 
     /// Folds one event, in wire order.
@@ -151,6 +186,15 @@ impl fmt::Display for Evidence {
         }
         if !self.negotiated {
             write!(f, "; never negotiated")?;
+        }
+        if let Some(carried) = self.restored {
+            write!(f, "; restored from before a restart:")?;
+            if carried.powerdown_pending {
+                write!(f, " POWERDOWN")?;
+            }
+            if carried.paused {
+                write!(f, " STOP")?;
+            }
         }
         Ok(())
     }
@@ -445,6 +489,41 @@ mod tests {
             reason: Some(Reason::HostSignal),
         };
         assert!(!is_user(&[odd]));
+    }
+
+    #[test]
+    fn a_power_button_pressed_before_a_restart_still_counts() {
+        let mut before = Evidence::new();
+        before.record(Event::Negotiated);
+        before.record(Event::Powerdown);
+        let carried = before.carried();
+        assert!(carried.powerdown_pending);
+        // The restarted daemon sees only the guest obeying.
+        let mut after = Evidence::restored(carried);
+        after.record(Event::Negotiated);
+        after.record(Event::Status { paused: false });
+        after.record(USER_OFF);
+        assert_eq!(decide(&after).why, Why::PowerButton);
+        assert!(
+            after
+                .to_string()
+                .ends_with("restored from before a restart: POWERDOWN")
+        );
+        // A reset in between clears it, as in one connection.
+        let mut after = Evidence::restored(carried);
+        after.record(Event::Reset);
+        after.record(USER_OFF);
+        assert!(decide(&after).user_shutdown);
+    }
+
+    #[test]
+    fn nothing_is_carried_once_decided_or_when_clean() {
+        let mut evidence = Evidence::new();
+        assert_eq!(evidence.carried(), Carried::default());
+        evidence.record(Event::Stop);
+        assert!(evidence.carried().paused);
+        evidence.record(USER_OFF);
+        assert_eq!(evidence.carried(), Carried::default());
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod pidfile;
 pub mod qmp;
 pub mod shutdown_file;
 pub mod ssconf;
+pub mod state;
 pub mod watch;

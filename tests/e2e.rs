@@ -45,6 +45,50 @@ fn acpi_power_button_obeyed_is_not_user() {
 }
 
 #[test]
+fn power_button_before_a_daemon_crash_still_counts_after_restart() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    world.plant_stale("vm");
+    let mut first = Daemon::start(&world.ctrl, world.tmp.path());
+    let parts = [
+        program::OBEY_BUTTON,
+        program::MARK,
+        program::WAIT_KEY,
+        program::POWER_OFF,
+    ];
+    let image = world.image("vm", &parts);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, Options::default());
+    first.wait_monitoring("vm");
+    guest.cont();
+    // The administrator presses the button; the guest has seen it and
+    // waits (for a key) before it obeys.
+    guest.press_power_button_until_marked();
+    let state = world.tmp.path().join("kvmd-state/vm.state");
+    wait_until("state file", || state.exists().then_some(()));
+    // The daemon dies; another starts while the guest still runs.
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    let second_dir = world.tmp.path().join("second");
+    fs::create_dir(&second_dir).expect("mkdir");
+    let second = Daemon::start(&world.ctrl, &second_dir);
+    second.wait_log(" vm: evidence restored from before a restart", 1);
+    second.wait_monitoring("vm");
+    // Now the guest obeys: a POWERDOWN the second daemon never saw.
+    guest.press_key();
+    assert_user_shutdown(&world, &second, "vm", false);
+    let line = second.wait_decision("vm");
+    assert!(
+        line.contains("restored from before a restart: POWERDOWN"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("POWERDOWN=1"),
+        "the second daemon saw the press itself: {line}"
+    );
+    assert!(!state.exists(), "state file left after the decision");
+}
+
+#[test]
 fn qmp_quit_is_not_user() {
     scenario(&[], Options::default(), false, |guest| {
         guest.cont();

@@ -175,3 +175,22 @@ fn a_flooding_peer_is_served_in_turns_and_loses_no_event() {
         "sent {sent}: {line}"
     );
 }
+
+#[test]
+fn stale_state_files_are_ignored_and_removed() {
+    let world = World::new();
+    let state = world.tmp.path().join("kvmd-state");
+    fs::create_dir(&state).expect("mkdir");
+    // A power button pressed for an earlier socket of the same name, and
+    // one for an instance that is gone altogether.
+    let pressed = "kvmd-state 1 dev=1 ino=1 powerdown=1 paused=0\n";
+    fs::write(state.join("vm.state"), pressed).expect("write");
+    fs::write(state.join("gone.state"), pressed).expect("write");
+    let listener = UnixListener::bind(world.ctrl.join("vm.kvmd")).expect("bind");
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    serve(&listener, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "vm", true);
+    assert!(!daemon.log_text().contains("restored"));
+    assert!(!state.join("vm.state").exists());
+    assert!(!state.join("gone.state").exists());
+}

@@ -268,17 +268,7 @@ fn play(node: &Node, daemon: Daemon, scenario: &Scenario) -> Outcome {
     if scenario.start != Start::DaemonAfterVm {
         node.wait_watching(daemon);
     }
-    // The original connects once, at the socket's creation, and never
-    // again: a socket created a moment before QEMU listens is lost to it
-    // (kvmd retries). So QEMU binds in a staging directory, and its socket
-    // is linked into the control directory once QEMU answers on QMP, that
-    // is, listens: both daemons see the creation of a listening socket.
-    let stage = node.tmp.path().join(format!("stage-{daemon:?}"));
-    fs::create_dir_all(&stage).expect("mkdir stage");
-    let image = common::boot_image(node.tmp.path(), "vm", scenario.parts);
-    let mut guest = Guest::start(&node.qemu, &stage, "vm", &image, scenario.options);
-    assert_eq!(guest.status(), "prelaunch");
-    fs::hard_link(stage.join("vm.kvmd"), ctrl.join("vm.kvmd")).expect("link socket");
+    let mut guest = stage_guest(node, daemon, scenario.parts, scenario.options);
     if scenario.start == Start::DaemonAfterVm {
         node.start(daemon);
     }
@@ -295,6 +285,68 @@ fn play(node: &Node, daemon: Daemon, scenario: &Scenario) -> Outcome {
     Outcome {
         file,
         victim_intact,
+    }
+}
+
+/// A paused guest `vm` whose daemon socket appears in the control
+/// directory already listening.
+///
+/// The original connects once, at the socket's creation, and never again:
+/// a socket created a moment before QEMU listens is lost to it (kvmd
+/// retries). So QEMU binds in a staging directory, and its socket is linked
+/// into the control directory once QEMU answers on QMP, that is, listens:
+/// both daemons see the creation of a listening socket.
+fn stage_guest(node: &Node, daemon: Daemon, parts: &[&[u8]], options: Options) -> Guest {
+    let stage = node.tmp.path().join(format!("stage-{daemon:?}"));
+    fs::create_dir_all(&stage).expect("mkdir stage");
+    let image = common::boot_image(node.tmp.path(), "vm", parts);
+    let mut guest = Guest::start(&node.qemu, &stage, "vm", &image, options);
+    assert_eq!(guest.status(), "prelaunch");
+    let ctrl = Path::new(CTRL);
+    fs::hard_link(stage.join("vm.kvmd"), ctrl.join("vm.kvmd")).expect("link socket");
+    guest
+}
+
+/// The administrator presses the power button; the daemon is restarted
+/// (as `daemon-util restart` does) before the guest obeys.
+fn play_restart(node: &Node, daemon: Daemon) -> File {
+    node.clean();
+    fs::create_dir_all(CTRL).expect("mkdir ctrl");
+    let shutdown = Path::new(CTRL).join("vm.shutdown");
+    fs::write(&shutdown, b"").expect("stale file");
+    node.start(daemon);
+    node.wait_watching(daemon);
+    let parts = [
+        program::OBEY_BUTTON,
+        program::MARK,
+        program::WAIT_KEY,
+        program::POWER_OFF,
+    ];
+    let mut guest = stage_guest(node, daemon, &parts, Options::default());
+    node.wait_negotiated(daemon);
+    guest.cont();
+    guest.press_power_button_until_marked();
+    // The daemon has taken in the POWERDOWN before it is stopped.
+    match daemon {
+        Daemon::Reference => node.wait_log(daemon, "\"event\": \"POWERDOWN\""),
+        Daemon::Kvmd => wait_until("kvmd's state file", || {
+            Path::new(CTRL)
+                .with_file_name("kvmd-state/vm.state")
+                .exists()
+                .then_some(())
+        }),
+    }
+    node.stop(daemon);
+    fs::write(LOG, b"").expect("empty log");
+    node.start(daemon);
+    node.wait_negotiated(daemon);
+    guest.press_key();
+    node.wait_decided(daemon);
+    node.stop(daemon);
+    if fs::symlink_metadata(&shutdown).is_ok() {
+        File::Regular
+    } else {
+        File::Absent
     }
 }
 
@@ -438,6 +490,19 @@ fn right_on_pause_and_resume_then_user_poweroff() {
         guest.press_key();
     });
     kvmd_is_right(scenario, NOT_USER, USER);
+}
+
+#[test]
+fn right_when_restarted_between_power_button_and_obeying() {
+    let Some(node) = Node::take() else { return };
+    let reference = play_restart(&node, Daemon::Reference);
+    let ours = play_restart(&node, Daemon::Kvmd);
+    assert_eq!(
+        reference,
+        File::Regular,
+        "ganeti-kvmd no longer decides as documented"
+    );
+    assert_eq!(ours, File::Absent, "kvmd");
 }
 
 #[test]

@@ -76,6 +76,9 @@ pub mod program {
         0xA9, 0x00, 0x01, // test ax, 0x0100 (PWRBTN_STS)
         0x74, 0xFA, // jz poll
     ];
+    /// `xor ax, ax; mov ds, ax; mov byte [0x500], 0xA5`: a mark in RAM
+    /// the test can read over QMP (see [`super::Guest::marked`]).
+    pub const MARK: &[u8] = &[0x31, 0xC0, 0x8E, 0xD8, 0xC6, 0x06, 0x00, 0x05, 0xA5];
     /// BIOS `int 0x16`, ah=0: wait for a key.
     pub const WAIT_KEY: &[u8] = &[0x31, 0xC0, 0xCD, 0x16];
     /// On the first boot, mark CMOS byte 0x7E and sleep (ACPI S3:
@@ -372,6 +375,33 @@ impl Guest {
             assert!(Instant::now() < deadline, "{} did not exit", self.name);
             // QEMU may exit between the check and the command.
             let _ = self.qmp().execute(command, arguments.clone());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the guest has run [`program::MARK`].
+    pub fn marked(&mut self) -> bool {
+        let memory = self
+            .qmp()
+            .execute(
+                "human-monitor-command",
+                json!({"command-line": "xp /1bx 0x500"}),
+            )
+            .expect("xp");
+        memory.as_str().is_some_and(|text| text.contains("0xa5"))
+    }
+
+    /// Presses the ACPI power button until the guest has seen it and run
+    /// [`program::MARK`] (presses during SeaBIOS's boot are lost).
+    pub fn press_power_button_until_marked(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.marked() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw the button",
+                self.name
+            );
+            self.execute("system_powerdown");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
