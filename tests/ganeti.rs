@@ -132,9 +132,21 @@ impl Node {
         wait_until(&format!("{daemon:?} pid file"), daemon_pid);
     }
 
+    /// Stops it as Ganeti's daemon-util does: start-stop-daemon finds it
+    /// by its pid file and its process name.
     fn stop(&self, daemon: Daemon) {
         let pid = daemon_pid().expect("daemon running");
-        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+        assert_eq!(comm.trim(), "ganeti-kvmd", "{daemon:?}'s process name");
+        let status = Command::new("start-stop-daemon")
+            .args(["--stop", "--quiet"])
+            .args(["--pidfile", PID_FILE, "--name", "ganeti-kvmd"])
+            .status()
+            .expect("start-stop-daemon");
+        assert!(
+            status.success(),
+            "start-stop-daemon could not stop {daemon:?}"
+        );
         wait_until(&format!("{daemon:?} to exit"), || {
             (!alive(pid)).then_some(())
         });

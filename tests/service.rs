@@ -521,3 +521,77 @@ fn logrotate_file_rotates_and_the_daemon_reopens() {
     );
     daemon.wait_log("SIGHUP: log file reopened", 1);
 }
+
+/// Removes the stand-in syslog socket even when the test fails.
+struct DevLog(std::os::unix::net::UnixDatagram);
+
+impl Drop for DevLog {
+    fn drop(&mut self) {
+        let _ = fs::remove_file("/dev/log");
+    }
+}
+
+#[test]
+fn syslog_gets_facility_daemon_the_programs_name_and_no_debug() {
+    if Path::new("/dev/log").exists() || !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: /dev/log belongs to a real syslog here (or not root)");
+        return;
+    }
+    let dev_log =
+        DevLog(std::os::unix::net::UnixDatagram::bind("/dev/log").expect("bind /dev/log"));
+    let node = Node::new();
+    fs::create_dir(node.path("ctrl")).expect("mkdir ctrl");
+    let named = node.path("ganeti-kvmd");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kvmd"), &named).expect("symlink");
+    let mut child = Command::new(&named)
+        .args(["-f", "-d", "--no-ssconf", "--syslog=only", "--ctrl-dir"])
+        .arg(node.path("ctrl"))
+        .arg("--pid-file")
+        .arg(node.path("kvmd.pid"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let mut seen: Vec<String> = Vec::new();
+    let mut receive_until = |what: &str| {
+        let socket = &dev_log.0;
+        socket.set_nonblocking(true).expect("nonblocking");
+        wait_until(&format!("syslog line with {what:?}"), || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            seen.iter().any(|line| line.contains(what)).then_some(())
+        });
+    };
+    receive_until(" started on ");
+    // A warning, and with -d many debug lines (the inotify event).
+    fs::write(node.path("ctrl/junk.kvmd"), b"").expect("write");
+    receive_until("junk.kvmd is not a socket");
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("SIGTERM");
+    receive_until("SIGTERM: exiting");
+    let _ = child.wait();
+    for line in &seen {
+        // RFC 3164: <facility * 8 + severity>; daemon is facility 3.
+        let priority: u32 = line[1..line.find('>').expect("priority")]
+            .parse()
+            .expect("number");
+        assert_eq!(priority / 8, 3, "not facility daemon: {line}");
+        assert_ne!(priority % 8, 7, "a debug line: {line}");
+        assert!(
+            line.contains(&format!(" ganeti-kvmd[{pid}]: ")),
+            "ident: {line}"
+        );
+        assert!(!line.contains("DEBUG"), "{line}");
+    }
+    let warning = seen
+        .iter()
+        .find(|line| line.contains("not a socket"))
+        .expect("warning");
+    assert!(warning.starts_with("<28>"), "{warning}");
+    assert!(
+        !node.path("kvmd.log").exists(),
+        "--syslog=only wrote a log file"
+    );
+}
