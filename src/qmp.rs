@@ -296,7 +296,7 @@ impl Connection {
     where
         F: FnMut(Output<'_>),
     {
-        while let Some(newline) = data.iter().position(|&b| b == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', data) {
             let (head, rest) = (&data[..newline], &data[newline + 1..]);
             data = rest;
             if self.discarding {
