@@ -1,0 +1,746 @@
+//! Whole-daemon load tool: kvmd and, when installed, the reference
+//! `ganeti-kvmd` (Debian's ganeti-haskell-3.0) against the same fleet of
+//! fake QMP servers, in the same run, one daemon at a time.
+//!
+//! ```sh
+//! cargo bench --bench load                    # 1000 instances, 200 events each
+//! cargo bench --bench load -- --instances 10000 --daemons kvmd
+//! ```
+//!
+//! Options: `--instances N`, `--events E` (per instance, in the storm),
+//! `--idle S` (seconds of idle CPU measurement), `--churn R` (rounds of
+//! 100 instances created and destroyed), `--daemons kvmd,reference`.
+//!
+//! The fake QEMU side is this process: one thread, one mio poll, written in
+//! Rust; its own CPU time is printed beside the daemons'. Both daemons use
+//! Ganeti's control directory (the reference's is fixed), so this needs
+//! root and refuses to run on a real Ganeti node.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+
+const REFERENCE: &str = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd";
+const CTRL: &str = "/var/run/ganeti/kvm-hypervisor/ctrl";
+const SSCONF: &str = "/var/lib/ganeti";
+
+const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
+const RESET: &[u8] = b"{\"timestamp\": {\"seconds\": 1795526780, \"microseconds\": 400293}, \"event\": \"RESET\", \"data\": {\"guest\": true, \"reason\": \"guest-reset\"}}\r\n";
+const USER_OFF: &[u8] = b"{\"timestamp\": {\"seconds\": 1795526782, \"microseconds\": 2}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}\r\n";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Kvmd,
+    Reference,
+}
+
+struct Args {
+    instances: usize,
+    events: usize,
+    idle: u64,
+    churn: usize,
+    daemons: Vec<Which>,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        instances: 1000,
+        events: 200,
+        idle: 10,
+        churn: 5,
+        daemons: vec![Which::Kvmd, Which::Reference],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_default();
+        match arg.as_str() {
+            "--instances" => args.instances = value().parse().unwrap_or(args.instances),
+            "--events" => args.events = value().parse().unwrap_or(args.events),
+            "--idle" => args.idle = value().parse().unwrap_or(args.idle),
+            "--churn" => args.churn = value().parse().unwrap_or(args.churn),
+            "--daemons" => {
+                args.daemons = value()
+                    .split(',')
+                    .filter_map(|d| match d {
+                        "kvmd" => Some(Which::Kvmd),
+                        "reference" => Some(Which::Reference),
+                        _ => None,
+                    })
+                    .collect();
+            }
+            _ => {} // `cargo bench` passes --bench
+        }
+    }
+    args
+}
+
+/// One fake QEMU: its listening socket and, once the daemon connected, the
+/// connection.
+struct Fake {
+    name: String,
+    listener: Option<UnixListener>,
+    conn: Option<UnixStream>,
+    inbox: Vec<u8>,
+    outbox: Vec<u8>,
+    /// qmp_capabilities answered.
+    negotiated: Option<Instant>,
+}
+
+/// The fleet of fake QEMUs, served from one poll.
+struct Fleet {
+    poll: Poll,
+    fakes: Vec<Fake>,
+}
+
+// Token = index * 2 (listener) or index * 2 + 1 (connection).
+impl Fleet {
+    fn new() -> Fleet {
+        Fleet {
+            poll: Poll::new().expect("poll"),
+            fakes: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, name: String) {
+        let index = self.fakes.len();
+        let path = Path::new(CTRL).join(format!("{name}.kvmd"));
+        let _ = fs::remove_file(&path);
+        let mut listener = UnixListener::bind(&path).expect("bind");
+        self.poll
+            .registry()
+            .register(&mut listener, Token(index * 2), Interest::READABLE)
+            .expect("register");
+        self.fakes.push(Fake {
+            name,
+            listener: Some(listener),
+            conn: None,
+            inbox: Vec::new(),
+            outbox: Vec::new(),
+            negotiated: None,
+        });
+    }
+
+    /// Serves until `done` holds or `limit` passes. False on timeout.
+    fn serve_until(&mut self, limit: Duration, mut done: impl FnMut(&Fleet) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut events = Events::with_capacity(4096);
+        while !done(self) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                assert_eq!(e.kind(), io::ErrorKind::Interrupted, "poll: {e}");
+                continue;
+            }
+            for event in events.iter() {
+                let index = event.token().0 / 2;
+                if event.token().0 % 2 == 0 {
+                    self.accept(index);
+                } else {
+                    self.talk(index);
+                }
+            }
+        }
+        true
+    }
+
+    fn accept(&mut self, index: usize) {
+        let fake = &mut self.fakes[index];
+        let Some(listener) = &fake.listener else {
+            return;
+        };
+        while let Ok((mut conn, _)) = listener.accept() {
+            // One client at a time, as QEMU's server,nowait socket.
+            if fake.conn.is_some() {
+                continue;
+            }
+            self.poll
+                .registry()
+                .register(
+                    &mut conn,
+                    Token(index * 2 + 1),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .expect("register");
+            fake.outbox.extend_from_slice(GREETING);
+            fake.conn = Some(conn);
+        }
+        self.talk(index);
+    }
+
+    fn talk(&mut self, index: usize) {
+        let fake = &mut self.fakes[index];
+        let Some(conn) = &mut fake.conn else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => fake.inbox.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        while let Some(end) = fake.inbox.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = fake.inbox.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            if text.contains("qmp_capabilities") {
+                fake.outbox.extend_from_slice(b"{\"return\": {}}\r\n");
+                fake.negotiated.get_or_insert_with(Instant::now);
+            } else if text.contains("query-status") {
+                fake.outbox.extend_from_slice(
+                    b"{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n",
+                );
+            }
+        }
+        flush(conn, &mut fake.outbox);
+    }
+
+    fn negotiated(&self) -> usize {
+        self.fakes.iter().filter(|f| f.negotiated.is_some()).count()
+    }
+
+    /// Bytes written by the fleet that the daemon has not read yet.
+    fn unread(&self) -> usize {
+        self.fakes
+            .iter()
+            .filter_map(|f| f.conn.as_ref())
+            .map(|conn| {
+                let mut queued: i32 = 0;
+                // SAFETY: SIOCOUTQ writes one int.
+                unsafe { nix::libc::ioctl(conn.as_raw_fd(), nix::libc::TIOCOUTQ, &mut queued) };
+                queued.max(0) as usize
+            })
+            .sum::<usize>()
+            + self.fakes.iter().map(|f| f.outbox.len()).sum::<usize>()
+    }
+
+    fn send_all(&mut self, bytes: &[u8]) {
+        for index in 0..self.fakes.len() {
+            self.send(index, bytes);
+        }
+    }
+
+    /// Queues and writes what the socket takes; the rest goes out as the
+    /// daemon reads (WRITABLE events).
+    fn send(&mut self, index: usize, bytes: &[u8]) {
+        let fake = &mut self.fakes[index];
+        fake.outbox.extend_from_slice(bytes);
+        if let Some(conn) = &mut fake.conn {
+            flush(conn, &mut fake.outbox);
+        }
+    }
+
+    /// QEMU exits: socket file and connection gone.
+    fn close_all(&mut self) {
+        for fake in &mut self.fakes {
+            let _ = fs::remove_file(Path::new(CTRL).join(format!("{}.kvmd", fake.name)));
+            fake.listener = None;
+            fake.conn = None;
+        }
+    }
+}
+
+fn flush(conn: &mut UnixStream, outbox: &mut Vec<u8>) {
+    while !outbox.is_empty() {
+        match conn.write(outbox) {
+            Ok(n) => {
+                outbox.drain(..n);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// A running daemon and what /proc says of it.
+struct Running {
+    which: Which,
+    child: Child,
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn status_field(&self, field: &str) -> u64 {
+        fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.status_field("voluntary_ctxt_switches:")
+            + self.status_field("nonvoluntary_ctxt_switches:")
+    }
+
+    fn fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
+    /// CPU time so far, in nanoseconds (the scheduler's own account; the
+    /// tick counts in /proc/PID/stat are 10 ms coarse), all threads.
+    fn cpu(&self) -> Duration {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return Duration::ZERO;
+        };
+        let nanos: u64 = tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Duration::from_nanos(nanos)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn own_cpu() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    tv(usage.user_time()) + tv(usage.system_time())
+}
+
+fn start(which: Which, work: &Path) -> Running {
+    let mut command = match which {
+        Which::Kvmd => {
+            let mut c = Command::new(work.join("ganeti-kvmd"));
+            c.args(["-f", "--no-ssconf", "--no-user-checks", "--ctrl-dir", CTRL])
+                .arg("--pid-file")
+                .arg(work.join("kvmd.pid"))
+                .arg("--log-file")
+                .arg(work.join("kvmd.log"));
+            c
+        }
+        Which::Reference => {
+            let mut c = Command::new(REFERENCE);
+            c.args(["-f", "--no-user-checks"]);
+            c
+        }
+    };
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    Running { which, child }
+}
+
+/// Timestamps of `<instance>.shutdown` creations and deletions.
+type Seen = Arc<Mutex<HashMap<String, (Instant, bool)>>>;
+
+fn watch_decisions() -> Seen {
+    let seen: Seen = Arc::default();
+    let mut inotify = inotify::Inotify::init().expect("inotify");
+    inotify
+        .watches()
+        .add(
+            CTRL,
+            inotify::WatchMask::CREATE | inotify::WatchMask::DELETE,
+        )
+        .expect("watch");
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(events) = inotify.read_events_blocking(&mut buf) {
+            let now = Instant::now();
+            let mut seen = record.lock().expect("lock");
+            for event in events {
+                let Some(name) = event.name.and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let Some(instance) = name.strip_suffix(".shutdown") else {
+                    continue;
+                };
+                let created = event.mask.contains(inotify::EventMask::CREATE);
+                seen.entry(instance.to_owned()).or_insert((now, created));
+            }
+        }
+    });
+    seen
+}
+
+#[derive(Default, Clone)]
+struct Row {
+    failed: Option<String>,
+    attach: Option<Duration>,
+    idle_rss_kib: u64,
+    idle_fds: usize,
+    idle_cpu: Duration,
+    idle_wakeups: u64,
+    storm_cpu_per_event: Option<Duration>,
+    storm_wall: Option<Duration>,
+    storm_rss_kib: u64,
+    decide_p50: Option<Duration>,
+    decide_p99: Option<Duration>,
+    decide_max: Option<Duration>,
+    missing: usize,
+    wrong: usize,
+    churn_fds: usize,
+    churn_rss_kib: u64,
+    tool_cpu: Duration,
+}
+
+fn fresh_ctrl() {
+    let _ = fs::remove_dir_all("/var/run/ganeti");
+    fs::create_dir_all(CTRL).expect("mkdir ctrl");
+}
+
+fn measure(which: Which, args: &Args, work: &Path) -> Row {
+    let mut row = Row::default();
+    fresh_ctrl();
+    let tool_start = own_cpu();
+    let mut fleet = Fleet::new();
+    for i in 0..args.instances {
+        fleet.add(format!("vm{i}"));
+    }
+    // Attach: N sockets already there when the daemon starts.
+    let started = Instant::now();
+    let mut daemon = start(which, work);
+    let n = args.instances;
+    if !fleet.serve_until(Duration::from_secs(60), |f| f.negotiated() == n) {
+        row.failed = Some(why_failed(&mut daemon, fleet.negotiated(), n));
+        return row;
+    }
+    row.attach = Some(started.elapsed());
+    // Let kvmd's query-status replies land before measuring idle.
+    fleet.serve_until(Duration::from_millis(300), |_| false);
+
+    // Idle.
+    let (cpu0, wake0) = (daemon.cpu(), daemon.wakeups());
+    std::thread::sleep(Duration::from_secs(args.idle));
+    row.idle_cpu = daemon.cpu() - cpu0;
+    row.idle_wakeups = daemon.wakeups() - wake0;
+    row.idle_rss_kib = daemon.rss_kib();
+    row.idle_fds = daemon.fds();
+
+    // Event storm: every instance sends `events` RESETs at once.
+    let storm = RESET.repeat(args.events);
+    let cpu0 = daemon.cpu();
+    let begun = Instant::now();
+    fleet.send_all(&storm);
+    let drained = fleet.serve_until(Duration::from_secs(300), |f| f.unread() == 0);
+    if !drained || !daemon.alive() {
+        row.failed = Some(why_failed(&mut daemon, 0, 0));
+        return row;
+    }
+    row.storm_wall = Some(begun.elapsed());
+    // The last read bytes are parsed right after the read; give the
+    // daemon's CPU accounting a tick to settle.
+    std::thread::sleep(Duration::from_millis(50));
+    let total = (args.events * n) as u32;
+    row.storm_cpu_per_event = Some((daemon.cpu() - cpu0) / total.max(1));
+    row.storm_rss_kib = daemon.rss_kib();
+
+    // Decisions: half power off as users, all exit at once. Every
+    // not-user instance has a stale shutdown file to remove.
+    let seen = watch_decisions();
+    for i in 0..n {
+        if i % 2 == 0 {
+            fleet.send(i, USER_OFF);
+        } else {
+            let stale = Path::new(CTRL).join(format!("{}.shutdown", fleet.fakes[i].name));
+            fs::write(stale, b"").expect("stale");
+        }
+    }
+    fleet.serve_until(Duration::from_secs(30), |f| f.unread() == 0);
+    // Forget the stale files' own creation events.
+    std::thread::sleep(Duration::from_millis(100));
+    seen.lock().expect("lock").clear();
+    let closed = Instant::now();
+    fleet.close_all();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().expect("lock").len() < n && Instant::now() < deadline && daemon.alive() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let mut latencies: Vec<Duration> = Vec::new();
+    for (i, fake) in fleet.fakes.iter().enumerate() {
+        match seen.get(&fake.name) {
+            None => {
+                if std::env::var_os("LOAD_DEBUG").is_some() {
+                    eprintln!("missing {} (user: {})", fake.name, i % 2 == 0);
+                }
+                row.missing += 1
+            }
+            Some(&(at, created)) => {
+                if created != (i % 2 == 0) {
+                    row.wrong += 1;
+                }
+                latencies.push(at.saturating_duration_since(closed));
+            }
+        }
+    }
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+    };
+    row.decide_p50 = pick(0.50);
+    row.decide_p99 = pick(0.99);
+    row.decide_max = latencies.last().copied();
+
+    // Churn: rounds of 100 instances created, negotiated, closed.
+    for round in 0..args.churn {
+        let mut batch = Fleet::new();
+        for i in 0..100 {
+            batch.add(format!("churn{round}x{i}"));
+        }
+        batch.serve_until(Duration::from_secs(30), |f| f.negotiated() == 100);
+        batch.close_all();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    row.churn_fds = daemon.fds();
+    row.churn_rss_kib = daemon.rss_kib();
+    if !daemon.alive() {
+        row.failed = Some(why_failed(&mut daemon, 0, 0));
+    }
+    row.tool_cpu = own_cpu() - tool_start;
+    row
+}
+
+fn why_failed(daemon: &mut Running, negotiated: usize, wanted: usize) -> String {
+    match daemon.child.try_wait() {
+        Ok(Some(status)) => {
+            let log = match daemon.which {
+                Which::Reference => {
+                    fs::read_to_string("/var/log/ganeti/kvm-daemon.log").unwrap_or_default()
+                }
+                Which::Kvmd => String::new(),
+            };
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("ERROR") || l.contains("rror"))
+                .unwrap_or("");
+            format!(
+                "exited ({status}) {}",
+                last.chars().take(120).collect::<String>()
+            )
+        }
+        _ => format!("only {negotiated} of {wanted} instances negotiated in time"),
+    }
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e3))
+}
+
+fn ratio(kvmd: f64, reference: f64) -> String {
+    if kvmd > 0.0 && reference > 0.0 {
+        format!("{:.1}x", reference / kvmd)
+    } else {
+        "-".into()
+    }
+}
+
+fn main() {
+    let args = args();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the load tool uses Ganeti's paths and needs root"
+    );
+    assert!(
+        !Path::new(SSCONF).join("config.data").exists(),
+        "refusing to run on a real Ganeti node"
+    );
+    // Each instance costs the tool two descriptors and a daemon one.
+    let want = (args.instances as u64) * 2 + 1024;
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        want.max(hard.min(want)),
+        hard.max(want),
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    symlink(env!("CARGO_BIN_EXE_kvmd"), work.path().join("ganeti-kvmd")).expect("symlink");
+    fs::create_dir_all(SSCONF).expect("ssconf dir");
+    fs::create_dir_all("/var/log/ganeti").expect("log dir");
+    fs::write(Path::new(SSCONF).join("ssconf_hypervisor_list"), "kvm\n").expect("ssconf");
+    fs::write(
+        Path::new(SSCONF).join("ssconf_enabled_user_shutdown"),
+        "True\n",
+    )
+    .expect("ssconf");
+    fs::write(
+        Path::new(SSCONF).join("ssconf_node_vm_capable"),
+        format!("{}=True\n", kvmd::ssconf::node_name()),
+    )
+    .expect("ssconf");
+
+    let mut rows: Vec<(Which, Row)> = Vec::new();
+    for &which in &args.daemons {
+        if which == Which::Reference && !Path::new(REFERENCE).exists() {
+            eprintln!("reference not installed ({REFERENCE}): apt-get install ganeti-haskell-3.0");
+            continue;
+        }
+        eprintln!(
+            "measuring {which:?} ({} instances, {} events each)...",
+            args.instances, args.events
+        );
+        rows.push((which, measure(which, &args, work.path())));
+    }
+    let _ = fs::remove_dir_all("/var/run/ganeti");
+    for name in [
+        "ssconf_hypervisor_list",
+        "ssconf_enabled_user_shutdown",
+        "ssconf_node_vm_capable",
+    ] {
+        let _ = fs::remove_file(Path::new(SSCONF).join(name));
+    }
+    print_table(&args, &rows);
+}
+
+fn print_table(args: &Args, rows: &[(Which, Row)]) {
+    let get = |w: Which| rows.iter().find(|(x, _)| *x == w).map(|(_, r)| r.clone());
+    let k = get(Which::Kvmd).unwrap_or_default();
+    let r = get(Which::Reference);
+    println!(
+        "\n{} instances, {} events each, {} s idle, {} churn rounds of 100\n",
+        args.instances, args.events, args.idle, args.churn
+    );
+    println!("| measure | kvmd | ganeti-kvmd | ratio |");
+    println!("|---|---|---|---|");
+    let line = |what: &str, kv: String, rv: String, ratio: String| {
+        println!("| {what} | {kv} | {rv} | {ratio} |");
+    };
+    let rf = |f: &dyn Fn(&Row) -> String| match &r {
+        Some(r) if r.failed.is_none() => f(r),
+        Some(r) => format!("failed: {}", r.failed.clone().unwrap_or_default()),
+        None => "not run".into(),
+    };
+    let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+    let rr = |f: &dyn Fn(&Row) -> f64| match &r {
+        Some(r) if r.failed.is_none() => ratio(f(&k), f(r)),
+        _ => "-".into(),
+    };
+    if let Some(why) = &k.failed {
+        println!("| kvmd failed | {why} | | |");
+    }
+    line(
+        "attach N existing sockets (ms)",
+        ms(k.attach),
+        rf(&|r| ms(r.attach)),
+        rr(&|x| secs(x.attach)),
+    );
+    line(
+        "idle RSS (KiB)",
+        k.idle_rss_kib.to_string(),
+        rf(&|r| r.idle_rss_kib.to_string()),
+        rr(&|x| x.idle_rss_kib as f64),
+    );
+    line(
+        "idle fds",
+        k.idle_fds.to_string(),
+        rf(&|r| r.idle_fds.to_string()),
+        "-".into(),
+    );
+    line(
+        &format!("idle CPU over {} s (ms)", args.idle),
+        ms(Some(k.idle_cpu)),
+        rf(&|r| ms(Some(r.idle_cpu))),
+        "-".into(),
+    );
+    line(
+        "idle wake-ups (context switches)",
+        k.idle_wakeups.to_string(),
+        rf(&|r| r.idle_wakeups.to_string()),
+        "-".into(),
+    );
+    line(
+        "storm CPU per event (µs)",
+        k.storm_cpu_per_event
+            .map_or("-".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e6)),
+        rf(&|r| {
+            r.storm_cpu_per_event
+                .map_or("-".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e6))
+        }),
+        rr(&|x| secs(x.storm_cpu_per_event)),
+    );
+    line(
+        "storm wall time (ms)",
+        ms(k.storm_wall),
+        rf(&|r| ms(r.storm_wall)),
+        rr(&|x| secs(x.storm_wall)),
+    );
+    line(
+        "RSS after storm (KiB)",
+        k.storm_rss_kib.to_string(),
+        rf(&|r| r.storm_rss_kib.to_string()),
+        rr(&|x| x.storm_rss_kib as f64),
+    );
+    line(
+        "decision p50 (ms)",
+        ms(k.decide_p50),
+        rf(&|r| ms(r.decide_p50)),
+        rr(&|x| secs(x.decide_p50)),
+    );
+    line(
+        "decision p99 (ms)",
+        ms(k.decide_p99),
+        rf(&|r| ms(r.decide_p99)),
+        rr(&|x| secs(x.decide_p99)),
+    );
+    line(
+        "decision max (ms)",
+        ms(k.decide_max),
+        rf(&|r| ms(r.decide_max)),
+        rr(&|x| secs(x.decide_max)),
+    );
+    line(
+        "decisions missing / wrong",
+        format!("{} / {}", k.missing, k.wrong),
+        rf(&|r| format!("{} / {}", r.missing, r.wrong)),
+        "-".into(),
+    );
+    line(
+        "fds after churn",
+        k.churn_fds.to_string(),
+        rf(&|r| r.churn_fds.to_string()),
+        "-".into(),
+    );
+    line(
+        "RSS after churn (KiB)",
+        k.churn_rss_kib.to_string(),
+        rf(&|r| r.churn_rss_kib.to_string()),
+        rr(&|x| x.churn_rss_kib as f64),
+    );
+    line(
+        "load tool's own CPU (ms)",
+        ms(Some(k.tool_cpu)),
+        rf(&|r| ms(Some(r.tool_cpu))),
+        "-".into(),
+    );
+    let _: PathBuf = PathBuf::new();
+}
