@@ -37,7 +37,7 @@ use crate::decision::{self, Carried, Evidence, Verdict};
 use crate::logging;
 use crate::qmp::{self, Output};
 use crate::shutdown_file;
-use crate::state::{Saved, SocketId, StateDir};
+use crate::state::{Qemu, Saved, SocketId, StateDir};
 use crate::watch::{Change, Watcher, instance_name};
 
 const INOTIFY: Token = Token(0);
@@ -167,6 +167,8 @@ enum Link {
 
 struct Connection {
     stream: UnixStream,
+    /// The QEMU process behind the socket (for the state file).
+    qemu: Option<Qemu>,
     qmp: qmp::Connection,
     /// Command bytes the socket did not take yet (almost always empty).
     unsent: Vec<u8>,
@@ -475,33 +477,18 @@ impl Daemon {
                 return;
             }
         };
-        // What an earlier run saw of this very socket still counts.
-        let (evidence, saved) = match self.state.load(&name) {
-            Some(Saved {
-                socket: id,
-                carried,
-            }) if id == socket => {
-                info!("{}: evidence restored from before a restart", label(&name));
-                (Evidence::restored(carried), carried)
-            }
-            Some(_) => {
-                self.state.remove(&name);
-                (Evidence::new(), Carried::default())
-            }
-            None => (Evidence::new(), Carried::default()),
-        };
         let now = Instant::now();
         let key = self.monitors.insert(Monitor {
             label: label(&name),
             socket_name: name.clone(),
             socket,
-            saved,
+            saved: Carried::default(),
             link: Link::Waiting {
                 attempts: 0,
                 since: now,
                 at: now,
             },
-            evidence,
+            evidence: Evidence::new(),
             problems: 0,
         });
         self.by_name.insert(name, key);
@@ -540,8 +527,22 @@ impl Daemon {
                     return;
                 }
                 debug!("{}: connected", monitor.label);
+                // What an earlier run saw of this very QEMU still counts.
+                let qemu = Qemu::of_peer(&stream);
+                match (qemu, self.state.load(&monitor.socket_name)) {
+                    (Some(qemu), Some(saved))
+                        if saved.socket == monitor.socket && saved.qemu == qemu =>
+                    {
+                        info!("{}: evidence restored from before a restart", monitor.label);
+                        monitor.evidence = Evidence::restored(saved.carried);
+                        monitor.saved = saved.carried;
+                    }
+                    (_, Some(_)) => self.state.remove(&monitor.socket_name),
+                    (_, None) => {}
+                }
                 monitor.link = Link::Connected(Connection {
                     stream,
+                    qemu,
                     qmp: qmp::Connection::new(),
                     unsent: Vec::new(),
                     writable: false,
@@ -597,6 +598,8 @@ impl Daemon {
             return;
         };
         warn!("{}: not monitored: {why}", monitor.label);
+        // Whatever an earlier run kept for this socket is stale now.
+        self.state.remove(&monitor.socket_name);
         if let Some(dir) = dir {
             self.attach_if_new(dir, monitor.socket_name, monitor.socket);
         }
@@ -664,22 +667,34 @@ impl Daemon {
         if carried == monitor.saved {
             return;
         }
+        // Tried once per change, whatever happens: a state directory that
+        // cannot be written must not cost a syscall and a log line per read.
+        monitor.saved = carried;
+        let Link::Connected(Connection {
+            qemu: Some(qemu), ..
+        }) = monitor.link
+        else {
+            debug!(
+                "{}: QEMU's process unknown; evidence not kept",
+                monitor.label
+            );
+            return;
+        };
         if carried == Carried::default() {
             self.state.remove(&monitor.socket_name);
-        } else {
-            let saved = Saved {
-                socket: monitor.socket,
-                carried,
-            };
-            if let Err(e) = self.state.save(&monitor.socket_name, &saved) {
-                error!(
-                    "{}: {e}; a daemon restart would lose what it saw",
-                    monitor.label
-                );
-                return;
-            }
+            return;
         }
-        monitor.saved = carried;
+        let saved = Saved {
+            socket: monitor.socket,
+            qemu,
+            carried,
+        };
+        if let Err(e) = self.state.save(&monitor.socket_name, &saved) {
+            error!(
+                "{}: {e}; a daemon restart would lose what it saw",
+                monitor.label
+            );
+        }
     }
 
     /// Removes state files whose socket is not monitored: it is gone, was

@@ -31,14 +31,15 @@ use std::fmt;
 
 use crate::qmp::{Event, Reason};
 
-/// The state of the guest at the moment of the first SHUTDOWN.
+/// The first SHUTDOWN and the guest's state at that moment: all the
+/// decision rests on once it came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FirstShutdown {
-    guest: Option<bool>,
-    reason: Option<Reason>,
-    paused: bool,
-    powerdown_pending: bool,
-    panicked: bool,
+pub struct ShutdownSeen {
+    pub guest: Option<bool>,
+    pub reason: Option<Reason>,
+    pub paused: bool,
+    pub powerdown_pending: bool,
+    pub panicked: bool,
 }
 
 /// How many of each lifecycle event a connection saw (for the log line).
@@ -61,6 +62,12 @@ pub struct Carried {
     /// A STOP with no RESUME since. (A restarted daemon's `query-status`
     /// also says, and wins.)
     pub paused: bool,
+    /// The first SHUTDOWN, once it came: with `-no-shutdown` QEMU lives on
+    /// after it, and a later `quit` sends a second SHUTDOWN that must not
+    /// decide in its place.
+    pub shutdown: Option<ShutdownSeen>,
+    /// A GUEST_PANICKED seen.
+    pub panicked: bool,
 }
 
 /// What one QMP connection saw that matters to the decision. Constant size:
@@ -75,7 +82,7 @@ pub struct Evidence {
     powerdown_pending: bool,
     panicked: bool,
     /// What the decision rests on; later events no longer matter.
-    first_shutdown: Option<FirstShutdown>,
+    first_shutdown: Option<ShutdownSeen>,
     counts: Counts,
     /// Evidence an earlier run of the daemon left for this socket.
     restored: Option<Carried>,
@@ -92,19 +99,20 @@ impl Evidence {
         Evidence {
             powerdown_pending: carried.powerdown_pending,
             paused: carried.paused,
+            panicked: carried.panicked,
+            first_shutdown: carried.shutdown,
             restored: Some(carried),
             ..Evidence::default()
         }
     }
 
-    /// What must outlive this daemon: nothing once a SHUTDOWN has decided.
+    /// What must outlive this daemon (default: nothing).
     pub fn carried(&self) -> Carried {
-        if self.first_shutdown.is_some() {
-            return Carried::default();
-        }
         Carried {
             powerdown_pending: self.powerdown_pending,
             paused: self.paused,
+            shutdown: self.first_shutdown,
+            panicked: self.panicked,
         }
     }
 
@@ -116,7 +124,7 @@ impl Evidence {
             Event::Status { paused } => self.paused = paused,
             Event::Shutdown { guest, reason } => {
                 counts.shutdown = counts.shutdown.saturating_add(1);
-                self.first_shutdown.get_or_insert(FirstShutdown {
+                self.first_shutdown.get_or_insert(ShutdownSeen {
                     guest,
                     reason,
                     paused: self.paused,
@@ -189,11 +197,15 @@ impl fmt::Display for Evidence {
         }
         if let Some(carried) = self.restored {
             write!(f, "; restored from before a restart:")?;
-            if carried.powerdown_pending {
-                write!(f, " POWERDOWN")?;
-            }
-            if carried.paused {
-                write!(f, " STOP")?;
+            for (seen, name) in [
+                (carried.powerdown_pending, "POWERDOWN"),
+                (carried.paused, "STOP"),
+                (carried.panicked, "GUEST_PANICKED"),
+                (carried.shutdown.is_some(), "SHUTDOWN"),
+            ] {
+                if seen {
+                    write!(f, " {name}")?;
+                }
             }
         }
         Ok(())
@@ -517,13 +529,29 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_carried_once_decided_or_when_clean() {
+    fn nothing_is_carried_from_a_clean_connection() {
         let mut evidence = Evidence::new();
+        evidence.record(Event::Negotiated);
+        evidence.record(Event::Status { paused: false });
+        evidence.record(Event::Reset);
         assert_eq!(evidence.carried(), Carried::default());
         evidence.record(Event::Stop);
         assert!(evidence.carried().paused);
-        evidence.record(USER_OFF);
-        assert_eq!(evidence.carried(), Carried::default());
+    }
+
+    #[test]
+    fn a_no_shutdown_poweroff_before_a_restart_still_decides() {
+        // -no-shutdown: the user powers off, the daemon restarts, then the
+        // administrator quits QEMU.
+        let mut before = Evidence::new();
+        before.record(Event::Negotiated);
+        before.record(USER_OFF);
+        before.record(Event::Stop);
+        let mut after = Evidence::restored(before.carried());
+        after.record(Event::Negotiated);
+        after.record(Event::Status { paused: true });
+        after.record(shutdown(false, Reason::HostQmpQuit));
+        assert_eq!(decide(&after).why, Why::GuestPoweredOff);
     }
 
     #[test]

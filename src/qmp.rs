@@ -72,7 +72,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    fn from_wire(s: &str) -> Reason {
+    pub fn from_wire(s: &str) -> Reason {
         match s {
             "host-error" => Reason::HostError,
             "host-qmp-quit" => Reason::HostQmpQuit,

@@ -8,8 +8,11 @@
 //! `guest: true`: without the file, a restarted daemon would call that a
 //! user shutdown.
 //!
-//! A file names the socket it belongs to (device and inode), so a file
-//! left for a socket that is gone or was recreated is stale and ignored.
+//! A file names the QEMU it belongs to: the socket (device and inode) and
+//! the process behind it (pid and start time, from the connection's peer
+//! credentials). A file left for a socket that is gone, or for another
+//! QEMU — file systems hand a re-bound socket the same inode — is stale
+//! and ignored.
 //! Files are written atomically (temporary file, then rename) relative to
 //! a descriptor of the directory, without following symlinks, and removed
 //! once the instance is decided.
@@ -26,7 +29,8 @@ use nix::fcntl::{OFlag, open, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, mkdir, unlinkat};
 
-use crate::decision::Carried;
+use crate::decision::{Carried, ShutdownSeen};
+use crate::qmp::Reason;
 
 /// A socket file's identity: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,53 +39,123 @@ pub struct SocketId {
     pub ino: u64,
 }
 
+/// The QEMU process on the other end of a connection: a pid is reused,
+/// a pid with its start time (clock ticks since boot) is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Qemu {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Qemu {
+    /// The process behind a connected unix socket, if /proc says.
+    pub fn of_peer<S: std::os::fd::AsFd>(socket: &S) -> Option<Qemu> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let pid = u32::try_from(getsockopt(socket, PeerCredentials).ok()?.pid()).ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 22, counted after the command name (which may hold spaces).
+        let start = stat.rsplit_once(") ")?.1.split(' ').nth(19)?.parse().ok()?;
+        Some(Qemu { pid, start })
+    }
+}
+
 /// What one instance's file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Saved {
     pub socket: SocketId,
+    pub qemu: Qemu,
     pub carried: Carried,
 }
 
-const MAGIC: &str = "kvmd-state 1";
+const MAGIC: &str = "kvmd-state 2";
 /// A state file is one short line; anything longer is not ours.
 const MAX_FILE: usize = 256;
 
 impl Saved {
     fn encode(&self) -> String {
+        let c = &self.carried;
+        let flag = |b: bool| u8::from(b);
+        let shutdown = match &c.shutdown {
+            None => "-".to_owned(),
+            Some(s) => format!(
+                "{},{},{},{},{}",
+                match s.guest {
+                    Some(true) => "t",
+                    Some(false) => "f",
+                    None => "-",
+                },
+                s.reason.map_or("-", Reason::as_str),
+                flag(s.paused),
+                flag(s.powerdown_pending),
+                flag(s.panicked)
+            ),
+        };
         format!(
-            "{MAGIC} dev={} ino={} powerdown={} paused={}\n",
+            "{MAGIC} dev={} ino={} pid={} start={} powerdown={} paused={} panicked={} shutdown={shutdown}\n",
             self.socket.dev,
             self.socket.ino,
-            u8::from(self.carried.powerdown_pending),
-            u8::from(self.carried.paused)
+            self.qemu.pid,
+            self.qemu.start,
+            flag(c.powerdown_pending),
+            flag(c.paused),
+            flag(c.panicked),
         )
     }
 
     fn decode(text: &str) -> Option<Saved> {
         let rest = text.strip_suffix('\n')?.strip_prefix(MAGIC)?;
         let mut fields = rest.split(' ').skip(1);
-        let mut field = |key: &str| -> Option<u64> {
-            fields
-                .next()?
-                .strip_prefix(key)?
-                .strip_prefix('=')?
-                .parse()
-                .ok()
-        };
-        let dev = field("dev")?;
-        let ino = field("ino")?;
-        let flag = |value: u64| match value {
-            0 => Some(false),
-            1 => Some(true),
+        let mut field =
+            |key: &str| -> Option<&str> { fields.next()?.strip_prefix(key)?.strip_prefix('=') };
+        let number = |text: Option<&str>| text?.parse::<u64>().ok();
+        let flag = |text: &str| match text {
+            "0" => Some(false),
+            "1" => Some(true),
             _ => None,
+        };
+        let socket = SocketId {
+            dev: number(field("dev"))?,
+            ino: number(field("ino"))?,
+        };
+        let qemu = Qemu {
+            pid: u32::try_from(number(field("pid"))?).ok()?,
+            start: number(field("start"))?,
         };
         let powerdown_pending = flag(field("powerdown")?)?;
         let paused = flag(field("paused")?)?;
+        let panicked = flag(field("panicked")?)?;
+        let shutdown = match field("shutdown")? {
+            "-" => None,
+            seen => {
+                let parts: Vec<&str> = seen.split(',').collect();
+                let [guest, reason, paused, powerdown_pending, panicked] = parts[..] else {
+                    return None;
+                };
+                Some(ShutdownSeen {
+                    guest: match guest {
+                        "t" => Some(true),
+                        "f" => Some(false),
+                        "-" => None,
+                        _ => return None,
+                    },
+                    reason: (reason != "-").then(|| Reason::from_wire(reason)),
+                    paused: flag(paused)?,
+                    powerdown_pending: flag(powerdown_pending)?,
+                    panicked: flag(panicked)?,
+                })
+            }
+        };
+        if fields.next().is_some() {
+            return None;
+        }
         Some(Saved {
-            socket: SocketId { dev, ino },
+            socket,
+            qemu,
             carried: Carried {
                 powerdown_pending,
                 paused,
+                shutdown,
+                panicked,
             },
         })
     }
@@ -235,9 +309,15 @@ mod tests {
     fn saved(powerdown_pending: bool, paused: bool) -> Saved {
         Saved {
             socket: SocketId { dev: 2049, ino: 77 },
+            qemu: Qemu {
+                pid: 4242,
+                start: 123_456,
+            },
             carried: Carried {
                 powerdown_pending,
                 paused,
+                shutdown: None,
+                panicked: false,
             },
         }
     }
@@ -248,18 +328,39 @@ mod tests {
             let s = saved(p, q);
             assert_eq!(Saved::decode(&s.encode()), Some(s));
         }
+        let mut s = saved(false, true);
+        s.carried.panicked = true;
+        for (guest, reason) in [
+            (Some(true), Some(Reason::GuestShutdown)),
+            (Some(false), Some(Reason::HostQmpQuit)),
+            (None, None),
+        ] {
+            s.carried.shutdown = Some(ShutdownSeen {
+                guest,
+                reason,
+                paused: false,
+                powerdown_pending: true,
+                panicked: false,
+            });
+            assert_eq!(Saved::decode(&s.encode()), Some(s), "{}", s.encode());
+        }
     }
 
     #[test]
     fn rejects_anything_else() {
+        let good =
+            "kvmd-state 2 dev=1 ino=2 pid=3 start=4 powerdown=1 paused=0 panicked=0 shutdown=-\n";
+        assert!(Saved::decode(good).is_some());
         for text in [
             "",
-            "kvmd-state 1\n",
-            "kvmd-state 2 dev=1 ino=2 powerdown=1 paused=0\n",
-            "kvmd-state 1 dev=1 ino=2 powerdown=2 paused=0\n",
-            "kvmd-state 1 dev=1 ino=2 powerdown=1 paused=0",
-            "kvmd-state 1 ino=2 dev=1 powerdown=1 paused=0\n",
-            "kvmd-state 1 dev=-1 ino=2 powerdown=1 paused=0\n",
+            "kvmd-state 2\n",
+            "kvmd-state 1 dev=1 ino=2 powerdown=1 paused=0\n",
+            "kvmd-state 2 dev=1 ino=2 pid=3 start=4 powerdown=2 paused=0 panicked=0 shutdown=-\n",
+            "kvmd-state 2 dev=1 ino=2 pid=3 start=4 powerdown=1 paused=0 panicked=0 shutdown=-",
+            "kvmd-state 2 ino=2 dev=1 pid=3 start=4 powerdown=1 paused=0 panicked=0 shutdown=-\n",
+            "kvmd-state 2 dev=-1 ino=2 pid=3 start=4 powerdown=1 paused=0 panicked=0 shutdown=-\n",
+            "kvmd-state 2 dev=1 ino=2 pid=3 start=4 powerdown=1 paused=0 panicked=0 shutdown=t,x\n",
+            "kvmd-state 2 dev=1 ino=2 pid=3 start=4 powerdown=1 paused=0 panicked=0 shutdown=- extra=1\n",
         ] {
             assert_eq!(Saved::decode(text), None, "{text:?}");
         }

@@ -89,6 +89,36 @@ fn power_button_before_a_daemon_crash_still_counts_after_restart() {
 }
 
 #[test]
+fn no_shutdown_user_poweroff_survives_a_daemon_crash_before_the_quit() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let mut first = Daemon::start(&world.ctrl, world.tmp.path());
+    let options = Options {
+        no_shutdown: true,
+        ..Options::default()
+    };
+    let image = world.image("vm", &[program::POWER_OFF]);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, options);
+    first.wait_monitoring("vm");
+    guest.cont();
+    wait_until("guest off", || (guest.status() == "shutdown").then_some(()));
+    let state = world.tmp.path().join("kvmd-state/vm.state");
+    wait_until("state file", || state.exists().then_some(()));
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    let second_dir = world.tmp.path().join("second");
+    fs::create_dir(&second_dir).expect("mkdir");
+    let second = Daemon::start(&world.ctrl, &second_dir);
+    second.wait_log(" vm: evidence restored from before a restart", 1);
+    second.wait_monitoring("vm");
+    // The administrator's quit sends a SHUTDOWN with a host reason; the
+    // user's earlier one decides.
+    guest.quit();
+    assert_user_shutdown(&world, &second, "vm", true);
+    assert!(!state.exists(), "state file left after the decision");
+}
+
+#[test]
 fn qmp_quit_is_not_user() {
     scenario(&[], Options::default(), false, |guest| {
         guest.cont();

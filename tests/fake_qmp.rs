@@ -178,15 +178,22 @@ fn a_flooding_peer_is_served_in_turns_and_loses_no_event() {
 
 #[test]
 fn stale_state_files_are_ignored_and_removed() {
+    use std::os::unix::fs::MetadataExt;
     let world = World::new();
     let state = world.tmp.path().join("kvmd-state");
     fs::create_dir(&state).expect("mkdir");
-    // A power button pressed for an earlier socket of the same name, and
-    // one for an instance that is gone altogether.
-    let pressed = "kvmd-state 1 dev=1 ino=1 powerdown=1 paused=0\n";
-    fs::write(state.join("vm.state"), pressed).expect("write");
-    fs::write(state.join("gone.state"), pressed).expect("write");
     let listener = UnixListener::bind(world.ctrl.join("vm.kvmd")).expect("bind");
+    // A power button pressed for this very socket file (file systems give a
+    // re-bound socket the same inode) but another QEMU process; and one
+    // for an instance that is gone altogether.
+    let socket = fs::metadata(world.ctrl.join("vm.kvmd")).expect("stat");
+    let line = |dev: u64, ino: u64| {
+        format!(
+            "kvmd-state 2 dev={dev} ino={ino} pid=1 start=1 powerdown=1 paused=0 panicked=0 shutdown=-\n"
+        )
+    };
+    fs::write(state.join("vm.state"), line(socket.dev(), socket.ino())).expect("write");
+    fs::write(state.join("gone.state"), line(1, 1)).expect("write");
     let daemon = Daemon::start(&world.ctrl, world.tmp.path());
     serve(&listener, &[USER_OFF]);
     assert_user_shutdown(&world, &daemon, "vm", true);
