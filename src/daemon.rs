@@ -283,6 +283,19 @@ fn send(stream: &mut UnixStream, unsent: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// Blocks the signals the loop reads from its signalfd. `main` calls it
+/// first thing: a SIGHUP from a log rotation during start-up must not kill
+/// the daemon with the default action (the mask survives the forks of
+/// detaching).
+pub fn block_signals() -> Result<SigSet, Errno> {
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(signal);
+    }
+    mask.thread_block()?;
+    Ok(mask)
+}
+
 /// The daemon: see the module documentation.
 pub struct Daemon {
     poll: Poll,
@@ -309,11 +322,7 @@ impl Daemon {
     pub fn new(ctrl_dir: &Path, state_dir: &Path) -> Result<Daemon, DaemonError> {
         let poll = Poll::new().map_err(DaemonError::Poll)?;
         let watcher = Watcher::new(ctrl_dir).map_err(DaemonError::Inotify)?;
-        let mut mask = SigSet::empty();
-        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-            mask.add(signal);
-        }
-        mask.thread_block().map_err(DaemonError::Signals)?;
+        let mask = block_signals().map_err(DaemonError::Signals)?;
         let flags = SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC;
         let signals = SignalFd::with_flags(&mask, flags).map_err(DaemonError::Signals)?;
         let registry = poll.registry();

@@ -14,6 +14,10 @@ use kvmd::ssconf;
 use log::{error, info};
 
 fn main() -> ExitCode {
+    if let Err(e) = kvmd::daemon::block_signals() {
+        eprintln!("kvmd: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let program = config::program_name(std::env::args_os().next().as_deref());
     match config::parse(std::env::args_os(), &cwd) {

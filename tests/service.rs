@@ -496,15 +496,15 @@ fn logrotate_file_rotates_and_the_daemon_reopens() {
     }
     let world = World::new();
     let daemon = Daemon::start(&world.ctrl, world.tmp.path());
-    // The shipped file, on this test's log. Its postrotate signals every
-    // kvmd: other tests' daemons only reopen their logs.
+    // The shipped file, on this test's log, signalling this test's daemon
+    // (its `pkill -x kvmd` would reach other tests' daemons too).
     let shipped = fs::read_to_string(contrib("logrotate/kvmd")).expect("logrotate file");
+    assert!(shipped.contains("pkill -HUP -x kvmd"));
     let config = world.tmp.path().join("logrotate.conf");
-    fs::write(
-        &config,
-        shipped.replace("/var/log/kvmd/kvmd.log", &daemon.log.display().to_string()),
-    )
-    .expect("config");
+    let text = shipped
+        .replace("/var/log/kvmd/kvmd.log", &daemon.log.display().to_string())
+        .replace("pkill -HUP -x kvmd", &format!("kill -HUP {}", daemon.pid()));
+    fs::write(&config, text).expect("config");
     let out = Command::new("logrotate")
         .arg("--force")
         .arg("--state")
