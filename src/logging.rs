@@ -4,8 +4,12 @@
 //! Ganeti's shape, so existing log tooling keeps working:
 //! `2026-11-24 11:52:58,054020 UTC: ganeti-kvmd pid=4486 INFO message`.
 //! Syslog gets facility daemon, the program's name as ident, and no debug
-//! lines (as the original). The log file is reopened by [`reopen`] (SIGHUP
-//! after log rotation).
+//! lines (as the original). The log file is reopened, and syslog
+//! reconnected, by [`reopen`] (SIGHUP after log rotation).
+//!
+//! Syslog must never stall the event loop: its socket is non-blocking and a
+//! line it cannot take at once is dropped (the log file has it); after an
+//! error (syslogd restarted) the next line reconnects.
 
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
@@ -31,7 +35,12 @@ pub struct Setup {
 
 #[derive(Debug)]
 pub enum LogError {
-    File { path: PathBuf, source: io::Error },
+    File {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Syslog was to be the only output and cannot be reached.
+    NoSyslog,
     AlreadyInitialised,
 }
 
@@ -40,6 +49,9 @@ impl fmt::Display for LogError {
         match self {
             LogError::File { path, source } => {
                 write!(f, "cannot open log file {}: {source}", path.display())
+            }
+            LogError::NoSyslog => {
+                write!(f, "--syslog=only, but no syslog socket (/dev/log) answers")
             }
             LogError::AlreadyInitialised => write!(f, "logging set up twice"),
         }
@@ -50,12 +62,58 @@ impl std::error::Error for LogError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LogError::File { source, .. } => Some(source),
-            LogError::AlreadyInitialised => None,
+            LogError::NoSyslog | LogError::AlreadyInitialised => None,
         }
     }
 }
 
-type Syslog = syslog::Logger<LoggerBackend, Formatter3164>;
+/// The syslog connection, made again after an error.
+struct Syslog {
+    formatter: Formatter3164,
+    logger: Option<syslog::Logger<LoggerBackend, Formatter3164>>,
+}
+
+impl Syslog {
+    fn connect(formatter: &Formatter3164) -> Option<syslog::Logger<LoggerBackend, Formatter3164>> {
+        let logger = syslog::unix(formatter.clone()).ok()?;
+        let nonblocking = match &logger.backend {
+            LoggerBackend::Unix(socket) => socket.set_nonblocking(true),
+            LoggerBackend::UnixStream(socket) => socket.get_ref().set_nonblocking(true),
+            LoggerBackend::Udp(socket, _) => socket.set_nonblocking(true),
+            LoggerBackend::Tcp(socket) => socket.get_ref().set_nonblocking(true),
+        };
+        nonblocking.ok().map(|()| logger)
+    }
+
+    /// Sends one line; drops it when syslog cannot take it now.
+    fn send(&mut self, level: Level, message: &str) {
+        for attempt in 0..2 {
+            if self.logger.is_none() {
+                self.logger = Syslog::connect(&self.formatter);
+            }
+            let Some(logger) = &mut self.logger else {
+                return;
+            };
+            let sent = match level {
+                Level::Error => logger.err(message),
+                Level::Warn => logger.warning(message),
+                _ => logger.info(message),
+            };
+            match sent {
+                Ok(()) => return,
+                // Full: drop the line rather than stall the daemon.
+                Err(syslog::Error::Io(e) | syslog::Error::Write(e))
+                    if e.kind() == io::ErrorKind::WouldBlock =>
+                {
+                    return;
+                }
+                // Gone (syslogd restarted): connect again, once.
+                Err(_) if attempt == 0 => self.logger = None,
+                Err(_) => return,
+            }
+        }
+    }
+}
 
 struct Logger {
     program: String,
@@ -88,13 +146,17 @@ pub fn init(setup: Setup) -> Result<(), LogError> {
             process: setup.program.clone(),
             pid: std::process::id(),
         };
-        match syslog::unix(formatter) {
-            Ok(logger) => Some(Mutex::new(logger)),
-            Err(e) => {
-                eprintln!("{}: cannot reach syslog: {e}", setup.program);
-                None
+        let logger = Syslog::connect(&formatter);
+        if logger.is_none() {
+            if setup.file.is_none() {
+                return Err(LogError::NoSyslog);
             }
+            eprintln!(
+                "{}: cannot reach syslog (/dev/log); logging to the file only until it answers",
+                setup.program
+            );
         }
+        Some(Mutex::new(Syslog { formatter, logger }))
     } else {
         None
     };
@@ -126,6 +188,10 @@ pub fn reopen() -> Result<(), LogError> {
     let Some(logger) = LOGGER.get() else {
         return Ok(());
     };
+    if let Some(syslog) = &logger.syslog {
+        let mut syslog = syslog.lock().unwrap_or_else(PoisonError::into_inner);
+        syslog.logger = Syslog::connect(&syslog.formatter);
+    }
     let Some(path) = &logger.file_path else {
         return Ok(());
     };
@@ -185,13 +251,9 @@ impl Log for Logger {
             .as_ref()
             .filter(|_| record.level() <= Level::Info)
         {
-            let mut syslog = syslog.lock().unwrap_or_else(PoisonError::into_inner);
             let message = format!("{level} {}", record.args());
-            let _ = match record.level() {
-                Level::Error => syslog.err(message),
-                Level::Warn => syslog.warning(message),
-                _ => syslog.info(message),
-            };
+            let mut syslog = syslog.lock().unwrap_or_else(PoisonError::into_inner);
+            syslog.send(record.level(), &message);
         }
     }
 

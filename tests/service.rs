@@ -537,10 +537,22 @@ fn syslog_gets_facility_daemon_the_programs_name_and_no_debug() {
         eprintln!("SKIPPED: /dev/log belongs to a real syslog here (or not root)");
         return;
     }
-    let dev_log =
-        DevLog(std::os::unix::net::UnixDatagram::bind("/dev/log").expect("bind /dev/log"));
     let node = Node::new();
     fs::create_dir(node.path("ctrl")).expect("mkdir ctrl");
+    // No syslog at all: --syslog=only is a start-up failure, not a daemon
+    // that runs without a word, whether detached or not.
+    for foreground in [true, false] {
+        let mut command = node.kvmd();
+        command.args(["--no-ssconf", "--syslog=only"]);
+        if foreground {
+            command.arg("-f");
+        }
+        let out = run(&mut command);
+        assert_eq!(out.status.code(), Some(1), "-f: {foreground}");
+        assert!(stderr(&out).contains("/dev/log"), "{}", stderr(&out));
+    }
+    let dev_log =
+        DevLog(std::os::unix::net::UnixDatagram::bind("/dev/log").expect("bind /dev/log"));
     let named = node.path("ganeti-kvmd");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kvmd"), &named).expect("symlink");
     let mut child = Command::new(&named)
@@ -594,4 +606,29 @@ fn syslog_gets_facility_daemon_the_programs_name_and_no_debug() {
         !node.path("kvmd.log").exists(),
         "--syslog=only wrote a log file"
     );
+
+    // A syslog that stops reading must not stall the daemon: its queue
+    // fills after a few lines, and the loop goes on (lines land in the
+    // file).
+    let _ = fs::remove_file(node.path("kvmd.pid"));
+    let mut child = node
+        .kvmd()
+        .args(["-f", "--no-ssconf", "--syslog=yes"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until("started", || {
+        node.log().contains(" started on ").then_some(())
+    });
+    for i in 0..200 {
+        fs::write(node.path(&format!("ctrl/stuck{i}.kvmd")), b"").expect("write");
+    }
+    wait_until("all 200 warnings logged", || {
+        node.log()
+            .contains("stuck199.kvmd is not a socket")
+            .then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(dev_log);
 }
