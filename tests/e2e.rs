@@ -44,12 +44,29 @@ fn acpi_power_button_obeyed_is_not_user() {
     });
 }
 
+/// Kills the daemon (SIGKILL: no chance to tidy up), starts another on
+/// the same directories, and waits until it monitors `instance` again with
+/// the evidence the first one kept.
+fn crash_and_restart(world: &World, mut first: Daemon, instance: &str) -> Daemon {
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    let second_dir = world.tmp.path().join("second");
+    fs::create_dir(&second_dir).expect("mkdir");
+    let second = Daemon::start(&world.ctrl, &second_dir);
+    second.wait_log(
+        &format!(" {instance}: evidence restored from before a restart"),
+        1,
+    );
+    second.wait_monitoring(instance);
+    second
+}
+
 #[test]
 fn power_button_before_a_daemon_crash_still_counts_after_restart() {
     let Some(qemu) = qemu() else { return };
     let world = World::new();
     world.plant_stale("vm");
-    let mut first = Daemon::start(&world.ctrl, world.tmp.path());
+    let first = Daemon::start(&world.ctrl, world.tmp.path());
     let parts = [
         program::OBEY_BUTTON,
         program::MARK,
@@ -66,13 +83,7 @@ fn power_button_before_a_daemon_crash_still_counts_after_restart() {
     let state = world.tmp.path().join("kvmd-state/vm.state");
     wait_until("state file", || state.exists().then_some(()));
     // The daemon dies; another starts while the guest still runs.
-    first.signal(Signal::SIGKILL);
-    first.wait_exit();
-    let second_dir = world.tmp.path().join("second");
-    fs::create_dir(&second_dir).expect("mkdir");
-    let second = Daemon::start(&world.ctrl, &second_dir);
-    second.wait_log(" vm: evidence restored from before a restart", 1);
-    second.wait_monitoring("vm");
+    let second = crash_and_restart(&world, first, "vm");
     // Now the guest obeys: a POWERDOWN the second daemon never saw.
     guest.press_key();
     assert_user_shutdown(&world, &second, "vm", false);
@@ -92,7 +103,7 @@ fn power_button_before_a_daemon_crash_still_counts_after_restart() {
 fn no_shutdown_user_poweroff_survives_a_daemon_crash_before_the_quit() {
     let Some(qemu) = qemu() else { return };
     let world = World::new();
-    let mut first = Daemon::start(&world.ctrl, world.tmp.path());
+    let first = Daemon::start(&world.ctrl, world.tmp.path());
     let options = Options {
         no_shutdown: true,
         ..Options::default()
@@ -104,13 +115,7 @@ fn no_shutdown_user_poweroff_survives_a_daemon_crash_before_the_quit() {
     wait_until("guest off", || (guest.status() == "shutdown").then_some(()));
     let state = world.tmp.path().join("kvmd-state/vm.state");
     wait_until("state file", || state.exists().then_some(()));
-    first.signal(Signal::SIGKILL);
-    first.wait_exit();
-    let second_dir = world.tmp.path().join("second");
-    fs::create_dir(&second_dir).expect("mkdir");
-    let second = Daemon::start(&world.ctrl, &second_dir);
-    second.wait_log(" vm: evidence restored from before a restart", 1);
-    second.wait_monitoring("vm");
+    let second = crash_and_restart(&world, first, "vm");
     // The administrator's quit sends a SHUTDOWN with a host reason; the
     // user's earlier one decides.
     guest.quit();
