@@ -106,12 +106,22 @@ impl Evidence {
         }
     }
 
-    /// What must outlive this daemon (default: nothing).
+    /// What must outlive this daemon (default: nothing to keep).
+    ///
+    /// Only what QEMU cannot tell a restarted daemon: a pending POWERDOWN,
+    /// a panic, and the first SHUTDOWN while QEMU lives on after it paused
+    /// (`-no-shutdown`; without it QEMU exits at once and the hang-up
+    /// decides). A pause alone needs nothing kept: `query-status` reports
+    /// it exactly, and Ganeti starts every guest paused (`-S`).
     pub fn carried(&self) -> Carried {
+        let shutdown = self.first_shutdown.filter(|_| self.paused);
+        if !self.powerdown_pending && !self.panicked && shutdown.is_none() {
+            return Carried::default();
+        }
         Carried {
             powerdown_pending: self.powerdown_pending,
             paused: self.paused,
-            shutdown: self.first_shutdown,
+            shutdown,
             panicked: self.panicked,
         }
     }
@@ -535,8 +545,22 @@ mod tests {
         evidence.record(Event::Status { paused: false });
         evidence.record(Event::Reset);
         assert_eq!(evidence.carried(), Carried::default());
+        // A pause alone: query-status tells a restarted daemon.
         evidence.record(Event::Stop);
-        assert!(evidence.carried().paused);
+        assert_eq!(evidence.carried(), Carried::default());
+        // A SHUTDOWN QEMU exits right after: nothing to keep either.
+        let mut evidence = Evidence::new();
+        evidence.record(USER_OFF);
+        assert_eq!(evidence.carried(), Carried::default());
+        // Paused after it (-no-shutdown): kept.
+        evidence.record(Event::Stop);
+        assert!(evidence.carried().shutdown.is_some());
+        // A power button: kept, with the pause beside it.
+        let mut evidence = Evidence::new();
+        evidence.record(Event::Stop);
+        evidence.record(Event::Powerdown);
+        let carried = evidence.carried();
+        assert!(carried.powerdown_pending && carried.paused);
     }
 
     #[test]
