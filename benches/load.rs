@@ -179,6 +179,12 @@ impl Fleet {
             fake.outbox.extend_from_slice(GREETING);
             fake.conn = Some(conn);
         }
+        // QEMU keeps listening; the tool closes its listener once the one
+        // client it serves is in, so that 10,000 instances fit in a
+        // 20,000-descriptor limit (this machine's hard limit).
+        if fake.conn.is_some() {
+            fake.listener = None;
+        }
         self.talk(index);
     }
 
@@ -341,8 +347,11 @@ fn start(which: Which, work: &Path) -> Running {
     let mut command = match which {
         Which::Kvmd => {
             let mut c = Command::new(work.join("ganeti-kvmd"));
-            c.args(["-f", "--no-ssconf", "--no-user-checks", "--ctrl-dir", CTRL])
-                .arg("--pid-file")
+            c.args(["-f", "--no-ssconf", "--no-user-checks", "--ctrl-dir", CTRL]);
+            if std::env::var_os("LOAD_DEBUG").is_some() {
+                c.arg("-d");
+            }
+            c.arg("--pid-file")
                 .arg(work.join("kvmd.pid"))
                 .arg("--log-file")
                 .arg(work.join("kvmd.log"));
@@ -357,7 +366,7 @@ fn start(which: Which, work: &Path) -> Running {
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(work.join(format!("{which:?}.stderr"))).expect("stderr file"))
         .spawn()
         .expect("start daemon");
     Running { which, child }
@@ -461,7 +470,18 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     let mut daemon = start(which, work);
     let n = args.instances;
     if !fleet.serve_until(Duration::from_secs(60), |f| f.negotiated() == n) {
-        row.failed = Some(why_failed(&mut daemon, fleet.negotiated(), n));
+        if std::env::var_os("LOAD_DEBUG").is_some() {
+            for fake in fleet.fakes.iter().filter(|f| f.negotiated.is_none()) {
+                eprintln!(
+                    "{}: accepted {} inbox {} outbox {}",
+                    fake.name,
+                    fake.conn.is_some(),
+                    fake.inbox.len(),
+                    fake.outbox.len()
+                );
+            }
+        }
+        row.failed = Some(why_failed(&mut daemon, work, fleet.negotiated(), n));
         return row;
     }
     row.attach = Some(started.elapsed());
@@ -483,7 +503,7 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     fleet.send_all(&storm);
     let drained = fleet.serve_until(Duration::from_secs(300), |f| f.unread() == 0);
     if !drained || !daemon.alive() {
-        row.failed = Some(why_failed(&mut daemon, 0, 0));
+        row.failed = Some(why_failed(&mut daemon, work, 0, 0));
         return row;
     }
     row.storm_wall = Some(begun.elapsed());
@@ -556,32 +576,27 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     row.churn_fds = daemon.fds();
     row.churn_rss_kib = daemon.rss_kib();
     if !daemon.alive() {
-        row.failed = Some(why_failed(&mut daemon, 0, 0));
+        row.failed = Some(why_failed(&mut daemon, work, 0, 0));
     }
     row.tool_cpu = own_cpu() - tool_start;
     row
 }
 
-fn why_failed(daemon: &mut Running, negotiated: usize, wanted: usize) -> String {
+fn why_failed(daemon: &mut Running, work: &Path, negotiated: usize, wanted: usize) -> String {
+    let stderr =
+        fs::read_to_string(work.join(format!("{:?}.stderr", daemon.which))).unwrap_or_default();
+    let last: String = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("out of range") || l.contains("ERROR") || l.contains("rror:"))
+        .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("")
+        .chars()
+        .take(140)
+        .collect();
     match daemon.child.try_wait() {
-        Ok(Some(status)) => {
-            let log = match daemon.which {
-                Which::Reference => {
-                    fs::read_to_string("/var/log/ganeti/kvm-daemon.log").unwrap_or_default()
-                }
-                Which::Kvmd => String::new(),
-            };
-            let last = log
-                .lines()
-                .rev()
-                .find(|l| l.contains("ERROR") || l.contains("rror"))
-                .unwrap_or("");
-            format!(
-                "exited ({status}) {}",
-                last.chars().take(120).collect::<String>()
-            )
-        }
-        _ => format!("only {negotiated} of {wanted} instances negotiated in time"),
+        Ok(Some(status)) => format!("exited ({status}): {last}"),
+        _ => format!("only {negotiated} of {wanted} instances negotiated in time; last: {last}"),
     }
 }
 
@@ -607,16 +622,20 @@ fn main() {
         !Path::new(SSCONF).join("config.data").exists(),
         "refusing to run on a real Ganeti node"
     );
-    // Each instance costs the tool two descriptors and a daemon one.
-    let want = (args.instances as u64) * 2 + 1024;
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .expect("getrlimit");
-    let _ = nix::sys::resource::setrlimit(
-        nix::sys::resource::Resource::RLIMIT_NOFILE,
-        want.max(hard.min(want)),
-        hard.max(want),
-    );
+    // Each instance costs the tool up to two descriptors (one once the
+    // daemon connected) and a daemon one; the daemons inherit the limit.
+    let want = (args.instances as u64) + 1024;
+    let nofile = nix::sys::resource::Resource::RLIMIT_NOFILE;
+    let (soft, hard) = nix::sys::resource::getrlimit(nofile).expect("getrlimit");
+    if soft < want {
+        if let Err(e) = nix::sys::resource::setrlimit(nofile, want, hard.max(want)) {
+            panic!("cannot raise RLIMIT_NOFILE from {soft}/{hard} to {want}: {e}");
+        }
+    }
     let work = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("LOAD_KEEP").is_some() {
+        eprintln!("keeping {}", work.path().display());
+    }
     symlink(env!("CARGO_BIN_EXE_kvmd"), work.path().join("ganeti-kvmd")).expect("symlink");
     fs::create_dir_all(SSCONF).expect("ssconf dir");
     fs::create_dir_all("/var/log/ganeti").expect("log dir");
@@ -661,6 +680,9 @@ fn main() {
         let _ = fs::remove_file(Path::new(SSCONF).join(name));
     }
     print_table(&args, &rows, tmpfs);
+    if std::env::var_os("LOAD_KEEP").is_some() {
+        let _ = work.keep();
+    }
 }
 
 fn print_table(args: &Args, rows: &[(Which, Row)], tmpfs: bool) {
