@@ -627,10 +627,10 @@ fn main() {
     let want = (args.instances as u64) + 1024;
     let nofile = nix::sys::resource::Resource::RLIMIT_NOFILE;
     let (soft, hard) = nix::sys::resource::getrlimit(nofile).expect("getrlimit");
-    if soft < want {
-        if let Err(e) = nix::sys::resource::setrlimit(nofile, want, hard.max(want)) {
-            panic!("cannot raise RLIMIT_NOFILE from {soft}/{hard} to {want}: {e}");
-        }
+    if soft < want
+        && let Err(e) = nix::sys::resource::setrlimit(nofile, want, hard.max(want))
+    {
+        panic!("cannot raise RLIMIT_NOFILE from {soft}/{hard} to {want}: {e}");
     }
     let work = tempfile::tempdir().expect("tempdir");
     if std::env::var_os("LOAD_KEEP").is_some() {
