@@ -214,6 +214,47 @@ impl Fleet {
         flush(conn, &mut fake.outbox);
     }
 
+    /// A new QEMU, created as QEMU does it: the socket is bound (the file
+    /// appears, the daemon hears of it) a moment before it listens.
+    /// [`Fleet::listen_late`] finishes the job.
+    fn bind_late(&mut self, name: String) -> (usize, std::os::fd::OwnedFd, Instant) {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+        let path = Path::new(CTRL).join(format!("{name}.kvmd"));
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(fd.as_raw_fd(), &UnixAddr::new(&path).expect("address")).expect("bind");
+        let bound = Instant::now();
+        self.fakes.push(Fake {
+            name,
+            listener: None,
+            conn: None,
+            inbox: Vec::new(),
+            outbox: Vec::new(),
+            negotiated: None,
+            closed: None,
+        });
+        (self.fakes.len() - 1, fd, bound)
+    }
+
+    fn listen_late(&mut self, index: usize, fd: std::os::fd::OwnedFd) {
+        use nix::sys::socket::{Backlog, listen};
+        listen(&fd, Backlog::new(16).expect("backlog")).expect("listen");
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let mut listener = UnixListener::from_std(std_listener);
+        self.poll
+            .registry()
+            .register(&mut listener, Token(index * 2), Interest::READABLE)
+            .expect("register");
+        self.fakes[index].listener = Some(listener);
+        self.accept(index);
+    }
+
     fn negotiated(&self) -> usize {
         self.fakes.iter().filter(|f| f.negotiated.is_some()).count()
     }
@@ -243,8 +284,9 @@ impl Fleet {
     /// daemon reads (WRITABLE events).
     fn send(&mut self, index: usize, bytes: &[u8]) {
         let fake = &mut self.fakes[index];
-        fake.outbox.extend_from_slice(bytes);
+        // A QEMU the daemon never reached has nobody to talk to.
         if let Some(conn) = &mut fake.conn {
+            fake.outbox.extend_from_slice(bytes);
             flush(conn, &mut fake.outbox);
         }
     }
@@ -417,6 +459,9 @@ struct Row {
     storm_cpu_per_event: Option<Duration>,
     storm_wall: Option<Duration>,
     storm_rss_kib: u64,
+    live_p50: Option<Duration>,
+    live_p99: Option<Duration>,
+    live_missing: usize,
     decide_p50: Option<Duration>,
     decide_p99: Option<Duration>,
     decide_max: Option<Duration>,
@@ -496,6 +541,9 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     row.idle_rss_kib = daemon.rss_kib();
     row.idle_fds = daemon.fds();
 
+    // Every instance was reached (attach above waited for all).
+    let reached: Vec<usize> = (0..n).collect();
+
     // Event storm: every instance sends `events` RESETs at once.
     let storm = RESET.repeat(args.events);
     let cpu0 = daemon.cpu();
@@ -517,7 +565,7 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     // Decisions: half power off as users, all exit at once. Every
     // not-user instance has a stale shutdown file to remove.
     let seen = watch_decisions();
-    for i in 0..n {
+    for &i in &reached {
         if i % 2 == 0 {
             fleet.send(i, USER_OFF);
         } else {
@@ -536,7 +584,8 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     }
     let seen = seen.lock().expect("lock").clone();
     let mut latencies: Vec<Duration> = Vec::new();
-    for (i, fake) in fleet.fakes.iter().enumerate() {
+    for &i in &reached {
+        let fake = &fleet.fakes[i];
         match seen.get(&fake.name) {
             None => {
                 if std::env::var_os("LOAD_DEBUG").is_some() {
@@ -562,6 +611,40 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     row.decide_p50 = pick(0.50);
     row.decide_p99 = pick(0.99);
     row.decide_max = latencies.last().copied();
+
+    // Live attach: new QEMUs appear while the daemon runs, each binding
+    // its socket 2 ms before it listens. From bind to negotiated. (After
+    // the others ended, so the reference's descriptor ceiling allows.)
+    let mut late = Fleet::new();
+    let live = n.min(100);
+    let mut pending = Vec::new();
+    for i in 0..live {
+        pending.push(late.bind_late(format!("live{i}")));
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    let mut bound_at = Vec::new();
+    for (index, fd, bound) in pending {
+        late.listen_late(index, fd);
+        bound_at.push((index, bound));
+    }
+    late.serve_until(Duration::from_secs(10), |f| f.negotiated() == live);
+    let mut attach: Vec<Duration> = bound_at
+        .iter()
+        .filter_map(|&(index, bound)| {
+            Some(
+                late.fakes[index]
+                    .negotiated?
+                    .saturating_duration_since(bound),
+            )
+        })
+        .collect();
+    attach.sort();
+    row.live_missing = live - attach.len();
+    row.live_p50 = attach.get(attach.len() / 2).copied();
+    row.live_p99 = attach
+        .get((attach.len() * 99 / 100).min(attach.len().saturating_sub(1)))
+        .copied();
+    late.close_all();
 
     // Churn: rounds of 100 instances created, negotiated, closed.
     for round in 0..args.churn {
@@ -778,6 +861,24 @@ fn print_table(args: &Args, rows: &[(Which, Row)], tmpfs: bool) {
                 .map_or("-".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e6))
         }),
         rr(&|x| secs(x.storm_cpu_per_event)),
+    );
+    line(
+        "live attach, bind to negotiated, p50 (ms)",
+        ms(k.live_p50),
+        rf(&|r| ms(r.live_p50)),
+        rr(&|x| secs(x.live_p50)),
+    );
+    line(
+        "live attach p99 (ms)",
+        ms(k.live_p99),
+        rf(&|r| ms(r.live_p99)),
+        rr(&|x| secs(x.live_p99)),
+    );
+    line(
+        "live sockets never attached",
+        k.live_missing.to_string(),
+        rf(&|r| r.live_missing.to_string()),
+        "-".into(),
     );
     line(
         "storm wall time (ms)",
