@@ -112,6 +112,14 @@ where
                 arg.to_string_lossy().into_owned(),
             ));
         };
+        // `--` ends the options, as getopt has it; nothing may follow.
+        if text == "--" {
+            if let Some(extra) = args.next() {
+                let extra = extra.to_string_lossy().into_owned();
+                return Err(UsageError::UnexpectedArgument(extra));
+            }
+            break;
+        }
         // Short flags may be bundled (`-fd`), as getopt allows.
         if let Some(shorts) = text.strip_prefix('-').filter(|s| !s.starts_with('-')) {
             if shorts.is_empty() {
@@ -354,6 +362,15 @@ mod tests {
             "unexpected argument 'stray'"
         );
         assert!(run(&["--ctrl-dir", "/"]).is_err());
+        assert!(
+            run(&["-f", "--"])
+                .expect("a lone -- ends the options")
+                .foreground
+        );
+        assert_eq!(
+            run(&["--", "stray"]).unwrap_err().to_string(),
+            "unexpected argument 'stray'"
+        );
         assert!(run(&["--pid-file="]).is_err());
     }
 

@@ -55,11 +55,7 @@ impl StartupReport {
 /// Forks into the background. Returns in the daemon only; the invoking
 /// process exits from in here once the daemon has reported.
 pub fn detach(program: &str) -> nix::Result<StartupReport> {
-    // A daemon keeps nothing its invoker left open (a shell's or a
-    // supervisor's descriptors would otherwise live for months).
-    // SAFETY: no descriptor above stderr is owned by anything in this
-    // process yet: detaching is the first thing kvmd does.
-    unsafe { nix::libc::close_range(3, nix::libc::c_uint::MAX, 0) };
+    close_inherited();
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: kvmd is single-threaded at this point (no thread was ever
     // started), so the child may do anything after fork.
@@ -88,6 +84,29 @@ pub fn detach(program: &str) -> nix::Result<StartupReport> {
     Ok(StartupReport {
         pipe: File::from(write_end),
     })
+}
+
+/// A daemon keeps nothing its invoker left open (a shell's or a
+/// supervisor's descriptors would otherwise live for months).
+fn close_inherited() {
+    // SAFETY: no descriptor above stderr is owned by anything in this
+    // process yet: detaching is the first thing kvmd does.
+    if unsafe { nix::libc::close_range(3, nix::libc::c_uint::MAX, 0) } == 0 {
+        return;
+    }
+    // Kernels before 5.9 have no close_range: close what /proc lists.
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open {
+        // SAFETY: as above; the descriptor read_dir itself used is closed
+        // already, and closing it again only fails.
+        unsafe { nix::libc::close(fd) };
+    }
 }
 
 /// What the invoking process exits with, once the daemon reported.

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -82,28 +82,42 @@ impl PidFile {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(open_error)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            // As Ganeti's: readable by root only.
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(path)
-            .map_err(open_error)?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((mut file, Errno::EWOULDBLOCK)) => {
-                let mut text = String::new();
-                let pid = file
-                    .read_to_string(&mut text)
-                    .ok()
-                    .and_then(|_| text.trim().parse().ok());
-                let path = path.to_owned();
-                return Err(PidFileError::Locked { path, pid });
+        // A daemon that is exiting unlinks its pid file while it still holds
+        // the lock: a lock won on that unlinked file would be no lock at
+        // all. Take it again when the path names another file by then.
+        let mut attempts = 0;
+        let mut file = loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                // As Ganeti's: readable by root only.
+                .mode(0o600)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(path)
+                .map_err(open_error)?;
+            let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => locked,
+                Err((mut file, Errno::EWOULDBLOCK)) => {
+                    let mut text = String::new();
+                    let pid = file
+                        .read_to_string(&mut text)
+                        .ok()
+                        .and_then(|_| text.trim().parse().ok());
+                    let path = path.to_owned();
+                    return Err(PidFileError::Locked { path, pid });
+                }
+                Err((_, errno)) => return Err(open_error(io::Error::from(errno))),
+            };
+            let same = match (locked.metadata(), std::fs::metadata(path)) {
+                (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
+                _ => false,
+            };
+            attempts += 1;
+            if same || attempts == 3 {
+                break locked;
             }
-            Err((_, errno)) => return Err(open_error(io::Error::from(errno))),
         };
         let write_error = |source| PidFileError::Write {
             path: path.to_owned(),

@@ -85,9 +85,17 @@ pub fn check(dir: &Path, node: &str) -> Result<(), Refusal> {
 /// This node's name as Ganeti knows it: what Python's `socket.getfqdn()`
 /// (and so Ganeti) says — the host name resolved to an address and that
 /// address resolved back to a name; else the canonical name of the host
-/// name; else the bare host name. (On a host whose /etc/hosts maps several
+/// name; else the bare host name. `GANETI_HOSTNAME`, when set, wins, as in
+/// Ganeti (virtual clusters). (On a host whose /etc/hosts maps several
 /// names to 127.0.0.1 that is `localhost`, as `ganeti-kvmd` finds too.)
 pub fn node_name() -> String {
+    // Ganeti's virtual clusters name each node through the environment.
+    if let Some(name) = std::env::var("GANETI_HOSTNAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+    {
+        return name;
+    }
     let host = nix::unistd::gethostname()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();

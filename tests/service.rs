@@ -632,3 +632,19 @@ fn syslog_gets_facility_daemon_the_programs_name_and_no_debug() {
     let _ = child.wait();
     drop(dev_log);
 }
+
+#[test]
+fn ganeti_hostname_names_the_node_as_in_a_virtual_cluster() {
+    let node = Node::new();
+    node.write_ssconf(Some("kvm"), Some("True"), Some("virt1.example.com=True\n"));
+    // Not this host's name: refused.
+    let out = run(node.kvmd().arg("-f"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(node.log().contains("is not VM capable"), "{}", node.log());
+    // Named so by the environment, as Ganeti's virtual clusters do: runs.
+    let out = run(node.kvmd().env("GANETI_HOSTNAME", "virt1.example.com"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = wait_until("pid file", || node.pid());
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
+    wait_until("daemon gone", || (!alive(pid)).then_some(()));
+}
