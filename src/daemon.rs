@@ -38,7 +38,7 @@ use crate::logging;
 use crate::qmp::{self, Output};
 use crate::shutdown_file;
 use crate::state::{Qemu, Saved, SocketId, StateDir};
-use crate::watch::{Change, Watcher, instance_name};
+use crate::watch::{Change, Unavailable, Watcher, instance_name};
 
 const INOTIFY: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -128,16 +128,17 @@ fn label(socket_name: &OsStr) -> String {
 fn worth_retrying(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(Errno::from_raw),
-        Some(
-            Errno::ECONNREFUSED
-                | Errno::EAGAIN
-                | Errno::EMFILE
-                | Errno::ENFILE
-                | Errno::ENOBUFS
-                | Errno::ENOMEM
-        )
+        Some(Errno::ECONNREFUSED | Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM)
     )
 }
+
+/// This process (EMFILE) or the system (ENFILE) has no descriptor to give.
+fn out_of_descriptors(errno: Errno) -> bool {
+    matches!(errno, Errno::EMFILE | Errno::ENFILE)
+}
+
+/// How long sockets that found no descriptor wait before the next try.
+const DESCRIPTOR_RETRY: Duration = Duration::from_millis(100);
 
 /// One `<instance>.kvmd` socket and what its connection has seen.
 struct Monitor {
@@ -156,13 +157,17 @@ struct Monitor {
 }
 
 enum Link {
-    /// Connect was refused; try again at `at`.
+    /// Connect was refused (or found no free descriptor: `starved`); try
+    /// again at `at`.
     Waiting {
         attempts: u32,
         since: Instant,
         at: Instant,
+        starved: bool,
     },
     Connected(Connection),
+    /// The connection is closed; the instance is being decided.
+    Ended,
 }
 
 struct Connection {
@@ -314,6 +319,15 @@ pub struct Daemon {
     read_buf: Box<[u8]>,
     changes: Vec<Change>,
     state: StateDir,
+    /// Sockets that appeared when no descriptor was free to look at them,
+    /// and when to try them again.
+    deferred: Vec<OsString>,
+    deferred_at: Option<Instant>,
+    /// Monitors waiting for a free descriptor to connect.
+    starved: usize,
+    /// A descriptor shortage is going on (logged once when it starts, once
+    /// when it is over).
+    shortage: bool,
 }
 
 impl Daemon {
@@ -348,6 +362,10 @@ impl Daemon {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             changes: Vec::new(),
             state: StateDir::new(state_dir.to_owned()),
+            deferred: Vec::new(),
+            deferred_at: None,
+            starved: 0,
+            shortage: false,
         })
     }
 
@@ -392,6 +410,7 @@ impl Daemon {
                 self.service(key, None);
             }
             self.connect_due();
+            self.attach_deferred();
         }
     }
 
@@ -400,13 +419,15 @@ impl Daemon {
         if !self.backlog.is_empty() {
             return Some(Duration::ZERO);
         }
+        let mut next = self.deferred_at;
         while let Some(&Reverse((at, key))) = self.retries.peek() {
             if self.is_waiting(key, at) {
-                return Some(at.saturating_duration_since(Instant::now()));
+                next = Some(next.map_or(at, |deferred| deferred.min(at)));
+                break;
             }
             self.retries.pop();
         }
-        None
+        next.map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     fn is_waiting(&self, key: usize, due: Instant) -> bool {
@@ -422,13 +443,18 @@ impl Daemon {
         }
         // One open of the control directory for the whole batch.
         let dir = self.watcher.open_ctrl_dir();
+        if let Err(Unavailable::Error(e)) = dir
+            && out_of_descriptors(e)
+        {
+            self.short_of_descriptors(e);
+        }
         for change in changes.drain(..) {
             match change {
-                Change::Appeared(name) => {
-                    if let Some(dir) = &dir {
-                        self.attach(dir.as_fd(), name);
-                    }
-                }
+                Change::Appeared(name) => match &dir {
+                    Ok(dir) => self.attach(dir.as_fd(), name),
+                    Err(Unavailable::Error(e)) if out_of_descriptors(*e) => self.defer(name),
+                    Err(_) => {} // gone or replaced: the next recap finds it
+                },
                 Change::Vanished(name) => {
                     self.not_sockets.remove(&name);
                 }
@@ -496,6 +522,7 @@ impl Daemon {
                 attempts: 0,
                 since: now,
                 at: now,
+                starved: false,
             },
             evidence: Evidence::new(),
             problems: 0,
@@ -510,7 +537,10 @@ impl Daemon {
             return;
         };
         let Link::Waiting {
-            attempts, since, ..
+            attempts,
+            since,
+            starved,
+            ..
         } = monitor.link
         else {
             return;
@@ -518,12 +548,16 @@ impl Daemon {
         // Connect only to the socket this monitor was made for.
         match entry(dir, &monitor.socket_name) {
             Ok(Entry::Socket(id)) if id == monitor.socket => {}
+            Err(e) if out_of_descriptors(e) => {
+                self.wait_for_descriptor(key, e);
+                return;
+            }
             _ => {
                 self.give_up(Some(dir), key, "its socket went away before QEMU listened");
                 return;
             }
         }
-        match UnixStream::connect(socket_path(dir, &monitor.socket_name)) {
+        let failed = match UnixStream::connect(socket_path(dir, &monitor.socket_name)) {
             Ok(mut stream) => {
                 let token = Token(key + FIRST_MONITOR);
                 if let Err(e) =
@@ -558,25 +592,134 @@ impl Daemon {
                     backlogged: false,
                     flooded: false,
                 });
+                None
             }
-            Err(e) if worth_retrying(&e) && since.elapsed() < RETRY_FOR => {
-                let delay = FIRST_RETRY_DELAY
-                    .saturating_mul(1 << attempts.min(16))
-                    .min(MAX_RETRY_DELAY);
-                let at = Instant::now() + delay;
+            Err(e) => Some(e),
+        };
+        // Whatever comes next, this try is over.
+        if starved {
+            self.starved -= 1;
+            if let Some(Monitor {
+                link: Link::Waiting { starved, .. },
+                ..
+            }) = self.monitors.get_mut(key)
+            {
+                *starved = false;
+            }
+        }
+        let Some(e) = failed else {
+            self.end_shortage_if_over();
+            return;
+        };
+        let errno = e.raw_os_error().map(Errno::from_raw);
+        if let Some(errno) = errno.filter(|&errno| out_of_descriptors(errno)) {
+            self.wait_for_descriptor(key, errno);
+        } else if worth_retrying(&e) && since.elapsed() < RETRY_FOR {
+            let delay = FIRST_RETRY_DELAY
+                .saturating_mul(1 << attempts.min(16))
+                .min(MAX_RETRY_DELAY);
+            let at = Instant::now() + delay;
+            if let Some(monitor) = self.monitors.get_mut(key) {
                 debug!("{}: connect: {e}; again in {delay:?}", monitor.label);
                 monitor.link = Link::Waiting {
                     attempts: attempts + 1,
                     since,
                     at,
+                    starved: false,
                 };
                 self.retries.push(Reverse((at, key)));
             }
-            Err(e) => {
-                let why = format!("cannot connect to its QMP socket: {e}");
-                self.give_up(Some(dir), key, &why);
-            }
+        } else {
+            let why = format!("cannot connect to its QMP socket: {e}");
+            self.give_up(Some(dir), key, &why);
         }
+        self.end_shortage_if_over();
+    }
+
+    /// A monitor found no free descriptor: it waits (never giving up for
+    /// that) and tries again a moment later, when a hang-up or another
+    /// process may have freed one.
+    fn wait_for_descriptor(&mut self, key: usize, e: Errno) {
+        self.short_of_descriptors(e);
+        let Some(monitor) = self.monitors.get_mut(key) else {
+            return;
+        };
+        let Link::Waiting {
+            attempts,
+            since,
+            starved,
+            ..
+        } = monitor.link
+        else {
+            return;
+        };
+        let delay = FIRST_RETRY_DELAY
+            .saturating_mul(1 << attempts.min(16))
+            .min(MAX_RETRY_DELAY);
+        let at = Instant::now() + delay;
+        debug!(
+            "{}: no free descriptor ({e}); again in {delay:?}",
+            monitor.label
+        );
+        monitor.link = Link::Waiting {
+            attempts: attempts + 1,
+            since,
+            at,
+            starved: true,
+        };
+        if !starved {
+            self.starved += 1;
+        }
+        self.retries.push(Reverse((at, key)));
+    }
+
+    /// Starts a descriptor-shortage episode, logged once.
+    fn short_of_descriptors(&mut self, e: Errno) {
+        if !self.shortage {
+            self.shortage = true;
+            warn!(
+                "out of file descriptors ({e}): instances wait until descriptors free up \
+                 (raise the limit, e.g. LimitNOFILE=, for this many instances)"
+            );
+        }
+    }
+
+    /// Ends the episode, logged once, when nobody waits for a descriptor.
+    fn end_shortage_if_over(&mut self) {
+        if self.shortage && self.starved == 0 && self.deferred.is_empty() {
+            self.shortage = false;
+            info!("file descriptors free again: every instance is monitored");
+        }
+    }
+
+    /// Keeps a socket that appeared when no descriptor was free.
+    fn defer(&mut self, name: OsString) {
+        self.deferred.push(name);
+        self.deferred_at
+            .get_or_insert_with(|| Instant::now() + DESCRIPTOR_RETRY);
+    }
+
+    /// Tries the deferred sockets again, when their time has come.
+    fn attach_deferred(&mut self) {
+        if self.deferred_at.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.deferred_at = None;
+        let names = std::mem::take(&mut self.deferred);
+        match self.watcher.open_ctrl_dir() {
+            Ok(dir) => {
+                for name in names {
+                    self.attach(dir.as_fd(), name);
+                }
+            }
+            Err(Unavailable::Error(e)) if out_of_descriptors(e) => {
+                self.deferred = names;
+                self.deferred_at = Some(Instant::now() + DESCRIPTOR_RETRY);
+            }
+            // Gone or replaced: the recap after the crawl finds them.
+            Err(_) => {}
+        }
+        self.end_shortage_if_over();
     }
 
     fn connect_due(&mut self) {
@@ -593,8 +736,12 @@ impl Daemon {
             // Opened once for all the retries due now.
             let dir = dir.get_or_insert_with(|| self.watcher.open_ctrl_dir());
             match dir {
-                Some(dir) => self.connect(dir.as_fd(), key),
-                None => self.give_up(None, key, "the control directory is gone"),
+                Ok(dir) => self.connect(dir.as_fd(), key),
+                Err(Unavailable::Error(e)) if out_of_descriptors(*e) => {
+                    let e = *e;
+                    self.wait_for_descriptor(key, e);
+                }
+                Err(_) => self.give_up(None, key, "the control directory is gone"),
             }
         }
     }
@@ -726,7 +873,9 @@ impl Daemon {
             debug!("{}: connection ended: {cause}", monitor.label);
         }
         let verdict = decision::decide(&monitor.evidence);
-        let dir = self.watcher.open_ctrl_dir();
+        // The connection's own descriptor was closed just before: one is
+        // free for the directory even in a shortage.
+        let dir = self.watcher.open_ctrl_dir().ok();
         self.record(dir.as_ref().map(|dir| dir.as_fd()), &monitor, verdict);
         if monitor.saved != Carried::default() {
             self.state.remove(&monitor.socket_name);
@@ -742,9 +891,16 @@ impl Daemon {
     fn forget(&mut self, key: usize) -> Option<Monitor> {
         let mut monitor = self.monitors.try_remove(key)?;
         self.by_name.remove(&monitor.socket_name);
-        if let Link::Connected(conn) = &mut monitor.link {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+        match &mut monitor.link {
+            Link::Connected(conn) => {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+            }
+            Link::Waiting { starved: true, .. } => self.starved -= 1,
+            Link::Waiting { .. } | Link::Ended => {}
         }
+        // Closes the socket now, freeing its descriptor for what follows.
+        monitor.link = Link::Ended;
+        self.end_shortage_if_over();
         Some(monitor)
     }
 

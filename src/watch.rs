@@ -59,6 +59,15 @@ pub enum Change {
     Vanished(OsString),
 }
 
+/// Why the control directory cannot be opened now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Not there, or not the watched one: a crawl is due.
+    NotWatched,
+    /// It is there, but opening it failed (out of descriptors, say).
+    Error(Errno),
+}
+
 /// What a watch is for.
 #[derive(Debug)]
 enum Role {
@@ -154,12 +163,22 @@ impl Watcher {
     }
 
     /// Opens the control directory, if it is watched and still the watched
-    /// one. `None` otherwise: it is gone or being replaced, and inotify is
-    /// about to say so.
-    pub fn open_ctrl_dir(&self) -> Option<OwnedFd> {
-        let watched = self.ctrl_dir_id?;
-        let dir = open(&self.ctrl_dir, OPEN_DIR, Mode::empty()).ok()?;
-        (DirId::of(&dir).ok()? == watched).then_some(dir)
+    /// one. [`Unavailable::NotWatched`] otherwise: it is gone or being
+    /// replaced, and inotify is about to say so.
+    pub fn open_ctrl_dir(&self) -> Result<OwnedFd, Unavailable> {
+        let watched = self.ctrl_dir_id.ok_or(Unavailable::NotWatched)?;
+        let dir = match open(&self.ctrl_dir, OPEN_DIR, Mode::empty()) {
+            Ok(dir) => dir,
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {
+                return Err(Unavailable::NotWatched);
+            }
+            Err(e) => return Err(Unavailable::Error(e)),
+        };
+        match DirId::of(&dir) {
+            Ok(id) if id == watched => Ok(dir),
+            Ok(_) => Err(Unavailable::NotWatched),
+            Err(e) => Err(Unavailable::Error(e)),
+        }
     }
 
     /// Whether the control directory is watched.
@@ -553,7 +572,7 @@ mod tests {
         std::fs::create_dir(&ctrl).expect("mkdir");
         let _l = UnixListener::bind(ctrl.join("new.kvmd")).expect("bind");
         wait_for(&mut watcher, &appeared("new.kvmd"));
-        assert!(watcher.open_ctrl_dir().is_some());
+        assert!(watcher.open_ctrl_dir().is_ok());
     }
 
     #[test]
@@ -591,11 +610,11 @@ mod tests {
         std::fs::create_dir(&ctrl).expect("mkdir");
         let mut watcher = Watcher::new(&ctrl).expect("inotify");
         watcher.crawl(&mut Vec::new());
-        assert!(watcher.open_ctrl_dir().is_some());
+        assert!(watcher.open_ctrl_dir().is_ok());
         std::fs::rename(&ctrl, tmp.path().join("old")).expect("mv");
         std::fs::create_dir(&ctrl).expect("mkdir");
         // Not read inotify yet: the new directory is not the watched one.
-        assert!(watcher.open_ctrl_dir().is_none());
+        assert!(watcher.open_ctrl_dir().is_err());
     }
 
     #[test]

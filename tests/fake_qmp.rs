@@ -201,3 +201,64 @@ fn stale_state_files_are_ignored_and_removed() {
     assert!(!state.join("vm.state").exists());
     assert!(!state.join("gone.state").exists());
 }
+
+#[test]
+fn out_of_descriptors_it_serves_what_it_can_and_picks_up_the_rest() {
+    // 32 descriptors: about 20 are left for sockets once the daemon's own
+    // (stdio, log, pid file, epoll, inotify, signalfd...) are open.
+    const INSTANCES: usize = 40;
+    let world = World::new();
+    let mut listeners = Vec::new();
+    for i in 0..INSTANCES {
+        let path = world.ctrl.join(format!("vm{i}.kvmd"));
+        listeners.push(UnixListener::bind(path).expect("bind"));
+    }
+    let daemon = Daemon::start_wrapped(
+        &world.ctrl,
+        world.tmp.path(),
+        &["prlimit", "--nofile=32"],
+        &[],
+    );
+    // Every peer is served on its own thread; each powers off as a user
+    // once told to, then hangs up, freeing a descriptor in the daemon.
+    let (go, told) = std::sync::mpsc::channel::<()>();
+    let told = std::sync::Arc::new(std::sync::Mutex::new(told));
+    let peers: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let told = told.clone();
+            std::thread::spawn(move || {
+                let (stream, _) = listener.accept().expect("accept");
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                negotiate(&mut reader, &mut writer);
+                told.lock().expect("lock").recv().expect("go");
+                writer.write_all(USER_OFF.as_bytes()).expect("write");
+                writer.write_all(b"\r\n").expect("write");
+            })
+        })
+        .collect();
+    daemon.wait_log("out of file descriptors", 1);
+    let served = || daemon.log_text().matches(": monitoring").count();
+    common::wait_until("some instances monitored", || {
+        (served() >= 10).then_some(())
+    });
+    assert!(
+        served() < INSTANCES,
+        "all {INSTANCES} fit in 32 descriptors?"
+    );
+    // Instances end one by one; the waiting ones get their descriptors.
+    for _ in 0..INSTANCES {
+        go.send(()).expect("go");
+    }
+    for i in 0..INSTANCES {
+        assert_user_shutdown(&world, &daemon, &format!("vm{i}"), true);
+    }
+    for peer in peers {
+        peer.join().expect("peer");
+    }
+    daemon.wait_log("file descriptors free again", 1);
+    let log = daemon.log_text();
+    assert_eq!(log.matches("out of file descriptors").count(), 1, "{log}");
+    assert!(!log.contains("not monitored"), "{log}");
+}

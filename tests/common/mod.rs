@@ -138,9 +138,22 @@ impl Daemon {
     }
 
     pub fn start_with(ctrl: &Path, work: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_wrapped(ctrl, work, &[], extra)
+    }
+
+    /// Runs kvmd under `wrapper` (for example `prlimit --nofile=32`).
+    pub fn start_wrapped(ctrl: &Path, work: &Path, wrapper: &[&str], extra: &[&str]) -> Daemon {
         let log = work.join("kvmd.log");
         let pid_file = work.join("kvmd.pid");
-        let child = Command::new(env!("CARGO_BIN_EXE_kvmd"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_kvmd"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_kvmd")),
+        };
+        let child = command
             .args(extra)
             .args(["-f", "--no-ssconf", "--ctrl-dir"])
             .arg(ctrl)
