@@ -21,7 +21,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -934,5 +934,4 @@ fn print_table(args: &Args, rows: &[(Which, Row)], tmpfs: bool) {
         rf(&|r| ms(Some(r.tool_cpu))),
         "-".into(),
     );
-    let _: PathBuf = PathBuf::new();
 }
