@@ -39,6 +39,8 @@ pub struct Config {
     /// Where evidence that must survive a restart is kept; default: the
     /// control directory's sibling `kvmd-state`.
     pub state_dir: PathBuf,
+    /// Users besides root (or kvmd's own user) whose sockets kvmd trusts.
+    pub socket_owners: Vec<u32>,
 }
 
 /// What the command line asks for.
@@ -104,6 +106,7 @@ where
         pid_file: PathBuf::from(DEFAULT_PID_FILE),
         log_file: PathBuf::from(DEFAULT_LOG_FILE),
         state_dir: PathBuf::new(),
+        socket_owners: Vec::new(),
     };
     let mut state_dir = None;
     while let Some(arg) = args.next() {
@@ -188,6 +191,18 @@ where
             "pid-file" => config.pid_file = path(value)?,
             "log-file" => config.log_file = path(value)?,
             "state-dir" => state_dir = Some(path(value)?),
+            "socket-owner" => {
+                let value = value.unwrap_or_default();
+                match value.to_str().and_then(|uid| uid.parse().ok()) {
+                    Some(uid) => config.socket_owners.push(uid),
+                    None => {
+                        return Err(UsageError::BadValue {
+                            flag: flag.spelled,
+                            value: value.to_string_lossy().into_owned(),
+                        });
+                    }
+                }
+            }
             _ => unreachable!("every entry of LONG_FLAGS is matched"),
         }
     }
@@ -238,6 +253,7 @@ const LONG_FLAGS: &[LongFlag] = &[
     flag("pid-file", "--pid-file", true),
     flag("log-file", "--log-file", true),
     flag("state-dir", "--state-dir", true),
+    flag("socket-owner", "--socket-owner", true),
 ];
 
 fn version(program: &str) -> String {
@@ -272,6 +288,8 @@ kvmd's own:
       --log-file FILE    log file [{DEFAULT_LOG_FILE}]
       --state-dir DIR    evidence kept across restarts [kvmd-state beside
                          the control directory]
+      --socket-owner UID also trust QMP sockets owned by UID (repeatable;
+                         root's, or kvmd's own user's, are always trusted)
 "
     )
 }
@@ -331,6 +349,9 @@ mod tests {
         assert_eq!(config.state_dir, Path::new("/work/kvmd-state"));
         let other = run(&["--ctrl-dir=/c", "--state-dir", "/s"]).expect("parses");
         assert_eq!(other.state_dir, Path::new("/s"));
+        let owners = run(&["--socket-owner", "107", "--socket-owner=64055"]).expect("parses");
+        assert_eq!(owners.socket_owners, vec![107, 64055]);
+        assert!(run(&["--socket-owner", "qemu"]).is_err());
         assert!(!config.ssconf_checks);
         assert_eq!(config.ctrl_dir, Path::new("/work/ctrl"));
         assert_eq!(config.pid_file, Path::new("/run/k.pid"));

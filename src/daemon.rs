@@ -90,7 +90,7 @@ impl std::error::Error for DaemonError {
 
 /// What stands at a name in the control directory.
 enum Entry {
-    Socket(SocketId),
+    Socket { id: SocketId, owner: u32 },
     Other(SocketId),
 }
 
@@ -102,7 +102,10 @@ fn entry(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Entry, Errno> {
     };
     let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
     Ok(if kind == SFlag::S_IFSOCK {
-        Entry::Socket(id)
+        Entry::Socket {
+            id,
+            owner: stat.st_uid,
+        }
     } else {
         Entry::Other(id)
     })
@@ -314,8 +317,13 @@ pub struct Daemon {
     retries: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Connections with input left after their turn.
     backlog: Vec<usize>,
-    /// `*.kvmd` entries that are not sockets, so each is logged once.
-    not_sockets: HashMap<OsString, SocketId>,
+    /// `*.kvmd` entries ignored (no socket, or an untrusted owner's), so
+    /// each is logged once.
+    ignored: HashMap<OsString, SocketId>,
+    /// Who may own a socket kvmd connects to: root (or kvmd's own user
+    /// when not root), and whom `--socket-owner` names. Anyone else's
+    /// socket could make kvmd write a verdict that user chose.
+    trusted_owners: Vec<u32>,
     read_buf: Box<[u8]>,
     changes: Vec<Change>,
     state: StateDir,
@@ -333,7 +341,13 @@ pub struct Daemon {
 impl Daemon {
     /// Sets up the poll, inotify and signals. Signals TERM, INT and HUP are
     /// blocked and read from a signalfd in the loop: no work in handlers.
-    pub fn new(ctrl_dir: &Path, state_dir: &Path) -> Result<Daemon, DaemonError> {
+    pub fn new(
+        ctrl_dir: &Path,
+        state_dir: &Path,
+        socket_owners: &[u32],
+    ) -> Result<Daemon, DaemonError> {
+        let mut trusted_owners = vec![nix::unistd::geteuid().as_raw()];
+        trusted_owners.extend_from_slice(socket_owners);
         let poll = Poll::new().map_err(DaemonError::Poll)?;
         let watcher = Watcher::new(ctrl_dir).map_err(DaemonError::Inotify)?;
         let mask = block_signals().map_err(DaemonError::Signals)?;
@@ -358,7 +372,8 @@ impl Daemon {
             by_name: HashMap::new(),
             retries: BinaryHeap::new(),
             backlog: Vec::new(),
-            not_sockets: HashMap::new(),
+            ignored: HashMap::new(),
+            trusted_owners,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             changes: Vec::new(),
             state: StateDir::new(state_dir.to_owned()),
@@ -456,7 +471,7 @@ impl Daemon {
                     Err(_) => {} // gone or replaced: the next recap finds it
                 },
                 Change::Vanished(name) => {
-                    self.not_sockets.remove(&name);
+                    self.ignored.remove(&name);
                 }
             }
         }
@@ -492,9 +507,20 @@ impl Daemon {
             return;
         }
         let socket = match entry(dir, &name) {
-            Ok(Entry::Socket(id)) => id,
+            Ok(Entry::Socket { id, owner }) if self.trusted_owners.contains(&owner) => id,
+            Ok(Entry::Socket { id, owner }) => {
+                if self.ignored.insert(name.clone(), id) != Some(id) {
+                    warn!(
+                        "{}: {} is owned by uid {owner}, whom kvmd does not trust; ignored \
+                         (--socket-owner {owner} would allow it)",
+                        label(&name),
+                        name.as_bytes().escape_ascii()
+                    );
+                }
+                return;
+            }
             Ok(Entry::Other(id)) => {
-                if self.not_sockets.insert(name.clone(), id) != Some(id) {
+                if self.ignored.insert(name.clone(), id) != Some(id) {
                     warn!(
                         "{}: {} is not a socket; ignored",
                         label(&name),
@@ -547,7 +573,7 @@ impl Daemon {
         };
         // Connect only to the socket this monitor was made for.
         match entry(dir, &monitor.socket_name) {
-            Ok(Entry::Socket(id)) if id == monitor.socket => {}
+            Ok(Entry::Socket { id, .. }) if id == monitor.socket => {}
             Err(e) if out_of_descriptors(e) => {
                 self.wait_for_descriptor(key, e);
                 return;
@@ -905,7 +931,7 @@ impl Daemon {
     }
 
     fn attach_if_new(&mut self, dir: BorrowedFd<'_>, name: OsString, old: SocketId) {
-        if matches!(entry(dir, &name), Ok(Entry::Socket(id)) if id != old) {
+        if matches!(entry(dir, &name), Ok(Entry::Socket { id, .. }) if id != old) {
             self.attach(dir, name);
         }
     }

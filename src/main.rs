@@ -110,8 +110,8 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
         return Err(Stop::NotNeeded);
     }
     let pid_file = PidFile::create(&config.pid_file).map_err(|e| failed(e.to_string()))?;
-    let daemon =
-        Daemon::new(&config.ctrl_dir, &config.state_dir).map_err(|e| failed(e.to_string()))?;
+    let daemon = Daemon::new(&config.ctrl_dir, &config.state_dir, &config.socket_owners)
+        .map_err(|e| failed(e.to_string()))?;
     info!(
         "kvmd {} started on {}",
         env!("CARGO_PKG_VERSION"),

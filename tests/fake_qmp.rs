@@ -262,3 +262,42 @@ fn out_of_descriptors_it_serves_what_it_can_and_picks_up_the_rest() {
     assert_eq!(log.matches("out of file descriptors").count(), 1, "{log}");
     assert!(!log.contains("not monitored"), "{log}");
 }
+
+#[test]
+fn sockets_of_untrusted_owners_are_ignored_unless_allowed() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to give a socket to another user");
+        return;
+    }
+    let world = World::new();
+    world.plant_stale("theirs");
+    // A socket someone else owns, as if a guest's user could plant one.
+    let theirs = UnixListener::bind(world.ctrl.join("theirs.kvmd")).expect("bind");
+    std::os::unix::fs::chown(world.ctrl.join("theirs.kvmd"), Some(65534), Some(65534))
+        .expect("chown");
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    daemon.wait_log(" theirs: theirs.kvmd is owned by uid 65534", 1);
+    // Root's own instance beside it is served as usual...
+    let ours = UnixListener::bind(world.ctrl.join("ours.kvmd")).expect("bind");
+    serve(&ours, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "ours", true);
+    // ...while the other was never connected to, and its stale shutdown
+    // file is untouched (kvmd decides nothing for it).
+    theirs.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        theirs.accept().is_err(),
+        "kvmd connected to an untrusted socket"
+    );
+    assert!(!daemon.log_text().contains("theirs: connected"));
+    assert!(world.shutdown_file("theirs").exists());
+    assert_eq!(daemon.log_text().matches("owned by uid 65534").count(), 1);
+    drop(daemon);
+
+    // Allowed explicitly, the same socket is monitored.
+    let second = world.tmp.path().join("second");
+    fs::create_dir(&second).expect("mkdir");
+    let daemon = Daemon::start_with(&world.ctrl, &second, &["-d", "--socket-owner", "65534"]);
+    theirs.set_nonblocking(false).expect("blocking");
+    serve(&theirs, &[USER_OFF]);
+    assert_user_shutdown(&world, &daemon, "theirs", true);
+}
