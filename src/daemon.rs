@@ -562,13 +562,7 @@ impl Daemon {
         let Some(monitor) = self.monitors.get_mut(key) else {
             return;
         };
-        let Link::Waiting {
-            attempts,
-            since,
-            starved,
-            ..
-        } = monitor.link
-        else {
+        let Link::Waiting { since, starved, .. } = monitor.link else {
             return;
         };
         // Connect only to the socket this monitor was made for.
@@ -622,18 +616,10 @@ impl Daemon {
             }
             Err(e) => Some(e),
         };
-        // Whatever comes next, this try is over.
-        if starved {
-            self.starved -= 1;
-            if let Some(Monitor {
-                link: Link::Waiting { starved, .. },
-                ..
-            }) = self.monitors.get_mut(key)
-            {
-                *starved = false;
-            }
-        }
         let Some(e) = failed else {
+            if starved {
+                self.starved -= 1;
+            }
             self.end_shortage_if_over();
             return;
         };
@@ -641,20 +627,7 @@ impl Daemon {
         if let Some(errno) = errno.filter(|&errno| out_of_descriptors(errno)) {
             self.wait_for_descriptor(key, errno);
         } else if worth_retrying(&e) && since.elapsed() < RETRY_FOR {
-            let delay = FIRST_RETRY_DELAY
-                .saturating_mul(1 << attempts.min(16))
-                .min(MAX_RETRY_DELAY);
-            let at = Instant::now() + delay;
-            if let Some(monitor) = self.monitors.get_mut(key) {
-                debug!("{}: connect: {e}; again in {delay:?}", monitor.label);
-                monitor.link = Link::Waiting {
-                    attempts: attempts + 1,
-                    since,
-                    at,
-                    starved: false,
-                };
-                self.retries.push(Reverse((at, key)));
-            }
+            self.retry_later(key, false, format_args!("connect: {e}"));
         } else {
             let why = format!("cannot connect to its QMP socket: {e}");
             self.give_up(Some(dir), key, &why);
@@ -667,13 +640,19 @@ impl Daemon {
     /// process may have freed one.
     fn wait_for_descriptor(&mut self, key: usize, e: Errno) {
         self.short_of_descriptors(e);
+        self.retry_later(key, true, format_args!("no free descriptor ({e})"));
+    }
+
+    /// Schedules a waiting monitor's next connect, backing off, and keeps
+    /// the count of those waiting for a descriptor (`starved`).
+    fn retry_later(&mut self, key: usize, starved: bool, why: fmt::Arguments<'_>) {
         let Some(monitor) = self.monitors.get_mut(key) else {
             return;
         };
         let Link::Waiting {
             attempts,
             since,
-            starved,
+            starved: was_starved,
             ..
         } = monitor.link
         else {
@@ -683,18 +662,17 @@ impl Daemon {
             .saturating_mul(1 << attempts.min(16))
             .min(MAX_RETRY_DELAY);
         let at = Instant::now() + delay;
-        debug!(
-            "{}: no free descriptor ({e}); again in {delay:?}",
-            monitor.label
-        );
+        debug!("{}: {why}; again in {delay:?}", monitor.label);
         monitor.link = Link::Waiting {
             attempts: attempts + 1,
             since,
             at,
-            starved: true,
+            starved,
         };
-        if !starved {
-            self.starved += 1;
+        match (was_starved, starved) {
+            (false, true) => self.starved += 1,
+            (true, false) => self.starved -= 1,
+            _ => {}
         }
         self.retries.push(Reverse((at, key)));
     }
