@@ -22,7 +22,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::event::Event;
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -411,7 +410,7 @@ impl Daemon {
                             return Ok(signal);
                         }
                     }
-                    Token(token) => self.service(token - FIRST_MONITOR, Some(event)),
+                    Token(token) => self.service(token - FIRST_MONITOR),
                 }
             }
             for key in std::mem::take(&mut self.backlog) {
@@ -422,7 +421,7 @@ impl Daemon {
                 {
                     conn.backlogged = false;
                 }
-                self.service(key, None);
+                self.service(key);
             }
             self.connect_due();
             self.attach_deferred();
@@ -453,23 +452,25 @@ impl Daemon {
     }
 
     fn apply(&mut self, changes: &mut Vec<Change>) {
-        if changes.is_empty() {
-            return;
-        }
-        // One open of the control directory for the whole batch.
-        let dir = self.watcher.open_ctrl_dir();
-        if let Err(Unavailable::Error(e)) = dir
-            && out_of_descriptors(e)
-        {
-            self.short_of_descriptors(e);
-        }
+        // Opened at most once per batch, and only when a socket appeared:
+        // a batch of QEMU exits needs no directory.
+        let mut dir = None;
         for change in changes.drain(..) {
             match change {
-                Change::Appeared(name) => match &dir {
-                    Ok(dir) => self.attach(dir.as_fd(), name),
-                    Err(Unavailable::Error(e)) if out_of_descriptors(*e) => self.defer(name),
-                    Err(_) => {} // gone or replaced: the next recap finds it
-                },
+                Change::Appeared(name) => {
+                    match dir.get_or_insert_with(|| self.watcher.open_ctrl_dir()) {
+                        Ok(dir) => {
+                            let dir = dir.as_fd();
+                            self.attach(dir, name);
+                        }
+                        Err(Unavailable::Error(e)) if out_of_descriptors(*e) => {
+                            let e = *e;
+                            self.short_of_descriptors(e);
+                            self.defer(name);
+                        }
+                        Err(_) => {} // gone or replaced: the next recap finds it
+                    }
+                }
                 Change::Vanished(name) => {
                     self.ignored.remove(&name);
                 }
@@ -766,13 +767,10 @@ impl Daemon {
     }
 
     /// Services one connection: on its poll event, or from the backlog.
-    fn service(&mut self, key: usize, event: Option<&Event>) {
+    fn service(&mut self, key: usize) {
         let Some(monitor) = self.monitors.get_mut(key) else {
             return; // an event for a connection closed earlier this turn
         };
-        if let Some(event) = event {
-            debug_assert!(event.token() == Token(key + FIRST_MONITOR));
-        }
         let mut pump = monitor.pump(&mut self.read_buf);
         if let Link::Connected(conn) = &mut monitor.link {
             if matches!(pump, Pump::Backlogged) {
