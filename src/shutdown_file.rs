@@ -34,6 +34,9 @@ pub enum Outcome {
     /// A symlink stood there; it was removed and a file created instead.
     ReplacedSymlink,
     Removed,
+    /// An empty directory stood there (Ganeti would take it for a user
+    /// shutdown); it was removed.
+    RemovedDirectory,
     WasAbsent,
 }
 
@@ -44,6 +47,7 @@ impl fmt::Display for Outcome {
             Outcome::Kept => "already there",
             Outcome::ReplacedSymlink => "a symlink stood there; replaced by a file",
             Outcome::Removed => "removed",
+            Outcome::RemovedDirectory => "an empty directory stood there; removed",
             Outcome::WasAbsent => "already absent",
         })
     }
@@ -91,6 +95,12 @@ fn remove(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Outcome, Errno> {
     match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) => Ok(Outcome::Removed),
         Err(Errno::ENOENT) => Ok(Outcome::WasAbsent),
+        // Ganeti's existence test would read a directory as "user shut it
+        // down". An empty one holds nothing and goes; anything in one is
+        // someone's, and stays (an error the caller retries and logs).
+        Err(Errno::EISDIR | Errno::EPERM) => {
+            unlinkat(dir, name, UnlinkatFlags::RemoveDir).map(|()| Outcome::RemovedDirectory)
+        }
         Err(e) => Err(e),
     }
 }
@@ -170,14 +180,43 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_in_the_way_is_an_error_on_removal() {
+    fn a_directory_in_the_way_is_removed_only_when_empty() {
         let (tmp, fd) = dir();
-        fs::create_dir(tmp.path().join(NAME)).expect("mkdir");
+        let path = tmp.path().join(NAME);
+        fs::create_dir(&path).expect("mkdir");
+        fs::write(path.join("someones"), b"data").expect("write");
         assert_eq!(
             record(fd.as_fd(), OsStr::new(NAME), true),
             Ok(Outcome::Kept)
         );
-        assert!(record(fd.as_fd(), OsStr::new(NAME), false).is_err());
-        assert!(tmp.path().join(NAME).is_dir());
+        assert_eq!(
+            record(fd.as_fd(), OsStr::new(NAME), false),
+            Err(Errno::ENOTEMPTY)
+        );
+        assert_eq!(fs::read(path.join("someones")).expect("read"), b"data");
+        fs::remove_file(path.join("someones")).expect("rm");
+        assert_eq!(
+            record(fd.as_fd(), OsStr::new(NAME), false),
+            Ok(Outcome::RemovedDirectory)
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_fifo_is_never_opened() {
+        let (tmp, fd) = dir();
+        let path = tmp.path().join(NAME);
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        // Opening a fifo for writing would block the daemon: it is kept as
+        // it stands, or removed.
+        assert_eq!(
+            record(fd.as_fd(), OsStr::new(NAME), true),
+            Ok(Outcome::Kept)
+        );
+        assert_eq!(
+            record(fd.as_fd(), OsStr::new(NAME), false),
+            Ok(Outcome::Removed)
+        );
+        assert!(fs::symlink_metadata(&path).is_err());
     }
 }
