@@ -7,17 +7,19 @@
 //! watcher return; it does not parse or decide anything itself.
 //!
 //! Tokens: [`INOTIFY`] and [`SIGNALS`] are fixed; monitors get their slab
-//! key plus [`FIRST_MONITOR`]. The poll has a timeout only while a connect
-//! retry is pending (or a flooded connection still has unread input): an
-//! idle daemon sleeps in `epoll_wait` until the kernel has news.
+//! key plus [`FIRST_MONITOR`]. The poll has a timeout only while something
+//! waits to be tried again: a connect, a verdict the disk refused, a crawl
+//! while inotify is short of watches, a socket that found no descriptor (or
+//! a flooded connection still has unread input). An idle daemon sleeps in
+//! `epoll_wait` until the kernel has news.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,10 +28,10 @@ use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::stat::{SFlag, fstatat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use slab::Slab;
 
 use crate::decision::{self, Carried, Evidence, Verdict};
@@ -95,28 +97,40 @@ enum Entry {
 
 fn entry(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Entry, Errno> {
     let stat = fstatat(dir, name.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    let id = SocketId {
-        dev: stat.st_dev,
-        ino: stat.st_ino,
-    };
-    let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
-    Ok(if kind == SFlag::S_IFSOCK {
-        Entry::Socket {
-            id,
-            owner: stat.st_uid,
-        }
-    } else {
-        Entry::Other(id)
-    })
+    Ok(Entry::of(&stat))
 }
 
-/// The socket by way of the directory descriptor: short enough for
-/// `sun_path` whatever the control directory's path, and the same
-/// directory the watcher looks at.
-fn socket_path(dir: BorrowedFd<'_>, name: &OsStr) -> OsString {
-    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    path.extend_from_slice(name.as_bytes());
-    OsString::from_vec(path)
+impl Entry {
+    fn of(stat: &FileStat) -> Entry {
+        let id = SocketId {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        };
+        let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFSOCK {
+            Entry::Socket {
+                id,
+                owner: stat.st_uid,
+            }
+        } else {
+            Entry::Other(id)
+        }
+    }
+}
+
+/// Opens the socket file itself (`O_PATH`; a symlink is not followed) and
+/// says which it is. Connecting through `/proc/self/fd/N` of this handle
+/// reaches exactly the inode that was checked, and fits `sun_path` however
+/// long the name or the control directory's path is.
+fn open_socket(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(OwnedFd, Entry), Errno> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let handle = openat(dir, name.as_bytes(), flags, Mode::empty())?;
+    let stat = fstat(&handle)?;
+    Ok((handle, Entry::of(&stat)))
+}
+
+fn proc_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 /// The instance's name for log lines: escaped, so a hostile name cannot
@@ -141,6 +155,35 @@ fn out_of_descriptors(errno: Errno) -> bool {
 
 /// How long sockets that found no descriptor wait before the next try.
 const DESCRIPTOR_RETRY: Duration = Duration::from_millis(100);
+
+/// The sooner of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How often a stalled watcher crawls again: soon, then every few seconds.
+const FIRST_RESCAN_DELAY: Duration = Duration::from_millis(500);
+const MAX_RESCAN_DELAY: Duration = Duration::from_secs(5);
+
+/// A verdict whose shutdown file could not be written yet.
+struct Unrecorded {
+    label: String,
+    file: OsString,
+    verdict: Verdict,
+    /// The evidence, as the decision line shows it.
+    grounds: String,
+    attempts: u32,
+    /// When to try again.
+    at: Instant,
+}
+
+/// How long an unrecorded verdict waits before it is tried again: soon at
+/// first, then every few seconds until the disk has room again.
+const FIRST_RECORD_RETRY: Duration = Duration::from_millis(250);
+const MAX_RECORD_RETRY: Duration = Duration::from_secs(5);
 
 /// One `<instance>.kvmd` socket and what its connection has seen.
 struct Monitor {
@@ -335,6 +378,12 @@ pub struct Daemon {
     /// A descriptor shortage is going on (logged once when it starts, once
     /// when it is over).
     shortage: bool,
+    /// Verdicts not written yet, by socket name.
+    unrecorded: HashMap<OsString, Unrecorded>,
+    /// When to crawl again while the watcher is stalled (no event would
+    /// tell of a change), and how many such crawls in a row.
+    rescan_at: Option<Instant>,
+    rescans: u32,
 }
 
 impl Daemon {
@@ -380,6 +429,9 @@ impl Daemon {
             deferred_at: None,
             starved: 0,
             shortage: false,
+            unrecorded: HashMap::new(),
+            rescan_at: None,
+            rescans: 0,
         })
     }
 
@@ -391,6 +443,7 @@ impl Daemon {
         self.watcher.crawl(&mut changes);
         self.apply(&mut changes);
         self.sweep_state();
+        self.schedule_rescan();
         loop {
             let timeout = self.timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -404,9 +457,11 @@ impl Daemon {
                     INOTIFY => {
                         self.watcher.handle_readable(&mut changes);
                         self.apply(&mut changes);
+                        self.schedule_rescan();
                     }
                     SIGNALS => {
                         if let Some(signal) = self.handle_signals() {
+                            self.report_unrecorded();
                             return Ok(signal);
                         }
                     }
@@ -425,6 +480,13 @@ impl Daemon {
             }
             self.connect_due();
             self.attach_deferred();
+            self.record_due();
+            if self.rescan_at.is_some_and(|at| at <= Instant::now()) {
+                self.rescan_at = None;
+                self.watcher.crawl(&mut changes);
+                self.apply(&mut changes);
+                self.schedule_rescan();
+            }
         }
     }
 
@@ -433,15 +495,33 @@ impl Daemon {
         if !self.backlog.is_empty() {
             return Some(Duration::ZERO);
         }
-        let mut next = self.deferred_at;
+        let mut next = earliest(self.deferred_at, self.rescan_at);
+        for u in self.unrecorded.values() {
+            next = earliest(next, Some(u.at));
+        }
         while let Some(&Reverse((at, key))) = self.retries.peek() {
             if self.is_waiting(key, at) {
-                next = Some(next.map_or(at, |deferred| deferred.min(at)));
+                next = earliest(next, Some(at));
                 break;
             }
             self.retries.pop();
         }
         next.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Keeps crawling, backing off, while the watcher is stalled: with a
+    /// watch missing, only a scan finds a socket created meanwhile.
+    fn schedule_rescan(&mut self) {
+        if !self.watcher.is_stalled() {
+            self.rescans = 0;
+            self.rescan_at = None;
+        } else if self.rescan_at.is_none() {
+            let delay = FIRST_RESCAN_DELAY
+                .saturating_mul(1 << self.rescans.min(16))
+                .min(MAX_RESCAN_DELAY);
+            self.rescans += 1;
+            self.rescan_at = Some(Instant::now() + delay);
+        }
     }
 
     fn is_waiting(&self, key: usize, due: Instant) -> bool {
@@ -539,6 +619,16 @@ impl Daemon {
                 return;
             }
         };
+        if shutdown_file::file_for(&name).is_none() {
+            if self.ignored.insert(name.clone(), socket) != Some(socket) {
+                warn!(
+                    "{}: its .shutdown file would be longer than a file name may be; \
+                     not monitored (its verdict could never be recorded)",
+                    label(&name)
+                );
+            }
+            return;
+        }
         let now = Instant::now();
         let key = self.monitors.insert(Monitor {
             label: label(&name),
@@ -554,6 +644,19 @@ impl Daemon {
             evidence: Evidence::new(),
             problems: 0,
         });
+        if let Some(u) = self.unrecorded.remove(&name) {
+            warn!(
+                "{}: a new QEMU started before {} could be {}; that verdict ({}) is moot now",
+                u.label,
+                u.file.as_bytes().escape_ascii(),
+                if u.verdict.user_shutdown {
+                    "created"
+                } else {
+                    "removed"
+                },
+                u.verdict
+            );
+        }
         self.by_name.insert(name, key);
         self.connect(dir, key);
     }
@@ -567,8 +670,8 @@ impl Daemon {
             return;
         };
         // Connect only to the socket this monitor was made for.
-        match entry(dir, &monitor.socket_name) {
-            Ok(Entry::Socket { id, .. }) if id == monitor.socket => {}
+        let handle = match open_socket(dir, &monitor.socket_name) {
+            Ok((handle, Entry::Socket { id, .. })) if id == monitor.socket => handle,
             Err(e) if out_of_descriptors(e) => {
                 self.wait_for_descriptor(key, e);
                 return;
@@ -577,8 +680,10 @@ impl Daemon {
                 self.give_up(Some(dir), key, "its socket went away before QEMU listened");
                 return;
             }
-        }
-        let failed = match UnixStream::connect(socket_path(dir, &monitor.socket_name)) {
+        };
+        let connected = UnixStream::connect(proc_path(handle.as_fd()));
+        drop(handle);
+        let failed = match connected {
             Ok(mut stream) => {
                 let token = Token(key + FIRST_MONITOR);
                 if let Err(e) =
@@ -878,7 +983,22 @@ impl Daemon {
         // The connection's own descriptor was closed just before: one is
         // free for the directory even in a shortage.
         let dir = self.watcher.open_ctrl_dir().ok();
-        self.record(dir.as_ref().map(|dir| dir.as_fd()), &monitor, verdict);
+        if let Some(file) = shutdown_file::file_for(&monitor.socket_name) {
+            let bad = match monitor.problems {
+                0 => String::new(),
+                n => format!("; {n} unusable messages"),
+            };
+            let unrecorded = Unrecorded {
+                label: monitor.label.clone(),
+                file,
+                verdict,
+                grounds: format!("{}{bad}", monitor.evidence),
+                attempts: 0,
+                at: Instant::now(),
+            };
+            let dir = dir.as_ref().map(|dir| dir.as_fd());
+            self.record(dir, monitor.socket_name.clone(), unrecorded);
+        }
         if monitor.saved != Carried::default() {
             self.state.remove(&monitor.socket_name);
         }
@@ -912,45 +1032,89 @@ impl Daemon {
         }
     }
 
-    fn record(&self, dir: Option<BorrowedFd<'_>>, monitor: &Monitor, verdict: Verdict) {
-        let Monitor {
+    /// Writes a verdict into the control directory. What cannot be written
+    /// (disk full, a read-only file system, the directory away) is logged
+    /// once and tried again, backing off, until it is written or a new QEMU
+    /// of that name makes it moot: a verdict is never dropped unsaid.
+    fn record(&mut self, dir: Option<BorrowedFd<'_>>, socket_name: OsString, mut u: Unrecorded) {
+        let shown = u.file.as_bytes().escape_ascii();
+        let user = u.verdict.user_shutdown;
+        let done = match dir {
+            Some(dir) => shutdown_file::record(dir, &u.file, user).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "{} is gone",
+                self.watcher.ctrl_dir_path().display()
+            )),
+        };
+        let Unrecorded {
             label,
-            evidence,
-            problems,
+            verdict,
+            grounds,
+            attempts,
             ..
-        } = monitor;
-        let bad = match problems {
-            0 => String::new(),
-            n => format!("; {n} unusable messages"),
-        };
-        let Some(file) = shutdown_file::file_for(&monitor.socket_name) else {
-            return;
-        };
-        let shown = file.as_bytes().escape_ascii();
-        let Some(dir) = dir else {
-            error!(
-                "{label}: decided {verdict} [{evidence}{bad}], but {} is gone: {shown} not {}",
-                self.watcher.ctrl_dir_path().display(),
-                if verdict.user_shutdown {
-                    "created"
-                } else {
-                    "removed"
-                }
-            );
-            return;
-        };
-        match shutdown_file::record(dir, &file, verdict.user_shutdown) {
-            Ok(outcome) => {
-                info!("{label}: decided {verdict} [{evidence}{bad}]; {shown}: {outcome}")
+        } = &u;
+        match done {
+            Ok(outcome) if *attempts == 0 => {
+                info!("{label}: decided {verdict} [{grounds}]; {shown}: {outcome}")
             }
-            Err(e) => error!(
-                "{label}: decided {verdict} [{evidence}{bad}], but cannot {} {shown}: {e}",
-                if verdict.user_shutdown {
-                    "create"
-                } else {
-                    "remove"
-                }
+            Ok(outcome) => info!(
+                "{label}: {shown}: {outcome} at last, after {} tries (decided {verdict})",
+                attempts + 1
             ),
+            Err(why) => {
+                let doing = if user { "create" } else { "remove" };
+                if *attempts == 0 {
+                    error!(
+                        "{label}: decided {verdict} [{grounds}], but cannot {doing} {shown}: \
+                         {why}; trying again until it can"
+                    );
+                } else {
+                    debug!("{label}: still cannot {doing} {shown}: {why}");
+                }
+                let delay = FIRST_RECORD_RETRY
+                    .saturating_mul(1 << u.attempts.min(16))
+                    .min(MAX_RECORD_RETRY);
+                u.attempts += 1;
+                u.at = Instant::now() + delay;
+                self.unrecorded.insert(socket_name, u);
+            }
+        }
+    }
+
+    /// Tries again the verdicts whose time has come.
+    fn record_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<OsString> = self
+            .unrecorded
+            .iter()
+            .filter(|(_, u)| u.at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let dir = self.watcher.open_ctrl_dir().ok();
+        for name in due {
+            if let Some(u) = self.unrecorded.remove(&name) {
+                self.record(dir.as_ref().map(|dir| dir.as_fd()), name, u);
+            }
+        }
+    }
+
+    /// At exit: says which verdicts never made it to disk.
+    fn report_unrecorded(&self) {
+        for u in self.unrecorded.values() {
+            let doing = if u.verdict.user_shutdown {
+                "created"
+            } else {
+                "removed"
+            };
+            error!(
+                "{}: exiting with {} still not {doing} (decided {})",
+                u.label,
+                u.file.as_bytes().escape_ascii(),
+                u.verdict
+            );
         }
     }
 }

@@ -18,11 +18,16 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::watch::instance_name;
 
-/// `<instance>.shutdown` for the socket `<instance>.kvmd`.
+/// The longest file name Linux file systems take.
+const NAME_MAX: usize = 255;
+
+/// `<instance>.shutdown` for the socket `<instance>.kvmd`, if the socket is
+/// named so and the file's name is not too long to exist (it is 4 bytes
+/// longer than the socket's).
 pub fn file_for(socket_name: &OsStr) -> Option<OsString> {
     let mut name = instance_name(socket_name)?.to_owned();
     name.push(".shutdown");
-    Some(name)
+    (name.len() <= NAME_MAX).then_some(name)
 }
 
 /// What recording a verdict did.
@@ -130,6 +135,10 @@ mod tests {
             Some(OsString::from("vm1.example.com.shutdown"))
         );
         assert_eq!(file_for(OsStr::new(".kvmd")), None);
+        let longest = OsString::from(format!("{}.kvmd", "x".repeat(246)));
+        assert_eq!(file_for(&longest).map(|f| f.len()), Some(255));
+        let too_long = OsString::from(format!("{}.kvmd", "x".repeat(247)));
+        assert_eq!(file_for(&too_long), None);
     }
 
     #[test]

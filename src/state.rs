@@ -216,7 +216,10 @@ impl StateDir {
     pub fn save(&self, socket_name: &OsStr, saved: &Saved) -> Result<(), StateError> {
         let name = file_name(socket_name);
         let dir = self.open(true).map_err(|e| self.error(&name, e))?;
-        let mut temporary = name.clone();
+        // `<instance>.new`: no longer than the shutdown file's name, so any
+        // instance kvmd monitors fits NAME_MAX.
+        let stem = &name.as_bytes()[..name.len() - SUFFIX.len()];
+        let mut temporary = OsStr::from_bytes(stem).to_owned();
         temporary.push(".new");
         write_new(dir.as_fd(), &temporary, saved.encode().as_bytes())
             .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
@@ -395,7 +398,7 @@ mod tests {
             .expect("save");
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, b"precious").expect("write");
-        std::os::unix::fs::symlink(&victim, dir.path().join("vm.state.new")).expect("symlink");
+        std::os::unix::fs::symlink(&victim, dir.path().join("vm.new")).expect("symlink");
         assert!(
             dir.save(OsStr::new("vm.kvmd"), &saved(true, false))
                 .is_err()

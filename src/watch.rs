@@ -97,6 +97,12 @@ const SELF_GONE: EventMask = EventMask::DELETE_SELF
 const ANCESTOR_MASK: WatchMask = WatchMask::DELETE_SELF
     .union(WatchMask::MOVE_SELF)
     .union(WatchMask::ONLYDIR);
+/// `.kvmd` alone names no instance: there is no `<instance>.shutdown` to
+/// write for it, so it is not monitored.
+fn warn_nameless() {
+    warn!("an entry named .kvmd has no instance name; ignored");
+}
+
 /// Names coming and going in a directory.
 const ENTRY_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::MOVED_TO)
@@ -118,8 +124,26 @@ pub struct Watcher {
     ctrl_dir: PathBuf,
     buffer: Box<[u8]>,
     watches: HashMap<WatchDescriptor, Watched>,
-    /// The watched control directory's identity, while it is watched.
+    /// The watched control directory's identity, while it is watched (or,
+    /// when stalled, scanned).
     ctrl_dir_id: Option<DirId>,
+    /// The last crawl could not add a watch it needed (the inotify watch
+    /// limit, say): nothing may tell of changes, so the caller crawls again
+    /// from time to time until one succeeds.
+    stalled: bool,
+    /// A stall was logged and its end was not yet.
+    stall_reported: bool,
+}
+
+/// What adding one watch came to.
+enum Added {
+    Yes,
+    /// The directory went away in between: the crawl ends here, and the
+    /// watch above will tell when it comes back.
+    Gone,
+    /// The kernel refused (the watch limit, memory): the crawl goes on
+    /// without it, and the watcher is stalled.
+    Refused,
 }
 
 /// Device and inode: which directory a descriptor is.
@@ -154,6 +178,8 @@ impl Watcher {
             buffer: vec![0; EVENT_BUFFER].into_boxed_slice(),
             watches: HashMap::new(),
             ctrl_dir_id: None,
+            stalled: false,
+            stall_reported: false,
         })
     }
 
@@ -186,6 +212,12 @@ impl Watcher {
         self.ctrl_dir_id.is_some()
     }
 
+    /// Whether the last crawl missed a watch: only another crawl, not an
+    /// event, will find what changes meanwhile.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
     pub fn ctrl_dir_path(&self) -> &Path {
         &self.ctrl_dir
     }
@@ -193,6 +225,18 @@ impl Watcher {
     /// Drops every watch and walks from `/` down towards the control
     /// directory again, reporting its `*.kvmd` entries if it is reached.
     pub fn crawl(&mut self, out: &mut Vec<Change>) {
+        self.stalled = false;
+        self.walk(out);
+        if !self.stalled && self.stall_reported {
+            self.stall_reported = false;
+            info!(
+                "inotify watches can be added again; {} is followed by events again",
+                self.ctrl_dir.display()
+            );
+        }
+    }
+
+    fn walk(&mut self, out: &mut Vec<Change>) {
         for (wd, _) in self.watches.drain() {
             // The watch may be gone already (its directory was deleted).
             let _ = self.inotify.watches().remove(wd);
@@ -216,7 +260,7 @@ impl Watcher {
             // Watch the parent for `name` before looking for it, so that
             // nothing created in between goes unnoticed.
             let gate = Role::Gate { next: name.clone() };
-            if !self.add_watch(&parent, GATE_MASK, gate) {
+            if let Added::Gone = self.add_watch(&parent, GATE_MASK, gate) {
                 // Gone again: the gate above saw it go and will crawl.
                 return;
             }
@@ -246,7 +290,7 @@ impl Watcher {
                 above = Some(std::mem::replace(&mut parent, child));
             }
         }
-        if !was_watched {
+        if !was_watched && !self.stalled {
             info!("watching {}", self.ctrl_dir.display());
         }
     }
@@ -313,6 +357,14 @@ impl Watcher {
                             out.push(Change::Vanished(name.to_owned()));
                         }
                     }
+                    Role::CtrlDir
+                        if name.as_bytes() == SOCKET_SUFFIX
+                            && event
+                                .mask
+                                .intersects(EventMask::CREATE | EventMask::MOVED_TO) =>
+                    {
+                        warn_nameless();
+                    }
                     Role::Gate { next } if name == next && event.mask.intersects(ENTRY_EVENTS) => {
                         crawl_again = true;
                     }
@@ -325,24 +377,44 @@ impl Watcher {
         }
     }
 
-    fn add_watch(&mut self, path: &Path, mask: WatchMask, role: Role) -> bool {
+    fn add_watch(&mut self, path: &Path, mask: WatchMask, role: Role) -> Added {
         match self.inotify.watches().add(path, mask) {
             Ok(wd) => {
                 let path = path.to_owned();
                 self.watches.insert(wd, Watched { path, role });
-                true
+                Added::Yes
             }
             // Gone again between looking and watching: the crawl goes on
             // from the gate above, nothing to tell an operator.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 debug!("cannot watch {}: {e}", path.display());
-                false
+                Added::Gone
             }
             Err(e) => {
-                warn!("cannot watch {}: {e}", path.display());
-                false
+                self.stall(path, &e);
+                Added::Refused
             }
         }
+    }
+
+    /// A watch could not be added: logged once until crawls succeed again.
+    fn stall(&mut self, path: &Path, e: &io::Error) {
+        self.stalled = true;
+        if self.stall_reported {
+            debug!("still cannot watch {}: {e}", path.display());
+            return;
+        }
+        self.stall_reported = true;
+        let hint = if e.raw_os_error() == Some(Errno::ENOSPC as i32) {
+            " (the inotify watch limit: sysctl fs.inotify.max_user_watches)"
+        } else {
+            ""
+        };
+        warn!(
+            "cannot watch {}: {e}{hint}; rescanning {} now and then until it can",
+            path.display(),
+            self.ctrl_dir.display()
+        );
     }
 
     /// Opens and watches the control directory, then reports its entries.
@@ -359,7 +431,8 @@ impl Watcher {
                 return false;
             }
             Err(e) => {
-                warn!("cannot open {}: {e}", path.display());
+                // Out of descriptors, say: a later crawl may succeed.
+                self.stall(&path, &io::Error::from(e));
                 return false;
             }
         };
@@ -367,18 +440,11 @@ impl Watcher {
         // a moment later.
         let by_fd = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
         let wd = match self.inotify.watches().add(&by_fd, CTRL_DIR_MASK) {
-            Ok(wd) => wd,
-            Err(_) => match self
+            Ok(wd) => Ok(wd),
+            Err(_) => self
                 .inotify
                 .watches()
-                .add(&path, CTRL_DIR_MASK | WatchMask::DONT_FOLLOW)
-            {
-                Ok(wd) => wd,
-                Err(e) => {
-                    warn!("cannot watch {}: {e}", path.display());
-                    return false;
-                }
-            },
+                .add(&path, CTRL_DIR_MASK | WatchMask::DONT_FOLLOW),
         };
         let id = match DirId::of(&dir) {
             Ok(id) => id,
@@ -387,8 +453,15 @@ impl Watcher {
                 return false;
             }
         };
-        let role = Role::CtrlDir;
-        self.watches.insert(wd, Watched { path, role });
+        match wd {
+            Ok(wd) => {
+                let role = Role::CtrlDir;
+                self.watches.insert(wd, Watched { path, role });
+            }
+            // Unwatched, it is still scanned: what is there now is found,
+            // and the next crawl finds what comes later.
+            Err(e) => self.stall(&path, &e),
+        }
         self.ctrl_dir_id = Some(id);
         self.recap(dir, out);
         true
@@ -409,6 +482,8 @@ impl Watcher {
                     let name = OsStr::from_bytes(entry.file_name().to_bytes());
                     if instance_name(name).is_some() {
                         out.push(Change::Appeared(name.to_owned()));
+                    } else if name.as_bytes() == SOCKET_SUFFIX {
+                        warn_nameless();
                     }
                 }
                 Err(e) => {
