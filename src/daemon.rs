@@ -156,6 +156,11 @@ fn out_of_descriptors(errno: Errno) -> bool {
 /// How long sockets that found no descriptor wait before the next try.
 const DESCRIPTOR_RETRY: Duration = Duration::from_millis(100);
 
+/// The wait before try `attempts + 1`: `first`, doubling up to `max`.
+fn backoff(first: Duration, max: Duration, attempts: u32) -> Duration {
+    first.saturating_mul(1 << attempts.min(16)).min(max)
+}
+
 /// The sooner of two optional deadlines.
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
@@ -516,9 +521,7 @@ impl Daemon {
             self.rescans = 0;
             self.rescan_at = None;
         } else if self.rescan_at.is_none() {
-            let delay = FIRST_RESCAN_DELAY
-                .saturating_mul(1 << self.rescans.min(16))
-                .min(MAX_RESCAN_DELAY);
+            let delay = backoff(FIRST_RESCAN_DELAY, MAX_RESCAN_DELAY, self.rescans);
             self.rescans += 1;
             self.rescan_at = Some(Instant::now() + delay);
         }
@@ -764,9 +767,7 @@ impl Daemon {
         else {
             return;
         };
-        let delay = FIRST_RETRY_DELAY
-            .saturating_mul(1 << attempts.min(16))
-            .min(MAX_RETRY_DELAY);
+        let delay = backoff(FIRST_RETRY_DELAY, MAX_RETRY_DELAY, attempts);
         let at = Instant::now() + delay;
         debug!("{}: {why}; again in {delay:?}", monitor.label);
         monitor.link = Link::Waiting {
@@ -1071,9 +1072,7 @@ impl Daemon {
                 } else {
                     debug!("{label}: still cannot {doing} {shown}: {why}");
                 }
-                let delay = FIRST_RECORD_RETRY
-                    .saturating_mul(1 << u.attempts.min(16))
-                    .min(MAX_RECORD_RETRY);
+                let delay = backoff(FIRST_RECORD_RETRY, MAX_RECORD_RETRY, u.attempts);
                 u.attempts += 1;
                 u.at = Instant::now() + delay;
                 self.unrecorded.insert(socket_name, u);
