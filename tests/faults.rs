@@ -421,3 +421,37 @@ fn thousands_of_instances_come_and_go_and_leave_nothing_behind() {
         fd_count(pid)
     );
 }
+
+#[test]
+fn a_control_dir_replaced_by_a_symlink_is_not_followed() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    daemon.wait_log("watching ", 1);
+    // Someone swaps the control directory for a symlink to a directory
+    // with a socket and a stale file in it.
+    let elsewhere = world.tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir");
+    fs::write(elsewhere.join("outside.shutdown"), b"").expect("plant");
+    let image = world.image("outside", &[program::POWER_OFF]);
+    let mut outside = Guest::start(&qemu, &elsewhere, "outside", &image, Options::default());
+    fs::rename(&world.ctrl, world.tmp.path().join("ctrl.old")).expect("move away");
+    std::os::unix::fs::symlink(&elsewhere, &world.ctrl).expect("symlink");
+    let line = daemon.wait_log("is not a directory", 1);
+    assert!(line.contains("waiting for a real one"), "{line}");
+    outside.quit();
+
+    // A real directory again: watched, and its guests decided.
+    fs::remove_file(&world.ctrl).expect("rm symlink");
+    fs::create_dir(&world.ctrl).expect("mkdir");
+    daemon.wait_log("watching ", 2);
+    let image = world.image("inside", &[program::POWER_OFF]);
+    let mut inside = Guest::start(&qemu, &world.ctrl, "inside", &image, Options::default());
+    daemon.wait_monitoring("inside");
+    inside.cont();
+    inside.wait_exit();
+    assert_user_shutdown(&world, &daemon, "inside", true);
+    // Nothing was done through the symlink.
+    assert!(elsewhere.join("outside.shutdown").exists());
+    assert!(!daemon.log_text().contains(" outside:"));
+}
