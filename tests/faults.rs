@@ -13,12 +13,12 @@ mod common;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::ErrorKind;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::peer::{self, HOST_QUIT, USER_OFF};
 use common::{Daemon, Guest, Options, World, assert_user_shutdown, program, qemu, wait_until};
 use nix::sys::signal::Signal;
 
@@ -329,35 +329,6 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
-const RUNNING: &[u8] =
-    b"{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n";
-const USER_OFF: &[u8] = b"{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}\r\n";
-const HOST_QUIT: &[u8] = b"{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}}\r\n";
-
-/// Plays QEMU 7.2 on an accepted connection up to its last event.
-fn play_qemu(stream: UnixStream, last: &[u8]) {
-    stream
-        .set_read_timeout(Some(common::DEADLINE))
-        .expect("timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut line = String::new();
-    for (expected, answer) in [
-        ("qmp_capabilities", &b"{\"return\": {}}\r\n"[..]),
-        ("query-status", RUNNING),
-    ] {
-        if expected == "qmp_capabilities" {
-            writer.write_all(GREETING).expect("greeting");
-        }
-        line.clear();
-        reader.read_line(&mut line).expect("read a command");
-        assert!(line.contains(expected), "{line}");
-        writer.write_all(answer).expect("answer");
-    }
-    writer.write_all(last).expect("event");
-}
-
 /// One round of churn: `count` instances appear, negotiate, end (half by
 /// the user, half by the host) and go, the way QEMU's sockets do.
 fn churn_round(world: &World, daemon: &Daemon, round: usize, count: usize) {
@@ -369,13 +340,11 @@ fn churn_round(world: &World, daemon: &Daemon, round: usize, count: usize) {
             if i % 2 == 0 {
                 world.plant_stale(name);
             }
-            let listener = UnixListener::bind(world.ctrl.join(format!("{name}.kvmd")));
-            listener.expect("bind")
+            peer::listen(&world.ctrl.join(format!("{name}.kvmd")))
         })
         .collect();
     for (i, (name, listener)) in names.iter().zip(&listeners).enumerate() {
-        let (stream, _) = listener.accept().expect("accept");
-        play_qemu(stream, if i % 2 == 0 { HOST_QUIT } else { USER_OFF });
+        peer::serve(listener, &[if i % 2 == 0 { HOST_QUIT } else { USER_OFF }]);
         fs::remove_file(world.ctrl.join(format!("{name}.kvmd"))).expect("unlink");
     }
     drop(listeners);
