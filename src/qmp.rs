@@ -406,7 +406,7 @@ impl Connection {
         // from is still a greeting.
         let qemu = message
             .greeting
-            .and_then(|raw| serde_json::from_str::<Greeting>(raw.get()).ok())
+            .and_then(|raw| from_object::<Greeting>(raw).ok())
             .map(|greeting| greeting.version.qemu);
         self.state = State::AwaitingCapabilities { qemu };
         out(Output::Transmit(Command::Capabilities));
@@ -424,7 +424,7 @@ impl Connection {
             }
             State::AwaitingStatus { qemu } => {
                 self.state = State::Events;
-                let status = serde_json::from_str::<StatusReply>(reply.get()).ok();
+                let status = from_object::<StatusReply>(reply).ok();
                 let state = status.and_then(|status| match status.running? {
                     true => Some(RunState::Running),
                     false if status.status.as_deref() == Some("suspended") => {
@@ -489,10 +489,12 @@ where
             // `data` is absent before QEMU 2.10. A `data` kvmd cannot read
             // (wrong types) makes the whole event invalid: guessing who
             // shut the guest down is worse than not knowing.
-            let data = match data.map(|raw| serde_json::from_str::<Option<ShutdownData>>(raw.get()))
+            let data = match data
+                .filter(|raw| raw.get() != "null")
+                .map(from_object::<ShutdownData>)
             {
                 None => None,
-                Some(Ok(data)) => data,
+                Some(Ok(data)) => Some(data),
                 Some(Err(error)) => {
                     let error = Some(error);
                     out(Output::Problem(Problem::Malformed { line, error }));
@@ -513,6 +515,18 @@ where
         _ => return,
     };
     out(Output::Event(event));
+}
+
+/// Reads a payload QMP defines as an object. serde's derived structs take
+/// a JSON array too, field by field in order, and `"data": [true,
+/// "guest-shutdown"]` must not pass for a user shutdown.
+fn from_object<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, serde_json::Error> {
+    if raw.get().starts_with('{') {
+        serde_json::from_str(raw.get())
+    } else {
+        let found = serde::de::Unexpected::Other("a non-object");
+        Err(serde::de::Error::invalid_type(found, &"an object"))
+    }
 }
 
 /// A QMP message, read without copying: only the key that says what kind of
@@ -868,6 +882,7 @@ mod tests {
             b"\xff\xfe garbage\r\n[1, 2]\r\n\"text\"\r\n{\"event\": \"STOP\"\r\n{\"event\": 5}\r\n\
               {\"event\": \"SHUTDOWN\", \"data\": {\"guest\": \"yes\"}}\r\n\
               {\"event\": \"SHUTDOWN\", \"data\": []}\r\n{\"event\": \"\xff\"}\r\n\
+              {\"event\": \"SHUTDOWN\", \"data\": [true, \"guest-shutdown\"]}\r\n\
               {\"neither\": 1}\r\n  \r\n{\"event\": \"RESUME\"}\r\n",
         );
         assert_eq!(
@@ -881,9 +896,28 @@ mod tests {
                 Seen::Malformed,
                 Seen::Malformed,
                 Seen::Malformed,
+                Seen::Malformed,
                 Seen::Unexpected,
                 Seen::Event(Event::Resume),
             ]
+        );
+    }
+
+    #[test]
+    fn a_status_reply_that_is_an_array_is_no_state() {
+        let mut conn = Connection::new();
+        feed(&mut conn, GREETING);
+        feed(&mut conn, RETURN);
+        // An array would fill StatusReply's fields in order.
+        let seen = feed(&mut conn, b"{\"return\": [false, \"paused\"]}\r\n");
+        let qemu = Version {
+            major: 7,
+            minor: 2,
+            micro: 22,
+        };
+        assert_eq!(
+            meaning(seen),
+            vec![Seen::Unexpected, Seen::Ready(Some(qemu), None)]
         );
     }
 
