@@ -5,60 +5,11 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::os::unix::net::UnixListener;
 
+use common::peer::{Peer, RESET, USER_OFF, bind_only, listen as bind_listener, serve, transcript};
 use common::{Daemon, World, assert_user_shutdown};
-use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
-};
-
-const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
-
-/// A unix socket bound at `path` but not listening: what QEMU has made
-/// for a moment between `bind` and `listen`.
-fn bind_only(path: &Path) -> OwnedFd {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("socket");
-    bind(fd.as_raw_fd(), &UnixAddr::new(path).expect("address")).expect("bind");
-    fd
-}
-
-/// Plays QEMU's side of negotiation, then sends `events` and hangs up.
-fn serve(listener: &UnixListener, events: &[&str]) {
-    let (stream, _) = listener.accept().expect("accept");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    negotiate(&mut reader, &mut writer);
-    for event in events {
-        writer.write_all(event.as_bytes()).expect("write");
-        writer.write_all(b"\r\n").expect("write");
-    }
-}
-
-/// QEMU's side of the greeting, capabilities and status exchange.
-fn negotiate(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) {
-    writer.write_all(GREETING).expect("greeting");
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("read");
-    assert!(line.contains("\"qmp_capabilities\""), "{line}");
-    writer.write_all(b"{\"return\": {}}\r\n").expect("write");
-    line.clear();
-    reader.read_line(&mut line).expect("read");
-    assert!(line.contains("\"query-status\""), "{line}");
-    writer
-        .write_all(b"{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n")
-        .expect("write");
-}
-
-const USER_OFF: &str = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}";
+use nix::sys::socket::{Backlog, listen};
 
 #[test]
 fn a_socket_that_listens_late_is_retried_until_it_does() {
@@ -78,7 +29,7 @@ fn a_peer_that_hangs_up_before_negotiation_is_not_user() {
     let world = World::new();
     world.plant_stale("abrupt");
     let daemon = Daemon::start(&world.ctrl, world.tmp.path());
-    let listener = UnixListener::bind(world.ctrl.join("abrupt.kvmd")).expect("bind");
+    let listener = bind_listener(&world.ctrl.join("abrupt.kvmd"));
     let (stream, _) = listener.accept().expect("accept");
     drop(stream);
     assert_user_shutdown(&world, &daemon, "abrupt", false);
@@ -100,7 +51,7 @@ fn a_non_socket_is_ignored_and_logged_once() {
     fs::rename(&away, &world.ctrl).expect("mv back");
     daemon.wait_log(" watching ", 2);
     // A real instance after the recap proves the recap was handled.
-    let listener = UnixListener::bind(world.ctrl.join("real.kvmd")).expect("bind");
+    let listener = bind_listener(&world.ctrl.join("real.kvmd"));
     serve(&listener, &[USER_OFF]);
     assert_user_shutdown(&world, &daemon, "real", true);
     let warnings = daemon.log_text().matches("is not a socket").count();
@@ -110,7 +61,7 @@ fn a_non_socket_is_ignored_and_logged_once() {
 
     // The same name as a socket later is monitored.
     fs::remove_file(world.ctrl.join("file.kvmd")).expect("rm");
-    let listener = UnixListener::bind(world.ctrl.join("file.kvmd")).expect("bind");
+    let listener = bind_listener(&world.ctrl.join("file.kvmd"));
     serve(&listener, &[USER_OFF]);
     assert_user_shutdown(&world, &daemon, "file", true);
 }
@@ -123,7 +74,7 @@ fn a_stale_socket_left_by_sigkill_is_not_a_live_instance() {
     let _fd = bind_only(&world.ctrl.join("dead.kvmd"));
     daemon.wait_log(" dead: connect: Connection refused", 1);
     // Meanwhile other instances are served as usual.
-    let listener = UnixListener::bind(world.ctrl.join("alive.kvmd")).expect("bind");
+    let listener = bind_listener(&world.ctrl.join("alive.kvmd"));
     serve(&listener, &[USER_OFF]);
     assert_user_shutdown(&world, &daemon, "alive", true);
 }
@@ -138,30 +89,26 @@ fn a_flooding_peer_is_served_in_turns_and_loses_no_event() {
     let world = World::new();
     // No -d: the log would get every flooded line.
     let daemon = Daemon::start_with(&world.ctrl, world.tmp.path(), &[]);
-    let flood = UnixListener::bind(world.ctrl.join("flood.kvmd")).expect("bind");
+    let flood = bind_listener(&world.ctrl.join("flood.kvmd"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooding = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let (stream, _) = flood.accept().expect("accept");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut writer = stream;
-            negotiate(&mut reader, &mut writer);
-            let reset = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"RESET\", \"data\": {\"guest\": true, \"reason\": \"guest-reset\"}}\r\n";
-            let chunk = reset.repeat(10_000);
+            let mut peer = Peer::accept(&flood);
+            peer.negotiate();
+            let chunk = transcript(&[RESET]).repeat(10_000);
             let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                writer.write_all(chunk.as_bytes()).expect("flood");
+                peer.send(&chunk);
                 sent += 10_000;
             }
-            writer.write_all(USER_OFF.as_bytes()).expect("write");
-            writer.write_all(b"\r\n").expect("write");
+            peer.send_line(USER_OFF);
             sent
         })
     };
     daemon.wait_monitoring("flood");
     // Another instance is served to its decision while the flood goes on.
-    let listener = UnixListener::bind(world.ctrl.join("quiet.kvmd")).expect("bind");
+    let listener = bind_listener(&world.ctrl.join("quiet.kvmd"));
     serve(&listener, &[USER_OFF]);
     assert_user_shutdown(&world, &daemon, "quiet", true);
     assert!(!flooding.is_finished(), "the flood ended before the check");
@@ -182,7 +129,7 @@ fn stale_state_files_are_ignored_and_removed() {
     let world = World::new();
     let state = world.tmp.path().join("kvmd-state");
     fs::create_dir(&state).expect("mkdir");
-    let listener = UnixListener::bind(world.ctrl.join("vm.kvmd")).expect("bind");
+    let listener = bind_listener(&world.ctrl.join("vm.kvmd"));
     // A power button pressed for this very socket file (file systems give a
     // re-bound socket the same inode) but another QEMU process; and one
     // for an instance that is gone altogether.
@@ -211,7 +158,7 @@ fn out_of_descriptors_it_serves_what_it_can_and_picks_up_the_rest() {
     let mut listeners = Vec::new();
     for i in 0..INSTANCES {
         let path = world.ctrl.join(format!("vm{i}.kvmd"));
-        listeners.push(UnixListener::bind(path).expect("bind"));
+        listeners.push(bind_listener(&path));
     }
     let daemon = Daemon::start_wrapped(
         &world.ctrl,
@@ -228,13 +175,10 @@ fn out_of_descriptors_it_serves_what_it_can_and_picks_up_the_rest() {
         .map(|listener| {
             let told = told.clone();
             std::thread::spawn(move || {
-                let (stream, _) = listener.accept().expect("accept");
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut writer = stream;
-                negotiate(&mut reader, &mut writer);
+                let mut peer = Peer::accept(&listener);
+                peer.negotiate();
                 told.lock().expect("lock").recv().expect("go");
-                writer.write_all(USER_OFF.as_bytes()).expect("write");
-                writer.write_all(b"\r\n").expect("write");
+                peer.send_line(USER_OFF);
             })
         })
         .collect();
@@ -272,13 +216,13 @@ fn sockets_of_untrusted_owners_are_ignored_unless_allowed() {
     let world = World::new();
     world.plant_stale("theirs");
     // A socket someone else owns, as if a guest's user could plant one.
-    let theirs = UnixListener::bind(world.ctrl.join("theirs.kvmd")).expect("bind");
+    let theirs = bind_listener(&world.ctrl.join("theirs.kvmd"));
     std::os::unix::fs::chown(world.ctrl.join("theirs.kvmd"), Some(65534), Some(65534))
         .expect("chown");
     let daemon = Daemon::start(&world.ctrl, world.tmp.path());
     daemon.wait_log(" theirs: theirs.kvmd is owned by uid 65534", 1);
     // Root's own instance beside it is served as usual...
-    let ours = UnixListener::bind(world.ctrl.join("ours.kvmd")).expect("bind");
+    let ours = bind_listener(&world.ctrl.join("ours.kvmd"));
     serve(&ours, &[USER_OFF]);
     assert_user_shutdown(&world, &daemon, "ours", true);
     // ...while the other was never connected to, and its stale shutdown

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this
 
+pub mod peer;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
