@@ -23,17 +23,22 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::peer::{
-    self, ERROR, GREETING, NEGOTIATION, Peer, RESET, RESUME, RETURN, RTC_CHANGE, STATUS_RUNNING,
-    STOP, USER_OFF, transcript,
+    self, ERROR, GREETING, HOST_QUIT, NEGOTIATION, Peer, RESET, RESUME, RETURN, RTC_CHANGE,
+    STATUS_RUNNING, STOP, USER_OFF, transcript,
 };
 use common::{DEADLINE, Daemon, Guest, Options, World, program, qemu, wait_until};
+use nix::sys::stat::Mode;
+use nix::unistd::mkfifo;
 
 /// How much the daemon's peak resident memory may grow over the whole
 /// run: generous, it is a bound, not a measurement.
@@ -540,6 +545,162 @@ fn peers_that_break_the_conversation() {
             ("7 capabilities refused", refused),
             ("12 a peer that stops reading", deaf),
             ("13 accepted and closed", abrupt),
+        ],
+    );
+}
+
+// ---- hostile entries in the control directory ----
+
+/// 14. `*.kvmd` entries that are no sockets, among them a symlink to a
+///     listening socket outside the control directory.
+fn not_sockets(s: &mut Suite) {
+    let elsewhere = s.world.tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir");
+    let target = elsewhere.join("qemu.sock");
+    let outside = peer::listen(&target);
+    s.untouched
+        .push(("a socket outside, behind a symlink".into(), outside));
+    let ctrl = &s.world.ctrl;
+    fs::write(ctrl.join("file.kvmd"), b"").expect("write");
+    fs::create_dir(ctrl.join("dir.kvmd")).expect("mkdir");
+    mkfifo(&ctrl.join("fifo.kvmd"), Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::os::unix::fs::symlink(&target, ctrl.join("link.kvmd")).expect("symlink");
+    for name in ["file", "dir", "fifo", "link"] {
+        s.once(&format!(
+            "WARNING {name}: {name}.kvmd is not a socket; ignored"
+        ));
+    }
+}
+
+/// 15. A socket another user owns: never connected to, its shutdown file
+///     left alone.
+fn untrusted(s: &mut Suite) {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to give a socket to another user");
+        return;
+    }
+    s.world.plant_stale("untrusted");
+    s.kept.push(s.world.shutdown_file("untrusted"));
+    // Made outside and moved in: kvmd must not see it before the chown.
+    let staging = s.world.tmp.path().join("staging-untrusted");
+    fs::create_dir(&staging).expect("mkdir");
+    let path = staging.join("untrusted.kvmd");
+    let listener = peer::listen(&path);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+    fs::rename(&path, s.world.ctrl.join("untrusted.kvmd")).expect("move in");
+    s.untouched.push(("another user's socket".into(), listener));
+    s.once(
+        "WARNING untrusted: untrusted.kvmd is owned by uid 65534, whom kvmd does not trust; ignored",
+    );
+}
+
+/// 16. Names with a space, a newline, bytes that are no UTF-8: decided
+///     right, shown escaped on one line, the shutdown file named exactly.
+fn hostile_names(s: &mut Suite) {
+    let cases: [(&[u8], &str, bool); 3] = [
+        (b"a b", "a b", true),
+        (b"new\nline", "new\\nline", false),
+        (b"vm\xff\xfe", "vm\\xff\\xfe", true),
+    ];
+    let ctrl = s.world.ctrl.clone();
+    let raw = |stem: &[u8], suffix: &str| {
+        let mut name = stem.to_vec();
+        name.extend_from_slice(suffix.as_bytes());
+        ctrl.join(OsStr::from_bytes(&name))
+    };
+    let peers: Vec<_> = cases
+        .iter()
+        .map(|&(stem, _, user)| {
+            if !user {
+                fs::write(raw(stem, ".shutdown"), b"").expect("plant stale");
+            }
+            let listener = peer::listen(&raw(stem, ".kvmd"));
+            let last = if user { USER_OFF } else { HOST_QUIT };
+            std::thread::spawn(move || peer::serve(&listener, &[last]))
+        })
+        .collect();
+    for peer in peers {
+        peer.join().expect("peer");
+    }
+    for (stem, label, user) in cases {
+        s.verdict_at(label, &raw(stem, ".shutdown"), user);
+        s.once(&format!(" {label}: decided "));
+        // Not under an escaped or mangled name.
+        let escaped = s.world.ctrl.join(format!("{label}.shutdown"));
+        assert!(label == "a b" || !escaped.exists(), "{}", escaped.display());
+    }
+}
+
+/// 17. `<instance>.shutdown` is a symlink to a file outside: never
+///     followed, whichever the verdict.
+fn shutdown_symlink(s: &mut Suite) {
+    let victims = [("link-user", true), ("link-not", false)].map(|(name, user)| {
+        let victim = s.world.tmp.path().join(format!("victim-{name}"));
+        fs::write(&victim, b"precious\n").expect("write");
+        std::os::unix::fs::symlink(&victim, s.world.shutdown_file(name)).expect("symlink");
+        let listener = s.socket(name);
+        let last = if user { USER_OFF } else { HOST_QUIT };
+        let peer = std::thread::spawn(move || peer::serve(&listener, &[last]));
+        (name, user, victim, peer)
+    });
+    for (name, user, victim, peer) in victims {
+        peer.join().expect("peer");
+        let line = s.verdict(name, user);
+        let file = s.world.shutdown_file(name);
+        if user {
+            assert!(
+                line.contains("a symlink stood there; replaced by a file"),
+                "{line}"
+            );
+            let meta = fs::symlink_metadata(&file).expect("stat");
+            assert!(meta.file_type().is_file(), "{meta:?}");
+        } else {
+            assert!(line.ends_with(": removed"), "{line}");
+        }
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious\n");
+        s.once(&format!(" {name}: decided "));
+    }
+}
+
+/// 18. `<instance>.shutdown` is a fifo: kept for a user shutdown (Ganeti
+///     only asks whether it exists), removed otherwise, never opened.
+fn shutdown_fifo(s: &mut Suite) {
+    let peers = [("fifo-user", true), ("fifo-not", false)].map(|(name, user)| {
+        mkfifo(
+            &s.world.shutdown_file(name),
+            Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        let listener = s.socket(name);
+        let last = if user { USER_OFF } else { HOST_QUIT };
+        let peer = std::thread::spawn(move || peer::serve(&listener, &[last]));
+        (name, user, peer)
+    });
+    for (name, user, peer) in peers {
+        peer.join().expect("peer");
+        let line = s.verdict(name, user);
+        if user {
+            assert!(line.ends_with(": already there"), "{line}");
+            let meta = fs::symlink_metadata(s.world.shutdown_file(name)).expect("stat");
+            assert!(meta.file_type().is_fifo(), "{meta:?}");
+        } else {
+            assert!(line.ends_with(": removed"), "{line}");
+        }
+        s.once(&format!(" {name}: decided "));
+    }
+}
+
+#[test]
+fn hostile_entries_in_the_control_directory() {
+    let mut suite = Suite::start();
+    run(
+        &mut suite,
+        &[
+            ("14 entries that are no sockets", not_sockets),
+            ("15 another user's socket", untrusted),
+            ("16 hostile names", hostile_names),
+            ("17 shutdown file a symlink", shutdown_symlink),
+            ("18 shutdown file a fifo", shutdown_fifo),
         ],
     );
 }
