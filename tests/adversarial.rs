@@ -26,9 +26,10 @@ mod common;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,10 @@ use common::peer::{
     STATUS_RUNNING, STOP, USER_OFF, transcript,
 };
 use common::{DEADLINE, Daemon, Guest, Options, World, program, qemu, wait_until};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, connect, listen, socket,
+};
 use nix::sys::stat::Mode;
 use nix::unistd::mkfifo;
 
@@ -703,4 +708,99 @@ fn hostile_entries_in_the_control_directory() {
             ("18 shutdown file a fifo", shutdown_fifo),
         ],
     );
+}
+
+// ---- connects that never succeed ----
+
+/// 19. A socket bound and never listening (refused), and one whose
+///     backlog is full (a non-blocking connect gets EAGAIN): retried with
+///     back-off for about 30 s, then given up with one line; nothing
+///     decided. The refused name, recreated, is monitored afresh.
+#[test]
+fn connects_that_never_succeed_are_given_up_then_started_over() {
+    // -d: the retries are debug lines, and their number is asserted.
+    let mut s = Suite::start_with(&["-d"]);
+    s.world.plant_stale("refused");
+    s.world.plant_stale("pending");
+    let ctrl = s.world.ctrl.clone();
+    let began = Instant::now();
+    let refused = peer::bind_only(&ctrl.join("refused.kvmd"));
+
+    // Backlog 0 with one client queued: the next connect finds it full.
+    // Made outside and moved in, so kvmd cannot be that first client.
+    let staging = s.world.tmp.path().join("staging-pending");
+    fs::create_dir(&staging).expect("mkdir");
+    let path = staging.join("pending.kvmd");
+    let fd = peer::bind_only(&path);
+    listen(&fd, Backlog::new(0).expect("backlog")).expect("listen");
+    let pending = UnixListener::from(fd);
+    let blocker = UnixStream::connect(&path).expect("the first client");
+    assert_eq!(
+        connect_nonblocking(&path),
+        Err(Errno::EAGAIN),
+        "a backlog of 0 has room for a second client"
+    );
+    fs::rename(&path, ctrl.join("pending.kvmd")).expect("move in");
+
+    // Others are served meanwhile.
+    s.witness();
+
+    let refused_line = s.once("refused: not monitored");
+    let pending_line = s.once("pending: not monitored");
+    eprintln!("given up after {:?}", began.elapsed());
+    assert!(
+        refused_line.contains(
+            "WARNING refused: not monitored: cannot connect to its QMP socket: Connection refused"
+        ),
+        "{refused_line}"
+    );
+    assert!(
+        pending_line.contains(
+            "WARNING pending: not monitored: cannot connect to its QMP socket: Resource temporarily unavailable"
+        ),
+        "{pending_line}"
+    );
+    // Bounded: the back-off reaches 1 s, so about 35 tries in 30 s.
+    for name in ["refused", "pending"] {
+        let tries = s.daemon.count_log(&format!(" {name}: connect: "));
+        assert!((5..=60).contains(&tries), "{name}: {tries} tries");
+    }
+    // Nothing was decided for either.
+    assert!(s.world.shutdown_file("refused").exists());
+    assert!(s.world.shutdown_file("pending").exists());
+    let decided = s.daemon.count_log(" decided ");
+    assert_eq!(decided, s.witnesses, "only the witnesses were decided");
+    // The only client the full socket ever queued is the blocker.
+    pending.set_nonblocking(true).expect("nonblocking");
+    let (_first, _) = pending.accept().expect("the blocker's connection");
+    assert!(
+        matches!(pending.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "kvmd got through a full backlog"
+    );
+    drop(blocker);
+    s.check("19 connects that never succeed");
+
+    // The same name recreated, now listening: a new inotify event, a new
+    // start.
+    drop(refused);
+    fs::remove_file(ctrl.join("refused.kvmd")).expect("unlink");
+    let listener = s.socket("refused");
+    peer::serve(&listener, &[HOST_QUIT]);
+    let line = s.verdict("refused", false);
+    assert!(
+        line.contains("the host shut it down (host-qmp-quit)"),
+        "{line}"
+    );
+    s.check("19 the refused name recreated");
+}
+
+/// A non-blocking connect, as kvmd makes it.
+fn connect_nonblocking(path: &Path) -> Result<(), Errno> {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)
 }
