@@ -181,8 +181,72 @@ impl Daemon {
         self.child.id()
     }
 
+    /// The log so far. Lossy: a raw byte a hostile peer or name slipped
+    /// into a line must not hide the rest of the log from the test.
     pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Waits for the line with `needle` and asserts there is no second
+    /// one (call it once the case is over, so a repeat would be there).
+    pub fn assert_logged_once(&self, needle: &str) -> String {
+        let line = self.wait_log(needle, 1);
+        let count = self.count_log(needle);
+        assert_eq!(count, 1, "{count} lines with {needle:?}; the first: {line}");
+        line
+    }
+
+    /// Whether the process is still there (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait kvmd").is_none()
+    }
+
+    /// The process's open descriptors, as `/proc` shows them.
+    pub fn descriptors(&self) -> Vec<String> {
+        let dir = format!("/proc/{}/fd", self.pid());
+        let mut fds: Vec<String> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(Result::ok)
+            .map(|entry| {
+                let target = fs::read_link(entry.path()).unwrap_or_default();
+                format!(
+                    "{} -> {}",
+                    entry.file_name().to_string_lossy(),
+                    target.display()
+                )
+            })
+            .collect();
+        fds.sort();
+        fds
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`, such as `VmRSS` or `VmHWM`
+    /// (the peak resident set).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/<pid>/status"))
+    }
+
+    /// Whether the daemon sleeps in `epoll_wait`, i.e. has nothing to do.
+    /// `None` where the kernel does not say (`wchan` hidden).
+    pub fn is_idle(&self) -> Option<bool> {
+        let wchan = fs::read_to_string(format!("/proc/{}/wchan", self.pid())).ok()?;
+        match wchan.trim() {
+            "" | "0" => None,
+            wchan => Some(wchan.contains("epoll")),
+        }
     }
 
     /// The `count`-th log line containing `needle`, once it is there.

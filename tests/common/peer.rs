@@ -4,11 +4,11 @@
 //! garbage, floods, odd message shapes).
 //!
 //! Messages are kept without their line ending; [`Peer::send_line`] and
-//! [`transcript`] add QEMU's `\r\n`. Every blocking read of a peer has the
-//! suite's [`DEADLINE`](super::DEADLINE) as its timeout, so a daemon that
-//! stops talking fails the test instead of hanging it.
+//! [`transcript`] add QEMU's `\r\n`. Accepting and every blocking read of
+//! a peer have the suite's [`DEADLINE`](super::DEADLINE), so a daemon that
+//! never connects or stops talking fails the test instead of hanging it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
 
-use super::DEADLINE;
+use super::{DEADLINE, wait_until};
 
 /// QEMU 7.2's greeting, the first thing it sends on every connection.
 pub const GREETING: &str = "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}";
@@ -90,9 +90,16 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Waits for kvmd to connect to `listener`.
+    /// Waits (up to the deadline) for kvmd to connect to `listener`.
     pub fn accept(listener: &UnixListener) -> Peer {
-        let (stream, _) = listener.accept().expect("accept");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stream = wait_until("kvmd to connect", || match listener.accept() {
+            Ok((stream, _)) => Some(stream),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+            Err(e) => panic!("accept: {e}"),
+        });
+        listener.set_nonblocking(false).expect("blocking");
+        stream.set_nonblocking(false).expect("blocking");
         Peer::new(stream)
     }
 
