@@ -204,6 +204,9 @@ struct Monitor {
     /// Messages that could not be used; the first is logged as a warning,
     /// the rest at debug, and the count goes with the decision.
     problems: u32,
+    /// A socket of this name was created while this monitor lived: at its
+    /// end, whatever socket stands there is a new QEMU's.
+    renewed: bool,
 }
 
 enum Link {
@@ -539,24 +542,35 @@ impl Daemon {
         // a batch of QEMU exits needs no directory.
         let mut dir = None;
         for change in changes.drain(..) {
-            match change {
-                Change::Appeared(name) => {
-                    match dir.get_or_insert_with(|| self.watcher.open_ctrl_dir()) {
-                        Ok(dir) => {
-                            let dir = dir.as_fd();
-                            self.attach(dir, name);
-                        }
-                        Err(Unavailable::Error(e)) if out_of_descriptors(*e) => {
-                            let e = *e;
-                            self.short_of_descriptors(e);
-                            self.defer(name);
-                        }
-                        Err(_) => {} // gone or replaced: the next recap finds it
-                    }
-                }
+            let (name, created) = match change {
+                Change::Created(name) => (name, true),
+                Change::Appeared(name) => (name, false),
                 Change::Vanished(name) => {
                     self.ignored.remove(&name);
+                    continue;
                 }
+            };
+            if let Some(&key) = self.by_name.get(&name) {
+                debug!("{}: already monitored", label(&name));
+                // A new QEMU bound the name before the old one's hang-up
+                // was read; the hang-up picks it up, even if it got the old
+                // socket's inode number.
+                if let (true, Some(monitor)) = (created, self.monitors.get_mut(key)) {
+                    monitor.renewed = true;
+                }
+                continue;
+            }
+            match dir.get_or_insert_with(|| self.watcher.open_ctrl_dir()) {
+                Ok(dir) => {
+                    let dir = dir.as_fd();
+                    self.attach(dir, name);
+                }
+                Err(Unavailable::Error(e)) if out_of_descriptors(*e) => {
+                    let e = *e;
+                    self.short_of_descriptors(e);
+                    self.defer(name);
+                }
+                Err(_) => {} // gone or replaced: the next recap finds it
             }
         }
     }
@@ -646,6 +660,7 @@ impl Daemon {
             },
             evidence: Evidence::new(),
             problems: 0,
+            renewed: false,
         });
         if let Some(u) = self.unrecorded.remove(&name) {
             warn!(
@@ -868,7 +883,7 @@ impl Daemon {
         // Whatever an earlier run kept for this socket is stale now.
         self.state.remove(&monitor.socket_name);
         if let Some(dir) = dir {
-            self.attach_if_new(dir, monitor.socket_name, monitor.socket);
+            self.attach_successor(dir, monitor);
         }
     }
 
@@ -1006,7 +1021,7 @@ impl Daemon {
         // A new QEMU of the same name may have bound its socket before this
         // hang-up was seen; its creation was skipped as "already monitored".
         if let Some(dir) = &dir {
-            self.attach_if_new(dir.as_fd(), monitor.socket_name, monitor.socket);
+            self.attach_successor(dir.as_fd(), monitor);
         }
     }
 
@@ -1027,9 +1042,13 @@ impl Daemon {
         Some(monitor)
     }
 
-    fn attach_if_new(&mut self, dir: BorrowedFd<'_>, name: OsString, old: SocketId) {
-        if matches!(entry(dir, &name), Ok(Entry::Socket { id, .. }) if id != old) {
-            self.attach(dir, name);
+    /// Attaches the socket that took the name of `ended`, if one did: one
+    /// created while it lived, or one that is not its socket.
+    fn attach_successor(&mut self, dir: BorrowedFd<'_>, ended: Monitor) {
+        let renewed = ended.renewed
+            || matches!(entry(dir, &ended.socket_name), Ok(Entry::Socket { id, .. }) if id != ended.socket);
+        if renewed {
+            self.attach(dir, ended.socket_name);
         }
     }
 

@@ -52,9 +52,12 @@ pub fn instance_name(file_name: &OsStr) -> Option<&OsStr> {
 /// What the event loop needs to know of the control directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// An entry named `<instance>.kvmd` was created or moved in, or was
-    /// found there when the directory became watched.
+    /// An entry named `<instance>.kvmd` was found when the directory
+    /// became watched (or was scanned).
     Appeared(OsString),
+    /// One was created or moved in: a new socket, even when the file system
+    /// gives it the inode number of the one before (ext4 does).
+    Created(OsString),
     /// An entry named `<instance>.kvmd` was deleted or moved out.
     Vanished(OsString),
 }
@@ -349,7 +352,7 @@ impl Watcher {
                             .mask
                             .intersects(EventMask::CREATE | EventMask::MOVED_TO)
                         {
-                            out.push(Change::Appeared(name.to_owned()));
+                            out.push(Change::Created(name.to_owned()));
                         } else if event
                             .mask
                             .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
@@ -565,8 +568,14 @@ mod tests {
         pump_until(watcher, &format!("{want:?}"), |_, seen| seen.contains(want))
     }
 
+    /// Found by a recap.
     fn appeared(name: &str) -> Change {
         Change::Appeared(OsString::from(name))
+    }
+
+    /// Reported by an event.
+    fn created(name: &str) -> Change {
+        Change::Created(OsString::from(name))
     }
 
     #[test]

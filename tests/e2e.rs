@@ -382,3 +382,35 @@ fn eight_guests_at_once_with_mixed_outcomes() {
         assert_user_shutdown(&world, &daemon, name, user);
     }
 }
+
+/// A guest started again under the same name before the daemon has read
+/// the first one's hang-up: the new socket's creation is read first (as
+/// "already monitored"), and on ext4 it even gets the old socket's inode
+/// number. The hang-up must still pick the new QEMU up.
+#[test]
+fn a_guest_restarted_before_its_hang_up_is_read_is_monitored() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("again", &[program::POWER_OFF]);
+    let mut first = Guest::start(&qemu, &world.ctrl, "again", &image, Options::default());
+    daemon.wait_monitoring("again");
+    daemon.signal(Signal::SIGSTOP);
+    // inotify is ready before the hang-up, so the creation is read first.
+    fs::write(world.ctrl.join("noise"), b"").expect("write");
+    first.cont();
+    first.wait_exit();
+    let mut second = Guest::start(&qemu, &world.ctrl, "again", &image, Options::default());
+    let socket = world.ctrl.join("again.kvmd");
+    wait_until("the second QEMU to bind", || socket.exists().then_some(()));
+    daemon.signal(Signal::SIGCONT);
+    let line = daemon.wait_decision("again");
+    assert!(line.contains("decided user shutdown"), "{line}");
+    daemon.wait_log(" again: monitoring", 2);
+    fs::remove_file(world.shutdown_file("again")).expect("Ganeti clears it at start");
+    second.cont();
+    second.wait_exit();
+    let line = daemon.wait_log(" again: decided ", 2);
+    assert!(line.contains("decided user shutdown"), "{line}");
+    assert!(world.shutdown_file("again").is_file());
+}
