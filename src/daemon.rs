@@ -175,6 +175,8 @@ const MAX_RESCAN_DELAY: Duration = Duration::from_secs(5);
 
 /// A verdict whose shutdown file could not be written yet.
 struct Unrecorded {
+    /// The socket of the QEMU it is about.
+    socket: SocketId,
     label: String,
     file: OsString,
     verdict: Verdict,
@@ -183,6 +185,24 @@ struct Unrecorded {
     attempts: u32,
     /// When to try again.
     at: Instant,
+    /// The control directory is away: tried again when it is watched, not
+    /// on a timer.
+    waits_for_dir: bool,
+}
+
+/// Whether trying again may succeed once something passing is over (room
+/// on the disk, a read-write remount, descriptors). The rest needs a hand.
+fn mendable(e: Errno) -> bool {
+    !matches!(
+        e,
+        Errno::ENOTEMPTY
+            | Errno::EEXIST
+            | Errno::ENOTDIR
+            | Errno::EISDIR
+            | Errno::ELOOP
+            | Errno::ENAMETOOLONG
+            | Errno::EINVAL
+    )
 }
 
 /// How long an unrecorded verdict waits before it is tried again: soon at
@@ -388,6 +408,9 @@ pub struct Daemon {
     shortage: bool,
     /// Verdicts not written yet, by socket name.
     unrecorded: HashMap<OsString, Unrecorded>,
+    /// Sockets given up on (nobody listened), so a recap does not retry
+    /// the very same socket file; a creation under the name clears it.
+    given_up: HashMap<OsString, SocketId>,
     /// When to crawl again while the watcher is stalled (no event would
     /// tell of a change), and how many such crawls in a row.
     rescan_at: Option<Instant>,
@@ -438,6 +461,7 @@ impl Daemon {
             starved: 0,
             shortage: false,
             unrecorded: HashMap::new(),
+            given_up: HashMap::new(),
             rescan_at: None,
             rescans: 0,
         })
@@ -504,8 +528,11 @@ impl Daemon {
             return Some(Duration::ZERO);
         }
         let mut next = earliest(self.deferred_at, self.rescan_at);
+        let watching = self.watcher.is_watching();
         for u in self.unrecorded.values() {
-            next = earliest(next, Some(u.at));
+            if watching || !u.waits_for_dir {
+                next = earliest(next, Some(u.at));
+            }
         }
         while let Some(&Reverse((at, key))) = self.retries.peek() {
             if self.is_waiting(key, at) {
@@ -547,9 +574,16 @@ impl Daemon {
                 Change::Appeared(name) => (name, false),
                 Change::Vanished(name) => {
                     self.ignored.remove(&name);
+                    self.given_up.remove(&name);
                     continue;
                 }
             };
+            if created {
+                // A new entry: whatever was known of the name is old news.
+                self.ignored.remove(&name);
+                self.given_up.remove(&name);
+                self.moot(&name);
+            }
             if let Some(&key) = self.by_name.get(&name) {
                 debug!("{}: already monitored", label(&name));
                 // A new QEMU bound the name before the old one's hang-up
@@ -636,6 +670,10 @@ impl Daemon {
                 return;
             }
         };
+        if self.given_up.get(&name) == Some(&socket) {
+            debug!("{}: given up on this socket already", label(&name));
+            return;
+        }
         if shutdown_file::file_for(&name).is_none() {
             if self.ignored.insert(name.clone(), socket) != Some(socket) {
                 warn!(
@@ -662,18 +700,12 @@ impl Daemon {
             problems: 0,
             renewed: false,
         });
-        if let Some(u) = self.unrecorded.remove(&name) {
-            warn!(
-                "{}: a new QEMU started before {} could be {}; that verdict ({}) is moot now",
-                u.label,
-                u.file.as_bytes().escape_ascii(),
-                if u.verdict.user_shutdown {
-                    "created"
-                } else {
-                    "removed"
-                },
-                u.verdict
-            );
+        if self
+            .unrecorded
+            .get(&name)
+            .is_some_and(|u| u.socket != socket)
+        {
+            self.moot(&name);
         }
         self.by_name.insert(name, key);
         self.connect(dir, key);
@@ -694,8 +726,13 @@ impl Daemon {
                 self.wait_for_descriptor(key, e);
                 return;
             }
-            _ => {
+            Ok(_) | Err(Errno::ENOENT | Errno::ELOOP) => {
                 self.give_up(Some(dir), key, "its socket went away before QEMU listened");
+                return;
+            }
+            Err(e) => {
+                let why = format!("cannot open its socket: {e}");
+                self.give_up(Some(dir), key, &why);
                 return;
             }
         };
@@ -882,6 +919,10 @@ impl Daemon {
         warn!("{}: not monitored: {why}", monitor.label);
         // Whatever an earlier run kept for this socket is stale now.
         self.state.remove(&monitor.socket_name);
+        // A rescan finds this very socket again; only a new one (created,
+        // or another inode) is tried.
+        self.given_up
+            .insert(monitor.socket_name.clone(), monitor.socket);
         if let Some(dir) = dir {
             self.attach_successor(dir, monitor);
         }
@@ -997,22 +1038,25 @@ impl Daemon {
         }
         let verdict = decision::decide(&monitor.evidence);
         // The connection's own descriptor was closed just before: one is
-        // free for the directory even in a shortage.
-        let dir = self.watcher.open_ctrl_dir().ok();
+        // free for the directory even in a shortage (a successor's connect
+        // needs two more, and waits for them if need be).
+        let dir = self.watcher.open_ctrl_dir();
         if let Some(file) = shutdown_file::file_for(&monitor.socket_name) {
             let bad = match monitor.problems {
                 0 => String::new(),
                 n => format!("; {n} unusable messages"),
             };
             let unrecorded = Unrecorded {
+                socket: monitor.socket,
                 label: monitor.label.clone(),
                 file,
                 verdict,
                 grounds: format!("{}{bad}", monitor.evidence),
                 attempts: 0,
                 at: Instant::now(),
+                waits_for_dir: false,
             };
-            let dir = dir.as_ref().map(|dir| dir.as_fd());
+            let dir = dir.as_ref().map(|dir| dir.as_fd()).map_err(|e| *e);
             self.record(dir, monitor.socket_name.clone(), unrecorded);
         }
         if monitor.saved != Carried::default() {
@@ -1020,7 +1064,7 @@ impl Daemon {
         }
         // A new QEMU of the same name may have bound its socket before this
         // hang-up was seen; its creation was skipped as "already monitored".
-        if let Some(dir) = &dir {
+        if let Ok(dir) = &dir {
             self.attach_successor(dir.as_fd(), monitor);
         }
     }
@@ -1053,18 +1097,47 @@ impl Daemon {
     }
 
     /// Writes a verdict into the control directory. What cannot be written
-    /// (disk full, a read-only file system, the directory away) is logged
-    /// once and tried again, backing off, until it is written or a new QEMU
-    /// of that name makes it moot: a verdict is never dropped unsaid.
-    fn record(&mut self, dir: Option<BorrowedFd<'_>>, socket_name: OsString, mut u: Unrecorded) {
+    /// for a passing reason (disk full, a read-only file system, the
+    /// directory away) is logged once and tried again, backing off, until
+    /// it is written or a new QEMU of that name makes it moot: a verdict is
+    /// never dropped unsaid. What a retry cannot mend (a non-empty
+    /// directory in the file's place, say) is logged and left to an
+    /// operator.
+    fn record(
+        &mut self,
+        dir: Result<BorrowedFd<'_>, Unavailable>,
+        socket_name: OsString,
+        mut u: Unrecorded,
+    ) {
         let shown = u.file.as_bytes().escape_ascii();
         let user = u.verdict.user_shutdown;
-        let done = match dir {
-            Some(dir) => shutdown_file::record(dir, &u.file, user).map_err(|e| e.to_string()),
-            None => Err(format!(
-                "{} is gone",
-                self.watcher.ctrl_dir_path().display()
-            )),
+        let ctrl_dir = self.watcher.ctrl_dir_path().display();
+        let (why, again) = match dir {
+            Ok(dir) => match shutdown_file::record(dir, &u.file, user) {
+                Ok(outcome) => {
+                    let Unrecorded {
+                        label,
+                        verdict,
+                        grounds,
+                        attempts,
+                        ..
+                    } = &u;
+                    match attempts {
+                        0 => info!("{label}: decided {verdict} [{grounds}]; {shown}: {outcome}"),
+                        n => info!(
+                            "{label}: {shown}: {outcome} at last, after {} tries (decided {verdict})",
+                            n + 1
+                        ),
+                    }
+                    return;
+                }
+                Err(e) => (e.to_string(), mendable(e)),
+            },
+            Err(Unavailable::NotWatched) => {
+                u.waits_for_dir = true;
+                (format!("{ctrl_dir} is away"), true)
+            }
+            Err(Unavailable::Error(e)) => (format!("cannot open {ctrl_dir}: {e}"), true),
         };
         let Unrecorded {
             label,
@@ -1073,49 +1146,78 @@ impl Daemon {
             attempts,
             ..
         } = &u;
-        match done {
-            Ok(outcome) if *attempts == 0 => {
-                info!("{label}: decided {verdict} [{grounds}]; {shown}: {outcome}")
-            }
-            Ok(outcome) => info!(
-                "{label}: {shown}: {outcome} at last, after {} tries (decided {verdict})",
-                attempts + 1
-            ),
-            Err(why) => {
-                let doing = if user { "create" } else { "remove" };
-                if *attempts == 0 {
-                    error!(
-                        "{label}: decided {verdict} [{grounds}], but cannot {doing} {shown}: \
-                         {why}; trying again until it can"
-                    );
-                } else {
-                    debug!("{label}: still cannot {doing} {shown}: {why}");
-                }
-                let delay = backoff(FIRST_RECORD_RETRY, MAX_RECORD_RETRY, u.attempts);
-                u.attempts += 1;
-                u.at = Instant::now() + delay;
-                self.unrecorded.insert(socket_name, u);
-            }
+        let doing = if user { "create" } else { "remove" };
+        let then = if again {
+            "trying again until it can"
+        } else {
+            "not retried: that needs an operator"
+        };
+        if *attempts == 0 {
+            error!(
+                "{label}: decided {verdict} [{grounds}], but cannot {doing} {shown}: {why}; {then}"
+            );
+        } else if again {
+            debug!("{label}: still cannot {doing} {shown}: {why}");
+        } else {
+            error!("{label}: cannot {doing} {shown}: {why}; {then}");
+        }
+        if again {
+            let delay = backoff(FIRST_RECORD_RETRY, MAX_RECORD_RETRY, u.attempts);
+            u.attempts += 1;
+            u.at = Instant::now() + delay;
+            self.unrecorded.insert(socket_name, u);
         }
     }
 
-    /// Tries again the verdicts whose time has come.
+    /// Tries again the verdicts whose time has come (those waiting for the
+    /// control directory, once it is watched again).
     fn record_due(&mut self) {
         let now = Instant::now();
+        let watching = self.watcher.is_watching();
         let due: Vec<OsString> = self
             .unrecorded
             .iter()
-            .filter(|(_, u)| u.at <= now)
+            .filter(|(_, u)| u.at <= now && (watching || !u.waits_for_dir))
             .map(|(name, _)| name.clone())
             .collect();
         if due.is_empty() {
             return;
         }
-        let dir = self.watcher.open_ctrl_dir().ok();
+        let dir = self.watcher.open_ctrl_dir();
         for name in due {
-            if let Some(u) = self.unrecorded.remove(&name) {
-                self.record(dir.as_ref().map(|dir| dir.as_fd()), name, u);
+            // A new QEMU's socket under the name (one not seen created yet,
+            // while a stalled watcher rescans) makes the verdict moot.
+            if let Ok(dir) = &dir {
+                let socket = self.unrecorded.get(&name).map(|u| u.socket);
+                if matches!(entry(dir.as_fd(), &name), Ok(Entry::Socket { id, .. }) if Some(id) != socket)
+                {
+                    self.moot(&name);
+                    continue;
+                }
             }
+            if let Some(mut u) = self.unrecorded.remove(&name) {
+                u.waits_for_dir = false;
+                let dir = dir.as_ref().map(|dir| dir.as_fd()).map_err(|e| *e);
+                self.record(dir, name, u);
+            }
+        }
+    }
+
+    /// Drops the unwritten verdict for `name`: a new QEMU of that name
+    /// started, and the old verdict would mislead about it.
+    fn moot(&mut self, name: &OsStr) {
+        if let Some(u) = self.unrecorded.remove(name) {
+            warn!(
+                "{}: a new QEMU started before {} could be {}; that verdict ({}) is moot now",
+                u.label,
+                u.file.as_bytes().escape_ascii(),
+                if u.verdict.user_shutdown {
+                    "created"
+                } else {
+                    "removed"
+                },
+                u.verdict
+            );
         }
     }
 

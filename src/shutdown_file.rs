@@ -103,7 +103,13 @@ fn remove(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Outcome, Errno> {
         // Ganeti's existence test would read a directory as "user shut it
         // down". An empty one holds nothing and goes; anything in one is
         // someone's, and stays (an error the caller retries and logs).
-        Err(Errno::EISDIR | Errno::EPERM) => {
+        Err(e @ (Errno::EISDIR | Errno::EPERM)) => {
+            // EPERM is also an immutable file's answer: report that, not
+            // what rmdir would say of a non-directory.
+            let kind = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?.st_mode;
+            if SFlag::from_bits_truncate(kind) & SFlag::S_IFMT != SFlag::S_IFDIR {
+                return Err(e);
+            }
             unlinkat(dir, name, UnlinkatFlags::RemoveDir).map(|()| Outcome::RemovedDirectory)
         }
         Err(e) => Err(e),

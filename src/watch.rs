@@ -127,8 +127,8 @@ pub struct Watcher {
     ctrl_dir: PathBuf,
     buffer: Box<[u8]>,
     watches: HashMap<WatchDescriptor, Watched>,
-    /// The watched control directory's identity, while it is watched (or,
-    /// when stalled, scanned).
+    /// The control directory's identity, while it is watched (or, when
+    /// stalled, scanned without a watch: it is still the one to act in).
     ctrl_dir_id: Option<DirId>,
     /// The last crawl could not add a watch it needed (the inotify watch
     /// limit, say): nothing may tell of changes, so the caller crawls again
@@ -136,6 +136,9 @@ pub struct Watcher {
     stalled: bool,
     /// A stall was logged and its end was not yet.
     stall_reported: bool,
+    /// A bare `.kvmd` was reported, and has not gone since: a recap does
+    /// not report it again.
+    nameless_reported: bool,
 }
 
 /// What adding one watch came to.
@@ -183,6 +186,7 @@ impl Watcher {
             ctrl_dir_id: None,
             stalled: false,
             stall_reported: false,
+            nameless_reported: false,
         })
     }
 
@@ -210,7 +214,8 @@ impl Watcher {
         }
     }
 
-    /// Whether the control directory is watched.
+    /// Whether the control directory was reached: watched, or (stalled)
+    /// at least scanned.
     pub fn is_watching(&self) -> bool {
         self.ctrl_dir_id.is_some()
     }
@@ -233,7 +238,7 @@ impl Watcher {
         if !self.stalled && self.stall_reported {
             self.stall_reported = false;
             info!(
-                "inotify watches can be added again; {} is followed by events again",
+                "{} can be watched again; followed by events, no more rescans",
                 self.ctrl_dir.display()
             );
         }
@@ -281,6 +286,10 @@ impl Watcher {
                 child.is_dir()
             };
             if !found {
+                if self.stalled {
+                    // Said already, once: a stall's rescans stay quiet.
+                    return;
+                }
                 info!(
                     "waiting for {} to appear (watching {})",
                     self.ctrl_dir.display(),
@@ -360,13 +369,14 @@ impl Watcher {
                             out.push(Change::Vanished(name.to_owned()));
                         }
                     }
-                    Role::CtrlDir
-                        if name.as_bytes() == SOCKET_SUFFIX
-                            && event
-                                .mask
-                                .intersects(EventMask::CREATE | EventMask::MOVED_TO) =>
-                    {
-                        warn_nameless();
+                    Role::CtrlDir if name.as_bytes() == SOCKET_SUFFIX => {
+                        let created = event
+                            .mask
+                            .intersects(EventMask::CREATE | EventMask::MOVED_TO);
+                        self.nameless_reported = created;
+                        if created {
+                            warn_nameless();
+                        }
                     }
                     Role::Gate { next } if name == next && event.mask.intersects(ENTRY_EVENTS) => {
                         crawl_again = true;
@@ -404,7 +414,7 @@ impl Watcher {
     fn stall(&mut self, path: &Path, e: &io::Error) {
         self.stalled = true;
         if self.stall_reported {
-            debug!("still cannot watch {}: {e}", path.display());
+            debug!("still cannot watch or open {}: {e}", path.display());
             return;
         }
         self.stall_reported = true;
@@ -414,7 +424,7 @@ impl Watcher {
             ""
         };
         warn!(
-            "cannot watch {}: {e}{hint}; rescanning {} now and then until it can",
+            "cannot watch or open {}: {e}{hint}; rescanning {} now and then until it can",
             path.display(),
             self.ctrl_dir.display()
         );
@@ -471,7 +481,7 @@ impl Watcher {
     }
 
     /// Reports every `*.kvmd` entry of the control directory as appeared.
-    fn recap(&self, dir: OwnedFd, out: &mut Vec<Change>) {
+    fn recap(&mut self, dir: OwnedFd, out: &mut Vec<Change>) {
         let mut entries = match Dir::from_fd(dir) {
             Ok(entries) => entries,
             Err(e) => {
@@ -485,7 +495,8 @@ impl Watcher {
                     let name = OsStr::from_bytes(entry.file_name().to_bytes());
                     if instance_name(name).is_some() {
                         out.push(Change::Appeared(name.to_owned()));
-                    } else if name.as_bytes() == SOCKET_SUFFIX {
+                    } else if name.as_bytes() == SOCKET_SUFFIX && !self.nameless_reported {
+                        self.nameless_reported = true;
                         warn_nameless();
                     }
                 }

@@ -251,9 +251,15 @@ fn the_inotify_watch_limit_is_survived_by_rescanning() {
     let depth = world.ctrl.components().count() as u32;
     let wrapper = in_user_namespace_with_watch_limit(depth - 1);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let daemon = Daemon::start_wrapped(&world.ctrl, world.tmp.path(), &wrapper, &[]);
+    let daemon = Daemon::start_wrapped(&world.ctrl, world.tmp.path(), &wrapper, &["-d"]);
     let line = daemon.wait_log("the inotify watch limit", 1);
     assert!(line.contains("rescanning"), "{line}");
+    // Rescans stay quiet: what each finds again is not logged again.
+    fs::write(world.ctrl.join(".kvmd"), b"").expect("a bare .kvmd");
+    daemon.wait_log("still cannot watch or open", 3);
+    let log = daemon.log_text();
+    assert_eq!(log.matches("has no instance name").count(), 1, "{log}");
+    assert!(!log.contains("waiting for"), "{log}");
 
     // No event will tell of this socket; a rescan finds it.
     let image = world.image("unwatched", &[program::POWER_OFF]);
@@ -268,7 +274,7 @@ fn the_inotify_watch_limit_is_survived_by_rescanning() {
     let target = daemon.pid().to_string();
     let args = ["--user", "--target", &target, "sh", "-c", raise];
     run("nsenter", &args.map(OsStr::new));
-    daemon.wait_log("inotify watches can be added again", 1);
+    daemon.wait_log("can be watched again; followed by events", 1);
     let image = world.image("watched", &[program::POWER_OFF]);
     let mut guest = Guest::start(&qemu, &world.ctrl, "watched", &image, Options::default());
     daemon.wait_monitoring("watched");
@@ -423,4 +429,41 @@ fn a_control_dir_replaced_by_a_symlink_is_not_followed() {
     // Nothing was done through the symlink.
     assert!(elsewhere.join("outside.shutdown").exists());
     assert!(!daemon.log_text().contains(" outside:"));
+}
+
+/// A verdict the disk refused stays pending when a rescan finds the very
+/// socket it was about (a QEMU killed with SIGKILL leaves its socket file):
+/// only a new QEMU makes it moot.
+#[test]
+fn a_pending_verdict_survives_rescans_of_its_leftover_socket() {
+    let Some(qemu) = qemu() else { return };
+    if !root() {
+        return;
+    }
+    let (world, fs, ctrl) = world_on_tmpfs("size=1m");
+    fs::write(ctrl.join("kept.shutdown"), b"").expect("plant stale file");
+    // Short of watches, the daemon rescans (and recaps) every few seconds.
+    let depth = ctrl.components().count() as u32;
+    let wrapper = in_user_namespace_with_watch_limit(depth - 1);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let mut args = state_dir_args(&world);
+    args.push("-d".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_wrapped(&ctrl, world.tmp.path(), &wrapper, &args);
+    let image = world.image("kept", &[program::HALT]);
+    let mut guest = Guest::start(&qemu, &ctrl, "kept", &image, Options::default());
+    daemon.wait_monitoring("kept");
+    fs.remount("ro");
+    guest.signal(Signal::SIGKILL);
+    let line = daemon.wait_log(" kept: decided not a user shutdown", 1);
+    assert!(
+        line.contains("cannot remove kept.shutdown: EROFS"),
+        "{line}"
+    );
+    // A rescan found the leftover socket again and tried it.
+    daemon.wait_log(" kept: connect: Connection refused", 1);
+    fs.remount("rw");
+    daemon.wait_log(" kept: kept.shutdown: removed at last", 1);
+    assert!(!ctrl.join("kept.shutdown").exists());
+    assert!(!daemon.log_text().contains("moot"));
 }
