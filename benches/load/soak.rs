@@ -440,6 +440,8 @@ struct Life {
     name: String,
     /// A name used once (not from the pool).
     new_name: bool,
+    /// Made at once after a QEMU of the same name exited.
+    recreated: bool,
     scenario: Scenario,
     hostile: Hostile,
     steps: Vec<Step>,
@@ -860,6 +862,7 @@ impl Soak {
             slot,
             name,
             new_name,
+            recreated,
             scenario,
             hostile,
             steps,
@@ -942,10 +945,15 @@ impl Soak {
             Fate::NeverAttached => {
                 self.stats.never_attached += 1;
                 self.stats.example(format!(
-                    "{} (#{}, hostile: {}) never negotiated in {ATTACH_LIMIT:?}; {} clients, {}",
+                    "{} (#{}, hostile: {}{}) never negotiated in {ATTACH_LIMIT:?}; {} clients, {}",
                     life.name,
                     life.id,
                     life.hostile.name(),
+                    if life.recreated {
+                        ", made at once after a QEMU of the name exited"
+                    } else {
+                        ""
+                    },
                     clients,
                     if life.early.is_some() {
                         "never listened"
