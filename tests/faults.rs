@@ -230,13 +230,17 @@ fn hostile_names_are_decided_under_their_exact_names() {
     drop(unrecordable);
 }
 
-/// `unshare` wrapper: kvmd in a user namespace (root there, so it trusts
-/// root's sockets) whose inotify watch limit is `limit`.
-fn in_user_namespace_with_watch_limit(limit: u32) -> Vec<String> {
+/// kvmd (with `-d` and `extra`) in a user namespace, root there so it
+/// trusts root's sockets, whose inotify watch limit is one watch short of
+/// one per directory from / down to `ctrl`: the control directory itself
+/// stays unwatched.
+fn start_short_of_watches(ctrl: &Path, world: &World, extra: &[String]) -> Daemon {
+    let limit = ctrl.components().count() - 1;
     let script = format!("echo {limit} > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"");
-    ["unshare", "--user", "--map-root-user", "sh", "-c", &script]
-        .map(str::to_owned)
-        .to_vec()
+    let wrapper = ["unshare", "--user", "--map-root-user", "sh", "-c", &script];
+    let mut args = vec!["-d"];
+    args.extend(extra.iter().map(String::as_str));
+    Daemon::start_wrapped(ctrl, world.tmp.path(), &wrapper, &args)
 }
 
 #[test]
@@ -246,12 +250,7 @@ fn the_inotify_watch_limit_is_survived_by_rescanning() {
         return;
     }
     let world = World::new();
-    // One watch per directory from / down to the control directory: one
-    // fewer than that leaves the control directory itself unwatched.
-    let depth = world.ctrl.components().count() as u32;
-    let wrapper = in_user_namespace_with_watch_limit(depth - 1);
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let daemon = Daemon::start_wrapped(&world.ctrl, world.tmp.path(), &wrapper, &["-d"]);
+    let daemon = start_short_of_watches(&world.ctrl, &world, &[]);
     let line = daemon.wait_log("the inotify watch limit", 1);
     assert!(line.contains("rescanning"), "{line}");
     // Rescans stay quiet: what each finds again is not logged again.
@@ -443,13 +442,7 @@ fn a_pending_verdict_survives_rescans_of_its_leftover_socket() {
     let (world, fs, ctrl) = world_on_tmpfs("size=1m");
     fs::write(ctrl.join("kept.shutdown"), b"").expect("plant stale file");
     // Short of watches, the daemon rescans (and recaps) every few seconds.
-    let depth = ctrl.components().count() as u32;
-    let wrapper = in_user_namespace_with_watch_limit(depth - 1);
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let mut args = state_dir_args(&world);
-    args.push("-d".into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let daemon = Daemon::start_wrapped(&ctrl, world.tmp.path(), &wrapper, &args);
+    let daemon = start_short_of_watches(&ctrl, &world, &state_dir_args(&world));
     let image = world.image("kept", &[program::HALT]);
     let mut guest = Guest::start(&qemu, &ctrl, "kept", &image, Options::default());
     daemon.wait_monitoring("kept");
