@@ -227,6 +227,9 @@ struct Monitor {
     /// A socket of this name was created while this monitor lived: at its
     /// end, whatever socket stands there is a new QEMU's.
     renewed: bool,
+    /// Attached at an old monitor's hang-up, before inotify told of this
+    /// socket's creation: that event is still to come, and is not news.
+    creation_pending: bool,
 }
 
 enum Link {
@@ -588,9 +591,14 @@ impl Daemon {
                 debug!("{}: already monitored", label(&name));
                 // A new QEMU bound the name before the old one's hang-up
                 // was read; the hang-up picks it up, even if it got the old
-                // socket's inode number.
+                // socket's inode number. Unless this is the creation of the
+                // monitor's own socket, read after it was attached.
                 if let (true, Some(monitor)) = (created, self.monitors.get_mut(key)) {
-                    monitor.renewed = true;
+                    if monitor.creation_pending {
+                        monitor.creation_pending = false;
+                    } else {
+                        monitor.renewed = true;
+                    }
                 }
                 continue;
             }
@@ -699,6 +707,7 @@ impl Daemon {
             evidence: Evidence::new(),
             problems: 0,
             renewed: false,
+            creation_pending: false,
         });
         if self
             .unrecorded
@@ -1092,7 +1101,17 @@ impl Daemon {
         let renewed = ended.renewed
             || matches!(entry(dir, &ended.socket_name), Ok(Entry::Socket { id, .. }) if id != ended.socket);
         if renewed {
+            let name = ended.socket_name.clone();
             self.attach(dir, ended.socket_name);
+            // Unless a creation under the name was read already (and made
+            // the old one renewed), the new socket's is still queued.
+            if let Some(monitor) = self
+                .by_name
+                .get(&name)
+                .and_then(|&k| self.monitors.get_mut(k))
+            {
+                monitor.creation_pending = !ended.renewed;
+            }
         }
     }
 
