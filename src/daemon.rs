@@ -605,7 +605,7 @@ impl Daemon {
             match dir.get_or_insert_with(|| self.watcher.open_ctrl_dir()) {
                 Ok(dir) => {
                     let dir = dir.as_fd();
-                    self.attach(dir, name);
+                    self.attach(dir, name, false);
                 }
                 Err(Unavailable::Error(e)) if out_of_descriptors(*e) => {
                     let e = *e;
@@ -640,8 +640,9 @@ impl Daemon {
     }
 
     /// Starts monitoring `name` unless it is monitored already or is no
-    /// socket.
-    fn attach(&mut self, dir: BorrowedFd<'_>, name: OsString) {
+    /// socket. `creation_pending`: inotify has yet to tell of this
+    /// socket's creation (see [`Monitor::creation_pending`]).
+    fn attach(&mut self, dir: BorrowedFd<'_>, name: OsString, creation_pending: bool) {
         if self.by_name.contains_key(&name) {
             debug!("{}: already monitored", label(&name));
             return;
@@ -707,7 +708,7 @@ impl Daemon {
             evidence: Evidence::new(),
             problems: 0,
             renewed: false,
-            creation_pending: false,
+            creation_pending,
         });
         if self
             .unrecorded
@@ -881,7 +882,7 @@ impl Daemon {
         match self.watcher.open_ctrl_dir() {
             Ok(dir) => {
                 for name in names {
-                    self.attach(dir.as_fd(), name);
+                    self.attach(dir.as_fd(), name, false);
                 }
             }
             Err(Unavailable::Error(e)) if out_of_descriptors(e) => {
@@ -1101,17 +1102,9 @@ impl Daemon {
         let renewed = ended.renewed
             || matches!(entry(dir, &ended.socket_name), Ok(Entry::Socket { id, .. }) if id != ended.socket);
         if renewed {
-            let name = ended.socket_name.clone();
-            self.attach(dir, ended.socket_name);
             // Unless a creation under the name was read already (and made
             // the old one renewed), the new socket's is still queued.
-            if let Some(monitor) = self
-                .by_name
-                .get(&name)
-                .and_then(|&k| self.monitors.get_mut(k))
-            {
-                monitor.creation_pending = !ended.renewed;
-            }
+            self.attach(dir, ended.socket_name, !ended.renewed);
         }
     }
 
@@ -1134,15 +1127,12 @@ impl Daemon {
         let (why, again) = match dir {
             Ok(dir) => match shutdown_file::record(dir, &u.file, user) {
                 Ok(outcome) => {
-                    let Unrecorded {
-                        label,
-                        verdict,
-                        grounds,
-                        attempts,
-                        ..
-                    } = &u;
-                    match attempts {
-                        0 => info!("{label}: decided {verdict} [{grounds}]; {shown}: {outcome}"),
+                    let Unrecorded { label, verdict, .. } = &u;
+                    match u.attempts {
+                        0 => info!(
+                            "{label}: decided {verdict} [{}]; {shown}: {outcome}",
+                            u.grounds
+                        ),
                         n => info!(
                             "{label}: {shown}: {outcome} at last, after {} tries (decided {verdict})",
                             n + 1
