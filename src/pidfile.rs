@@ -69,7 +69,8 @@ impl std::error::Error for PidFileError {
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
-    file: Flock<File>,
+    /// Never read: holding it holds the lock, until the drop.
+    _lock: Flock<File>,
 }
 
 impl PidFile {
@@ -128,15 +129,8 @@ impl PidFile {
         writeln!(file, "{}", std::process::id()).map_err(write_error)?;
         Ok(PidFile {
             path: path.to_owned(),
-            file,
+            _lock: file,
         })
-    }
-
-    /// Writes the current pid again (after daemonizing changed it).
-    pub fn rewrite(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.rewind()?;
-        writeln!(self.file, "{}", std::process::id())
     }
 }
 
