@@ -20,8 +20,11 @@
 //! `Output::Event` goes into one `Evidence`, and `decide` reads it at EOF.
 
 use kvmd::decision::{Evidence, Verdict, decide};
-use kvmd::qmp::{Command, Connection, Event, MAX_LINE, Output, Problem, Reason, RunState, Version};
+use kvmd::qmp::{Command, Event, MAX_LINE, Output, Problem, Reason, RunState, Version};
 use proptest::prelude::*;
+
+#[path = "common/feed.rs"]
+mod feed;
 
 // ---------------------------------------------------------------------------
 // Driving a connection
@@ -78,42 +81,18 @@ impl Run {
 
 /// Feeds `stream` in chunks whose sizes cycle through `sizes` (all of it
 /// at once when `sizes` is empty), then hangs up, as the daemon does.
-/// Checks the memory bound after every chunk and the state after EOF.
+/// Checks the memory bound after every chunk and the state after EOF
+/// (see [`feed::feed_in_reads`]).
 fn run(stream: &[u8], sizes: &[usize]) -> Run {
-    let mut conn = Connection::new();
     let mut seen = Vec::new();
     let mut evidence = Evidence::new();
-    let mut sink = |out: Output<'_>| {
-        // Also render every output, as the daemon's log lines do: Display
-        // must not panic on whatever the peer sent either.
-        let _ = match &out {
-            Output::Problem(p) => p.to_string(),
-            _ => String::new(),
-        };
+    feed::feed_in_reads(stream, sizes, &mut |out: Output<'_>| {
         let out = own(out);
         if let Seen::Event(e) = out {
             evidence.record(e);
         }
         seen.push(out);
-    };
-    let mut rest = stream;
-    let mut sizes = sizes.iter().copied().cycle();
-    while !rest.is_empty() {
-        let n = sizes.next().unwrap_or(rest.len()).clamp(1, rest.len());
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        conn.handle_bytes(chunk, &mut sink);
-        assert!(
-            conn.buffered() <= MAX_LINE,
-            "buffered {} > MAX_LINE after a chunk of {n}",
-            conn.buffered()
-        );
-    }
-    if stream.ends_with(b"\n") {
-        assert_eq!(conn.buffered(), 0, "a complete line stayed buffered");
-    }
-    conn.handle_eof(&mut sink);
-    assert_eq!(conn.buffered(), 0, "bytes left buffered after EOF");
+    });
     Run { seen, evidence }
 }
 

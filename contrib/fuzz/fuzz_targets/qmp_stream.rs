@@ -7,14 +7,19 @@
 //!
 //! Checked: no panic (release builds abort on one, taking every guest's
 //! monitor down), at most `MAX_LINE` bytes held after every read, nothing
-//! held after EOF, and the same events, evidence and verdict whichever way
-//! the stream was cut. Every problem is rendered as the daemon logs it.
+//! held once a stream that ends in a newline is in nor after EOF, and the
+//! same events, evidence and verdict whichever way the stream was cut.
+//! Every problem is rendered as the daemon logs it. The feeding and its
+//! checks are `tests/common/feed.rs`, shared with `tests/qmp_properties.rs`.
 
 #![no_main]
 
 use kvmd::decision::{Evidence, Verdict, decide};
-use kvmd::qmp::{Connection, Event, MAX_LINE, Output};
+use kvmd::qmp::{Event, Output};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../../../tests/common/feed.rs"]
+mod feed;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&head, rest)) = data.split_first() else {
@@ -32,34 +37,14 @@ fuzz_target!(|data: &[u8]| {
 /// Feeds `stream` in reads of `sizes` (cycled; all at once if empty), then
 /// hangs up; returns the events, the evidence and the verdict.
 fn feed(stream: &[u8], sizes: &[usize]) -> (Vec<Event>, Evidence, Verdict) {
-    let mut conn = Connection::new();
     let mut events = Vec::new();
     let mut evidence = Evidence::new();
-    let mut sink = |out: Output<'_>| match out {
-        Output::Event(event) => {
+    feed::feed_in_reads(stream, sizes, &mut |out: Output<'_>| {
+        if let Output::Event(event) = out {
             events.push(event);
             evidence.record(event);
         }
-        Output::Problem(problem) => {
-            let _ = problem.to_string();
-        }
-        _ => {}
-    };
-    let mut rest = stream;
-    let mut sizes = sizes.iter().copied().cycle();
-    while !rest.is_empty() {
-        let size = sizes.next().unwrap_or(rest.len()).min(rest.len());
-        let (read, tail) = rest.split_at(size);
-        rest = tail;
-        conn.handle_bytes(read, &mut sink);
-        assert!(
-            conn.buffered() <= MAX_LINE,
-            "{} bytes held",
-            conn.buffered()
-        );
-    }
-    conn.handle_eof(&mut sink);
-    assert_eq!(conn.buffered(), 0, "bytes held after EOF");
+    });
     let verdict = decide(&evidence);
     let _ = format!("{verdict} [{evidence}]");
     (events, evidence, verdict)
