@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
+#[path = "../tests/common/bound.rs"]
+mod bound;
 #[path = "load/soak.rs"]
 mod soak;
 
@@ -341,16 +343,7 @@ impl Fleet {
     /// appears, the daemon hears of it) a moment before it listens.
     /// [`Fleet::listen_late`] finishes the job.
     fn bind_late(&mut self, name: String) -> (usize, std::os::fd::OwnedFd, Instant) {
-        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
-        let path = self.path(&name);
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .expect("socket");
-        bind(fd.as_raw_fd(), &UnixAddr::new(&path).expect("address")).expect("bind");
+        let fd = bound::bind_only(&self.path(&name));
         let bound = Instant::now();
         (self.slot(name), fd, bound)
     }

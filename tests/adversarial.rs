@@ -33,6 +33,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::bound;
 use common::peer::{
     self, ERROR, GREETING, HOST_QUIT, NEGOTIATION, Peer, RESET, RESUME, RETURN, RTC_CHANGE,
     STATUS_RUNNING, STOP, USER_OFF, transcript,
@@ -724,14 +725,14 @@ fn connects_that_never_succeed_are_given_up_then_started_over() {
     s.world.plant_stale("pending");
     let ctrl = s.world.ctrl.clone();
     let began = Instant::now();
-    let refused = peer::bind_only(&ctrl.join("refused.kvmd"));
+    let refused = bound::bind_only(&ctrl.join("refused.kvmd"));
 
     // Backlog 0 with one client queued: the next connect finds it full.
     // Made outside and moved in, so kvmd cannot be that first client.
     let staging = s.world.tmp.path().join("staging-pending");
     fs::create_dir(&staging).expect("mkdir");
     let path = staging.join("pending.kvmd");
-    let fd = peer::bind_only(&path);
+    let fd = bound::bind_only(&path);
     listen(&fd, Backlog::new(0).expect("backlog")).expect("listen");
     let pending = UnixListener::from(fd);
     let blocker = UnixStream::connect(&path).expect("the first client");

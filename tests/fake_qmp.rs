@@ -7,7 +7,8 @@ mod common;
 use std::fs;
 use std::os::unix::net::UnixListener;
 
-use common::peer::{Peer, RESET, USER_OFF, bind_only, listen as bind_listener, serve, transcript};
+use common::bound::bind_only;
+use common::peer::{Peer, RESET, USER_OFF, listen as bind_listener, serve, transcript};
 use common::{Daemon, World, assert_user_shutdown};
 use nix::sys::socket::{Backlog, listen};
 

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of this
 
+pub mod bound;
 pub mod peer;
 
 use std::fs;

@@ -9,12 +9,9 @@
 //! never connects or stops talking fails the test instead of hanging it.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::thread::JoinHandle;
-
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
 
 use super::{DEADLINE, wait_until};
 
@@ -65,22 +62,6 @@ pub fn transcript(messages: &[&str]) -> Vec<u8> {
 /// A listening unix socket at `path`, as QEMU's `-qmp unix:PATH,server`.
 pub fn listen(path: &Path) -> UnixListener {
     UnixListener::bind(path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()))
-}
-
-/// A unix socket bound at `path` but not listening: what QEMU has made
-/// for a moment between `bind` and `listen`, and what a QEMU killed with
-/// SIGKILL leaves behind. `nix::sys::socket::listen` on it (then
-/// `UnixListener::from`) makes it a listener.
-pub fn bind_only(path: &Path) -> OwnedFd {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("socket");
-    bind(fd.as_raw_fd(), &UnixAddr::new(path).expect("address")).expect("bind");
-    fd
 }
 
 /// One connection from kvmd, seen from QEMU's side.
