@@ -268,64 +268,76 @@ impl fmt::Display for Why {
     }
 }
 
-/// The answer to "who stopped it".
+/// The answer to "who stopped it": a reason, from which whether it was
+/// the user follows. Built only from a [`Why`], so a verdict cannot say
+/// "user shutdown" for a reason that is not the user's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Verdict(Why);
+
+impl Verdict {
     /// True: the user shut the guest down from inside; Ganeti leaves it
     /// down. False: anything else; Ganeti may restart it.
-    pub user_shutdown: bool,
-    pub why: Why,
+    pub fn is_user_shutdown(self) -> bool {
+        matches!(self.0, Why::GuestPoweredOff | Why::LegacyShutdown)
+    }
+
+    pub fn why(self) -> Why {
+        self.0
+    }
+}
+
+impl From<Why> for Verdict {
+    fn from(why: Why) -> Verdict {
+        Verdict(why)
+    }
 }
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.user_shutdown {
+        let verdict = if self.is_user_shutdown() {
             "user shutdown"
         } else {
             "not a user shutdown"
         };
-        write!(f, "{verdict}: {}", self.why)
+        write!(f, "{verdict}: {}", self.0)
     }
 }
 
 /// The rule (see the module documentation).
 pub fn decide(evidence: &Evidence) -> Verdict {
-    let not_user = |why| Verdict {
-        user_shutdown: false,
-        why,
-    };
+    Verdict(why(evidence))
+}
+
+fn why(evidence: &Evidence) -> Why {
     let Some(s) = evidence.first_shutdown else {
-        return not_user(if evidence.negotiated {
+        return if evidence.negotiated {
             Why::NoShutdown
         } else {
             Why::NeverNegotiated
-        });
+        };
     };
     if s.panicked || s.reason == Some(Reason::GuestPanic) {
-        return not_user(Why::GuestPanicked);
+        return Why::GuestPanicked;
     }
     if s.guest == Some(false) {
-        return not_user(Why::HostRequested(s.reason));
+        return Why::HostRequested(s.reason);
     }
     match s.reason {
         None | Some(Reason::GuestShutdown) => {}
-        Some(Reason::GuestReset) => return not_user(Why::GuestReset),
-        Some(reason) if s.guest.is_none() => return not_user(Why::HostRequested(Some(reason))),
-        Some(reason) => return not_user(Why::OtherReason(reason)),
+        Some(Reason::GuestReset) => return Why::GuestReset,
+        Some(reason) if s.guest.is_none() => return Why::HostRequested(Some(reason)),
+        Some(reason) => return Why::OtherReason(reason),
     }
     if s.powerdown_pending {
-        return not_user(Why::PowerButton);
+        return Why::PowerButton;
     }
     if s.paused {
-        return not_user(Why::Paused);
+        return Why::Paused;
     }
-    Verdict {
-        user_shutdown: true,
-        why: if s.guest.is_some() {
-            Why::GuestPoweredOff
-        } else {
-            Why::LegacyShutdown
-        },
+    if s.guest.is_some() {
+        Why::GuestPoweredOff
+    } else {
+        Why::LegacyShutdown
     }
 }
 
@@ -357,26 +369,23 @@ mod tests {
     }
 
     fn is_user(events: &[Event]) -> bool {
-        verdict(events).user_shutdown
+        verdict(events).is_user_shutdown()
     }
 
-    // One test per row of the scenario table in qmp-notes.md.
+    // One test per row of the scenario table in docs/qemu.md.
 
     #[test]
     fn guest_powers_off() {
         assert_eq!(
             verdict(&[USER_OFF]),
-            Verdict {
-                user_shutdown: true,
-                why: Why::GuestPoweredOff
-            }
+            Verdict::from(Why::GuestPoweredOff)
         );
     }
 
     #[test]
     fn acpi_button_obeyed_is_not_user() {
         use Event::Powerdown;
-        assert_eq!(verdict(&[Powerdown, USER_OFF]).why, Why::PowerButton);
+        assert_eq!(verdict(&[Powerdown, USER_OFF]).why(), Why::PowerButton);
         assert!(!is_user(&[Powerdown, Powerdown, USER_OFF]));
     }
 
@@ -384,7 +393,7 @@ mod tests {
     fn qmp_quit_is_not_user() {
         let quit = shutdown(false, Reason::HostQmpQuit);
         assert_eq!(
-            verdict(&[quit]).why,
+            verdict(&[quit]).why(),
             Why::HostRequested(Some(Reason::HostQmpQuit))
         );
     }
@@ -396,7 +405,7 @@ mod tests {
 
     #[test]
     fn crash_or_kill_is_not_user() {
-        assert_eq!(verdict(&[]).why, Why::NoShutdown);
+        assert_eq!(verdict(&[]).why(), Why::NoShutdown);
     }
 
     #[test]
@@ -408,18 +417,18 @@ mod tests {
     #[test]
     fn no_reboot_reset_is_not_user() {
         let reset = shutdown(true, Reason::GuestReset);
-        assert_eq!(verdict(&[reset]).why, Why::GuestReset);
+        assert_eq!(verdict(&[reset]).why(), Why::GuestReset);
     }
 
     #[test]
     fn panic_is_not_user() {
         let panic = shutdown(true, Reason::GuestPanic);
         assert_eq!(
-            verdict(&[Event::GuestPanicked, panic]).why,
+            verdict(&[Event::GuestPanicked, panic]).why(),
             Why::GuestPanicked
         );
         assert_eq!(
-            verdict(&[Event::GuestPanicked, Event::Stop, panic]).why,
+            verdict(&[Event::GuestPanicked, Event::Stop, panic]).why(),
             Why::GuestPanicked
         );
         // A panic whose SHUTDOWN reason alone says so.
@@ -441,7 +450,7 @@ mod tests {
 
     #[test]
     fn paused_when_shutdown_came_is_not_user() {
-        assert_eq!(verdict(&[Event::Stop, USER_OFF]).why, Why::Paused);
+        assert_eq!(verdict(&[Event::Stop, USER_OFF]).why(), Why::Paused);
     }
 
     #[test]
@@ -450,14 +459,14 @@ mod tests {
         evidence.record(Event::Negotiated);
         evidence.record(Event::Status { paused: true });
         evidence.record(USER_OFF);
-        assert_eq!(decide(&evidence).why, Why::Paused);
+        assert_eq!(decide(&evidence).why(), Why::Paused);
 
         let mut evidence = Evidence::new();
         evidence.record(Event::Negotiated);
         evidence.record(Event::Status { paused: true });
         evidence.record(Event::Resume);
         evidence.record(USER_OFF);
-        assert!(decide(&evidence).user_shutdown);
+        assert!(decide(&evidence).is_user_shutdown());
     }
 
     #[test]
@@ -480,7 +489,7 @@ mod tests {
     #[test]
     fn legacy_qemu_follows_ganetis_rule() {
         use Event::{Powerdown, Reset, Resume, Stop};
-        assert_eq!(verdict(&[LEGACY_OFF]).why, Why::LegacyShutdown);
+        assert_eq!(verdict(&[LEGACY_OFF]).why(), Why::LegacyShutdown);
         assert!(!is_user(&[Powerdown, LEGACY_OFF]));
         assert!(!is_user(&[Stop, LEGACY_OFF]));
         assert!(is_user(&[Stop, Resume, LEGACY_OFF]));
@@ -499,7 +508,7 @@ mod tests {
             guest: Some(false),
             reason: None,
         };
-        assert_eq!(verdict(&[host]).why, Why::HostRequested(None));
+        assert_eq!(verdict(&[host]).why(), Why::HostRequested(None));
     }
 
     #[test]
@@ -525,7 +534,7 @@ mod tests {
         after.record(Event::Negotiated);
         after.record(Event::Status { paused: false });
         after.record(USER_OFF);
-        assert_eq!(decide(&after).why, Why::PowerButton);
+        assert_eq!(decide(&after).why(), Why::PowerButton);
         assert!(
             after
                 .to_string()
@@ -535,7 +544,7 @@ mod tests {
         let mut after = Evidence::restored(carried);
         after.record(Event::Reset);
         after.record(USER_OFF);
-        assert!(decide(&after).user_shutdown);
+        assert!(decide(&after).is_user_shutdown());
     }
 
     #[test]
@@ -575,12 +584,12 @@ mod tests {
         after.record(Event::Negotiated);
         after.record(Event::Status { paused: true });
         after.record(shutdown(false, Reason::HostQmpQuit));
-        assert_eq!(decide(&after).why, Why::GuestPoweredOff);
+        assert_eq!(decide(&after).why(), Why::GuestPoweredOff);
     }
 
     #[test]
     fn never_negotiated_is_not_user() {
-        assert_eq!(decide(&Evidence::new()).why, Why::NeverNegotiated);
+        assert_eq!(decide(&Evidence::new()).why(), Why::NeverNegotiated);
     }
 
     #[test]

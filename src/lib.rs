@@ -2,15 +2,19 @@
 //! it down from inside or the host stopped it, and records the answer as
 //! `<instance>.shutdown` in the control directory (Ganeti's contract).
 //!
-//! The protocol core ([`qmp`]) and the rule ([`decision`]) are pure; the
-//! event loop ([`daemon`]) owns every descriptor; [`watch`] follows the
-//! control directory; [`shutdown_file`] writes the verdict.
+//! The protocol core ([`qmp`]), the rule ([`decision`]) and the instance
+//! policy ([`fleet`]) are pure; the event loop ([`daemon`]) owns every
+//! descriptor and makes every system call; [`watch`] follows the control
+//! directory; [`shutdown_file`] writes the verdict; [`name`] derives every
+//! file name from an instance's.
 
 pub mod config;
 pub mod daemon;
 pub mod decision;
 pub mod detach;
+pub mod fleet;
 pub mod logging;
+pub mod name;
 pub mod pidfile;
 pub mod qmp;
 pub mod shutdown_file;

@@ -6,7 +6,7 @@
 //! swapped under the daemon cannot redirect it; a symlink in the file's
 //! place is never followed and an existing file is never truncated.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -16,19 +16,6 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use crate::watch::instance_name;
-
-/// The longest file name Linux file systems take.
-const NAME_MAX: usize = 255;
-
-/// `<instance>.shutdown` for the socket `<instance>.kvmd`, if the socket is
-/// named so and the file's name is not too long to exist (it is 4 bytes
-/// longer than the socket's).
-pub fn file_for(socket_name: &OsStr) -> Option<OsString> {
-    let mut name = instance_name(socket_name)?.to_owned();
-    name.push(".shutdown");
-    (name.len() <= NAME_MAX).then_some(name)
-}
 
 /// What recording a verdict did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,19 +120,6 @@ mod tests {
     }
 
     const NAME: &str = "vm.shutdown";
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            file_for(OsStr::new("vm1.example.com.kvmd")),
-            Some(OsString::from("vm1.example.com.shutdown"))
-        );
-        assert_eq!(file_for(OsStr::new(".kvmd")), None);
-        let longest = OsString::from(format!("{}.kvmd", "x".repeat(246)));
-        assert_eq!(file_for(&longest).map(|f| f.len()), Some(255));
-        let too_long = OsString::from(format!("{}.kvmd", "x".repeat(247)));
-        assert_eq!(file_for(&too_long), None);
-    }
 
     #[test]
     fn creates_and_removes() {

@@ -17,10 +17,10 @@
 //! a descriptor of the directory, without following symlinks, and removed
 //! once the instance is decided.
 
-use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, mkdir, unlinkat};
 
 use crate::decision::{Carried, ShutdownSeen};
+use crate::name::InstanceName;
 use crate::qmp::Reason;
 
 /// A socket file's identity: device and inode.
@@ -205,37 +206,33 @@ impl StateDir {
         }
     }
 
-    fn error(&self, name: &OsStr, errno: Errno) -> StateError {
+    fn error(&self, instance: &InstanceName, errno: Errno) -> StateError {
         StateError {
-            path: self.path.join(name),
+            path: self.path.join(instance.state_file()),
             errno,
         }
     }
 
-    /// Writes `saved` for the instance whose socket is `socket_name`.
-    pub fn save(&self, socket_name: &OsStr, saved: &Saved) -> Result<(), StateError> {
-        let name = file_name(socket_name);
-        let dir = self.open(true).map_err(|e| self.error(&name, e))?;
-        // `<instance>.new`: no longer than the shutdown file's name, so any
-        // instance kvmd monitors fits NAME_MAX.
-        let stem = &name.as_bytes()[..name.len() - SUFFIX.len()];
-        let mut temporary = OsStr::from_bytes(stem).to_owned();
-        temporary.push(".new");
+    /// Writes `saved` for `instance`.
+    pub fn save(&self, instance: &InstanceName, saved: &Saved) -> Result<(), StateError> {
+        let dir = self.open(true).map_err(|e| self.error(instance, e))?;
+        let name = instance.state_file();
+        let temporary = instance.temporary_state_file();
         write_new(dir.as_fd(), &temporary, saved.encode().as_bytes())
             .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
             .map_err(|e| {
                 let _ = unlinkat(&dir, temporary.as_bytes(), UnlinkatFlags::NoRemoveDir);
-                self.error(&name, e)
+                self.error(instance, e)
             })
     }
 
-    /// What was saved for the socket `socket_name`, if anything readable.
-    pub fn load(&self, socket_name: &OsStr) -> Option<Saved> {
+    /// What was saved for `instance`, if anything readable.
+    pub fn load(&self, instance: &InstanceName) -> Option<Saved> {
         let dir = self.open(false).ok()?;
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let fd = openat(
             &dir,
-            file_name(socket_name).as_bytes(),
+            instance.state_file().as_bytes(),
             flags,
             Mode::empty(),
         )
@@ -250,18 +247,15 @@ impl StateDir {
     }
 
     /// Forgets the instance (decided, or its file is stale).
-    pub fn remove(&self, socket_name: &OsStr) {
+    pub fn remove(&self, instance: &InstanceName) {
         if let Ok(dir) = self.open(false) {
-            let _ = unlinkat(
-                &dir,
-                file_name(socket_name).as_bytes(),
-                UnlinkatFlags::NoRemoveDir,
-            );
+            let name = instance.state_file();
+            let _ = unlinkat(&dir, name.as_bytes(), UnlinkatFlags::NoRemoveDir);
         }
     }
 
-    /// The socket names that have a state file.
-    pub fn socket_names(&self) -> Vec<OsString> {
+    /// The instances that have a state file.
+    pub fn instances(&self) -> Vec<InstanceName> {
         let Ok(dir) = self.open(false) else {
             return Vec::new();
         };
@@ -272,25 +266,11 @@ impl StateDir {
             .iter()
             .filter_map(Result::ok)
             .filter_map(|entry| {
-                let name = entry.file_name().to_bytes();
-                let stem = name.strip_suffix(SUFFIX.as_bytes())?;
-                let mut socket = OsStr::from_bytes(stem).to_owned();
-                socket.push(".kvmd");
-                Some(socket)
+                let name = OsStr::from_bytes(entry.file_name().to_bytes());
+                InstanceName::from_state_file(name)
             })
             .collect()
     }
-}
-
-const SUFFIX: &str = ".state";
-
-/// `<instance>.state` for the socket `<instance>.kvmd`.
-fn file_name(socket_name: &OsStr) -> OsString {
-    let bytes = socket_name.as_bytes();
-    let stem = bytes.strip_suffix(b".kvmd").unwrap_or(bytes);
-    let mut name = OsStr::from_bytes(stem).to_owned();
-    name.push(SUFFIX);
-    name
 }
 
 fn write_new(dir: BorrowedFd<'_>, name: &OsStr, bytes: &[u8]) -> Result<(), Errno> {
@@ -373,13 +353,13 @@ mod tests {
     fn saves_loads_lists_and_removes() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = StateDir::new(tmp.path().join("state"));
-        let name = OsStr::new("vm1.kvmd");
+        let name = &InstanceName::new(OsStr::new("vm1")).expect("name");
         assert_eq!(dir.load(name), None);
         dir.save(name, &saved(true, false)).expect("save");
         assert_eq!(dir.load(name), Some(saved(true, false)));
         dir.save(name, &saved(false, true)).expect("overwrite");
         assert_eq!(dir.load(name), Some(saved(false, true)));
-        assert_eq!(dir.socket_names(), vec![OsString::from("vm1.kvmd")]);
+        assert_eq!(dir.instances(), vec![name.clone()]);
         let mode = std::fs::metadata(dir.path()).expect("stat").permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
@@ -387,24 +367,25 @@ mod tests {
         );
         dir.remove(name);
         assert_eq!(dir.load(name), None);
-        assert!(dir.socket_names().is_empty());
+        assert!(dir.instances().is_empty());
     }
 
     #[test]
     fn never_follows_a_symlink() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = StateDir::new(tmp.path().join("state"));
-        dir.save(OsStr::new("other.kvmd"), &saved(false, false))
+        let named = |s: &str| InstanceName::new(OsStr::new(s)).expect("name");
+        dir.save(&named("other"), &saved(false, false))
             .expect("save");
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, b"precious").expect("write");
         std::os::unix::fs::symlink(&victim, dir.path().join("vm.new")).expect("symlink");
         assert!(
-            dir.save(OsStr::new("vm.kvmd"), &saved(true, false))
+            dir.save(&named("vm"), &saved(true, false))
                 .is_err()
         );
         assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
         std::os::unix::fs::symlink(&victim, dir.path().join("vm2.state")).expect("symlink");
-        assert_eq!(dir.load(OsStr::new("vm2.kvmd")), None);
+        assert_eq!(dir.load(&named("vm2")), None);
     }
 }

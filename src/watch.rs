@@ -39,28 +39,12 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, fstat};
 
-/// QMP sockets meant for the daemon are named `<instance>.kvmd`.
+use crate::name::InstanceName;
+
+/// A bare `.kvmd` names no instance; told of once.
 const SOCKET_SUFFIX: &[u8] = b".kvmd";
 
-/// The instance a control-directory entry belongs to, if it is named like
-/// a daemon socket (`<instance>.kvmd`, with a non-empty instance).
-pub fn instance_name(file_name: &OsStr) -> Option<&OsStr> {
-    let stem = file_name.as_bytes().strip_suffix(SOCKET_SUFFIX)?;
-    (!stem.is_empty()).then(|| OsStr::from_bytes(stem))
-}
-
-/// What the event loop needs to know of the control directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// An entry named `<instance>.kvmd` was found when the directory
-    /// became watched (or was scanned).
-    Appeared(OsString),
-    /// One was created or moved in: a new socket, even when the file system
-    /// gives it the inode number of the one before (ext4 does).
-    Created(OsString),
-    /// An entry named `<instance>.kvmd` was deleted or moved out.
-    Vanished(OsString),
-}
+pub use crate::fleet::Change;
 
 /// Why the control directory cannot be opened now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,17 +340,22 @@ impl Watcher {
                     // Once the directory moved or the queue overflowed, later
                     // events on the old watch describe the old directory; the
                     // recap after crawling reports what the new one holds.
-                    Role::CtrlDir if !crawl_again && instance_name(name).is_some() => {
+                    Role::CtrlDir
+                        if !crawl_again && InstanceName::from_socket_file(name).is_some() =>
+                    {
+                        let Some(instance) = InstanceName::from_socket_file(name) else {
+                            continue;
+                        };
                         if event
                             .mask
                             .intersects(EventMask::CREATE | EventMask::MOVED_TO)
                         {
-                            out.push(Change::Created(name.to_owned()));
+                            out.push(Change::Created(instance));
                         } else if event
                             .mask
                             .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
                         {
-                            out.push(Change::Vanished(name.to_owned()));
+                            out.push(Change::Vanished(instance));
                         }
                     }
                     Role::CtrlDir if name.as_bytes() == SOCKET_SUFFIX => {
@@ -493,8 +482,8 @@ impl Watcher {
             match entry {
                 Ok(entry) => {
                     let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                    if instance_name(name).is_some() {
-                        out.push(Change::Appeared(name.to_owned()));
+                    if let Some(instance) = InstanceName::from_socket_file(name) {
+                        out.push(Change::Appeared(instance));
                     } else if name.as_bytes() == SOCKET_SUFFIX && !self.nameless_reported {
                         self.nameless_reported = true;
                         warn_nameless();
@@ -531,6 +520,12 @@ mod tests {
     use std::os::fd::BorrowedFd;
     use std::os::unix::net::UnixListener;
     use std::time::{Duration, Instant};
+
+    /// The instance of a socket name, as the watcher reads it.
+    fn instance_name(file_name: &OsStr) -> Option<&OsStr> {
+        let stem = file_name.as_bytes().strip_suffix(SOCKET_SUFFIX)?;
+        InstanceName::from_socket_file(file_name).map(|_| OsStr::from_bytes(stem))
+    }
 
     #[test]
     fn socket_names() {
@@ -580,9 +575,11 @@ mod tests {
     }
 
     /// The name of a socket reported, whether by a recap or an event.
-    fn arrival(change: &Change) -> Option<&str> {
+    fn arrival(change: &Change) -> Option<String> {
         match change {
-            Change::Appeared(name) | Change::Created(name) => name.to_str(),
+            Change::Appeared(name) | Change::Created(name) => {
+                name.socket_file().to_str().map(str::to_owned)
+            }
             Change::Vanished(_) => None,
         }
     }
@@ -591,18 +588,23 @@ mod tests {
     /// recap of a directory that appeared with it inside.
     fn wait_for_arrival(watcher: &mut Watcher, name: &str) -> Vec<Change> {
         pump_until(watcher, name, |_, seen| {
-            seen.iter().any(|c| arrival(c) == Some(name))
+            seen.iter().any(|c| arrival(c).as_deref() == Some(name))
         })
+    }
+
+    /// The instance of a socket name.
+    fn socket(name: &str) -> InstanceName {
+        InstanceName::from_socket_file(OsStr::new(name)).expect("a socket name")
     }
 
     /// Found by a recap.
     fn appeared(name: &str) -> Change {
-        Change::Appeared(OsString::from(name))
+        Change::Appeared(socket(name))
     }
 
     /// Reported by an event.
     fn created(name: &str) -> Change {
-        Change::Created(OsString::from(name))
+        Change::Created(socket(name))
     }
 
     #[test]
@@ -629,7 +631,7 @@ mod tests {
         let _l = UnixListener::bind(tmp.path().join("vm.kvmd")).expect("bind");
         wait_for(&mut watcher, &created("vm.kvmd"));
         std::fs::remove_file(tmp.path().join("vm.kvmd")).expect("rm");
-        wait_for(&mut watcher, &Change::Vanished(OsString::from("vm.kvmd")));
+        wait_for(&mut watcher, &Change::Vanished(socket("vm.kvmd")));
     }
 
     #[test]
@@ -663,7 +665,7 @@ mod tests {
         let _o = UnixListener::bind(tmp.path().join("old/stale.kvmd")).expect("bind");
         let seen = wait_for_arrival(&mut watcher, "new.kvmd");
         assert!(
-            !seen.iter().any(|c| arrival(c) == Some("stale.kvmd")),
+            !seen.iter().any(|c| arrival(c).as_deref() == Some("stale.kvmd")),
             "{seen:?}"
         );
     }

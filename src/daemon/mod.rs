@@ -1,0 +1,323 @@
+//! The event loop: one `mio::Poll`, one thread, every descriptor.
+//!
+//! This module owns the poll, the signalfd, the inotify watcher and every
+//! QMP `UnixStream`, and does every system call; the [`Fleet`] decides
+//! everything. A loop turn: wait in `poll` until the kernel has news or the
+//! fleet's next deadline; read `now` once; hand each readiness to the
+//! watcher, the signal reader or a connection's transport, and what comes
+//! of it to the fleet; fire the fleet's due timers; then carry out the
+//! fleet's actions in order, answering each question at once.
+//!
+//! Tokens: [`INOTIFY`] and [`SIGNALS`] are fixed; a connection's token is
+//! its instance's key plus [`FIRST_CONNECTION`]. An idle daemon sleeps in
+//! `epoll_wait` until the kernel has news: the poll has a timeout only
+//! while the fleet waits for something, or a flooded connection still has
+//! unread input.
+
+mod files;
+mod signals;
+mod transport;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+use crate::fleet::{Action, Change, Connected, Fleet, Follow, InstanceKey, Reach};
+use crate::state::{Qemu, StateDir};
+use crate::watch::Watcher;
+
+use files::CtrlDir;
+use signals::Signals;
+use transport::{Pump, Transport, Turn};
+
+pub use signals::block_signals;
+
+const INOTIFY: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+
+/// One read's worth; shared by all connections (per-connection memory is
+/// only the partial line `qmp` keeps).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why the daemon could not start or go on. Only start-up and `poll`
+/// failures end it; one connection's failure only ends that connection.
+#[derive(Debug)]
+pub enum DaemonError {
+    Poll(io::Error),
+    Inotify(io::Error),
+    Signals(Errno),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Poll(e) => write!(f, "event loop failed: {e}"),
+            DaemonError::Inotify(e) => write!(f, "cannot set up inotify: {e}"),
+            DaemonError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Poll(e) | DaemonError::Inotify(e) => Some(e),
+            DaemonError::Signals(e) => Some(e),
+        }
+    }
+}
+
+fn token(key: InstanceKey) -> Token {
+    Token(key.0 + FIRST_CONNECTION)
+}
+
+/// The daemon: see the module documentation.
+pub struct Daemon {
+    poll: Poll,
+    watcher: Watcher,
+    signals: Signals,
+    fleet: Fleet,
+    /// Each connected instance's transport, at its fleet key.
+    transports: Vec<Option<Transport>>,
+    /// Connections with input left after their turn.
+    backlog: Vec<InstanceKey>,
+    state: StateDir,
+    dir: CtrlDir,
+    read_buf: Box<[u8]>,
+}
+
+impl Daemon {
+    /// Sets up the poll, inotify and signals. Signals TERM, INT and HUP are
+    /// blocked and read from a signalfd in the loop.
+    pub fn new(
+        ctrl_dir: &Path,
+        state_dir: &Path,
+        socket_owners: &[u32],
+    ) -> Result<Daemon, DaemonError> {
+        let mut trusted_owners = vec![nix::unistd::geteuid().as_raw()];
+        trusted_owners.extend_from_slice(socket_owners);
+        let poll = Poll::new().map_err(DaemonError::Poll)?;
+        let watcher = Watcher::new(ctrl_dir).map_err(DaemonError::Inotify)?;
+        let signals = Signals::new().map_err(DaemonError::Signals)?;
+        let registry = poll.registry();
+        registry
+            .register(&mut SourceFd(&watcher.fd()), INOTIFY, Interest::READABLE)
+            .map_err(DaemonError::Poll)?;
+        registry
+            .register(&mut SourceFd(&signals.fd()), SIGNALS, Interest::READABLE)
+            .map_err(DaemonError::Poll)?;
+        Ok(Daemon {
+            poll,
+            watcher,
+            signals,
+            fleet: Fleet::new(trusted_owners),
+            transports: Vec::new(),
+            backlog: Vec::new(),
+            state: StateDir::new(state_dir.to_owned()),
+            dir: CtrlDir::default(),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT, and returns which. Instances still
+    /// running are left as they are: nothing is decided for them.
+    pub fn run(&mut self) -> Result<Signal, DaemonError> {
+        let mut events = Events::with_capacity(1024);
+        let now = Instant::now();
+        self.crawl(now);
+        // Every state file whose socket is not monitored now is stale.
+        self.fleet.handle_state_files(self.state.instances());
+        self.carry_out(now);
+        self.dir.close();
+        loop {
+            let timeout = if self.backlog.is_empty() {
+                let next = self.fleet.poll_timeout();
+                next.map(|at| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(DaemonError::Poll(e));
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    INOTIFY => {
+                        let mut changes = Vec::new();
+                        self.watcher.handle_readable(&mut changes);
+                        self.apply(now, changes);
+                    }
+                    SIGNALS => {
+                        if let Some(signal) = self.signals.handle_readable() {
+                            self.fleet.handle_exit();
+                            self.carry_out(now);
+                            return Ok(signal);
+                        }
+                    }
+                    Token(token) => self.service(now, InstanceKey(token - FIRST_CONNECTION)),
+                }
+            }
+            for key in std::mem::take(&mut self.backlog) {
+                if let Some(t) = self.transport(key) {
+                    t.turn = Turn::Poll;
+                }
+                self.service(now, key);
+            }
+            self.fleet.handle_timeout(now);
+            self.carry_out(now);
+            self.dir.close();
+        }
+    }
+
+    /// Crawls from `/` to the control directory, and applies what it found.
+    fn crawl(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        self.watcher.crawl(&mut changes);
+        self.apply(now, changes);
+    }
+
+    /// Hands the fleet the watcher's changes, one at a time (each one's
+    /// actions are carried out before the next is told), then its state.
+    fn apply(&mut self, now: Instant, changes: Vec<Change>) {
+        // What the watcher did may have replaced the directory.
+        self.dir.close();
+        for change in changes {
+            self.fleet.handle_change(now, change);
+            self.carry_out(now);
+        }
+        let reach = if self.watcher.is_watching() {
+            Reach::Reached
+        } else {
+            Reach::Away
+        };
+        let follow = if self.watcher.is_stalled() {
+            Follow::Rescans
+        } else {
+            Follow::Events
+        };
+        self.fleet.handle_dir(now, reach, follow);
+        self.carry_out(now);
+    }
+
+    /// Services one connection: on its poll event, or from the backlog.
+    fn service(&mut self, now: Instant, key: InstanceKey) {
+        let Some(Some(t)) = self.transports.get_mut(key.0) else {
+            return; // an event for a connection closed earlier this turn
+        };
+        match t.pump(now, key, &mut self.fleet, &mut self.read_buf) {
+            Pump::Open => {}
+            Pump::Backlogged => {
+                if t.turn == Turn::Poll {
+                    t.turn = Turn::Backlog;
+                    self.backlog.push(key);
+                    if !t.flooded {
+                        t.flooded = true;
+                        if let Some(name) = self.fleet.name(key) {
+                            info!(
+                                "{name}: sends faster than one turn reads; served in turns with the others"
+                            );
+                        }
+                    }
+                }
+            }
+            Pump::Closed(cause) => {
+                if let (Some(cause), Some(name)) = (cause, self.fleet.name(key)) {
+                    debug!("{name}: connection ended: {cause}");
+                }
+                self.fleet.handle_hangup(now, key);
+            }
+        }
+        self.carry_out(now);
+        self.sync_interest(key);
+    }
+
+    fn transport(&mut self, key: InstanceKey) -> Option<&mut Transport> {
+        self.transports.get_mut(key.0)?.as_mut()
+    }
+
+    fn sync_interest(&mut self, key: InstanceKey) {
+        let registry = self.poll.registry();
+        if let Some(Some(t)) = self.transports.get_mut(key.0) {
+            if let Err(e) = t.sync_interest(registry, token(key)) {
+                debug!("reregister: {e}");
+            }
+        }
+    }
+
+    /// Carries out the fleet's actions in order, answering each question
+    /// before the next action is taken.
+    fn carry_out(&mut self, now: Instant) {
+        while let Some(action) = self.fleet.poll_action() {
+            match action {
+                Action::Look { name, purpose } => {
+                    let look = files::look(&mut self.dir, &self.watcher, &name);
+                    self.fleet.handle_looked(now, name, purpose, look);
+                }
+                Action::Connect { key, name, socket } => {
+                    let result = files::connect(&mut self.dir, &self.watcher, &name, socket)
+                        .and_then(|stream| self.register(key, stream))
+                        .map(|qemu| Connected {
+                            qemu,
+                            saved: self.state.load(&name),
+                        });
+                    self.fleet.handle_connect(now, key, result);
+                }
+                Action::Transmit { key, command } => {
+                    if let Some(t) = self.transport(key) {
+                        t.send(command.as_bytes());
+                    }
+                    self.sync_interest(key);
+                }
+                Action::Close { key } => {
+                    if let Some(mut t) = self.transports.get_mut(key.0).and_then(Option::take) {
+                        let _ = self.poll.registry().deregister(&mut t.stream);
+                    }
+                }
+                Action::Record { key, name, verdict } => {
+                    let result = files::record(&mut self.dir, &self.watcher, &name, verdict);
+                    self.fleet.handle_recorded(now, key, result);
+                }
+                Action::SaveState { name, saved } => {
+                    if let Err(e) = self.state.save(&name, &saved) {
+                        error!("{name}: {e}; a daemon restart would lose what it saw");
+                    }
+                }
+                Action::RemoveState { name } => self.state.remove(&name),
+                Action::Rescan => self.crawl(now),
+                Action::Notify(notice) => {
+                    let ctrl_dir = self.watcher.ctrl_dir_path();
+                    log::log!(notice.level(), "{}", notice.line(ctrl_dir));
+                }
+            }
+        }
+    }
+
+    /// Adds a new connection to the poll under `key`; says whose it is.
+    fn register(
+        &mut self,
+        key: InstanceKey,
+        mut stream: mio::net::UnixStream,
+    ) -> Result<Option<Qemu>, crate::fleet::ConnectError> {
+        self.poll
+            .registry()
+            .register(&mut stream, token(key), Interest::READABLE)
+            .map_err(|e| crate::fleet::ConnectError::Register(files::errno(&e)))?;
+        let qemu = Qemu::of_peer(&stream);
+        if self.transports.len() <= key.0 {
+            self.transports.resize_with(key.0 + 1, || None);
+        }
+        self.transports[key.0] = Some(Transport::new(stream));
+        Ok(qemu)
+    }
+}

@@ -1,0 +1,120 @@
+//! One instance: the socket it is monitored through, and how far that got.
+
+use std::time::Instant;
+
+use crate::decision::{Carried, Evidence};
+use crate::name::InstanceName;
+use crate::qmp;
+use crate::state::{Qemu, SocketId};
+
+/// Where a monitored name stands in the succession of QEMUs using it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Succession {
+    /// Nothing is known of a newer socket.
+    Current,
+    /// Attached at a predecessor's hang-up, before inotify told of this
+    /// socket's creation: that event is still to come, and is not news.
+    CreationPending,
+    /// A socket of this name was created while this one was monitored: at
+    /// its end, whatever stands at the name is a newer QEMU's, even with
+    /// this socket's inode number.
+    Renewed,
+}
+
+/// What a connect waits for before it is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Nothing: the first try is on its way.
+    Nothing,
+    /// QEMU binds its socket a moment before it listens.
+    Listener,
+    /// No descriptor was free.
+    Descriptor,
+}
+
+/// How far monitoring an instance got (for the caller's reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Connecting(WaitFor),
+    /// Connected; greeting, capabilities and status are being exchanged.
+    Negotiating,
+    /// Following the guest's events.
+    Monitoring,
+}
+
+#[derive(Debug)]
+pub(super) struct Instance {
+    pub name: InstanceName,
+    /// The socket file this instance was attached for: one recreated under
+    /// the same name belongs to a new QEMU.
+    pub socket: SocketId,
+    pub succession: Succession,
+    /// What the state directory holds for it (default: no file).
+    pub saved: Carried,
+    pub link: Link,
+}
+
+#[derive(Debug)]
+pub(super) enum Link {
+    Connecting {
+        /// Connects tried so far (for the back-off).
+        attempts: u32,
+        /// The first try: after [`super::timers::CONNECT_FOR`] without a
+        /// listener the socket is given up.
+        since: Instant,
+        waits_for: WaitFor,
+    },
+    Connected(Box<Conversation>),
+}
+
+/// A connection's protocol state and what it saw.
+#[derive(Debug)]
+pub(super) struct Conversation {
+    pub qmp: qmp::Connection,
+    pub evidence: Evidence,
+    /// The QEMU process behind the socket (binds the state file to it).
+    pub qemu: Option<Qemu>,
+    /// Messages that could not be used: the first is told as a warning,
+    /// the rest at debug, and the count goes with the decision.
+    pub problems: u32,
+    pub ready: Readiness,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Readiness {
+    Negotiating,
+    Ready,
+}
+
+impl Instance {
+    pub fn new(name: InstanceName, socket: SocketId, succession: Succession, now: Instant) -> Self {
+        Instance {
+            name,
+            socket,
+            succession,
+            saved: Carried::default(),
+            link: Link::Connecting {
+                attempts: 0,
+                since: now,
+                waits_for: WaitFor::Nothing,
+            },
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match &self.link {
+            Link::Connecting { waits_for, .. } => Phase::Connecting(*waits_for),
+            Link::Connected(c) if c.ready == Readiness::Ready => Phase::Monitoring,
+            Link::Connected(_) => Phase::Negotiating,
+        }
+    }
+
+    /// A creation under this name was reported while it is monitored.
+    pub fn created_again(&mut self) {
+        self.succession = match self.succession {
+            // Its own creation, read after it was attached.
+            Succession::CreationPending => Succession::Current,
+            Succession::Current | Succession::Renewed => Succession::Renewed,
+        };
+    }
+}

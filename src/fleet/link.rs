@@ -1,0 +1,294 @@
+//! Connections: connecting and its back-off, giving up, the QMP
+//! conversation, what is kept across a restart, and the hang-up.
+
+use std::time::Instant;
+
+use log::debug;
+use nix::errno::Errno;
+
+use super::instance::{Conversation, Link, Readiness, WaitFor};
+use super::{
+    Action, ConnectError, Connected, Fleet, GiveUp, InstanceKey, Notice, Timer, out_of_descriptors,
+    timers,
+};
+use crate::decision::{self, Carried, Evidence};
+use crate::qmp::{self, Output};
+use crate::state::Saved;
+
+/// What the peer did, for the QMP state machine.
+enum Feed<'a> {
+    Bytes(&'a [u8]),
+    Eof,
+}
+
+/// Connect errors that mean "not yet" rather than "never".
+fn worth_retrying(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::ECONNREFUSED | Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM
+    )
+}
+
+impl Fleet {
+    /// The connect a queued step asks for, if its instance still waits.
+    pub(super) fn connect_action(&mut self, key: InstanceKey) -> Option<Action> {
+        let instance = self.instances.get(key.0)?;
+        matches!(instance.link, Link::Connecting { .. }).then(|| Action::Connect {
+            key,
+            name: instance.name.clone(),
+            socket: instance.socket,
+        })
+    }
+
+    /// How an [`Action::Connect`] went.
+    pub fn handle_connect(
+        &mut self,
+        now: Instant,
+        key: InstanceKey,
+        result: Result<Connected, ConnectError>,
+    ) {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        let Link::Connecting { since, .. } = instance.link else {
+            return;
+        };
+        let Connected { qemu, saved } = match result {
+            Ok(connected) => connected,
+            Err(e) => return self.connect_failed(now, key, since, e),
+        };
+        debug!("{}: connected", instance.name);
+        // What an earlier run saw of this very QEMU still counts.
+        let mut evidence = Evidence::new();
+        let mut restored = false;
+        match (qemu, saved) {
+            (Some(qemu), Some(saved)) if saved.socket == instance.socket && saved.qemu == qemu => {
+                evidence = Evidence::restored(saved.carried);
+                instance.saved = saved.carried;
+                restored = true;
+            }
+            (_, Some(_)) => {
+                let name = instance.name.clone();
+                self.act(Action::RemoveState { name });
+            }
+            (_, None) => {}
+        }
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        instance.link = Link::Connected(Box::new(Conversation {
+            qmp: qmp::Connection::new(),
+            evidence,
+            qemu,
+            problems: 0,
+            ready: Readiness::Negotiating,
+        }));
+        if restored {
+            let name = instance.name.clone();
+            self.notify(Notice::Restored { name });
+        }
+    }
+
+    fn connect_failed(&mut self, now: Instant, key: InstanceKey, since: Instant, e: ConnectError) {
+        let why = match e {
+            ConnectError::DirFailed(errno)
+            | ConnectError::Open(errno)
+            | ConnectError::Connect(errno)
+                if out_of_descriptors(errno) =>
+            {
+                self.short_of_descriptors(errno);
+                return self.retry_later(now, key, WaitFor::Descriptor, &errno);
+            }
+            ConnectError::Connect(errno)
+                if worth_retrying(errno) && now.duration_since(since) < timers::CONNECT_FOR =>
+            {
+                return self.retry_later(now, key, WaitFor::Listener, &errno);
+            }
+            ConnectError::DirAway | ConnectError::DirFailed(_) => {
+                // No directory to look for a successor in: the next
+                // crawl's recap finds whatever stands there.
+                return self.give_up(key, GiveUp::DirGone, false);
+            }
+            ConnectError::NotThisSocket | ConnectError::Open(Errno::ENOENT | Errno::ELOOP) => {
+                GiveUp::SocketWent
+            }
+            ConnectError::Open(errno) => GiveUp::CannotOpen(errno),
+            ConnectError::Connect(errno) => GiveUp::CannotConnect(errno),
+            ConnectError::Register(errno) => {
+                if let Some(instance) = self.instances.get(key.0) {
+                    let name = instance.name.clone();
+                    self.notify(Notice::Unpollable { name, errno });
+                }
+                GiveUp::Unpollable
+            }
+        };
+        self.give_up(key, why, true);
+    }
+
+    /// Schedules a waiting instance's next connect, backing off.
+    fn retry_later(&mut self, now: Instant, key: InstanceKey, wait: WaitFor, errno: &Errno) {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        let Link::Connecting {
+            attempts,
+            ref mut waits_for,
+            ..
+        } = instance.link
+        else {
+            return;
+        };
+        *waits_for = wait;
+        let delay = timers::CONNECT.delay(attempts);
+        debug!(
+            "{}: connect: {}; again in {delay:?}",
+            instance.name,
+            std::io::Error::from_raw_os_error(*errno as i32)
+        );
+        if let Link::Connecting { attempts, .. } = &mut instance.link {
+            *attempts = attempts.saturating_add(1);
+        }
+        self.timers.set(Timer::Connect(key), now + delay);
+    }
+
+    /// Stops trying to reach an instance that was never connected. Nothing
+    /// is decided: nothing was seen. A later creation of the socket starts
+    /// over.
+    pub(super) fn give_up(&mut self, key: InstanceKey, why: GiveUp, successor: bool) {
+        let Some(instance) = self.forget(key) else {
+            return;
+        };
+        self.notify(Notice::NotMonitored {
+            name: instance.name.clone(),
+            why,
+        });
+        // Whatever an earlier run kept for this socket is stale now.
+        self.act(Action::RemoveState {
+            name: instance.name.clone(),
+        });
+        // A rescan finds this very socket again; only a new one is tried.
+        self.given_up.insert(instance.name.clone(), instance.socket);
+        if successor {
+            self.look_for_successor(&instance);
+        }
+    }
+
+    /// Bytes read from `key`'s connection.
+    pub fn handle_bytes(&mut self, _now: Instant, key: InstanceKey, bytes: &[u8]) {
+        self.converse(key, Feed::Bytes(bytes));
+    }
+
+    /// Runs the QMP state machine on `key`'s conversation and applies what
+    /// it says; then keeps what must survive a restart, if it changed.
+    fn converse(&mut self, key: InstanceKey, feed: Feed<'_>) {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        let Link::Connected(conv) = &mut instance.link else {
+            return;
+        };
+        let name = &instance.name;
+        let queue = &mut self.queue;
+        let Conversation {
+            qmp,
+            evidence,
+            problems,
+            ready,
+            ..
+        } = &mut **conv;
+        let mut out = |output: Output<'_>| match output {
+            Output::Line(line) => debug!("{name}: QMP <- {}", line.escape_ascii()),
+            Output::Transmit(command) => {
+                let bytes = command.as_bytes().trim_ascii_end();
+                debug!("{name}: QMP -> {}", bytes.escape_ascii());
+                queue.push_back(super::Step::Act(Action::Transmit { key, command }));
+            }
+            Output::Event(event) => evidence.record(event),
+            Output::Ready { qemu, state } => {
+                *ready = Readiness::Ready;
+                let name = name.clone();
+                let notice = Notice::Monitoring { name, qemu, state };
+                queue.push_back(super::Step::Act(Action::Notify(notice)));
+            }
+            Output::Problem(problem) => {
+                *problems = problems.saturating_add(1);
+                if *problems == 1 {
+                    let name = name.clone();
+                    let problem = problem.to_string();
+                    let notice = Notice::Malformed { name, problem };
+                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                } else {
+                    debug!("{name}: {problem}");
+                }
+            }
+        };
+        match feed {
+            Feed::Bytes(bytes) => qmp.handle_bytes(bytes, &mut out),
+            Feed::Eof => qmp.handle_eof(&mut out),
+        }
+        self.keep_state(key);
+    }
+
+    /// Writes what must survive a restart when it changed (rarely: a
+    /// POWERDOWN, a STOP, their undoing; never per event of a storm).
+    fn keep_state(&mut self, key: InstanceKey) {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        let Link::Connected(conv) = &instance.link else {
+            return;
+        };
+        let carried = conv.evidence.carried();
+        if carried == instance.saved {
+            return;
+        }
+        // Asked once per change, whatever happens: a state directory that
+        // cannot be written must not cost a write and a line per read.
+        instance.saved = carried;
+        let name = instance.name.clone();
+        let Some(qemu) = conv.qemu else {
+            debug!("{name}: QEMU's process unknown; evidence not kept");
+            return;
+        };
+        if carried == Carried::default() {
+            return self.act(Action::RemoveState { name });
+        }
+        let saved = Saved {
+            socket: instance.socket,
+            qemu,
+            carried,
+        };
+        self.act(Action::SaveState { name, saved });
+    }
+
+    /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
+    /// record, and look for a successor.
+    pub fn handle_hangup(&mut self, _now: Instant, key: InstanceKey) {
+        // A last message without its line ending is still a message.
+        self.converse(key, Feed::Eof);
+        let Some(instance) = self.forget(key) else {
+            return;
+        };
+        let Link::Connected(conv) = &instance.link else {
+            // Not connected: nothing was seen, nothing to decide.
+            return;
+        };
+        // Closed first: its descriptor is then free for the directory even
+        // in a shortage.
+        self.act(Action::Close { key });
+        let verdict = decision::decide(&conv.evidence);
+        let grounds = match conv.problems {
+            0 => conv.evidence.to_string(),
+            n => format!("{}; {n} unusable messages", conv.evidence),
+        };
+        self.decided(&instance, verdict, grounds);
+        if instance.saved != Carried::default() {
+            self.act(Action::RemoveState {
+                name: instance.name.clone(),
+            });
+        }
+        // A new QEMU of the same name may have bound its socket before this
+        // hang-up was seen; its creation was taken for "already monitored".
+        self.look_for_successor(&instance);
+    }
+}

@@ -1,0 +1,430 @@
+//! The fleet: every instance's fate, from "a socket appeared" to "verdict
+//! recorded", as pure code.
+//!
+//! This module owns the instance policy: which control-directory entries
+//! are trusted and monitored, connecting and its back-off, giving up on a
+//! socket nobody listens on, waiting out a descriptor shortage, the QMP
+//! conversation and its evidence, what is kept across a daemon restart,
+//! the verdict and its writing until the file system takes it, and the
+//! succession of QEMUs under one name. It holds no descriptor, reads no
+//! clock and makes no system call, in the manner of quinn-proto's
+//! `Connection`: results of system calls and the time go in, actions come
+//! out, and one timer table says when to call again.
+//!
+//! # Contract
+//! The caller (the event loop, or a simulation) owns every descriptor and
+//! the clock. It reads `now` once per loop turn and passes it to every
+//! `handle_*` call of that turn.
+//! - Inputs: [`Fleet::handle_change`] for each entry the watcher reports,
+//!   then [`Fleet::handle_dir`] with the watcher's state after every crawl
+//!   or inotify read; [`Fleet::handle_bytes`] for bytes read from a
+//!   connection and [`Fleet::handle_hangup`] when it ends; the answers to
+//!   actions ([`Fleet::handle_looked`], [`Fleet::handle_connect`],
+//!   [`Fleet::handle_recorded`]); [`Fleet::handle_state_files`] once at
+//!   start-up; [`Fleet::handle_timeout`] once every turn, after the rest.
+//! - Outputs: after any input, call [`Fleet::poll_action`] until it says
+//!   `None` and carry each [`Action`] out in order. Actions that ask a
+//!   question (look, connect, record) are answered at once, before the
+//!   next action is polled: the fleet relies on that order.
+//! - Then sleep until [`Fleet::poll_timeout`] (forever on `None`: an idle
+//!   fleet waits for nothing).
+//!
+//! Debug tracing (QMP lines, retries) goes to the `log` facade directly; it
+//! carries nothing anyone acts on. Everything an operator is told comes
+//! out as an [`Action::Notify`] with a typed [`Notice`].
+
+mod instance;
+mod link;
+mod notice;
+mod sighting;
+pub mod timers;
+mod verdicts;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use slab::Slab;
+
+use crate::decision::Verdict;
+use crate::name::InstanceName;
+use crate::qmp::Command;
+use crate::state::{Qemu, Saved, SocketId};
+
+pub use instance::{Phase, Succession, WaitFor};
+pub use notice::{GiveUp, Ignored, Notice, RecordError};
+pub use timers::Timer;
+
+use instance::Instance;
+use timers::TimerTable;
+use verdicts::PendingVerdict;
+
+/// An instance's key: also the event loop's key for its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceKey(pub usize);
+
+/// A verdict's key while it waits to be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VerdictKey(pub usize);
+
+/// What the watcher reports of a `<instance>.kvmd` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Found when the control directory became watched, or was scanned.
+    Appeared(InstanceName),
+    /// Created or moved in: a new socket, even when the file system gives
+    /// it the inode number of the one before (ext4 does).
+    Created(InstanceName),
+    /// Deleted or moved out.
+    Vanished(InstanceName),
+}
+
+/// Whether the control directory was reached (watched, or at least
+/// scanned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Reached,
+    Away,
+}
+
+/// How changes in the control directory become known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// inotify tells of every change.
+    Events,
+    /// A watch could not be added (the watch limit, say): only crawling
+    /// again finds what changed.
+    Rescans,
+}
+
+/// Why the fleet asked to look at an entry; handed back with the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// The watcher reported the name: monitor what stands there.
+    Attach,
+    /// A monitor of the name ended: monitor the socket that took its
+    /// place, if one did.
+    Successor { ended: SocketId, renewed: bool },
+    /// A verdict is about to be written again: is a newer QEMU there?
+    Verdict(VerdictKey),
+}
+
+/// What stands at a name in the control directory (`fstatat`, no
+/// symlink followed), or why the caller could not look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    Socket { id: SocketId, owner: u32 },
+    /// Anything but a socket: a file, a directory, a fifo, a symlink.
+    Other { id: SocketId },
+    Absent,
+    /// `fstatat` failed otherwise.
+    Failed(Errno),
+    /// The control directory is not watched (gone, or being replaced).
+    DirAway,
+    /// Opening the control directory failed (out of descriptors, say).
+    DirFailed(Errno),
+}
+
+/// A connection that was made: whom it reaches, and what the state
+/// directory held for the instance (read at connect time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connected {
+    pub qemu: Option<Qemu>,
+    pub saved: Option<Saved>,
+}
+
+/// Why a connect did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The control directory is not watched.
+    DirAway,
+    /// Opening the control directory failed.
+    DirFailed(Errno),
+    /// Opening the socket file itself failed.
+    Open(Errno),
+    /// Another file stands at the name now.
+    NotThisSocket,
+    /// `connect(2)` failed.
+    Connect(Errno),
+    /// The connection could not be added to the poll.
+    Register(Errno),
+}
+
+/// What the caller must do, in order. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Look at `<name>.kvmd`; answer with [`Fleet::handle_looked`].
+    Look { name: InstanceName, purpose: Purpose },
+    /// Connect to `<name>.kvmd`, only if it is still the file `socket`;
+    /// register the connection under `key`, read the instance's state
+    /// file, and answer with [`Fleet::handle_connect`].
+    Connect {
+        key: InstanceKey,
+        name: InstanceName,
+        socket: SocketId,
+    },
+    /// Send a command on `key`'s connection.
+    Transmit { key: InstanceKey, command: Command },
+    /// Close `key`'s connection (it ended, or is given up).
+    Close { key: InstanceKey },
+    /// Create (a user shutdown) or remove `<name>.shutdown`; answer with
+    /// [`Fleet::handle_recorded`].
+    Record {
+        key: VerdictKey,
+        name: InstanceName,
+        verdict: Verdict,
+    },
+    /// Write the instance's state file (atomically).
+    SaveState { name: InstanceName, saved: Saved },
+    /// Remove the instance's state file, if there is one.
+    RemoveState { name: InstanceName },
+    /// Crawl the control directory again and report what the watcher
+    /// finds ([`Fleet::handle_change`], [`Fleet::handle_dir`]).
+    Rescan,
+    /// Tell the operator.
+    Notify(Notice),
+}
+
+/// What is queued for the caller. Questions about an instance or a verdict
+/// are resolved when polled: one that went away meanwhile asks nothing.
+#[derive(Debug)]
+enum Step {
+    Act(Action),
+    Connect(InstanceKey),
+    Record(VerdictKey),
+}
+
+/// A descriptor shortage, told once when it starts and once when over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shortage {
+    None,
+    Ongoing,
+}
+
+/// The fleet. See the module documentation.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Who may own a socket kvmd connects to. Anyone else's socket could
+    /// make kvmd write a verdict that user chose.
+    trusted_owners: Vec<u32>,
+    instances: Slab<Instance>,
+    /// Exactly one instance per name, so one monitor per socket file.
+    by_name: HashMap<InstanceName, InstanceKey>,
+    /// Verdicts being written, or waiting to be written again.
+    verdicts: Slab<PendingVerdict>,
+    verdict_by_name: HashMap<InstanceName, VerdictKey>,
+    /// Entries not monitored on purpose (no socket, an untrusted owner, a
+    /// name too long), so each file is told of once.
+    ignored: HashMap<InstanceName, SocketId>,
+    /// Sockets given up on (nobody listened), so a rescan does not try the
+    /// very same file again; a creation under the name clears it.
+    given_up: HashMap<InstanceName, SocketId>,
+    /// Names to look at again once a descriptor is free.
+    deferred: Vec<(InstanceName, Purpose)>,
+    shortage: Shortage,
+    reach: Reach,
+    follow: Follow,
+    /// Crawls in a row while inotify cannot follow (for the back-off).
+    rescans: u32,
+    timers: TimerTable,
+    queue: VecDeque<Step>,
+}
+
+impl Fleet {
+    /// A fleet that trusts sockets owned by `trusted_owners` (root, or
+    /// kvmd's own user, and whom `--socket-owner` names).
+    pub fn new(trusted_owners: Vec<u32>) -> Fleet {
+        Fleet {
+            trusted_owners,
+            instances: Slab::new(),
+            by_name: HashMap::new(),
+            verdicts: Slab::new(),
+            verdict_by_name: HashMap::new(),
+            ignored: HashMap::new(),
+            given_up: HashMap::new(),
+            deferred: Vec::new(),
+            shortage: Shortage::None,
+            reach: Reach::Away,
+            follow: Follow::Events,
+            rescans: 0,
+            timers: TimerTable::default(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do, if any. See the module documentation.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        while let Some(step) = self.queue.pop_front() {
+            let action = match step {
+                Step::Act(action) => Some(action),
+                Step::Connect(key) => self.connect_action(key),
+                Step::Record(key) => self.record_action(key),
+            };
+            if action.is_some() {
+                return action;
+            }
+        }
+        None
+    }
+
+    /// When [`Fleet::handle_timeout`] is next due; `None` while nothing
+    /// waits.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Fires every timer due at `now`. Call once per loop turn.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Connect(key) => self.queue.push_back(Step::Connect(key)),
+                Timer::Record(key) => self.retry_record(key),
+                Timer::Descriptors => {
+                    for (name, purpose) in std::mem::take(&mut self.deferred) {
+                        self.act(Action::Look { name, purpose });
+                    }
+                }
+                Timer::Rescan => self.act(Action::Rescan),
+            }
+        }
+        self.end_shortage_if_over();
+    }
+
+    /// The watcher's state, after every crawl or inotify read.
+    pub fn handle_dir(&mut self, now: Instant, reach: Reach, follow: Follow) {
+        let was = std::mem::replace(&mut self.reach, reach);
+        self.follow = follow;
+        match follow {
+            Follow::Events => {
+                self.rescans = 0;
+                self.timers.cancel(Timer::Rescan);
+            }
+            Follow::Rescans if !self.timers.is_set(Timer::Rescan) => {
+                let delay = timers::RESCAN.delay(self.rescans);
+                self.rescans = self.rescans.saturating_add(1);
+                self.timers.set(Timer::Rescan, now + delay);
+            }
+            Follow::Rescans => {}
+        }
+        if was == Reach::Away && reach == Reach::Reached {
+            self.retry_records_waiting_for_dir();
+        }
+    }
+
+    /// The instances that have a state file, once at start-up, after the
+    /// first crawl's actions were carried out: files of sockets that are
+    /// not monitored are stale (gone, recreated, or no socket).
+    pub fn handle_state_files(&mut self, names: Vec<InstanceName>) {
+        for name in names {
+            if !self.by_name.contains_key(&name) {
+                log::debug!("{name}: stale state file removed");
+                self.act(Action::RemoveState { name });
+            }
+        }
+    }
+
+    /// At exit: tells which verdicts never made it to disk. Instances still
+    /// running are left undecided.
+    pub fn handle_exit(&mut self) {
+        let pending: Vec<_> = self
+            .verdicts
+            .iter()
+            .map(|(_, v)| (v.name.clone(), v.verdict))
+            .collect();
+        for (name, verdict) in pending {
+            self.notify(Notice::ExitingUnrecorded { name, verdict });
+        }
+    }
+
+    /// How many instances are tracked (monitored or waiting to be).
+    pub fn instances(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// The name of the instance at `key`.
+    pub fn name(&self, key: InstanceKey) -> Option<&InstanceName> {
+        self.instances.get(key.0).map(|i| &i.name)
+    }
+
+    /// The instance monitoring `name`, with its phase and socket.
+    pub fn instance(&self, name: &InstanceName) -> Option<(InstanceKey, Phase, SocketId)> {
+        let key = *self.by_name.get(name)?;
+        let instance = self.instances.get(key.0)?;
+        Some((key, instance.phase(), instance.socket))
+    }
+
+    /// Every tracked instance's name, key, phase and socket.
+    pub fn each_instance(
+        &self,
+    ) -> impl Iterator<Item = (&InstanceName, InstanceKey, Phase, SocketId)> {
+        self.instances
+            .iter()
+            .map(|(key, i)| (&i.name, InstanceKey(key), i.phase(), i.socket))
+    }
+
+    /// Verdicts decided but not yet written: name, socket, verdict.
+    pub fn unrecorded(&self) -> impl Iterator<Item = (&InstanceName, SocketId, Verdict)> {
+        self.verdicts
+            .iter()
+            .map(|(_, v)| (&v.name, v.socket, v.verdict))
+    }
+
+    /// Names waiting for a descriptor before they can even be looked at.
+    pub fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// How many deadlines are set.
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    fn act(&mut self, action: Action) {
+        self.queue.push_back(Step::Act(action));
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        self.act(Action::Notify(notice));
+    }
+
+    /// Starts a descriptor-shortage episode, told once.
+    fn short_of_descriptors(&mut self, errno: Errno) {
+        if self.shortage == Shortage::None {
+            self.shortage = Shortage::Ongoing;
+            self.notify(Notice::OutOfDescriptors { errno });
+        }
+    }
+
+    /// Ends the episode, told once, when nothing waits for a descriptor.
+    /// Counted afresh each turn, never kept in step by hand.
+    fn end_shortage_if_over(&mut self) {
+        if self.shortage == Shortage::None || !self.deferred.is_empty() {
+            return;
+        }
+        let starved = self
+            .instances
+            .iter()
+            .any(|(_, i)| i.phase() == Phase::Connecting(WaitFor::Descriptor));
+        if !starved {
+            self.shortage = Shortage::None;
+            self.notify(Notice::DescriptorsFree);
+        }
+    }
+
+    /// Keeps a name to look at again once a descriptor is free.
+    fn defer(&mut self, now: Instant, name: InstanceName, purpose: Purpose) {
+        self.deferred.push((name, purpose));
+        if !self.timers.is_set(Timer::Descriptors) {
+            self.timers
+                .set(Timer::Descriptors, now + timers::DESCRIPTOR_WAIT);
+        }
+    }
+}
+
+/// This process (EMFILE) or the system (ENFILE) has no descriptor to give.
+fn out_of_descriptors(errno: Errno) -> bool {
+    matches!(errno, Errno::EMFILE | Errno::ENFILE)
+}

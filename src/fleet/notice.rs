@@ -1,0 +1,317 @@
+//! What the fleet tells an operator, as typed notices: the event loop
+//! turns each into one log line (and, later, into what followers and
+//! metrics see). The wording of each line lives here.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use log::Level;
+use nix::errno::Errno;
+
+use crate::decision::Verdict;
+use crate::name::InstanceName;
+use crate::qmp::{RunState, Version};
+use crate::shutdown_file::Outcome;
+
+/// Why an entry is not monitored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// A socket owned by someone kvmd does not trust.
+    Untrusted { owner: u32 },
+    /// A file, directory, fifo or symlink.
+    NotASocket,
+    /// Its `.shutdown` file would exceed `NAME_MAX`.
+    NameTooLong,
+}
+
+/// Why an instance was given up on before it was ever connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    DirGone,
+    SocketWent,
+    CannotOpen(Errno),
+    /// Refused for longer than the connect window, or refused for good.
+    CannotConnect(Errno),
+    Unpollable,
+}
+
+/// Why a verdict could not be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// Creating or removing the file failed.
+    File(Errno),
+    /// The control directory is not watched (gone, or being replaced).
+    DirAway,
+    /// Opening the control directory failed.
+    DirFailed(Errno),
+}
+
+impl RecordError {
+    /// Whether trying again may succeed once something passing is over
+    /// (room on the disk, a read-write remount, descriptors). The rest
+    /// (a non-empty directory in the file's place, say) needs a hand.
+    pub fn mendable(self) -> bool {
+        match self {
+            RecordError::File(e) => !matches!(
+                e,
+                Errno::ENOTEMPTY
+                    | Errno::EEXIST
+                    | Errno::ENOTDIR
+                    | Errno::EISDIR
+                    | Errno::ELOOP
+                    | Errno::ENAMETOOLONG
+                    | Errno::EINVAL
+            ),
+            RecordError::DirAway | RecordError::DirFailed(_) => true,
+        }
+    }
+}
+
+/// One thing to tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Negotiated: the instance is monitored.
+    Monitoring {
+        name: InstanceName,
+        qemu: Option<Version>,
+        state: Option<RunState>,
+    },
+    /// A connection's first unusable message (the rest go to debug).
+    Malformed { name: InstanceName, problem: String },
+    /// Evidence an earlier run kept for this very QEMU was taken up.
+    Restored { name: InstanceName },
+    Ignored { name: InstanceName, why: Ignored },
+    CannotLook { name: InstanceName, errno: Errno },
+    Unpollable { name: InstanceName, errno: Errno },
+    NotMonitored { name: InstanceName, why: GiveUp },
+    /// A verdict, written at the first try.
+    Decided {
+        name: InstanceName,
+        verdict: Verdict,
+        grounds: String,
+        outcome: Outcome,
+    },
+    /// A verdict written after the file system refused it.
+    RecordedAtLast {
+        name: InstanceName,
+        verdict: Verdict,
+        outcome: Outcome,
+        tries: u32,
+    },
+    /// A verdict the file system refused at the first try.
+    Unrecorded {
+        name: InstanceName,
+        verdict: Verdict,
+        grounds: String,
+        error: RecordError,
+        /// Whether it is tried again.
+        again: bool,
+    },
+    /// A verdict refused again, for a reason no retry mends.
+    Unrecordable {
+        name: InstanceName,
+        verdict: Verdict,
+        error: RecordError,
+    },
+    /// An unwritten verdict dropped: a newer QEMU took the name.
+    Moot { name: InstanceName, verdict: Verdict },
+    OutOfDescriptors { errno: Errno },
+    DescriptorsFree,
+    /// At exit, a verdict still unwritten.
+    ExitingUnrecorded { name: InstanceName, verdict: Verdict },
+}
+
+impl Notice {
+    pub fn level(&self) -> Level {
+        match self {
+            Notice::Monitoring { .. }
+            | Notice::Restored { .. }
+            | Notice::Decided { .. }
+            | Notice::RecordedAtLast { .. }
+            | Notice::DescriptorsFree => Level::Info,
+            Notice::Malformed { .. }
+            | Notice::Ignored { .. }
+            | Notice::CannotLook { .. }
+            | Notice::NotMonitored { .. }
+            | Notice::Moot { .. }
+            | Notice::OutOfDescriptors { .. } => Level::Warn,
+            Notice::Unpollable { .. }
+            | Notice::Unrecorded { .. }
+            | Notice::Unrecordable { .. }
+            | Notice::ExitingUnrecorded { .. } => Level::Error,
+        }
+    }
+
+    /// The log line (without its prefix); `ctrl_dir` names the directory
+    /// in lines about it.
+    pub fn line<'a>(&'a self, ctrl_dir: &'a Path) -> Line<'a> {
+        Line(self, ctrl_dir)
+    }
+}
+
+/// A notice as a log line.
+pub struct Line<'a>(&'a Notice, &'a Path);
+
+/// An errno as `std::io::Error` shows it ("Connection refused (os error
+/// 111)"), as the system call's own error would read.
+fn os_error(errno: Errno) -> io::Error {
+    io::Error::from_raw_os_error(errno as i32)
+}
+
+/// "create" or "remove", and the past forms, for a verdict's file.
+fn doing(verdict: Verdict) -> (&'static str, &'static str) {
+    if verdict.is_user_shutdown() {
+        ("create", "created")
+    } else {
+        ("remove", "removed")
+    }
+}
+
+struct Cause<'a>(RecordError, &'a Path);
+
+impl fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            RecordError::File(e) => write!(f, "{e}"),
+            RecordError::DirAway => write!(f, "{} is away", self.1.display()),
+            RecordError::DirFailed(e) => write!(f, "cannot open {}: {e}", self.1.display()),
+        }
+    }
+}
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ctrl_dir = self.1;
+        match self.0 {
+            Notice::Monitoring { name, qemu, state } => {
+                write!(f, "{name}: monitoring (QEMU ")?;
+                match qemu {
+                    Some(v) => write!(f, "{v}")?,
+                    None => write!(f, "version unknown")?,
+                }
+                match state {
+                    Some(s) => write!(f, ", guest {s})"),
+                    None => write!(f, ", guest state unknown)"),
+                }
+            }
+            Notice::Malformed { name, problem } => write!(f, "{name}: {problem}"),
+            Notice::Restored { name } => {
+                write!(f, "{name}: evidence restored from before a restart")
+            }
+            Notice::Ignored { name, why } => {
+                let socket = name.socket_file_shown();
+                match why {
+                    Ignored::Untrusted { owner } => write!(
+                        f,
+                        "{name}: {socket} is owned by uid {owner}, whom kvmd does not trust; \
+                         ignored (--socket-owner {owner} would allow it)"
+                    ),
+                    Ignored::NotASocket => write!(f, "{name}: {socket} is not a socket; ignored"),
+                    Ignored::NameTooLong => write!(
+                        f,
+                        "{name}: its .shutdown file would be longer than a file name may be; \
+                         not monitored (its verdict could never be recorded)"
+                    ),
+                }
+            }
+            Notice::CannotLook { name, errno } => {
+                write!(f, "{name}: cannot look at its socket: {errno}")
+            }
+            Notice::Unpollable { name, errno } => {
+                write!(f, "{name}: cannot poll its socket: {}", os_error(*errno))
+            }
+            Notice::NotMonitored { name, why } => {
+                write!(f, "{name}: not monitored: ")?;
+                match why {
+                    GiveUp::DirGone => write!(f, "the control directory is gone"),
+                    GiveUp::SocketWent => write!(f, "its socket went away before QEMU listened"),
+                    GiveUp::CannotOpen(e) => write!(f, "cannot open its socket: {e}"),
+                    GiveUp::CannotConnect(e) => {
+                        write!(f, "cannot connect to its QMP socket: {}", os_error(*e))
+                    }
+                    GiveUp::Unpollable => write!(f, "it cannot be polled"),
+                }
+            }
+            Notice::Decided {
+                name,
+                verdict,
+                grounds,
+                outcome,
+            } => {
+                let shown = name.shutdown_file_shown();
+                write!(f, "{name}: decided {verdict} [{grounds}]; {shown}: {outcome}")
+            }
+            Notice::RecordedAtLast {
+                name,
+                verdict,
+                outcome,
+                tries,
+            } => {
+                let shown = name.shutdown_file_shown();
+                write!(
+                    f,
+                    "{name}: {shown}: {outcome} at last, after {tries} tries (decided {verdict})"
+                )
+            }
+            Notice::Unrecorded {
+                name,
+                verdict,
+                grounds,
+                error,
+                again,
+            } => {
+                let shown = name.shutdown_file_shown();
+                let (doing, _) = doing(*verdict);
+                let then = if *again {
+                    "trying again until it can"
+                } else {
+                    "not retried: that needs an operator"
+                };
+                let cause = Cause(*error, ctrl_dir);
+                write!(
+                    f,
+                    "{name}: decided {verdict} [{grounds}], but cannot {doing} {shown}: {cause}; {then}"
+                )
+            }
+            Notice::Unrecordable {
+                name,
+                verdict: v,
+                error,
+            } => {
+                let shown = name.shutdown_file_shown();
+                let (doing, _) = doing(*v);
+                let cause = Cause(*error, ctrl_dir);
+                write!(
+                    f,
+                    "{name}: cannot {doing} {shown}: {cause}; not retried: that needs an operator"
+                )
+            }
+            Notice::Moot { name, verdict } => {
+                let shown = name.shutdown_file_shown();
+                let (_, done) = doing(*verdict);
+                write!(
+                    f,
+                    "{name}: a new QEMU started before {shown} could be {done}; \
+                     that verdict ({verdict}) is moot now"
+                )
+            }
+            Notice::OutOfDescriptors { errno } => write!(
+                f,
+                "out of file descriptors ({errno}): instances wait until descriptors free up \
+                 (raise the limit, e.g. LimitNOFILE=, for this many instances)"
+            ),
+            Notice::DescriptorsFree => {
+                write!(f, "file descriptors free again: every instance is monitored")
+            }
+            Notice::ExitingUnrecorded { name, verdict } => {
+                let shown = name.shutdown_file_shown();
+                let (_, done) = doing(*verdict);
+                write!(
+                    f,
+                    "{name}: exiting with {shown} still not {done} (decided {verdict})"
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Verdicts on their way to disk: written at once when the file system
+//! takes them, tried again while it cannot (full, read-only, the control
+//! directory away), never dropped unsaid, and dropped only when a newer
+//! QEMU of the same name makes them moot.
+
+use std::time::Instant;
+
+use log::debug;
+
+use super::instance::Instance;
+use super::{Action, Fleet, Look, Notice, Purpose, Reach, RecordError, Step, Timer, VerdictKey};
+use crate::decision::Verdict;
+use crate::name::InstanceName;
+use crate::shutdown_file::Outcome;
+use crate::state::SocketId;
+
+#[derive(Debug)]
+pub(super) struct PendingVerdict {
+    pub name: InstanceName,
+    /// The socket of the QEMU it is about.
+    pub socket: SocketId,
+    pub verdict: Verdict,
+    /// The evidence, as the decision line shows it.
+    pub grounds: String,
+    /// Writes tried and refused so far.
+    pub attempts: u32,
+    pub wait: Wait,
+}
+
+/// What an unwritten verdict waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Nothing: a write is on its way.
+    Nothing,
+    /// Its timer, to try again.
+    Timer,
+    /// The control directory, to be watched again (its timer also runs,
+    /// in case the directory came back without being seen away).
+    Dir,
+}
+
+impl Fleet {
+    /// Records a fresh verdict: written at once.
+    pub(super) fn decided(&mut self, instance: &Instance, verdict: Verdict, grounds: String) {
+        // An older QEMU's verdict still unwritten says nothing of this one.
+        self.moot(&instance.name);
+        let key = VerdictKey(self.verdicts.insert(PendingVerdict {
+            name: instance.name.clone(),
+            socket: instance.socket,
+            verdict,
+            grounds,
+            attempts: 0,
+            wait: Wait::Nothing,
+        }));
+        self.verdict_by_name.insert(instance.name.clone(), key);
+        self.queue.push_back(Step::Record(key));
+    }
+
+    /// The write a queued step asks for, if its verdict still stands.
+    pub(super) fn record_action(&mut self, key: VerdictKey) -> Option<Action> {
+        let v = self.verdicts.get(key.0)?;
+        (v.wait == Wait::Nothing).then(|| Action::Record {
+            key,
+            name: v.name.clone(),
+            verdict: v.verdict,
+        })
+    }
+
+    /// How an [`Action::Record`] went.
+    pub fn handle_recorded(
+        &mut self,
+        now: Instant,
+        key: VerdictKey,
+        result: Result<Outcome, RecordError>,
+    ) {
+        let Some(v) = self.verdicts.get_mut(key.0) else {
+            return;
+        };
+        let error = match result {
+            Ok(outcome) => {
+                let v = self.remove_verdict(key);
+                let Some(PendingVerdict {
+                    name,
+                    verdict,
+                    grounds,
+                    attempts,
+                    ..
+                }) = v
+                else {
+                    return;
+                };
+                let notice = match attempts {
+                    0 => Notice::Decided {
+                        name,
+                        verdict,
+                        grounds,
+                        outcome,
+                    },
+                    n => Notice::RecordedAtLast {
+                        name,
+                        verdict,
+                        outcome,
+                        tries: n.saturating_add(1),
+                    },
+                };
+                return self.notify(notice);
+            }
+            Err(error) => error,
+        };
+        let again = error.mendable();
+        let (name, verdict, attempts) = (v.name.clone(), v.verdict, v.attempts);
+        if attempts == 0 {
+            let grounds = v.grounds.clone();
+            self.notify(Notice::Unrecorded {
+                name,
+                verdict,
+                grounds,
+                error,
+                again,
+            });
+        } else if again {
+            debug!("{name}: still cannot write {verdict}: {error:?}");
+        } else {
+            self.notify(Notice::Unrecordable {
+                name,
+                verdict,
+                error,
+            });
+        }
+        if !again {
+            self.remove_verdict(key);
+            return;
+        }
+        let Some(v) = self.verdicts.get_mut(key.0) else {
+            return;
+        };
+        let delay = super::timers::RECORD.delay(v.attempts);
+        v.attempts = v.attempts.saturating_add(1);
+        v.wait = match error {
+            RecordError::DirAway => Wait::Dir,
+            _ => Wait::Timer,
+        };
+        self.timers.set(Timer::Record(key), now + delay);
+    }
+
+    /// A verdict's timer is due: look whether a newer QEMU took the name,
+    /// then write. One waiting for the directory waits on while it is away.
+    pub(super) fn retry_record(&mut self, key: VerdictKey) {
+        let reach = self.reach;
+        let Some(v) = self.verdicts.get_mut(key.0) else {
+            return;
+        };
+        if v.wait == Wait::Dir && reach == Reach::Away {
+            return;
+        }
+        v.wait = Wait::Nothing;
+        let name = v.name.clone();
+        self.act(Action::Look {
+            name,
+            purpose: Purpose::Verdict(key),
+        });
+    }
+
+    /// The control directory is watched again: the verdicts waiting for it
+    /// are tried now.
+    pub(super) fn retry_records_waiting_for_dir(&mut self) {
+        let waiting: Vec<VerdictKey> = self
+            .verdicts
+            .iter()
+            .filter(|(_, v)| v.wait == Wait::Dir)
+            .map(|(key, _)| VerdictKey(key))
+            .collect();
+        for key in waiting {
+            self.timers.cancel(Timer::Record(key));
+            self.retry_record(key);
+        }
+    }
+
+    /// What stands at the name of a verdict about to be written again.
+    pub(super) fn verdict_looked(&mut self, key: VerdictKey, look: Look) {
+        let Some(v) = self.verdicts.get(key.0) else {
+            return;
+        };
+        // A new QEMU's socket under the name (one not seen created yet,
+        // while a stalled watcher rescans) makes the verdict moot.
+        if matches!(look, Look::Socket { id, .. } if id != v.socket) {
+            let name = v.name.clone();
+            return self.moot(&name);
+        }
+        self.queue.push_back(Step::Record(key));
+    }
+
+    /// The unwritten verdict for `name`, with its QEMU's socket.
+    pub(super) fn verdict_for(&self, name: &InstanceName) -> Option<(VerdictKey, SocketId)> {
+        let key = *self.verdict_by_name.get(name)?;
+        Some((key, self.verdicts.get(key.0)?.socket))
+    }
+
+    /// Drops the unwritten verdict for `name`: a new QEMU of that name
+    /// started, and the old verdict would mislead about it.
+    pub(super) fn moot(&mut self, name: &InstanceName) {
+        let Some(&key) = self.verdict_by_name.get(name) else {
+            return;
+        };
+        if let Some(v) = self.remove_verdict(key) {
+            self.notify(Notice::Moot {
+                name: v.name,
+                verdict: v.verdict,
+            });
+        }
+    }
+
+    fn remove_verdict(&mut self, key: VerdictKey) -> Option<PendingVerdict> {
+        let v = self.verdicts.try_remove(key.0)?;
+        self.verdict_by_name.remove(&v.name);
+        self.timers.cancel(Timer::Record(key));
+        Some(v)
+    }
+}
