@@ -6,11 +6,17 @@
 //! cargo bench --bench load                    # 1000 instances, 200 events each
 //! cargo bench --bench load -- --instances 10000 --daemons kvmd
 //! cargo bench --bench load -- --soak 660      # kvmd alone, 11 minutes of churn
+//! cargo bench --bench load -- --daemons kvmd --kvmd /work/before-target/release/kvmd
 //! ```
 //!
 //! Options: `--instances N`, `--events E` (per instance, in the storm),
 //! `--idle S` (seconds of idle CPU measurement), `--churn R` (rounds of
 //! 100 instances created and destroyed), `--daemons kvmd,reference`.
+//! `--kvmd PATH` measures (and soaks) that kvmd binary in place of the one
+//! `cargo bench` built: a build of an older commit (`git worktree add` it,
+//! `cargo build --release` there) is measured by the same tool, same fleet,
+//! same session, for a before/after table. The binary measured is named
+//! in the output (above the table; in the soak's first line).
 //! `--soak S` runs the soak instead (`load/soak.rs`: kvmd alone in a
 //! temporary directory, no root needed; `--instances` alive, default 300;
 //! `--restart-every S`, `--seed N`, `--dir D` for its control directory,
@@ -65,6 +71,8 @@ struct Args {
     idle: u64,
     churn: usize,
     daemons: Vec<Which>,
+    /// The kvmd binary to run (`--kvmd`; default: the one cargo built).
+    kvmd: PathBuf,
 }
 
 fn args() -> Args {
@@ -79,6 +87,7 @@ fn args() -> Args {
         idle: 10,
         churn: 5,
         daemons: vec![Which::Kvmd, Which::Reference],
+        kvmd: PathBuf::from(env!("CARGO_BIN_EXE_kvmd")),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -95,6 +104,7 @@ fn args() -> Args {
             "--events" => args.events = value().parse().unwrap_or(args.events),
             "--idle" => args.idle = value().parse().unwrap_or(args.idle),
             "--churn" => args.churn = value().parse().unwrap_or(args.churn),
+            "--kvmd" => args.kvmd = PathBuf::from(value()),
             "--daemons" => {
                 args.daemons = value()
                     .split(',')
@@ -842,7 +852,20 @@ fn main() {
     // too, without it: then a small smoke run checks the tool and kvmd.
     let smoke = !std::env::args().any(|arg| arg == "--bench");
     let mut args = args();
-    let kvmd = Path::new(env!("CARGO_BIN_EXE_kvmd"));
+    // Absolute: the Ganeti run reaches it through a symlink in a
+    // temporary directory.
+    args.kvmd = match fs::canonicalize(&args.kvmd) {
+        Ok(path) if path.is_file() => path,
+        Ok(path) => {
+            eprintln!("--kvmd {}: not a file", path.display());
+            std::process::exit(2);
+        }
+        Err(e) => {
+            eprintln!("--kvmd {}: {e}", args.kvmd.display());
+            std::process::exit(2);
+        }
+    };
+    let kvmd = args.kvmd.as_path();
     // Each soak instance costs the tool up to three descriptors (a socket
     // bound early, its listener, its connection) and kvmd one.
     let soak_nofile = |instances: usize| 3 * instances as u64 + 1024;
@@ -976,6 +999,7 @@ fn print_table(args: &Args, rows: &[(Which, Row)], tmpfs: bool) {
             "the disk file system"
         }
     );
+    println!("kvmd: {}\n", args.kvmd.display());
     println!("| measure | kvmd | ganeti-kvmd | ratio |");
     println!("|---|---|---|---|");
     let line = |what: &str, kv: String, rv: String, ratio: String| {

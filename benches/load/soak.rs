@@ -623,7 +623,7 @@ pub fn run(opts: Options, program: &Path) -> bool {
     fs::create_dir_all(&ctrl).expect("mkdir ctrl");
     println!(
         "soak: {} s, {} instances alive, lives {MIN_LIFE}-{} s, restarts every {}, seed {seed}; \
-         control directory {} ({}), log in {}",
+         control directory {} ({}), log in {}; kvmd {}",
         opts.seconds,
         opts.instances,
         opts.max_life,
@@ -635,7 +635,8 @@ pub fn run(opts: Options, program: &Path) -> bool {
         } else {
             "not tmpfs"
         },
-        work.display()
+        work.display(),
+        program.display()
     );
     let mut fleet = Fleet::new(&ctrl);
     fleet.keep_listening = true;
