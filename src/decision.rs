@@ -376,10 +376,7 @@ mod tests {
 
     #[test]
     fn guest_powers_off() {
-        assert_eq!(
-            verdict(&[USER_OFF]),
-            Verdict::from(Why::GuestPoweredOff)
-        );
+        assert_eq!(verdict(&[USER_OFF]), Verdict::from(Why::GuestPoweredOff));
     }
 
     #[test]

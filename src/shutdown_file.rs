@@ -16,7 +16,6 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-
 /// What recording a verdict did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

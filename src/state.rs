@@ -17,10 +17,10 @@
 //! a descriptor of the directory, without following symlinks, and removed
 //! once the instance is decided.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -230,13 +230,7 @@ impl StateDir {
     pub fn load(&self, instance: &InstanceName) -> Option<Saved> {
         let dir = self.open(false).ok()?;
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-        let fd = openat(
-            &dir,
-            instance.state_file().as_bytes(),
-            flags,
-            Mode::empty(),
-        )
-        .ok()?;
+        let fd = openat(&dir, instance.state_file().as_bytes(), flags, Mode::empty()).ok()?;
         let mut text = Vec::with_capacity(MAX_FILE);
         let file = std::fs::File::from(fd);
         io::Read::read_to_end(&mut io::Read::take(file, MAX_FILE as u64 + 1), &mut text).ok()?;
@@ -380,10 +374,7 @@ mod tests {
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, b"precious").expect("write");
         std::os::unix::fs::symlink(&victim, dir.path().join("vm.new")).expect("symlink");
-        assert!(
-            dir.save(&named("vm"), &saved(true, false))
-                .is_err()
-        );
+        assert!(dir.save(&named("vm"), &saved(true, false)).is_err());
         assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
         std::os::unix::fs::symlink(&victim, dir.path().join("vm2.state")).expect("symlink");
         assert_eq!(dir.load(&named("vm2")), None);

@@ -665,7 +665,9 @@ mod tests {
         let _o = UnixListener::bind(tmp.path().join("old/stale.kvmd")).expect("bind");
         let seen = wait_for_arrival(&mut watcher, "new.kvmd");
         assert!(
-            !seen.iter().any(|c| arrival(c).as_deref() == Some("stale.kvmd")),
+            !seen
+                .iter()
+                .any(|c| arrival(c).as_deref() == Some("stale.kvmd")),
             "{seen:?}"
         );
     }

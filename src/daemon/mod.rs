@@ -248,10 +248,10 @@ impl Daemon {
 
     fn sync_interest(&mut self, key: InstanceKey) {
         let registry = self.poll.registry();
-        if let Some(Some(t)) = self.transports.get_mut(key.0) {
-            if let Err(e) = t.sync_interest(registry, token(key)) {
-                debug!("reregister: {e}");
-            }
+        if let Some(Some(t)) = self.transports.get_mut(key.0)
+            && let Err(e) = t.sync_interest(registry, token(key))
+        {
+            debug!("reregister: {e}");
         }
     }
 

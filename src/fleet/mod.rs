@@ -116,9 +116,14 @@ pub enum Purpose {
 /// symlink followed), or why the caller could not look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Look {
-    Socket { id: SocketId, owner: u32 },
+    Socket {
+        id: SocketId,
+        owner: u32,
+    },
     /// Anything but a socket: a file, a directory, a fifo, a symlink.
-    Other { id: SocketId },
+    Other {
+        id: SocketId,
+    },
     Absent,
     /// `fstatat` failed otherwise.
     Failed(Errno),
@@ -157,7 +162,10 @@ pub enum ConnectError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Look at `<name>.kvmd`; answer with [`Fleet::handle_looked`].
-    Look { name: InstanceName, purpose: Purpose },
+    Look {
+        name: InstanceName,
+        purpose: Purpose,
+    },
     /// Connect to `<name>.kvmd`, only if it is still the file `socket`;
     /// register the connection under `key`, read the instance's state
     /// file, and answer with [`Fleet::handle_connect`].

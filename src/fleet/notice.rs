@@ -78,13 +78,30 @@ pub enum Notice {
         state: Option<RunState>,
     },
     /// A connection's first unusable message (the rest go to debug).
-    Malformed { name: InstanceName, problem: String },
+    Malformed {
+        name: InstanceName,
+        problem: String,
+    },
     /// Evidence an earlier run kept for this very QEMU was taken up.
-    Restored { name: InstanceName },
-    Ignored { name: InstanceName, why: Ignored },
-    CannotLook { name: InstanceName, errno: Errno },
-    Unpollable { name: InstanceName, errno: Errno },
-    NotMonitored { name: InstanceName, why: GiveUp },
+    Restored {
+        name: InstanceName,
+    },
+    Ignored {
+        name: InstanceName,
+        why: Ignored,
+    },
+    CannotLook {
+        name: InstanceName,
+        errno: Errno,
+    },
+    Unpollable {
+        name: InstanceName,
+        errno: Errno,
+    },
+    NotMonitored {
+        name: InstanceName,
+        why: GiveUp,
+    },
     /// A verdict, written at the first try.
     Decided {
         name: InstanceName,
@@ -115,11 +132,19 @@ pub enum Notice {
         error: RecordError,
     },
     /// An unwritten verdict dropped: a newer QEMU took the name.
-    Moot { name: InstanceName, verdict: Verdict },
-    OutOfDescriptors { errno: Errno },
+    Moot {
+        name: InstanceName,
+        verdict: Verdict,
+    },
+    OutOfDescriptors {
+        errno: Errno,
+    },
     DescriptorsFree,
     /// At exit, a verdict still unwritten.
-    ExitingUnrecorded { name: InstanceName, verdict: Verdict },
+    ExitingUnrecorded {
+        name: InstanceName,
+        verdict: Verdict,
+    },
 }
 
 impl Notice {
@@ -240,7 +265,10 @@ impl fmt::Display for Line<'_> {
                 outcome,
             } => {
                 let shown = name.shutdown_file_shown();
-                write!(f, "{name}: decided {verdict} [{grounds}]; {shown}: {outcome}")
+                write!(
+                    f,
+                    "{name}: decided {verdict} [{grounds}]; {shown}: {outcome}"
+                )
             }
             Notice::RecordedAtLast {
                 name,
@@ -302,7 +330,10 @@ impl fmt::Display for Line<'_> {
                  (raise the limit, e.g. LimitNOFILE=, for this many instances)"
             ),
             Notice::DescriptorsFree => {
-                write!(f, "file descriptors free again: every instance is monitored")
+                write!(
+                    f,
+                    "file descriptors free again: every instance is monitored"
+                )
             }
             Notice::ExitingUnrecorded { name, verdict } => {
                 let shown = name.shutdown_file_shown();

@@ -53,7 +53,13 @@ impl Fleet {
     }
 
     /// What stands at a name, as asked by an [`Action::Look`].
-    pub fn handle_looked(&mut self, now: Instant, name: InstanceName, purpose: Purpose, look: Look) {
+    pub fn handle_looked(
+        &mut self,
+        now: Instant,
+        name: InstanceName,
+        purpose: Purpose,
+        look: Look,
+    ) {
         let succession = match purpose {
             Purpose::Verdict(key) => return self.verdict_looked(key, look),
             Purpose::Attach => Succession::Current,
@@ -109,7 +115,10 @@ impl Fleet {
         if !name.fits() {
             return self.ignore(name, id, Ignored::NameTooLong);
         }
-        if self.verdict_for(&name).is_some_and(|(_, socket)| socket != id) {
+        if self
+            .verdict_for(&name)
+            .is_some_and(|(_, socket)| socket != id)
+        {
             self.moot(&name);
         }
         let key = InstanceKey(self.instances.vacant_key());

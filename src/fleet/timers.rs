@@ -91,7 +91,9 @@ impl Backoff {
 
     /// The wait before try `attempts + 1`.
     pub fn delay(self, attempts: u32) -> Duration {
-        self.first.saturating_mul(1 << attempts.min(16)).min(self.max)
+        self.first
+            .saturating_mul(1 << attempts.min(16))
+            .min(self.max)
     }
 }
 
