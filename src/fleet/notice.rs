@@ -125,6 +125,12 @@ pub enum Notice {
         /// Whether it is tried again.
         again: bool,
     },
+    /// A verdict refused again, and tried again (a debug line).
+    StillUnrecorded {
+        name: InstanceName,
+        verdict: Verdict,
+        error: RecordError,
+    },
     /// A verdict refused again, for a reason no retry mends.
     Unrecordable {
         name: InstanceName,
@@ -150,6 +156,7 @@ pub enum Notice {
 impl Notice {
     pub fn level(&self) -> Level {
         match self {
+            Notice::StillUnrecorded { .. } => Level::Debug,
             Notice::Monitoring { .. }
             | Notice::Restored { .. }
             | Notice::Decided { .. }
@@ -301,6 +308,16 @@ impl fmt::Display for Line<'_> {
                     f,
                     "{name}: decided {verdict} [{grounds}], but cannot {doing} {shown}: {cause}; {then}"
                 )
+            }
+            Notice::StillUnrecorded {
+                name,
+                verdict: v,
+                error,
+            } => {
+                let shown = name.shutdown_file_shown();
+                let (doing, _) = doing(*v);
+                let cause = Cause(*error, ctrl_dir);
+                write!(f, "{name}: still cannot {doing} {shown}: {cause}")
             }
             Notice::Unrecordable {
                 name,

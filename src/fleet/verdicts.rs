@@ -5,8 +5,6 @@
 
 use std::time::Instant;
 
-use log::debug;
-
 use super::instance::Instance;
 use super::{Action, Fleet, Look, Notice, Purpose, Reach, RecordError, Step, Timer, VerdictKey};
 use crate::decision::Verdict;
@@ -119,7 +117,11 @@ impl Fleet {
                 again,
             });
         } else if again {
-            debug!("{name}: still cannot write {verdict}: {error:?}");
+            self.notify(Notice::StillUnrecorded {
+                name,
+                verdict,
+                error,
+            });
         } else {
             self.notify(Notice::Unrecordable {
                 name,
