@@ -1,6 +1,8 @@
 //! The sans-IO core under criterion: framing and parsing QMP (as events/s
-//! and MB/s), the decision rule, and the inotify crawler's handling of a
-//! burst of socket creations. Transcripts are what QEMU 7.2 sends.
+//! and MB/s), the decision rule, the fleet (a guest's whole life through
+//! the instance policy, and a storm through it), and the inotify
+//! crawler's handling of a burst of socket creations. Transcripts are what
+//! QEMU 7.2 sends.
 //!
 //! `cargo bench --bench core`
 
@@ -9,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kvmd::decision::{Evidence, decide};
+use kvmd::fleet::{Action, Connected, Fleet, Follow, InstanceKey, Look, Purpose, Reach};
+use kvmd::name::InstanceName;
 use kvmd::qmp::{Connection, Event, Output};
+use kvmd::shutdown_file::Outcome;
+use kvmd::state::SocketId;
 use kvmd::watch::{Change, Watcher};
 
 const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"Debian 1:7.2+dfsg-7+deb12u18+b3\"}, \"capabilities\": [\"oob\"]}}\r\n";
@@ -96,6 +102,83 @@ fn lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
+/// Carries out a fleet's actions as the loop does, answering every question
+/// as a healthy node would; returns the key of a connect, if one was asked.
+fn drain(fleet: &mut Fleet, now: Instant) -> Option<InstanceKey> {
+    let mut connected = None;
+    while let Some(action) = fleet.poll_action() {
+        match action {
+            Action::Look { name, purpose } => {
+                let look = match purpose {
+                    Purpose::Attach => Look::Socket {
+                        id: SocketId { dev: 1, ino: 1 },
+                        owner: 0,
+                    },
+                    _ => Look::Absent,
+                };
+                fleet.handle_looked(now, name, purpose, look);
+            }
+            Action::Connect { key, .. } => {
+                let ok = Connected {
+                    qemu: None,
+                    saved: None,
+                };
+                fleet.handle_connect(now, key, Ok(ok));
+                connected = Some(key);
+            }
+            Action::Record { key, .. } => {
+                fleet.handle_recorded(now, key, Ok(Outcome::Created));
+            }
+            other => {
+                black_box(other);
+            }
+        }
+    }
+    connected
+}
+
+fn fleet(c: &mut Criterion) {
+    let now = Instant::now();
+    let name = InstanceName::new(std::ffi::OsStr::new("vm1")).expect("name");
+    let transcript = [GREETING, REPLIES, RESET, RESET, ENDINGS].concat();
+    let mut group = c.benchmark_group("fleet");
+    group.throughput(Throughput::Elements(1));
+    // Socket created → looked at → connected → greeting to SHUTDOWN → hang-up
+    // → verdict written: every step the loop hands the policy core.
+    group.bench_function("socket_to_recorded", |b| {
+        let mut fleet = Fleet::new(vec![0]);
+        fleet.handle_dir(now, Reach::Reached, Follow::Events);
+        b.iter(|| {
+            fleet.handle_change(now, kvmd::fleet::Change::Created(name.clone()));
+            let key = drain(&mut fleet, now).expect("connected");
+            fleet.handle_bytes(now, key, black_box(&transcript));
+            drain(&mut fleet, now);
+            fleet.handle_hangup(now, key);
+            drain(&mut fleet, now);
+        });
+    });
+    group.finish();
+    const EVENTS: usize = 10_000;
+    let bytes = RESET.repeat(EVENTS);
+    let mut group = c.benchmark_group("fleet_storm");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("events", |b| {
+        let mut fleet = Fleet::new(vec![0]);
+        fleet.handle_dir(now, Reach::Reached, Follow::Events);
+        fleet.handle_change(now, kvmd::fleet::Change::Created(name.clone()));
+        let key = drain(&mut fleet, now).expect("connected");
+        fleet.handle_bytes(now, key, [GREETING, REPLIES].concat().as_slice());
+        drain(&mut fleet, now);
+        b.iter(|| {
+            for chunk in black_box(&bytes).chunks(READ) {
+                fleet.handle_bytes(now, key, chunk);
+            }
+            drain(&mut fleet, now);
+        });
+    });
+    group.finish();
+}
+
 fn decision(c: &mut Criterion) {
     let mut evidence = Evidence::new();
     for event in [
@@ -152,5 +235,5 @@ fn inotify_burst(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, storm, lifecycle, decision, inotify_burst);
+criterion_group!(benches, storm, lifecycle, fleet, decision, inotify_burst);
 criterion_main!(benches);
