@@ -126,6 +126,40 @@ impl Evidence {
         }
     }
 
+    /// Whether `qmp_capabilities` succeeded on this connection.
+    pub fn negotiated(&self) -> bool {
+        self.negotiated
+    }
+
+    /// A STOP (or a status that said not running) with no RESUME since.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// An ACPI power button press the guest has not obeyed (or reset) yet.
+    pub fn powerdown_pending(&self) -> bool {
+        self.powerdown_pending
+    }
+
+    pub fn panicked(&self) -> bool {
+        self.panicked
+    }
+
+    /// The first SHUTDOWN, once it came.
+    pub fn first_shutdown(&self) -> Option<ShutdownSeen> {
+        self.first_shutdown
+    }
+
+    /// RESET events seen (guest reboots).
+    pub fn resets(&self) -> u32 {
+        self.counts.reset
+    }
+
+    /// Whether evidence from before a daemon restart was taken up.
+    pub fn is_restored(&self) -> bool {
+        self.restored.is_some()
+    }
+
     /// Folds one event, in wire order.
     pub fn record(&mut self, event: Event) {
         let counts = &mut self.counts;
@@ -268,6 +302,120 @@ impl fmt::Display for Why {
     }
 }
 
+impl Why {
+    /// The reason's stable code: the same in the decision log line,
+    /// `kvmd status`, `kvmd events`, the metrics and the hooks. Never
+    /// renamed; new reasons get new codes. See [`REASONS`].
+    pub fn code(self) -> &'static str {
+        match self {
+            Why::GuestPoweredOff => "guest-poweroff",
+            Why::LegacyShutdown => "legacy-poweroff",
+            Why::NeverNegotiated => "not-negotiated",
+            Why::NoShutdown => "no-shutdown",
+            Why::HostRequested(None) => "host-shutdown",
+            Why::HostRequested(Some(reason)) => match reason {
+                Reason::HostQmpQuit => "host-quit",
+                Reason::HostSignal => "host-signal",
+                Reason::HostUi => "host-ui",
+                Reason::HostError => "host-error",
+                Reason::HostQmpSystemReset => "host-reset",
+                _ => "host-other",
+            },
+            Why::GuestReset => "guest-reset",
+            Why::GuestPanicked => "guest-panic",
+            Why::PowerButton => "host-acpi",
+            Why::Paused => "paused",
+            Why::OtherReason(_) => "other-reason",
+        }
+    }
+}
+
+/// Every reason code, whether it is a user shutdown, and the rule behind
+/// it (for `--help`-style listings, README and the man page; a unit test
+/// keeps it in step with [`Why::code`]).
+pub const REASONS: &[(&str, bool, &str)] = &[
+    (
+        "guest-poweroff",
+        true,
+        "SHUTDOWN guest=true reason=guest-shutdown (or no reason, QEMU 2.10-3.1), no POWERDOWN pending, no panic, not paused",
+    ),
+    (
+        "legacy-poweroff",
+        true,
+        "QEMU before 2.10 (no guest field): SHUTDOWN, no POWERDOWN pending, not paused",
+    ),
+    (
+        "host-acpi",
+        false,
+        "the guest obeyed the ACPI power button (POWERDOWN before SHUTDOWN, no RESET between)",
+    ),
+    (
+        "host-quit",
+        false,
+        "SHUTDOWN guest=false reason=host-qmp-quit: QMP quit",
+    ),
+    (
+        "host-signal",
+        false,
+        "SHUTDOWN reason=host-signal: SIGTERM, SIGINT or SIGHUP to QEMU",
+    ),
+    (
+        "host-ui",
+        false,
+        "SHUTDOWN reason=host-ui: the display window was closed",
+    ),
+    (
+        "host-error",
+        false,
+        "SHUTDOWN reason=host-error: QEMU hit an error",
+    ),
+    (
+        "host-reset",
+        false,
+        "SHUTDOWN reason=host-qmp-system-reset: a system_reset under -no-reboot",
+    ),
+    (
+        "host-other",
+        false,
+        "SHUTDOWN guest=false with another host reason",
+    ),
+    (
+        "host-shutdown",
+        false,
+        "SHUTDOWN guest=false without a reason (QEMU 2.10-3.1)",
+    ),
+    (
+        "guest-reset",
+        false,
+        "SHUTDOWN reason=guest-reset: the guest rebooted under -no-reboot",
+    ),
+    (
+        "guest-panic",
+        false,
+        "GUEST_PANICKED, or SHUTDOWN reason=guest-panic",
+    ),
+    (
+        "paused",
+        false,
+        "the guest was paused (STOP, or query-status not running) when it shut down",
+    ),
+    (
+        "other-reason",
+        false,
+        "SHUTDOWN guest=true with a reason not the user's (subsystem-reset, or one this kvmd does not know)",
+    ),
+    (
+        "no-shutdown",
+        false,
+        "the connection ended without a SHUTDOWN: QEMU was killed or crashed",
+    ),
+    (
+        "not-negotiated",
+        false,
+        "the connection ended before QMP was negotiated",
+    ),
+];
+
 /// The answer to "who stopped it": a reason, from which whether it was
 /// the user follows. Built only from a [`Why`], so a verdict cannot say
 /// "user shutdown" for a reason that is not the user's.
@@ -299,7 +447,7 @@ impl fmt::Display for Verdict {
         } else {
             "not a user shutdown"
         };
-        write!(f, "{verdict}: {}", self.0)
+        write!(f, "{verdict} ({}): {}", self.0.code(), self.0)
     }
 }
 
@@ -609,12 +757,48 @@ mod tests {
         let line = format!("{} [{evidence}]", decide(&evidence));
         assert_eq!(
             line,
-            "not a user shutdown: the ACPI power button was pressed \
+            "not a user shutdown (host-acpi): the ACPI power button was pressed \
              [first SHUTDOWN guest=true reason=guest-shutdown; events: SHUTDOWN=1 POWERDOWN=1]"
         );
         assert_eq!(
             Evidence::new().to_string(),
             "no SHUTDOWN; events: none; never negotiated"
+        );
+    }
+
+    #[test]
+    fn every_reason_has_one_documented_code() {
+        let reasons = [
+            Why::GuestPoweredOff,
+            Why::LegacyShutdown,
+            Why::NeverNegotiated,
+            Why::NoShutdown,
+            Why::HostRequested(None),
+            Why::HostRequested(Some(Reason::HostQmpQuit)),
+            Why::HostRequested(Some(Reason::HostSignal)),
+            Why::HostRequested(Some(Reason::HostUi)),
+            Why::HostRequested(Some(Reason::HostError)),
+            Why::HostRequested(Some(Reason::HostQmpSystemReset)),
+            Why::HostRequested(Some(Reason::SubsystemReset)),
+            Why::GuestReset,
+            Why::GuestPanicked,
+            Why::PowerButton,
+            Why::Paused,
+            Why::OtherReason(Reason::Unknown),
+        ];
+        for why in reasons {
+            let code = why.code();
+            let listed = REASONS.iter().find(|(c, ..)| *c == code);
+            let Some((_, user, _)) = listed else {
+                panic!("{code} is not in REASONS");
+            };
+            assert_eq!(*user, Verdict::from(why).is_user_shutdown(), "{code}");
+        }
+        let codes: std::collections::BTreeSet<_> = reasons.iter().map(|w| w.code()).collect();
+        assert_eq!(
+            codes.len(),
+            REASONS.len(),
+            "a code in REASONS no reason gives"
         );
     }
 }

@@ -138,11 +138,35 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunState {
     Running,
-    /// Not running because the host stopped it (`stop`, `-S`, migration,
-    /// an I/O error, ...).
+    /// Not running because the host stopped it (`stop`, migration, an I/O
+    /// error, ...).
     Paused,
+    /// Started with `-S` and not yet continued (Ganeti starts every guest
+    /// so): paused too.
+    Prelaunch,
+    /// Shut down under `-no-shutdown`: QEMU lives on, the guest does not.
+    ShutDown,
     /// In its own S3 sleep.
     Suspended,
+}
+
+impl RunState {
+    /// The state's stable name (in `kvmd status --json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Prelaunch => "prelaunch",
+            RunState::ShutDown => "shutdown",
+            RunState::Suspended => "suspended",
+        }
+    }
+
+    /// Whether the host has the guest stopped (a suspended guest sleeps
+    /// on its own).
+    pub fn is_paused(self) -> bool {
+        !matches!(self, RunState::Running | RunState::Suspended)
+    }
 }
 
 impl fmt::Display for RunState {
@@ -150,6 +174,8 @@ impl fmt::Display for RunState {
         f.write_str(match self {
             RunState::Running => "running",
             RunState::Paused => "paused",
+            RunState::Prelaunch => "paused (prelaunch)",
+            RunState::ShutDown => "paused (shut down)",
             RunState::Suspended => "suspended (S3)",
         })
     }
@@ -427,14 +453,16 @@ impl Connection {
                 let status = from_object::<StatusReply>(reply).ok();
                 let state = status.and_then(|status| match status.running? {
                     true => Some(RunState::Running),
-                    false if status.status.as_deref() == Some("suspended") => {
-                        Some(RunState::Suspended)
-                    }
-                    false => Some(RunState::Paused),
+                    false => Some(match status.status.as_deref() {
+                        Some("suspended") => RunState::Suspended,
+                        Some("prelaunch") => RunState::Prelaunch,
+                        Some("shutdown") => RunState::ShutDown,
+                        _ => RunState::Paused,
+                    }),
                 });
                 match state {
                     Some(state) => {
-                        let paused = state == RunState::Paused;
+                        let paused = state.is_paused();
                         out(Output::Event(Event::Status { paused }));
                     }
                     None => {
@@ -667,7 +695,8 @@ mod tests {
             meaning(seen),
             vec![
                 Seen::Event(Event::Status { paused: true }),
-                Seen::Ready(Some(V72), Some(RunState::Paused))
+                // Paused as Ganeti starts every guest: with -S.
+                Seen::Ready(Some(V72), Some(RunState::Prelaunch))
             ]
         );
     }

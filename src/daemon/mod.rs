@@ -295,6 +295,7 @@ impl Daemon {
                 }
                 Action::RemoveState { name } => self.state.remove(&name),
                 Action::Rescan => self.crawl(now),
+                Action::Report => {}
                 Action::Notify(notice) => {
                     let ctrl_dir = self.watcher.ctrl_dir_path();
                     log::log!(notice.level(), "{}", notice.line(ctrl_dir));

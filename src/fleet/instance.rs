@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::decision::{Carried, Evidence};
 use crate::name::InstanceName;
-use crate::qmp;
+use crate::qmp::{self, RunState, Version};
 use crate::state::{Qemu, SocketId};
 
 /// Where a monitored name stands in the succession of QEMUs using it.
@@ -52,6 +52,8 @@ pub(super) struct Instance {
     /// What the state directory holds for it (default: no file).
     pub saved: Carried,
     pub link: Link,
+    /// When it entered its current phase.
+    pub since: Instant,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,11 @@ pub(super) struct Conversation {
     /// the rest at debug, and the count goes with the decision.
     pub problems: u32,
     pub ready: Readiness,
+    /// From the greeting.
+    pub version: Option<Version>,
+    /// The guest's state: `query-status`'s answer, then what STOP, RESUME
+    /// and SHUTDOWN say.
+    pub state: Option<RunState>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +105,7 @@ impl Instance {
                 since: now,
                 waits_for: WaitFor::Nothing,
             },
+            since: now,
         }
     }
 

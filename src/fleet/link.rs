@@ -12,7 +12,7 @@ use super::{
     timers,
 };
 use crate::decision::{self, Carried, Evidence};
-use crate::qmp::{self, Output};
+use crate::qmp::{self, Event, Output, RunState};
 use crate::state::Saved;
 
 /// What the peer did, for the QMP state machine.
@@ -58,6 +58,7 @@ impl Fleet {
             Err(e) => return self.connect_failed(now, key, since, e),
         };
         debug!("{}: connected", instance.name);
+        instance.since = now;
         // What an earlier run saw of this very QEMU still counts.
         let mut evidence = Evidence::new();
         let mut restored = false;
@@ -82,9 +83,12 @@ impl Fleet {
             qemu,
             problems: 0,
             ready: Readiness::Negotiating,
+            version: None,
+            state: None,
         }));
+        let name = instance.name.clone();
+        self.changed();
         if restored {
-            let name = instance.name.clone();
             self.notify(Notice::Restored { name });
         }
     }
@@ -168,19 +172,20 @@ impl Fleet {
         });
         // A rescan finds this very socket again; only a new one is tried.
         self.given_up.insert(instance.name.clone(), instance.socket);
+        self.counters.given_up += 1;
         if successor {
             self.look_for_successor(&instance);
         }
     }
 
     /// Bytes read from `key`'s connection.
-    pub fn handle_bytes(&mut self, _now: Instant, key: InstanceKey, bytes: &[u8]) {
-        self.converse(key, Feed::Bytes(bytes));
+    pub fn handle_bytes(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
+        self.converse(now, key, Feed::Bytes(bytes));
     }
 
     /// Runs the QMP state machine on `key`'s conversation and applies what
     /// it says; then keeps what must survive a restart, if it changed.
-    fn converse(&mut self, key: InstanceKey, feed: Feed<'_>) {
+    fn converse(&mut self, now: Instant, key: InstanceKey, feed: Feed<'_>) {
         let Some(instance) = self.instances.get_mut(key.0) else {
             return;
         };
@@ -188,12 +193,17 @@ impl Fleet {
             return;
         };
         let name = &instance.name;
+        let since = &mut instance.since;
         let queue = &mut self.queue;
+        let malformed = &mut self.counters.malformed;
+        let mut changed = false;
         let Conversation {
             qmp,
             evidence,
             problems,
             ready,
+            version,
+            state,
             ..
         } = &mut **conv;
         let mut out = |output: Output<'_>| match output {
@@ -203,15 +213,57 @@ impl Fleet {
                 debug!("{name}: QMP -> {}", bytes.escape_ascii());
                 queue.push_back(super::Step::Act(Action::Transmit { key, command }));
             }
-            Output::Event(event) => evidence.record(event),
-            Output::Ready { qemu, state } => {
+            Output::Event(event) => {
+                evidence.record(event);
+                // What a follower is told: state changes, never a storm.
+                let told = match event {
+                    Event::Stop => {
+                        if *state != Some(RunState::ShutDown) {
+                            *state = Some(RunState::Paused);
+                        }
+                        true
+                    }
+                    Event::Resume => {
+                        *state = Some(RunState::Running);
+                        true
+                    }
+                    Event::Shutdown { .. } => {
+                        *state = Some(RunState::ShutDown);
+                        true
+                    }
+                    Event::Powerdown | Event::GuestPanicked => true,
+                    Event::Reset | Event::Negotiated | Event::Status { .. } => false,
+                };
+                if told {
+                    let notice = Notice::Guest {
+                        name: name.clone(),
+                        event,
+                    };
+                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                    changed = true;
+                }
+            }
+            Output::Ready {
+                qemu,
+                state: status,
+            } => {
                 *ready = Readiness::Ready;
+                *version = qemu;
+                *state = status;
+                *since = now;
                 let name = name.clone();
-                let notice = Notice::Monitoring { name, qemu, state };
+                let notice = Notice::Monitoring {
+                    name,
+                    qemu,
+                    state: status,
+                };
                 queue.push_back(super::Step::Act(Action::Notify(notice)));
+                changed = true;
             }
             Output::Problem(problem) => {
                 *problems = problems.saturating_add(1);
+                *malformed += 1;
+                changed = true;
                 if *problems == 1 {
                     let name = name.clone();
                     let problem = problem.to_string();
@@ -225,6 +277,9 @@ impl Fleet {
         match feed {
             Feed::Bytes(bytes) => qmp.handle_bytes(bytes, &mut out),
             Feed::Eof => qmp.handle_eof(&mut out),
+        }
+        if changed {
+            self.changed();
         }
         self.keep_state(key);
     }
@@ -263,9 +318,9 @@ impl Fleet {
 
     /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
     /// record, and look for a successor.
-    pub fn handle_hangup(&mut self, _now: Instant, key: InstanceKey) {
+    pub fn handle_hangup(&mut self, now: Instant, key: InstanceKey) {
         // A last message without its line ending is still a message.
-        self.converse(key, Feed::Eof);
+        self.converse(now, key, Feed::Eof);
         let Some(instance) = self.forget(key) else {
             return;
         };
@@ -281,7 +336,7 @@ impl Fleet {
             0 => conv.evidence.to_string(),
             n => format!("{}; {n} unusable messages", conv.evidence),
         };
-        self.decided(&instance, verdict, grounds);
+        self.decided(now, &instance, verdict, grounds);
         if instance.saved != Carried::default() {
             self.act(Action::RemoveState {
                 name: instance.name.clone(),

@@ -39,6 +39,7 @@ mod notice;
 mod sighting;
 pub mod timers;
 mod verdicts;
+mod view;
 
 #[cfg(test)]
 mod tests;
@@ -57,10 +58,12 @@ use crate::state::{Qemu, Saved, SocketId};
 pub use instance::{Phase, Succession, WaitFor};
 pub use notice::{GiveUp, Ignored, Notice, RecordError};
 pub use timers::Timer;
+pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 
 use instance::Instance;
 use timers::TimerTable;
 use verdicts::PendingVerdict;
+use view::History;
 
 /// An instance's key: also the event loop's key for its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -194,6 +197,10 @@ pub enum Action {
     Rescan,
     /// Tell the operator.
     Notify(Notice),
+    /// Something an operator sees changed: rewrite the metrics file and
+    /// systemd's status line. At most once per [`timers::REPORT_EVERY`],
+    /// and never while nothing changes.
+    Report,
 }
 
 /// What is queued for the caller. Questions about an instance or a verdict
@@ -239,6 +246,22 @@ pub struct Fleet {
     rescans: u32,
     timers: TimerTable,
     queue: VecDeque<Step>,
+    /// Past verdicts, for status.
+    history: History,
+    /// Verdicts made so far (to tell one in the history from another).
+    serial: u64,
+    counters: Counters,
+    /// Whether an operator's view changed since the last report.
+    report: Report,
+}
+
+/// Reports since the last change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Report {
+    /// Nothing changed since the last report (made at `last`, if ever).
+    Done { last: Option<Instant> },
+    /// Something changed; the report is due once a second has passed.
+    Due { last: Option<Instant> },
 }
 
 impl Fleet {
@@ -260,6 +283,10 @@ impl Fleet {
             rescans: 0,
             timers: TimerTable::default(),
             queue: VecDeque::new(),
+            history: History::default(),
+            serial: 0,
+            counters: Counters::default(),
+            report: Report::Done { last: None },
         }
     }
 
@@ -296,9 +323,28 @@ impl Fleet {
                     }
                 }
                 Timer::Rescan => self.act(Action::Rescan),
+                Timer::Report => self.report(now),
             }
         }
         self.end_shortage_if_over();
+        if let Report::Due { last } = self.report {
+            match last {
+                Some(last) if now < last + timers::REPORT_EVERY => {
+                    if !self.timers.is_set(Timer::Report) {
+                        self.timers.set(Timer::Report, last + timers::REPORT_EVERY);
+                    }
+                }
+                _ => self.report(now),
+            }
+        }
+    }
+
+    /// Asks for a report now.
+    fn report(&mut self, now: Instant) {
+        if let Report::Due { .. } = self.report {
+            self.report = Report::Done { last: Some(now) };
+            self.queue.push_back(Step::Act(Action::Report));
+        }
     }
 
     /// The watcher's state, after every crawl or inotify read.
@@ -391,7 +437,16 @@ impl Fleet {
     }
 
     fn act(&mut self, action: Action) {
+        self.changed();
         self.queue.push_back(Step::Act(action));
+    }
+
+    /// Marks an operator's view as changed: a report follows within a
+    /// second (at the end of the turn, see [`Fleet::handle_timeout`]).
+    fn changed(&mut self) {
+        if let Report::Done { last } = self.report {
+            self.report = Report::Due { last };
+        }
     }
 
     fn notify(&mut self, notice: Notice) {
@@ -402,6 +457,7 @@ impl Fleet {
     fn short_of_descriptors(&mut self, errno: Errno) {
         if self.shortage == Shortage::None {
             self.shortage = Shortage::Ongoing;
+            self.counters.descriptor_shortages += 1;
             self.notify(Notice::OutOfDescriptors { errno });
         }
     }

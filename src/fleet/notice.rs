@@ -11,7 +11,7 @@ use nix::errno::Errno;
 
 use crate::decision::Verdict;
 use crate::name::InstanceName;
-use crate::qmp::{RunState, Version};
+use crate::qmp::{Event, RunState, Version};
 use crate::shutdown_file::Outcome;
 
 /// Why an entry is not monitored.
@@ -81,6 +81,13 @@ pub enum Notice {
     Malformed {
         name: InstanceName,
         problem: String,
+    },
+    /// A lifecycle event of a monitored guest that changes its state or
+    /// the evidence (STOP, RESUME, POWERDOWN, GUEST_PANICKED, SHUTDOWN; a
+    /// reset storm is only counted). A debug line; `kvmd events` shows it.
+    Guest {
+        name: InstanceName,
+        event: Event,
     },
     /// Evidence an earlier run kept for this very QEMU was taken up.
     Restored {
@@ -156,7 +163,7 @@ pub enum Notice {
 impl Notice {
     pub fn level(&self) -> Level {
         match self {
-            Notice::StillUnrecorded { .. } => Level::Debug,
+            Notice::StillUnrecorded { .. } | Notice::Guest { .. } => Level::Debug,
             Notice::Monitoring { .. }
             | Notice::Restored { .. }
             | Notice::Decided { .. }
@@ -228,6 +235,27 @@ impl fmt::Display for Line<'_> {
                 }
             }
             Notice::Malformed { name, problem } => write!(f, "{name}: {problem}"),
+            Notice::Guest { name, event } => {
+                write!(f, "{name}: ")?;
+                match event {
+                    Event::Stop => write!(f, "guest paused (STOP)"),
+                    Event::Resume => write!(f, "guest resumed (RESUME)"),
+                    Event::Powerdown => write!(f, "ACPI power button pressed (POWERDOWN)"),
+                    Event::GuestPanicked => write!(f, "guest panicked (GUEST_PANICKED)"),
+                    Event::Shutdown { guest, reason } => {
+                        write!(f, "guest shut down (SHUTDOWN")?;
+                        if let Some(guest) = guest {
+                            write!(f, " guest={guest}")?;
+                        }
+                        if let Some(reason) = reason {
+                            write!(f, " reason={reason}")?;
+                        }
+                        write!(f, ")")
+                    }
+                    Event::Reset => write!(f, "guest reset (RESET)"),
+                    Event::Negotiated | Event::Status { .. } => write!(f, "negotiated"),
+                }
+            }
             Notice::Restored { name } => {
                 write!(f, "{name}: evidence restored from before a restart")
             }

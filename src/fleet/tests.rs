@@ -8,6 +8,7 @@ use nix::errno::Errno;
 
 use super::*;
 use crate::decision::{Carried, Why};
+use crate::qmp::Event;
 use crate::shutdown_file::Outcome;
 
 const ROOT: u32 = 0;
@@ -61,8 +62,12 @@ impl Harness {
         h
     }
 
+    /// The actions, less reports (see `reports_are_throttled...`) and
+    /// the guest-event notices (see `guest_events_are_told...`).
     fn drain(&mut self) -> Vec<Action> {
-        std::iter::from_fn(|| self.fleet.poll_action()).collect()
+        std::iter::from_fn(|| self.fleet.poll_action())
+            .filter(|a| !matches!(a, Action::Report | Action::Notify(Notice::Guest { .. })))
+            .collect()
     }
 
     fn advance(&mut self, by: Duration) -> Vec<Action> {
@@ -71,13 +76,23 @@ impl Harness {
         self.drain()
     }
 
-    /// Runs the clock to the fleet's next deadline.
+    /// Runs the clock to the fleet's next deadline (past those that only
+    /// made a report).
     fn next_deadline(&mut self) -> Vec<Action> {
-        let at = self.fleet.poll_timeout().expect("something waits");
-        assert!(at >= self.now, "a deadline in the past");
-        self.now = at;
-        self.fleet.handle_timeout(at);
-        self.drain()
+        loop {
+            let at = self.fleet.poll_timeout().expect("something waits");
+            assert!(at >= self.now, "a deadline in the past");
+            self.now = at;
+            self.fleet.handle_timeout(at);
+            let raw: Vec<Action> = std::iter::from_fn(|| self.fleet.poll_action()).collect();
+            let only_reports = !raw.is_empty() && raw.iter().all(|a| *a == Action::Report);
+            if !only_reports {
+                return raw
+                    .into_iter()
+                    .filter(|a| !matches!(a, Action::Report | Action::Notify(Notice::Guest { .. })))
+                    .collect();
+            }
+        }
     }
 
     fn change(&mut self, change: Change) -> Vec<Action> {
@@ -600,7 +615,8 @@ fn a_verdict_waiting_for_the_directory_is_written_once_it_is_back() {
     h.fleet.handle_dir(h.now, Reach::Away, Follow::Events);
     assert_eq!(h.drain(), vec![]);
     // Its timer comes and goes while the directory is away.
-    assert_eq!(h.next_deadline(), vec![]);
+    assert_eq!(h.advance(Duration::from_secs(10)), vec![]);
+    assert_eq!(h.advance(Duration::from_secs(10)), vec![]);
     assert_eq!(h.fleet.poll_timeout(), None);
     h.fleet.handle_dir(h.now, Reach::Reached, Follow::Events);
     let look = h.drain();
@@ -723,6 +739,103 @@ fn a_stalled_watcher_is_crawled_again_backing_off_until_it_follows() {
     // The next stall starts from the short wait again.
     h.fleet.handle_dir(h.now, Reach::Reached, Follow::Rescans);
     assert_eq!(h.fleet.poll_timeout(), Some(h.now + ms(500)));
+}
+
+// --- What an operator sees -------------------------------------------------
+
+#[test]
+fn reports_are_made_when_something_changed_at_most_once_a_second() {
+    let mut h = Harness::watching();
+    let reports = |h: &mut Harness, by: Duration| {
+        h.now += by;
+        h.fleet.handle_timeout(h.now);
+        std::iter::from_fn(|| h.fleet.poll_action())
+            .filter(|a| matches!(a, Action::Report))
+            .count()
+    };
+    // Idle: nothing to report, nothing to wake for.
+    assert_eq!(reports(&mut h, ms(0)), 0);
+    assert_eq!(h.fleet.poll_timeout(), None);
+    let key = h.monitor("vm", 1);
+    assert_eq!(reports(&mut h, ms(0)), 1);
+    // A reset storm changes nothing an operator sees.
+    for _ in 0..100 {
+        h.fleet
+            .handle_bytes(h.now, key, b"{\"event\": \"RESET\"}\r\n");
+    }
+    assert_eq!(reports(&mut h, Duration::from_secs(5)), 0);
+    assert_eq!(h.fleet.poll_timeout(), None);
+    // A change right after a report waits for the second to pass.
+    h.fleet.handle_bytes(h.now, key, POWERDOWN);
+    assert_eq!(reports(&mut h, ms(0)), 1);
+    h.fleet
+        .handle_bytes(h.now, key, b"{\"event\": \"STOP\"}\r\n");
+    assert_eq!(reports(&mut h, ms(10)), 0);
+    assert_eq!(h.fleet.poll_timeout(), Some(h.now + ms(990)));
+    assert_eq!(reports(&mut h, ms(990)), 1);
+    assert_eq!(h.fleet.poll_timeout(), None);
+}
+
+#[test]
+fn guest_events_are_told_and_kept_in_the_view() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    let told = |h: &mut Harness, bytes: &[u8]| -> Vec<Event> {
+        h.fleet.handle_bytes(h.now, key, bytes);
+        std::iter::from_fn(|| h.fleet.poll_action())
+            .filter_map(|a| match a {
+                Action::Notify(Notice::Guest { event, .. }) => Some(event),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        told(&mut h, b"{\"event\": \"STOP\"}\r\n"),
+        vec![Event::Stop]
+    );
+    let view = h.fleet.view(&name("vm")).expect("tracked");
+    assert_eq!(view.state, Some(crate::qmp::RunState::Paused));
+    assert_eq!(told(&mut h, b"{\"event\": \"RESET\"}\r\n"), vec![]);
+    assert_eq!(
+        told(&mut h, b"{\"event\": \"RESUME\"}\r\n"),
+        vec![Event::Resume]
+    );
+    assert_eq!(told(&mut h, POWERDOWN), vec![Event::Powerdown]);
+    let view = h.fleet.view(&name("vm")).expect("tracked");
+    assert_eq!(view.state, Some(crate::qmp::RunState::Running));
+    let evidence = view.evidence.expect("connected");
+    assert!(evidence.powerdown_pending());
+    assert_eq!(evidence.resets(), 1);
+    assert_eq!(view.phase, Phase::Monitoring);
+}
+
+#[test]
+fn verdicts_are_kept_in_a_bounded_history_with_their_file() {
+    let mut h = Harness::watching();
+    let vkey = decided_user(&mut h, "vm", 1);
+    let past = h.fleet.last_verdict(&name("vm")).expect("kept");
+    assert_eq!(past.file, FileState::Writing);
+    h.recorded(vkey, Err(RecordError::File(Errno::ENOSPC)));
+    let past = h.fleet.last_verdict(&name("vm")).expect("kept");
+    assert_eq!(
+        past.file,
+        FileState::Waiting(RecordError::File(Errno::ENOSPC))
+    );
+    h.next_deadline();
+    h.looked("vm", Purpose::Verdict(vkey), Look::Absent);
+    h.recorded(vkey, Ok(Outcome::Created));
+    let past = h.fleet.last_verdict(&name("vm")).expect("kept");
+    assert_eq!(past.file, FileState::Written(Outcome::Created));
+    assert_eq!(past.verdict.why(), Why::GuestPoweredOff);
+    assert_eq!(h.fleet.counters().verdicts.get("guest-poweroff"), Some(&1));
+    assert_eq!(h.fleet.counters().write_errors, 1);
+    for i in 0..HISTORY + 5 {
+        let n = format!("vm{i}");
+        let vkey = decided_user(&mut h, &n, 10 + i as u64);
+        h.recorded(vkey, Ok(Outcome::Created));
+    }
+    assert_eq!(h.fleet.history().count(), HISTORY);
+    assert_eq!(h.fleet.last_verdict(&name("vm")), None);
 }
 
 // --- Exit -----------------------------------------------------------------

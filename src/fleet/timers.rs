@@ -22,6 +22,9 @@ pub enum Timer {
     Descriptors,
     /// Crawl the control directory again while inotify cannot follow it.
     Rescan,
+    /// Report what changed (metrics, systemd's status line), at most once
+    /// per [`REPORT_EVERY`].
+    Report,
 }
 
 /// The fleet's deadlines. See the module documentation.
@@ -108,6 +111,9 @@ pub const RESCAN: Backoff = Backoff::new(Duration::from_millis(500), Duration::f
 /// Names and connects waiting for a descriptor look again this often: a
 /// hang-up or another process may have freed one.
 pub const DESCRIPTOR_WAIT: Duration = Duration::from_millis(100);
+/// Reports (the metrics file, systemd's status line) are made at most
+/// this often, and only when something changed.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// A socket nobody listened on for this long is taken for stale (a QEMU
 /// killed with SIGKILL leaves its socket file behind).
 pub const CONNECT_FOR: Duration = Duration::from_secs(30);

@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use super::instance::Instance;
+use super::view::{FileState, PastVerdict};
 use super::{Action, Fleet, Look, Notice, Purpose, Reach, RecordError, Step, Timer, VerdictKey};
 use crate::decision::Verdict;
 use crate::name::InstanceName;
@@ -23,6 +24,8 @@ pub(super) struct PendingVerdict {
     /// Writes tried and refused so far.
     pub attempts: u32,
     pub wait: Wait,
+    /// Its entry in the history.
+    pub serial: u64,
 }
 
 /// What an unwritten verdict waits for.
@@ -39,9 +42,29 @@ pub(super) enum Wait {
 
 impl Fleet {
     /// Records a fresh verdict: written at once.
-    pub(super) fn decided(&mut self, instance: &Instance, verdict: Verdict, grounds: String) {
+    pub(super) fn decided(
+        &mut self,
+        now: Instant,
+        instance: &Instance,
+        verdict: Verdict,
+        grounds: String,
+    ) {
         // An older QEMU's verdict still unwritten says nothing of this one.
         self.moot(&instance.name);
+        self.serial += 1;
+        let serial = self.serial;
+        *self
+            .counters
+            .verdicts
+            .entry(verdict.why().code())
+            .or_default() += 1;
+        self.history.push(PastVerdict {
+            name: instance.name.clone(),
+            verdict,
+            decided: now,
+            file: FileState::Writing,
+            serial,
+        });
         let key = VerdictKey(self.verdicts.insert(PendingVerdict {
             name: instance.name.clone(),
             socket: instance.socket,
@@ -49,6 +72,7 @@ impl Fleet {
             grounds,
             attempts: 0,
             wait: Wait::Nothing,
+            serial,
         }));
         self.verdict_by_name.insert(instance.name.clone(), key);
         self.queue.push_back(Step::Record(key));
@@ -76,6 +100,7 @@ impl Fleet {
         };
         let error = match result {
             Ok(outcome) => {
+                self.history.set_file(v.serial, FileState::Written(outcome));
                 let v = self.remove_verdict(key);
                 let Some(PendingVerdict {
                     name,
@@ -106,6 +131,13 @@ impl Fleet {
             Err(error) => error,
         };
         let again = error.mendable();
+        self.counters.write_errors += 1;
+        let file = if again {
+            FileState::Waiting(error)
+        } else {
+            FileState::Unwritable(error)
+        };
+        self.history.set_file(v.serial, file);
         let (name, verdict, attempts) = (v.name.clone(), v.verdict, v.attempts);
         if attempts == 0 {
             let grounds = v.grounds.clone();
@@ -205,6 +237,7 @@ impl Fleet {
             return;
         };
         if let Some(v) = self.remove_verdict(key) {
+            self.history.set_file(v.serial, FileState::Moot);
             self.notify(Notice::Moot {
                 name: v.name,
                 verdict: v.verdict,
