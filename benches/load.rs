@@ -17,6 +17,11 @@
 //! `cargo build --release` there) is measured by the same tool, same fleet,
 //! same session, for a before/after table. The binary measured is named
 //! in the output (above the table; in the soak's first line).
+//! `--status-poll MS` has a client ask kvmd's control socket for a full
+//! `status` every MS milliseconds through the storm and the decisions (to
+//! compare decision latency with and without one). kvmd is always
+//! measured with a follower of `events` attached (reading), and its
+//! `status --json` is timed once after the idle period.
 //! `--soak S` runs the soak instead (`load/soak.rs`: kvmd alone in a
 //! temporary directory, no root needed; `--instances` alive, default 300;
 //! `--restart-every S`, `--seed N`, `--dir D` for its control directory,
@@ -73,6 +78,8 @@ struct Args {
     daemons: Vec<Which>,
     /// The kvmd binary to run (`--kvmd`; default: the one cargo built).
     kvmd: PathBuf,
+    /// Ask for a status this often during the storm and decisions.
+    status_poll: Option<Duration>,
 }
 
 fn args() -> Args {
@@ -88,6 +95,7 @@ fn args() -> Args {
         churn: 5,
         daemons: vec![Which::Kvmd, Which::Reference],
         kvmd: PathBuf::from(env!("CARGO_BIN_EXE_kvmd")),
+        status_poll: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -105,6 +113,9 @@ fn args() -> Args {
             "--idle" => args.idle = value().parse().unwrap_or(args.idle),
             "--churn" => args.churn = value().parse().unwrap_or(args.churn),
             "--kvmd" => args.kvmd = PathBuf::from(value()),
+            "--status-poll" => {
+                args.status_poll = value().parse().ok().map(Duration::from_millis);
+            }
             "--daemons" => {
                 args.daemons = value()
                     .split(',')
@@ -611,6 +622,62 @@ struct Row {
     churn_fds: usize,
     churn_rss_kib: u64,
     tool_cpu: Duration,
+    /// kvmd only: a full `status --json` through the control socket.
+    status_time: Option<Duration>,
+    status_bytes: usize,
+    rss_after_status_kib: u64,
+    /// Status answers read by the poller (`--status-poll`).
+    polls: usize,
+    /// Event lines the follower read.
+    followed: usize,
+}
+
+/// One request to kvmd's control socket, read to its end: the answer's
+/// bytes and how long it took (`None` if the socket is not there: an
+/// older kvmd measured with `--kvmd`).
+fn ask(socket: &Path, request: &str) -> Option<(usize, Duration)> {
+    let begun = Instant::now();
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    Some((answer.len(), begun.elapsed()))
+}
+
+const STATUS_REQUEST: &str = "{\"version\": 1, \"command\": \"status\"}\n";
+
+/// A follower of kvmd's events on a thread of its own, reading every line
+/// (until kvmd goes); returns the count read when joined.
+fn follow(socket: &Path) -> Option<std::thread::JoinHandle<usize>> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream
+        .write_all(b"{\"version\": 1, \"command\": \"events\"}\n")
+        .ok()?;
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first).ok()?;
+    Some(std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stream).lines().map_while(Result::ok).count()
+    }))
+}
+
+/// A client asking for a full status every `every` until stopped; returns
+/// the number of answers.
+fn poll_status(
+    socket: PathBuf,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut answers = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if ask(&socket, STATUS_REQUEST).is_some() {
+                answers += 1;
+            }
+            std::thread::sleep(every);
+        }
+        answers
+    })
 }
 
 fn fresh_ctrl() {
@@ -673,6 +740,12 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     row.attach = Some(started.elapsed());
     // Let kvmd's query-status replies land before measuring idle.
     fleet.serve_until(Duration::from_millis(300), |_| false);
+    // kvmd is measured with a follower attached throughout.
+    let socket = work.join("kvmd.sock");
+    let follower = match which {
+        Which::Kvmd => follow(&socket),
+        Which::Reference => None,
+    };
 
     // Idle.
     let (cpu0, wake0) = (daemon.cpu(), daemon.wakeups());
@@ -681,6 +754,20 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     row.idle_wakeups = daemon.wakeups() - wake0;
     row.idle_rss_kib = daemon.rss_kib();
     row.idle_fds = daemon.fds();
+
+    // A full status, once, through the control socket.
+    if which == Which::Kvmd
+        && let Some((bytes, took)) = ask(&socket, STATUS_REQUEST)
+    {
+        row.status_time = Some(took);
+        row.status_bytes = bytes;
+        row.rss_after_status_kib = daemon.rss_kib();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = match (which, args.status_poll) {
+        (Which::Kvmd, Some(every)) => Some(poll_status(socket.clone(), every, Arc::clone(&stop))),
+        _ => None,
+    };
 
     // Every instance was reached (attach above waited for all).
     let reached: Vec<usize> = (0..n).collect();
@@ -752,6 +839,10 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     row.decide_p50 = pick(0.50);
     row.decide_p99 = pick(0.99);
     row.decide_max = latencies.last().copied();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(poller) = poller {
+        row.polls = poller.join().unwrap_or(0);
+    }
 
     // Live attach: new QEMUs appear while the daemon runs, each binding
     // its socket 2 ms before it listens. From bind to negotiated. (After
@@ -803,6 +894,10 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
         row.failed = Some(why_failed(&mut daemon, work, 0, 0));
     }
     row.tool_cpu = own_cpu() - tool_start;
+    drop(daemon);
+    if let Some(follower) = follower {
+        row.followed = follower.join().unwrap_or(0);
+    }
     row
 }
 

@@ -41,12 +41,39 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Users besides root (or kvmd's own user) whose sockets kvmd trusts.
     pub socket_owners: Vec<u32>,
+    /// Where `kvmd status` and `kvmd events` ask (default: beside the pid
+    /// file, `<pid file without .pid>.sock`).
+    pub control_socket: PathBuf,
+    /// Prometheus text-format metrics, rewritten when something changes.
+    pub metrics_file: Option<PathBuf>,
 }
+
+/// `kvmd status` or `kvmd events`: a client of a running daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Client {
+    pub program: String,
+    /// The socket named by `--control-socket` (or derived from
+    /// `--pid-file`); `None`: look in the default places.
+    pub control_socket: Option<PathBuf>,
+    pub json: bool,
+    /// `status` only: the instances to show (all when empty).
+    pub instances: Vec<String>,
+}
+
+/// Where `kvmd status` looks when not told: beside Ganeti's pid file, then
+/// the standalone unit's, then README's first-run command's.
+pub const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
+    "/var/run/ganeti/ganeti-kvmd.sock",
+    "/run/kvmd-daemon/kvmd.sock",
+    "/run/kvmd.sock",
+];
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invocation {
     Run(Config),
+    Status(Client),
+    Events(Client),
     Help(String),
     Version(String),
 }
@@ -92,8 +119,20 @@ pub fn parse<I>(args: I, cwd: &Path) -> Result<Invocation, UsageError>
 where
     I: IntoIterator<Item = OsString>,
 {
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     let program = program_name(args.next().as_deref());
+    match args.peek().and_then(|a| a.to_str()) {
+        Some("status") => {
+            args.next();
+            return parse_client(program, args, cwd, true).map(Invocation::Status);
+        }
+        Some("events") => {
+            args.next();
+            return parse_client(program, args, cwd, false).map(Invocation::Events);
+        }
+        _ => {}
+    }
+    let mut control_socket = None;
     let mut config = Config {
         program,
         foreground: false,
@@ -107,6 +146,8 @@ where
         log_file: PathBuf::from(DEFAULT_LOG_FILE),
         state_dir: PathBuf::new(),
         socket_owners: Vec::new(),
+        control_socket: PathBuf::new(),
+        metrics_file: None,
     };
     let mut state_dir = None;
     while let Some(arg) = args.next() {
@@ -191,6 +232,8 @@ where
             "pid-file" => config.pid_file = path(value)?,
             "log-file" => config.log_file = path(value)?,
             "state-dir" => state_dir = Some(path(value)?),
+            "control-socket" => control_socket = Some(path(value)?),
+            "metrics-file" => config.metrics_file = Some(path(value)?),
             "socket-owner" => {
                 let value = value.unwrap_or_default();
                 match value.to_str().and_then(|uid| uid.parse().ok()) {
@@ -213,7 +256,71 @@ where
         });
     }
     config.state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config.ctrl_dir));
+    config.control_socket =
+        control_socket.unwrap_or_else(|| default_control_socket(&config.pid_file));
     Ok(Invocation::Run(config))
+}
+
+/// The control socket beside a pid file: `ganeti-kvmd.pid` →
+/// `ganeti-kvmd.sock`, in the same directory (Ganeti's run directory, or
+/// the standalone unit's).
+pub fn default_control_socket(pid_file: &Path) -> PathBuf {
+    pid_file.with_extension("sock")
+}
+
+/// `kvmd status [--json] [INSTANCE...]` and `kvmd events [--json]`, with
+/// the flags that say where the daemon is.
+fn parse_client<I>(program: String, args: I, cwd: &Path, status: bool) -> Result<Client, UsageError>
+where
+    I: Iterator<Item = OsString>,
+{
+    let mut client = Client {
+        program,
+        control_socket: None,
+        json: false,
+        instances: Vec::new(),
+    };
+    let mut args = args;
+    let mut options = true;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if options && text == "--" {
+            options = false;
+            continue;
+        }
+        if options && text.starts_with('-') {
+            let (name, inline) = match text.split_once('=') {
+                Some((name, value)) => (name, Some(OsString::from(value))),
+                None => (text.as_str(), None),
+            };
+            let mut value = |flag: &'static str| -> Result<PathBuf, UsageError> {
+                let value = inline.clone().or_else(|| args.next());
+                match value {
+                    Some(value) if !value.is_empty() => Ok(cwd.join(value)),
+                    Some(_) => Err(UsageError::BadValue {
+                        flag,
+                        value: String::new(),
+                    }),
+                    None => Err(UsageError::MissingValue(flag)),
+                }
+            };
+            match name {
+                "--json" if inline.is_none() => client.json = true,
+                "--control-socket" => client.control_socket = Some(value("--control-socket")?),
+                "--pid-file" => {
+                    let pid_file = value("--pid-file")?;
+                    client.control_socket.get_or_insert(default_control_socket(&pid_file));
+                }
+                _ => return Err(UsageError::UnknownFlag(name.to_owned())),
+            }
+            continue;
+        }
+        if !status {
+            return Err(UsageError::UnexpectedArgument(text));
+        }
+        client.instances.push(text);
+    }
+    Ok(client)
 }
 
 /// `kvmd-state` beside the control directory: on the same file system
@@ -254,6 +361,8 @@ const LONG_FLAGS: &[LongFlag] = &[
     flag("log-file", "--log-file", true),
     flag("state-dir", "--state-dir", true),
     flag("socket-owner", "--socket-owner", true),
+    flag("control-socket", "--control-socket", true),
+    flag("metrics-file", "--metrics-file", true),
 ];
 
 fn version(program: &str) -> String {
@@ -290,6 +399,19 @@ kvmd's own:
                          the control directory]
       --socket-owner UID also trust QMP sockets owned by UID (repeatable;
                          root's, or kvmd's own user's, are always trusted)
+      --control-socket PATH
+                         where `status` and `events` ask [the pid file's
+                         name with .sock for .pid]
+      --metrics-file PATH
+                         write Prometheus metrics there (for node_exporter's
+                         textfile collector) when something changes
+
+As a client of a running kvmd (same --pid-file or --control-socket):
+  {program} status [--json] [INSTANCE]...
+                         what kvmd knows: each instance's phase, guest state,
+                         evidence so far, and recent verdicts with reasons
+  {program} events [--json]
+                         follow what kvmd does, one line per event
 "
     )
 }

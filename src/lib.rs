@@ -8,12 +8,15 @@
 //! directory; [`shutdown_file`] writes the verdict; [`name`] derives every
 //! file name from an instance's.
 
+pub mod client;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod decision;
 pub mod detach;
 pub mod fleet;
 pub mod logging;
+pub mod metrics;
 pub mod name;
 pub mod pidfile;
 pub mod qmp;

@@ -291,6 +291,26 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339, UTC), for machine-read output.
+pub struct Rfc3339(pub SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            since.subsec_millis()
+        )
+    }
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -322,5 +342,6 @@ mod tests {
         );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(Timestamp(leap).to_string(), "2000-02-29 00:00:00,000000");
+        assert_eq!(Rfc3339(t).to_string(), "2026-11-29T11:52:58.054Z");
     }
 }

@@ -22,6 +22,8 @@ fn main() -> ExitCode {
     let program = config::program_name(std::env::args_os().next().as_deref());
     match config::parse(std::env::args_os(), &cwd) {
         Ok(Invocation::Run(config)) => run(config),
+        Ok(Invocation::Status(client)) => kvmd::client::status(&client),
+        Ok(Invocation::Events(client)) => kvmd::client::events(&client),
         Ok(Invocation::Help(text) | Invocation::Version(text)) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -110,8 +112,7 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
         return Err(Stop::NotNeeded);
     }
     let pid_file = PidFile::create(&config.pid_file).map_err(|e| failed(e.to_string()))?;
-    let daemon = Daemon::new(&config.ctrl_dir, &config.state_dir, &config.socket_owners)
-        .map_err(|e| failed(e.to_string()))?;
+    let daemon = Daemon::new(config).map_err(|e| failed(e.to_string()))?;
     info!(
         "kvmd {} started on {}",
         env!("CARGO_PKG_VERSION"),

@@ -123,6 +123,8 @@ pub struct Watcher {
     /// A bare `.kvmd` was reported, and has not gone since: a recap does
     /// not report it again.
     nameless_reported: bool,
+    /// inotify queue overflows so far (for the metrics).
+    overflows: u64,
 }
 
 /// What adding one watch came to.
@@ -171,6 +173,7 @@ impl Watcher {
             stalled: false,
             stall_reported: false,
             nameless_reported: false,
+            overflows: 0,
         })
     }
 
@@ -208,6 +211,11 @@ impl Watcher {
     /// event, will find what changes meanwhile.
     pub fn is_stalled(&self) -> bool {
         self.stalled
+    }
+
+    /// inotify queue overflows since the watcher was made.
+    pub fn overflows(&self) -> u64 {
+        self.overflows
     }
 
     pub fn ctrl_dir_path(&self) -> &Path {
@@ -315,6 +323,7 @@ impl Watcher {
                     event.name
                 );
                 if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    self.overflows += 1;
                     warn!(
                         "inotify queue overflowed; rescanning {}",
                         self.ctrl_dir.display()

@@ -448,6 +448,8 @@ impl Transcript {
         match STATUSES[self.status] {
             (_, true) => RunState::Running,
             ("suspended", false) => RunState::Suspended,
+            ("prelaunch", false) => RunState::Prelaunch,
+            ("shutdown", false) => RunState::ShutDown,
             (_, false) => RunState::Paused,
         }
     }

@@ -14,14 +14,16 @@
 //! while the fleet waits for something, or a flooded connection still has
 //! unread input.
 
+mod control;
 mod files;
+mod notify;
 mod signals;
 mod transport;
 
 use std::fmt;
 use std::io;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info};
 use mio::unix::SourceFd;
@@ -29,19 +31,29 @@ use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
+use crate::config::Config;
+use crate::control::{Clock, DaemonInfo};
 use crate::fleet::{Action, Change, Connected, Fleet, Follow, InstanceKey, Reach};
+use crate::metrics;
 use crate::state::{Qemu, StateDir};
 use crate::watch::Watcher;
 
+use control::{Context, ControlServer};
 use files::CtrlDir;
+use notify::Notifier;
 use signals::Signals;
 use transport::{Pump, Transport, Turn};
+
+pub use control::ControlError;
 
 pub use signals::block_signals;
 
 const INOTIFY: Token = Token(0);
 const SIGNALS: Token = Token(1);
-const FIRST_CONNECTION: usize = 2;
+const CONTROL: Token = Token(2);
+const FIRST_CONNECTION: usize = 3;
+/// Control-socket clients' tokens start here, far above any connection's.
+const FIRST_CLIENT: usize = usize::MAX / 2;
 
 /// One read's worth; shared by all connections (per-connection memory is
 /// only the partial line `qmp` keeps).
@@ -54,6 +66,7 @@ pub enum DaemonError {
     Poll(io::Error),
     Inotify(io::Error),
     Signals(Errno),
+    Control(ControlError),
 }
 
 impl fmt::Display for DaemonError {
@@ -62,6 +75,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Poll(e) => write!(f, "event loop failed: {e}"),
             DaemonError::Inotify(e) => write!(f, "cannot set up inotify: {e}"),
             DaemonError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
+            DaemonError::Control(e) => write!(f, "{e}"),
         }
     }
 }
@@ -71,6 +85,7 @@ impl std::error::Error for DaemonError {
         match self {
             DaemonError::Poll(e) | DaemonError::Inotify(e) => Some(e),
             DaemonError::Signals(e) => Some(e),
+            DaemonError::Control(e) => Some(e),
         }
     }
 }
@@ -92,20 +107,28 @@ pub struct Daemon {
     state: StateDir,
     dir: CtrlDir,
     read_buf: Box<[u8]>,
+    control: ControlServer,
+    notifier: Notifier,
+    metrics_file: Option<PathBuf>,
+    /// A metrics write failed, and has not succeeded since (told once).
+    metrics_failing: bool,
+    /// The last status line sent to systemd (sent again only if changed).
+    status_line: String,
+    info: DaemonInfo,
+    clock: Clock,
+    started_wall: SystemTime,
+    /// inotify overflows already reported.
+    overflows: u64,
 }
 
 impl Daemon {
     /// Sets up the poll, inotify and signals. Signals TERM, INT and HUP are
     /// blocked and read from a signalfd in the loop.
-    pub fn new(
-        ctrl_dir: &Path,
-        state_dir: &Path,
-        socket_owners: &[u32],
-    ) -> Result<Daemon, DaemonError> {
+    pub fn new(config: &Config) -> Result<Daemon, DaemonError> {
         let mut trusted_owners = vec![nix::unistd::geteuid().as_raw()];
-        trusted_owners.extend_from_slice(socket_owners);
+        trusted_owners.extend_from_slice(&config.socket_owners);
         let poll = Poll::new().map_err(DaemonError::Poll)?;
-        let watcher = Watcher::new(ctrl_dir).map_err(DaemonError::Inotify)?;
+        let watcher = Watcher::new(&config.ctrl_dir).map_err(DaemonError::Inotify)?;
         let signals = Signals::new().map_err(DaemonError::Signals)?;
         let registry = poll.registry();
         registry
@@ -114,6 +137,10 @@ impl Daemon {
         registry
             .register(&mut SourceFd(&signals.fd()), SIGNALS, Interest::READABLE)
             .map_err(DaemonError::Poll)?;
+        let control = ControlServer::new(&config.control_socket, registry, CONTROL, FIRST_CLIENT)
+            .map_err(DaemonError::Control)?;
+        let now = Instant::now();
+        let started_wall = SystemTime::now();
         Ok(Daemon {
             poll,
             watcher,
@@ -121,9 +148,23 @@ impl Daemon {
             fleet: Fleet::new(trusted_owners),
             transports: Vec::new(),
             backlog: Vec::new(),
-            state: StateDir::new(state_dir.to_owned()),
+            state: StateDir::new(config.state_dir.clone()),
             dir: CtrlDir::default(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            control,
+            notifier: Notifier::from_env(),
+            metrics_file: config.metrics_file.clone(),
+            metrics_failing: false,
+            status_line: String::new(),
+            info: DaemonInfo {
+                pid: std::process::id(),
+                started: now,
+                ctrl_dir: config.ctrl_dir.clone(),
+                watch: "waiting-for-dir",
+            },
+            clock: Clock::new(now, started_wall),
+            started_wall,
+            overflows: 0,
         })
     }
 
@@ -137,6 +178,9 @@ impl Daemon {
         self.fleet.handle_state_files(self.state.instances());
         self.carry_out(now);
         self.dir.close();
+        // Every socket there was is attached or queued: ready.
+        self.report();
+        self.notifier.send("READY=1");
         loop {
             let timeout = if self.backlog.is_empty() {
                 let next = self.fleet.poll_timeout();
@@ -160,10 +204,21 @@ impl Daemon {
                     }
                     SIGNALS => {
                         if let Some(signal) = self.signals.handle_readable() {
+                            self.notifier.send("STOPPING=1");
                             self.fleet.handle_exit();
                             self.carry_out(now);
                             return Ok(signal);
                         }
+                    }
+                    CONTROL => self.control.accept(self.poll.registry()),
+                    token if self.control.owns(token) => {
+                        let ctx = Context {
+                            fleet: &self.fleet,
+                            info: &self.info,
+                            clock: self.clock,
+                            now,
+                        };
+                        self.control.handle(token, self.poll.registry(), &ctx);
                     }
                     Token(token) => self.service(now, InstanceKey(token - FIRST_CONNECTION)),
                 }
@@ -192,6 +247,10 @@ impl Daemon {
     fn apply(&mut self, now: Instant, changes: Vec<Change>) {
         // What the watcher did may have replaced the directory.
         self.dir.close();
+        if self.watcher.overflows() != self.overflows {
+            self.overflows = self.watcher.overflows();
+            self.fleet.handle_external_change();
+        }
         for change in changes {
             self.fleet.handle_change(now, change);
             self.carry_out(now);
@@ -205,6 +264,11 @@ impl Daemon {
             Follow::Rescans
         } else {
             Follow::Events
+        };
+        self.info.watch = match (reach, follow) {
+            (Reach::Away, _) => "waiting-for-dir",
+            (Reach::Reached, Follow::Rescans) => "rescanning",
+            (Reach::Reached, Follow::Events) => "watching",
         };
         self.fleet.handle_dir(now, reach, follow);
         self.carry_out(now);
@@ -295,13 +359,76 @@ impl Daemon {
                 }
                 Action::RemoveState { name } => self.state.remove(&name),
                 Action::Rescan => self.crawl(now),
-                Action::Report => {}
+                Action::Report => self.report(),
                 Action::Notify(notice) => {
                     let ctrl_dir = self.watcher.ctrl_dir_path();
-                    log::log!(notice.level(), "{}", notice.line(ctrl_dir));
+                    let line = notice.line(ctrl_dir);
+                    log::log!(notice.level(), "{line}");
+                    if self.control.has_followers() {
+                        let message = line.to_string();
+                        let event = crate::control::event_line(&notice, &message, self.clock.wall(now));
+                        let ctx = Context {
+                            fleet: &self.fleet,
+                            info: &self.info,
+                            clock: self.clock,
+                            now,
+                        };
+                        self.control.broadcast(&event, self.poll.registry(), &ctx);
+                    }
                 }
             }
         }
+    }
+
+    /// Tells what changed: the metrics file, and systemd's status line.
+    fn report(&mut self) {
+        if let Some(path) = &self.metrics_file {
+            let outside = metrics::Outside {
+                started: self.started_wall,
+                watched: self.watcher.is_watching(),
+                inotify_overflows: self.watcher.overflows(),
+            };
+            let text = metrics::render(&self.fleet, &outside);
+            match files::replace(path, text.as_bytes()) {
+                Ok(()) if self.metrics_failing => {
+                    self.metrics_failing = false;
+                    info!("{}: written again", path.display());
+                }
+                Ok(()) => {}
+                Err(e) if !self.metrics_failing => {
+                    self.metrics_failing = true;
+                    log::warn!("cannot write {}: {e}; trying again at the next change", path.display());
+                }
+                Err(e) => debug!("still cannot write {}: {e}", path.display()),
+            }
+        }
+        if self.notifier.is_enabled() {
+            let line = self.status_text();
+            if line != self.status_line {
+                self.notifier.send(&format!("STATUS={line}"));
+                self.status_line = line;
+            }
+        }
+    }
+
+    /// One line for `systemctl status`.
+    fn status_text(&self) -> String {
+        let ctrl_dir = self.watcher.ctrl_dir_path().display();
+        let monitored = self
+            .fleet
+            .views()
+            .filter(|v| v.phase == crate::fleet::Phase::Monitoring)
+            .count();
+        let unwritten = self.fleet.unrecorded().count();
+        let mut line = match self.info.watch {
+            "waiting-for-dir" => format!("waiting for {ctrl_dir} to appear"),
+            "rescanning" => format!("rescanning {ctrl_dir} (inotify short of watches): {monitored} monitored"),
+            _ => format!("watching {ctrl_dir}: {monitored} monitored"),
+        };
+        if unwritten > 0 {
+            line.push_str(&format!(", {unwritten} verdicts not yet written"));
+        }
+        line
     }
 
     /// Adds a new connection to the poll under `key`; says whose it is.

@@ -393,6 +393,12 @@ impl Fleet {
         }
     }
 
+    /// Something an operator sees changed outside the fleet (an inotify
+    /// overflow, say): a report follows, as for the fleet's own changes.
+    pub fn handle_external_change(&mut self) {
+        self.changed();
+    }
+
     /// How many instances are tracked (monitored or waiting to be).
     pub fn instances(&self) -> usize {
         self.instances.len()

@@ -122,6 +122,15 @@ impl Fleet {
         self.instances.iter().map(|(_, i)| i.view())
     }
 
+    /// Tracked instances from slab position `from` on, with their
+    /// positions (to go on from there later: a status is made in pieces).
+    pub fn views_from(&self, from: usize) -> impl Iterator<Item = (usize, InstanceView<'_>)> {
+        self.instances
+            .iter()
+            .skip_while(move |(key, _)| *key < from)
+            .map(|(key, i)| (key, i.view()))
+    }
+
     /// The instance tracked for `name`, if any.
     pub fn view(&self, name: &InstanceName) -> Option<InstanceView<'_>> {
         let key = self.by_name.get(name)?;

@@ -1,0 +1,339 @@
+//! `kvmd status` and `kvmd events`: the same binary as a client of the
+//! running daemon's control socket. Blocking I/O is fine here: this is a
+//! short-lived command, not the daemon.
+//!
+//! Exit status (LSB's for status): 0 answered; 1 the daemon said no, or
+//! cut a follower off; 3 no daemon answers where it looked; 4 not allowed
+//! to ask.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::config::{Client, DEFAULT_CONTROL_SOCKETS};
+use crate::control::{self, Request};
+
+/// The longest answer line read (a status of 10,000 instances is a few
+/// MB; this leaves room and still bounds a confused peer).
+const MAX_ANSWER: u64 = 256 * 1024 * 1024;
+
+enum Failure {
+    NotRunning(Vec<PathBuf>),
+    Denied(PathBuf),
+    Other(String),
+}
+
+fn connect(client: &Client) -> Result<UnixStream, Failure> {
+    let places: Vec<PathBuf> = match &client.control_socket {
+        Some(path) => vec![path.clone()],
+        None => DEFAULT_CONTROL_SOCKETS.iter().map(PathBuf::from).collect(),
+    };
+    for place in &places {
+        match UnixStream::connect(place) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(Failure::Denied(place.clone()));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(Failure::NotRunning(places))
+}
+
+fn fail(program: &str, failure: Failure) -> ExitCode {
+    match failure {
+        Failure::NotRunning(places) => {
+            let places: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
+            eprintln!(
+                "{program}: kvmd is not running (no control socket answers at {}; --control-socket or --pid-file name another)",
+                places.join(", ")
+            );
+            ExitCode::from(3)
+        }
+        Failure::Denied(place) => {
+            eprintln!(
+                "{program}: not allowed to ask kvmd at {}: only root and kvmd's own user may",
+                place.display()
+            );
+            ExitCode::from(4)
+        }
+        Failure::Other(why) => {
+            eprintln!("{program}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends `request` and returns a reader of the answer lines.
+fn ask(client: &Client, request: &Request) -> Result<BufReader<UnixStream>, Failure> {
+    let mut stream = connect(client)?;
+    stream
+        .write_all(control::request_line(request).as_bytes())
+        .map_err(|e| Failure::Other(format!("cannot ask kvmd: {e}")))?;
+    Ok(BufReader::new(stream))
+}
+
+/// Reads one answer line as JSON; an `error` answer is a failure.
+fn answer(reader: &mut impl BufRead) -> Result<Option<(String, Value)>, Failure> {
+    let mut line = String::new();
+    let read = reader
+        .by_ref()
+        .take(MAX_ANSWER)
+        .read_line(&mut line)
+        .map_err(|e| Failure::Other(format!("cannot read kvmd's answer: {e}")))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(&line)
+        .map_err(|e| Failure::Other(format!("kvmd's answer is not JSON: {e}")))?;
+    if let Some(error) = value.get("error").and_then(Value::as_str) {
+        return Err(Failure::Other(format!("kvmd says: {error}")));
+    }
+    Ok(Some((line, value)))
+}
+
+/// `kvmd status`.
+pub fn status(client: &Client) -> ExitCode {
+    let request = Request::Status {
+        instances: client.instances.clone(),
+    };
+    let got = ask(client, &request).and_then(|mut reader| answer(&mut reader));
+    let (line, value) = match got {
+        Ok(Some(answer)) => answer,
+        Ok(None) => return fail(&client.program, Failure::Other("kvmd hung up".to_owned())),
+        Err(failure) => return fail(&client.program, failure),
+    };
+    if client.json {
+        print!("{line}");
+        return ExitCode::SUCCESS;
+    }
+    print!("{}", render_status(&value["status"]));
+    ExitCode::SUCCESS
+}
+
+/// `kvmd events`.
+pub fn events(client: &Client) -> ExitCode {
+    let mut reader = match ask(client, &Request::Events) {
+        Ok(reader) => reader,
+        Err(failure) => return fail(&client.program, failure),
+    };
+    let mut stdout = io::stdout().lock();
+    loop {
+        match answer(&mut reader) {
+            Ok(Some((line, value))) => {
+                // In JSON every line is passed on, the first ("following":
+                // attached) too; people see only the events.
+                let text = if client.json {
+                    line
+                } else if let Some(event) = value.get("event") {
+                    format!(
+                        "{} {:<7} {}\n",
+                        str_of(&event["time"]),
+                        str_of(&event["level"]).to_ascii_uppercase(),
+                        str_of(&event["message"])
+                    )
+                } else {
+                    continue;
+                };
+                if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                    return ExitCode::SUCCESS; // the reader went away (a pipe to head)
+                }
+            }
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(failure) => return fail(&client.program, failure),
+        }
+    }
+}
+
+fn str_of(value: &Value) -> &str {
+    value.as_str().unwrap_or("-")
+}
+
+/// A column of text, at most `max` characters wide (cut with `…`).
+fn cell(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// Rows as aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(c);
+            } else {
+                text.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn evidence_text(instance: &Value) -> String {
+    let e = &instance["evidence"];
+    let mut said = Vec::new();
+    if let Some(s) = e.get("shutdown").filter(|s| !s.is_null()) {
+        let guest = match s["guest"].as_bool() {
+            Some(g) => format!(" guest={g}"),
+            None => String::new(),
+        };
+        let reason = s["reason"].as_str().map(|r| format!(" {r}")).unwrap_or_default();
+        said.push(format!("SHUTDOWN{guest}{reason}"));
+    }
+    if e["powerdown_pending"].as_bool() == Some(true) {
+        said.push("power button pressed, not yet obeyed".to_owned());
+    }
+    if e["panicked"].as_bool() == Some(true) {
+        said.push("panicked".to_owned());
+    }
+    match e["resets"].as_u64() {
+        Some(0) | None => {}
+        Some(1) => said.push("1 reset".to_owned()),
+        Some(n) => said.push(format!("{n} resets")),
+    }
+    if e["restored"].as_bool() == Some(true) {
+        said.push("restored after a restart".to_owned());
+    }
+    match instance["malformed"].as_u64() {
+        Some(0) | None => {}
+        Some(n) => said.push(format!("{n} malformed")),
+    }
+    if said.is_empty() {
+        "-".to_owned()
+    } else {
+        said.join(", ")
+    }
+}
+
+fn verdict_text(v: &Value) -> String {
+    if v.is_null() {
+        return "-".to_owned();
+    }
+    let verdict = match str_of(&v["verdict"]) {
+        "user" => "user",
+        _ => "not user",
+    };
+    format!("{verdict} ({})", str_of(&v["reason"]))
+}
+
+fn ago(v: &Value, key: &str) -> String {
+    v[key]
+        .as_u64()
+        .map_or_else(|| "-".to_owned(), |s| control::age(std::time::Duration::from_secs(s)))
+}
+
+/// The human form of a status answer.
+pub fn render_status(status: &Value) -> String {
+    let k = &status["kvmd"];
+    let mut out = format!(
+        "kvmd {} (pid {}), up {}; {} {}\n",
+        str_of(&k["version"]),
+        k["pid"],
+        ago(k, "uptime_seconds"),
+        match str_of(&k["watch"]) {
+            "watching" => "watching",
+            "rescanning" => "rescanning (inotify short of watches)",
+            _ => "waiting for",
+        },
+        str_of(&k["ctrl_dir"]),
+    );
+    let counts = &k["counts"];
+    let mut phases: Vec<String> = counts["phases"]
+        .as_object()
+        .map(|p| p.iter().map(|(name, n)| format!("{n} {name}")).collect())
+        .unwrap_or_default();
+    phases.sort();
+    out.push_str(&format!(
+        "{} instances{}{}; {} verdicts not yet written; {} given up{}\n",
+        counts["instances"],
+        if phases.is_empty() { "" } else { ": " },
+        phases.join(", "),
+        counts["unwritten_verdicts"],
+        counts["given_up"],
+        if k["descriptor_shortage"].as_bool() == Some(true) {
+            "; OUT OF FILE DESCRIPTORS"
+        } else {
+            ""
+        },
+    ));
+    let empty = Vec::new();
+    let instances = status["instances"].as_array().unwrap_or(&empty);
+    if !instances.is_empty() {
+        let rows: Vec<Vec<String>> = instances
+            .iter()
+            .map(|i| {
+                vec![
+                    cell(str_of(&i["name"]), 32),
+                    str_of(&i["phase"]).to_owned(),
+                    ago(i, "since_seconds"),
+                    str_of(&i["qemu"]).to_owned(),
+                    str_of(&i["guest"]).to_owned(),
+                    cell(&evidence_text(i), 48),
+                    verdict_text(&i["last_verdict"]),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["INSTANCE", "PHASE", "FOR", "QEMU", "GUEST", "EVIDENCE", "LAST VERDICT"],
+            &rows,
+        ));
+    }
+    let given_up = status["given_up"].as_array().unwrap_or(&empty);
+    if !given_up.is_empty() {
+        let names: Vec<&str> = given_up.iter().map(str_of).collect();
+        out.push_str(&format!(
+            "\nnot monitored (nobody listened on their socket): {}\n",
+            names.join(", ")
+        ));
+    }
+    let verdicts = status["verdicts"].as_array().unwrap_or(&empty);
+    if !verdicts.is_empty() {
+        // Newest first, and few enough to read: --json has them all.
+        let rows: Vec<Vec<String>> = verdicts
+            .iter()
+            .rev()
+            .take(20)
+            .map(|v| {
+                vec![
+                    cell(str_of(&v["name"]), 32),
+                    verdict_text(v),
+                    format!("{} ago", ago(v, "age_seconds")),
+                    match v["file_error"].as_str() {
+                        Some(e) => format!("{}: {e}", str_of(&v["file"])),
+                        None => str_of(&v["file"]).to_owned(),
+                    },
+                    str_of(&v["why"]).to_owned(),
+                ]
+            })
+            .collect();
+        out.push_str(&format!(
+            "\nrecent verdicts ({} kept, newest first):\n",
+            verdicts.len()
+        ));
+        out.push_str(&table(&["INSTANCE", "VERDICT", "DECIDED", "FILE", "WHY"], &rows));
+    }
+    out
+}

@@ -1,0 +1,520 @@
+//! The control protocol, sans-IO: what `kvmd status` and `kvmd events`
+//! ask, and what the daemon answers.
+//!
+//! One JSON object a line, both ways. A client sends one request:
+//! `{"version": 1, "command": "status", "instances": ["vm1"]}` (the
+//! instance list is optional) or `{"version": 1, "command": "events"}`.
+//! `status` is answered by one line, `{"version": 1, "status": {...}}`;
+//! `events` by `{"version": 1, "following": true}` and then one
+//! `{"version": 1, "event": {...}}` line per thing that happens. Anything
+//! wrong is answered `{"version": 1, "error": "..."}` and the connection
+//! closed. The schema is in README ("Control socket") and kvmd(8).
+//!
+//! A status line is produced piece by piece as the socket drains
+//! ([`StatusStream`]), so what one client costs stays bounded however many
+//! instances there are.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::fleet::{FileState, Fleet, InstanceView, Notice, PastVerdict, Phase, RecordError, WaitFor};
+use crate::logging::Rfc3339;
+use crate::name::InstanceName;
+use crate::qmp::Event;
+use crate::shutdown_file::Outcome;
+
+/// The protocol's version: a client can tell what it talks to.
+pub const VERSION: u32 = 1;
+/// The longest request taken; a longer one is refused.
+pub const MAX_REQUEST: usize = 4096;
+/// Clients served at once; more are refused with a message.
+pub const MAX_CLIENTS: usize = 16;
+/// Output a client may leave unread: past it a follower is cut off.
+pub const MAX_BACKLOG: usize = 256 * 1024;
+/// A status line is produced in pieces of about this size.
+pub const STATUS_PIECE: usize = 32 * 1024;
+
+/// What a client asks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// The daemon and its instances; only the named ones if any.
+    Status { instances: Vec<String> },
+    /// Every notice from now on.
+    Events,
+}
+
+/// Reads one request line.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let value: Value =
+        serde_json::from_slice(line).map_err(|e| format!("not a JSON request: {e}"))?;
+    let Some(object) = value.as_object() else {
+        return Err("a request is a JSON object".to_owned());
+    };
+    match object.get("version") {
+        None => {}
+        Some(v) if v.as_u64() == Some(u64::from(VERSION)) => {}
+        Some(v) => return Err(format!("unsupported protocol version {v} (this is {VERSION})")),
+    }
+    match object.get("command").and_then(Value::as_str) {
+        Some("status") => {
+            let instances = match object.get("instances") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(names)) => names
+                    .iter()
+                    .map(|n| n.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("instances must be strings")?,
+                Some(_) => return Err("instances must be a list".to_owned()),
+            };
+            Ok(Request::Status { instances })
+        }
+        Some("events") => Ok(Request::Events),
+        Some(other) => Err(format!("unknown command {other:?}")),
+        None => Err("a request names a command".to_owned()),
+    }
+}
+
+/// A request line, as a client sends it.
+pub fn request_line(request: &Request) -> String {
+    let value = match request {
+        Request::Status { instances } => {
+            json!({"version": VERSION, "command": "status", "instances": instances})
+        }
+        Request::Events => json!({"version": VERSION, "command": "events"}),
+    };
+    format!("{value}\n")
+}
+
+/// An error answer.
+pub fn error_line(message: &str) -> String {
+    format!("{}\n", json!({"version": VERSION, "error": message}))
+}
+
+/// The first line to a follower.
+pub fn following_line() -> String {
+    format!("{}\n", json!({"version": VERSION, "following": true}))
+}
+
+/// Turns the loop's monotonic times into wall-clock times.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Clock {
+    /// Both clocks read at one moment.
+    pub fn new(instant: Instant, wall: SystemTime) -> Clock {
+        Clock { instant, wall }
+    }
+
+    pub fn wall(&self, at: Instant) -> SystemTime {
+        if at >= self.instant {
+            self.wall + (at - self.instant)
+        } else {
+            self.wall - (self.instant - at)
+        }
+    }
+
+    pub fn rfc3339(&self, at: Instant) -> String {
+        Rfc3339(self.wall(at)).to_string()
+    }
+}
+
+/// What the daemon says of itself in a status.
+#[derive(Clone, Debug)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub started: Instant,
+    pub ctrl_dir: PathBuf,
+    /// `watching`, `waiting-for-dir` or `rescanning`.
+    pub watch: &'static str,
+}
+
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Connecting(WaitFor::Nothing) => "connecting",
+        Phase::Connecting(WaitFor::Listener) => "waiting-for-listener",
+        Phase::Connecting(WaitFor::Descriptor) => "waiting-for-descriptor",
+        Phase::Negotiating => "negotiating",
+        Phase::Monitoring => "monitoring",
+    }
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Created => "created",
+        Outcome::Kept => "kept",
+        Outcome::ReplacedSymlink => "replaced-symlink",
+        Outcome::Removed => "removed",
+        Outcome::RemovedDirectory => "removed-directory",
+        Outcome::WasAbsent => "absent",
+    }
+}
+
+fn record_error(error: RecordError) -> String {
+    match error {
+        RecordError::File(e) => e.to_string(),
+        RecordError::DirAway => "the control directory is away".to_owned(),
+        RecordError::DirFailed(e) => format!("cannot open the control directory: {e}"),
+    }
+}
+
+/// A verdict as status and events show it.
+pub fn verdict_json(past: &PastVerdict, clock: &Clock, now: Instant) -> Value {
+    let (file, error) = match past.file {
+        FileState::Writing => ("writing", None),
+        FileState::Written(outcome) => (outcome_name(outcome), None),
+        FileState::Waiting(e) => ("waiting", Some(record_error(e))),
+        FileState::Unwritable(e) => ("unwritable", Some(record_error(e))),
+        FileState::Moot => ("moot", None),
+    };
+    let why = past.verdict.why();
+    json!({
+        "name": past.name.to_string(),
+        "verdict": if past.verdict.is_user_shutdown() { "user" } else { "not-user" },
+        "reason": why.code(),
+        "why": why.to_string(),
+        "decided": clock.rfc3339(past.decided),
+        "age_seconds": now.saturating_duration_since(past.decided).as_secs(),
+        "file": file,
+        "file_error": error,
+    })
+}
+
+fn instance_json(v: &InstanceView<'_>, last: Option<&Value>, clock: &Clock, now: Instant) -> Value {
+    let evidence = v.evidence.map(|e| {
+        json!({
+            "shutdown": e.first_shutdown().map(|s| json!({
+                "guest": s.guest,
+                "reason": s.reason.map(|r| r.as_str()),
+            })),
+            "powerdown_pending": e.powerdown_pending(),
+            "paused": e.paused(),
+            "panicked": e.panicked(),
+            "resets": e.resets(),
+            "restored": e.is_restored(),
+        })
+    });
+    json!({
+        "name": v.name.to_string(),
+        "phase": phase_name(v.phase),
+        "since": clock.rfc3339(v.since),
+        "since_seconds": now.saturating_duration_since(v.since).as_secs(),
+        "qemu": v.version.map(|q| q.to_string()),
+        "qemu_pid": v.qemu.map(|q| q.pid),
+        "guest": v.state.map(|s| s.as_str()),
+        "evidence": evidence,
+        "malformed": v.malformed,
+        "last_verdict": last,
+    })
+}
+
+/// Where a status line being produced stands.
+#[derive(Debug)]
+enum Stage {
+    Head,
+    /// Instances from this slab position on.
+    Instances(usize),
+    /// Past verdicts from this position on (oldest first).
+    Verdicts(usize),
+    Done,
+}
+
+/// A status answer, produced piece by piece. See the module documentation.
+#[derive(Debug)]
+pub struct StatusStream {
+    filter: Vec<String>,
+    stage: Stage,
+    /// Each name's last verdict, made once (the history is bounded).
+    last: HashMap<String, Value>,
+    /// Whether an element was written in the current list (for commas).
+    any: bool,
+}
+
+impl StatusStream {
+    pub fn new(instances: Vec<String>) -> StatusStream {
+        StatusStream {
+            filter: instances,
+            stage: Stage::Head,
+            last: HashMap::new(),
+            any: false,
+        }
+    }
+
+    fn wanted(&self, name: &InstanceName) -> bool {
+        self.filter.is_empty() || self.filter.iter().any(|f| *f == name.to_string())
+    }
+
+    /// Appends the next piece (about [`STATUS_PIECE`] bytes) to `out`.
+    /// True once the line is complete.
+    pub fn fill(
+        &mut self,
+        fleet: &Fleet,
+        info: &DaemonInfo,
+        clock: &Clock,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let limit = out.len() + STATUS_PIECE;
+        while out.len() < limit {
+            match self.stage {
+                Stage::Head => {
+                    for past in fleet.history() {
+                        self.last
+                            .insert(past.name.to_string(), verdict_json(past, clock, now));
+                    }
+                    let head = head_json(fleet, info, clock, now);
+                    let mut text = format!("{{\"version\":{VERSION},\"status\":{{\"kvmd\":{head}");
+                    let given_up: Vec<String> = fleet
+                        .given_up()
+                        .filter(|n| self.wanted(n))
+                        .map(ToString::to_string)
+                        .collect();
+                    let _ = write!(text, ",\"given_up\":{}", json!(given_up));
+                    text.push_str(",\"instances\":[");
+                    out.extend_from_slice(text.as_bytes());
+                    self.stage = Stage::Instances(0);
+                    self.any = false;
+                }
+                Stage::Instances(from) => {
+                    let mut next = None;
+                    for (position, view) in fleet.views_from(from) {
+                        if out.len() >= limit {
+                            next = Some(position);
+                            break;
+                        }
+                        if !self.wanted(view.name) {
+                            continue;
+                        }
+                        self.comma(out);
+                        let last = self.last.get(&view.name.to_string());
+                        let _ = serde_json::to_writer(&mut *out, &instance_json(&view, last, clock, now));
+                    }
+                    match next {
+                        Some(position) => self.stage = Stage::Instances(position),
+                        None => {
+                            out.extend_from_slice(b"],\"verdicts\":[");
+                            self.stage = Stage::Verdicts(0);
+                            self.any = false;
+                        }
+                    }
+                }
+                Stage::Verdicts(from) => {
+                    let mut next = None;
+                    for (position, past) in fleet.history().enumerate().skip(from) {
+                        if out.len() >= limit {
+                            next = Some(position);
+                            break;
+                        }
+                        if !self.wanted(&past.name) {
+                            continue;
+                        }
+                        self.comma(out);
+                        let _ = serde_json::to_writer(&mut *out, &verdict_json(past, clock, now));
+                    }
+                    match next {
+                        Some(position) => self.stage = Stage::Verdicts(position),
+                        None => {
+                            out.extend_from_slice(b"]}}\n");
+                            self.stage = Stage::Done;
+                        }
+                    }
+                }
+                Stage::Done => return true,
+            }
+        }
+        matches!(self.stage, Stage::Done)
+    }
+
+    fn comma(&mut self, out: &mut Vec<u8>) {
+        if self.any {
+            out.push(b',');
+        }
+        self.any = true;
+    }
+}
+
+fn head_json(fleet: &Fleet, info: &DaemonInfo, clock: &Clock, now: Instant) -> Value {
+    let mut phases: HashMap<&'static str, usize> = HashMap::new();
+    for view in fleet.views() {
+        *phases.entry(phase_name(view.phase)).or_default() += 1;
+    }
+    let unwritten = fleet.unrecorded().count();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": info.pid,
+        "started": clock.rfc3339(info.started),
+        "uptime_seconds": now.saturating_duration_since(info.started).as_secs(),
+        "ctrl_dir": info.ctrl_dir.to_string_lossy(),
+        "watch": info.watch,
+        "descriptor_shortage": fleet.short_of_descriptors_now(),
+        "counts": {
+            "instances": fleet.instances(),
+            "phases": phases,
+            "unwritten_verdicts": unwritten,
+            "given_up": fleet.given_up().count(),
+            "verdicts_kept": fleet.history().count(),
+        },
+    })
+}
+
+/// What kind of thing a notice tells, for followers.
+fn kind(notice: &Notice) -> &'static str {
+    match notice {
+        Notice::Monitoring { .. } => "monitoring",
+        Notice::Malformed { .. } => "malformed",
+        Notice::Guest { .. } => "guest",
+        Notice::Restored { .. } => "restored",
+        Notice::Ignored { .. } => "ignored",
+        Notice::CannotLook { .. } => "cannot-look",
+        Notice::Unpollable { .. } => "unpollable",
+        Notice::NotMonitored { .. } => "not-monitored",
+        Notice::Decided { .. } => "decided",
+        Notice::RecordedAtLast { .. } => "recorded",
+        Notice::Unrecorded { .. } => "unrecorded",
+        Notice::StillUnrecorded { .. } => "still-unrecorded",
+        Notice::Unrecordable { .. } => "unrecordable",
+        Notice::Moot { .. } => "moot",
+        Notice::OutOfDescriptors { .. } => "out-of-descriptors",
+        Notice::DescriptorsFree => "descriptors-free",
+        Notice::ExitingUnrecorded { .. } => "exiting-unrecorded",
+    }
+}
+
+fn instance_of(notice: &Notice) -> Option<&InstanceName> {
+    match notice {
+        Notice::Monitoring { name, .. }
+        | Notice::Malformed { name, .. }
+        | Notice::Guest { name, .. }
+        | Notice::Restored { name }
+        | Notice::Ignored { name, .. }
+        | Notice::CannotLook { name, .. }
+        | Notice::Unpollable { name, .. }
+        | Notice::NotMonitored { name, .. }
+        | Notice::Decided { name, .. }
+        | Notice::RecordedAtLast { name, .. }
+        | Notice::Unrecorded { name, .. }
+        | Notice::StillUnrecorded { name, .. }
+        | Notice::Unrecordable { name, .. }
+        | Notice::Moot { name, .. }
+        | Notice::ExitingUnrecorded { name, .. } => Some(name),
+        Notice::OutOfDescriptors { .. } | Notice::DescriptorsFree => None,
+    }
+}
+
+/// One event line for followers: the notice, its log line, and for a
+/// verdict its verdict, reason and file.
+pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
+    let mut event = json!({
+        "time": Rfc3339(at).to_string(),
+        "level": notice.level().as_str().to_ascii_lowercase(),
+        "kind": kind(notice),
+        "instance": instance_of(notice).map(ToString::to_string),
+        "message": message,
+    });
+    let verdict = match notice {
+        Notice::Decided { verdict, outcome, .. } | Notice::RecordedAtLast { verdict, outcome, .. } => {
+            Some((verdict, Some(outcome_name(*outcome))))
+        }
+        Notice::Unrecorded { verdict, .. }
+        | Notice::Unrecordable { verdict, .. }
+        | Notice::Moot { verdict, .. }
+        | Notice::ExitingUnrecorded { verdict, .. } => Some((verdict, None)),
+        _ => None,
+    };
+    if let (Some((verdict, file)), Some(object)) = (verdict, event.as_object_mut()) {
+        let user = if verdict.is_user_shutdown() { "user" } else { "not-user" };
+        object.insert("verdict".into(), json!(user));
+        object.insert("reason".into(), json!(verdict.why().code()));
+        object.insert("file".into(), json!(file));
+    }
+    if let (Notice::Guest { event: e, .. }, Some(object)) = (notice, event.as_object_mut()) {
+        let (name, guest, reason) = match e {
+            Event::Shutdown { guest, reason } => ("SHUTDOWN", *guest, reason.map(|r| r.as_str())),
+            Event::Powerdown => ("POWERDOWN", None, None),
+            Event::Reset => ("RESET", None, None),
+            Event::Stop => ("STOP", None, None),
+            Event::Resume => ("RESUME", None, None),
+            Event::GuestPanicked => ("GUEST_PANICKED", None, None),
+            Event::Negotiated | Event::Status { .. } => ("NEGOTIATED", None, None),
+        };
+        object.insert("event".into(), json!(name));
+        if matches!(e, Event::Shutdown { .. }) {
+            object.insert("guest".into(), json!(guest));
+            object.insert("reason".into(), json!(reason));
+        }
+    }
+    format!("{}\n", json!({"version": VERSION, "event": event}))
+}
+
+/// The line that ends a follower who fell behind.
+pub fn cut_off_line() -> String {
+    error_line(&format!(
+        "cut off: more than {} KiB of events left unread; follow again",
+        MAX_BACKLOG / 1024
+    ))
+}
+
+/// How long ago, for humans: `45s`, `12m`, `3h05m`, `2d04h`.
+pub fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{:02}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_parsed_and_bad_ones_said_why() {
+        assert_eq!(
+            parse_request(b"{\"version\": 1, \"command\": \"status\"}"),
+            Ok(Request::Status { instances: vec![] })
+        );
+        assert_eq!(
+            parse_request(b"{\"command\": \"status\", \"instances\": [\"vm1\"]}"),
+            Ok(Request::Status {
+                instances: vec!["vm1".into()]
+            })
+        );
+        assert_eq!(parse_request(b"{\"command\": \"events\"}"), Ok(Request::Events));
+        for (bad, says) in [
+            (&b"garbage"[..], "not a JSON request"),
+            (b"[1]", "a request is a JSON object"),
+            (b"{\"version\": 2, \"command\": \"status\"}", "unsupported protocol version 2"),
+            (b"{\"command\": \"reboot\"}", "unknown command"),
+            (b"{}", "names a command"),
+            (b"{\"command\": \"status\", \"instances\": [1]}", "must be strings"),
+        ] {
+            let e = parse_request(bad).expect_err("refused");
+            assert!(e.contains(says), "{e}");
+        }
+        let line = request_line(&Request::Status {
+            instances: vec!["a".into()],
+        });
+        assert_eq!(
+            parse_request(line.trim_end().as_bytes()),
+            Ok(Request::Status {
+                instances: vec!["a".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age(Duration::from_secs(45)), "45s");
+        assert_eq!(age(Duration::from_secs(754)), "12m");
+        assert_eq!(age(Duration::from_secs(3 * 3600 + 5 * 60)), "3h05m");
+        assert_eq!(age(Duration::from_secs(2 * 86_400 + 4 * 3600)), "2d04h");
+    }
+}

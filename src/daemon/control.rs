@@ -1,0 +1,354 @@
+//! The control socket's I/O: the listening socket and its clients, in the
+//! same poll as everything else. What is said is [`crate::control`]'s.
+//!
+//! Bounded by design: a request longer than [`control::MAX_REQUEST`] is
+//! refused, at most [`control::MAX_CLIENTS`] clients are served at once, a
+//! status answer is produced only as fast as the client reads it, and a
+//! follower with more than [`control::MAX_BACKLOG`] unread is cut off.
+//! Only root and kvmd's own user may connect.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::stat::{Mode, umask};
+use slab::Slab;
+
+use crate::control::{self, Clock, DaemonInfo, Request, StatusStream};
+use crate::fleet::Fleet;
+
+/// Where a client's conversation is.
+enum Talk {
+    /// Waiting for its request line.
+    Reading,
+    /// Being sent a status, piece by piece.
+    Status(Box<StatusStream>),
+    /// Following events.
+    Following,
+    /// Its last line is on its way; closed once sent.
+    Closing,
+}
+
+struct Client {
+    stream: UnixStream,
+    request: Vec<u8>,
+    unsent: Vec<u8>,
+    mode: Talk,
+}
+
+/// What the loop lends the control socket to answer a status.
+pub struct Context<'a> {
+    pub fleet: &'a Fleet,
+    pub info: &'a DaemonInfo,
+    pub clock: Clock,
+    pub now: Instant,
+}
+
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    clients: Slab<Client>,
+    /// Who may ask: root and kvmd's own user.
+    allowed: [u32; 2],
+    /// Users refused so far (each told of once in the log).
+    refused: HashSet<u32>,
+    base: usize,
+}
+
+/// Why the control socket could not be set up.
+#[derive(Debug)]
+pub struct ControlError {
+    pub path: PathBuf,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot set up the control socket {}: {}", self.path.display(), self.error)
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Binds `path` with mode 0600 from the start (no moment in which it is
+/// wider), replacing a socket a crashed kvmd left, never anything else.
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // Someone answering there is a live daemon: not stale.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another kvmd answers there",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "something that is not a socket stands there",
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    bound
+}
+
+impl ControlServer {
+    /// Binds the control socket and registers it under `listener`; its
+    /// clients get tokens from `base` on.
+    pub fn new(
+        path: &Path,
+        registry: &Registry,
+        listener: Token,
+        base: usize,
+    ) -> Result<ControlServer, ControlError> {
+        let error = |error| ControlError {
+            path: path.to_owned(),
+            error,
+        };
+        let mut socket = bind(path).map_err(error)?;
+        registry
+            .register(&mut socket, listener, Interest::READABLE)
+            .map_err(error)?;
+        Ok(ControlServer {
+            listener: socket,
+            path: path.to_owned(),
+            clients: Slab::new(),
+            allowed: [0, nix::unistd::geteuid().as_raw()],
+            refused: HashSet::new(),
+            base,
+        })
+    }
+
+    /// Whether `token` is one of this server's clients.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.base
+    }
+
+    /// Whether anyone follows events (so they are worth rendering).
+    pub fn has_followers(&self) -> bool {
+        self.clients
+            .iter()
+            .any(|(_, c)| matches!(c.mode, Talk::Following))
+    }
+
+    /// Takes every pending connection.
+    pub fn accept(&mut self, registry: &Registry) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors, say: the rest wait in the backlog
+                    // until the next readiness.
+                    debug!("control socket: accept: {e}");
+                    return;
+                }
+            };
+            let uid = getsockopt(&stream, PeerCredentials).map(|c| c.uid());
+            let refusal = match uid {
+                Ok(uid) if self.allowed.contains(&uid) => None,
+                Ok(uid) => {
+                    if self.refused.insert(uid) {
+                        warn!(
+                            "control socket: refused a client of uid {uid} (only root and kvmd's user may ask)"
+                        );
+                    }
+                    Some("permission denied: only root and kvmd's own user may ask")
+                }
+                Err(_) => Some("permission denied: who is asking is unknown"),
+            };
+            let refusal = refusal.or_else(|| {
+                (self.clients.len() >= control::MAX_CLIENTS)
+                    .then_some("too many clients at once; try again")
+            });
+            if let Some(why) = refusal {
+                // One line, as much of it as the socket takes, then closed.
+                let _ = stream.write(control::error_line(why).as_bytes());
+                continue;
+            }
+            let entry = self.clients.vacant_entry();
+            let token = Token(self.base + entry.key());
+            if let Err(e) = registry.register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                debug!("control socket: register: {e}");
+                continue;
+            }
+            entry.insert(Client {
+                stream,
+                request: Vec::new(),
+                unsent: Vec::new(),
+                mode: Talk::Reading,
+            });
+        }
+    }
+
+    /// Serves one client's readiness.
+    pub fn handle(&mut self, token: Token, registry: &Registry, ctx: &Context<'_>) {
+        let key = token.0 - self.base;
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let open = client.read(ctx) && client.write(ctx);
+        if !open {
+            self.close(key, registry);
+        }
+    }
+
+    /// Sends `line` to every follower; cuts off those that fell behind.
+    pub fn broadcast(&mut self, line: &str, registry: &Registry, ctx: &Context<'_>) {
+        let mut closed = Vec::new();
+        for (key, client) in self.clients.iter_mut() {
+            if !matches!(client.mode, Talk::Following) {
+                continue;
+            }
+            if client.unsent.len() + line.len() > control::MAX_BACKLOG {
+                info!("control socket: a follower fell behind and was cut off");
+                client.unsent.clear();
+                client.unsent.extend_from_slice(control::cut_off_line().as_bytes());
+                client.mode = Talk::Closing;
+            } else {
+                client.unsent.extend_from_slice(line.as_bytes());
+            }
+            if !client.write(ctx) {
+                closed.push(key);
+            }
+        }
+        for key in closed {
+            self.close(key, registry);
+        }
+    }
+
+    fn close(&mut self, key: usize, registry: &Registry) {
+        if let Some(mut client) = self.clients.try_remove(key) {
+            let _ = registry.deregister(&mut client.stream);
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    /// Removes the socket on a clean exit.
+    fn drop(&mut self) {
+        let socket = std::fs::symlink_metadata(&self.path);
+        if socket.is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Client {
+    /// Reads the request, if still waiting for it. False: close now.
+    fn read(&mut self, ctx: &Context<'_>) -> bool {
+        let mut buf = [0u8; 1024];
+        // Past the request, whatever a client sends is ignored, a few reads
+        // a turn: it cannot keep the loop busy.
+        for _ in 0..16 {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return !matches!(self.mode, Talk::Reading) || self.take_request(ctx),
+                Ok(n) => {
+                    if !matches!(self.mode, Talk::Reading) {
+                        continue;
+                    }
+                    self.request.extend_from_slice(&buf[..n]);
+                    if self.request.contains(&b'\n') {
+                        return self.take_request(ctx);
+                    }
+                    if self.request.len() > control::MAX_REQUEST {
+                        self.refuse(&format!(
+                            "request longer than {} bytes",
+                            control::MAX_REQUEST
+                        ));
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Acts on the request read so far (up to its newline, or all of it
+    /// at the client's end of input).
+    fn take_request(&mut self, _ctx: &Context<'_>) -> bool {
+        let line = match self.request.iter().position(|&b| b == b'\n') {
+            Some(end) => &self.request[..end],
+            None if self.request.is_empty() => return false,
+            None => &self.request[..],
+        };
+        if line.len() > control::MAX_REQUEST {
+            self.refuse(&format!("request longer than {} bytes", control::MAX_REQUEST));
+            return true;
+        }
+        match control::parse_request(line.trim_ascii()) {
+            Ok(Request::Status { instances }) => {
+                self.mode = Talk::Status(Box::new(StatusStream::new(instances)));
+            }
+            Ok(Request::Events) => {
+                self.unsent
+                    .extend_from_slice(control::following_line().as_bytes());
+                self.mode = Talk::Following;
+            }
+            Err(why) => self.refuse(&why),
+        }
+        self.request = Vec::new();
+        true
+    }
+
+    fn refuse(&mut self, why: &str) {
+        self.unsent = control::error_line(why).into_bytes();
+        self.request = Vec::new();
+        self.mode = Talk::Closing;
+    }
+
+    /// Writes what is pending, producing more of a status as the socket
+    /// takes it. False: close now.
+    fn write(&mut self, ctx: &Context<'_>) -> bool {
+        loop {
+            if self.unsent.is_empty() {
+                match &mut self.mode {
+                    Talk::Status(stream) => {
+                        if stream.fill(ctx.fleet, ctx.info, &ctx.clock, ctx.now, &mut self.unsent) {
+                            self.mode = Talk::Closing;
+                        }
+                    }
+                    Talk::Closing => return false,
+                    Talk::Reading | Talk::Following => return true,
+                }
+                if self.unsent.is_empty() {
+                    continue;
+                }
+            }
+            match self.stream.write(&self.unsent) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
