@@ -250,8 +250,9 @@ impl Daemon {
         let registry = self.poll.registry();
         if let Some(Some(t)) = self.transports.get_mut(key.0)
             && let Err(e) = t.sync_interest(registry, token(key))
+            && let Some(name) = self.fleet.name(key)
         {
-            debug!("reregister: {e}");
+            debug!("{name}: reregister: {e}");
         }
     }
 

@@ -47,10 +47,19 @@ impl Fleet {
         key: InstanceKey,
         result: Result<Connected, ConnectError>,
     ) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let waiting = self.instances.get(key.0).and_then(|i| match i.link {
+            Link::Connecting { since, .. } => Some(since),
+            Link::Connected(_) => None,
+        });
+        let Some(since) = waiting else {
+            // Not asked for (questions are answered at once, so this does
+            // not happen): a connection made anyway is closed, not leaked.
+            if result.is_ok() {
+                self.act(Action::Close { key });
+            }
             return;
         };
-        let Link::Connecting { since, .. } = instance.link else {
+        let Some(instance) = self.instances.get_mut(key.0) else {
             return;
         };
         let Connected { qemu, saved } = match result {
@@ -140,11 +149,17 @@ impl Fleet {
         };
         *waits_for = wait;
         let delay = timers::CONNECT.delay(attempts);
-        debug!(
-            "{}: connect: {}; again in {delay:?}",
-            instance.name,
-            std::io::Error::from_raw_os_error(*errno as i32)
-        );
+        match wait {
+            WaitFor::Descriptor => debug!(
+                "{}: no free descriptor ({errno}); again in {delay:?}",
+                instance.name
+            ),
+            _ => debug!(
+                "{}: connect: {}; again in {delay:?}",
+                instance.name,
+                std::io::Error::from_raw_os_error(*errno as i32)
+            ),
+        }
         if let Link::Connecting { attempts, .. } = &mut instance.link {
             *attempts = attempts.saturating_add(1);
         }
@@ -223,15 +238,21 @@ impl Fleet {
             }
         };
         match feed {
-            Feed::Bytes(bytes) => qmp.handle_bytes(bytes, &mut out),
+            Feed::Bytes(bytes) => {
+                qmp.handle_bytes(bytes, &mut out);
+                // Kept once the turn's reads are done (see `settle`).
+                if !self.evidence_changed.contains(&key) {
+                    self.evidence_changed.push(key);
+                }
+            }
+            // At the hang-up nothing is kept: the verdict is made now.
             Feed::Eof => qmp.handle_eof(&mut out),
         }
-        self.keep_state(key);
     }
 
     /// Writes what must survive a restart when it changed (rarely: a
     /// POWERDOWN, a STOP, their undoing; never per event of a storm).
-    fn keep_state(&mut self, key: InstanceKey) {
+    pub(super) fn keep_state(&mut self, key: InstanceKey) {
         let Some(instance) = self.instances.get_mut(key.0) else {
             return;
         };

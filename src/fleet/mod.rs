@@ -25,13 +25,22 @@
 //! - Outputs: after any input, call [`Fleet::poll_action`] until it says
 //!   `None` and carry each [`Action`] out in order. Actions that ask a
 //!   question (look, connect, record) are answered at once, before the
-//!   next action is polled: the fleet relies on that order.
+//!   next action is polled: the fleet relies on that order (a verdict's
+//!   write answered after the successor's look would be dropped as moot).
+//!   When its queue runs dry the fleet settles what the answers changed
+//!   (it keeps the evidence of connections that read something, once per
+//!   drain; it ends a descriptor shortage that is over), which may queue
+//!   more: `None` means everything is done.
+//! - Timers: [`Fleet::handle_timeout`] fires what is due; its actions are
+//!   polled like any others.
 //! - Then sleep until [`Fleet::poll_timeout`] (forever on `None`: an idle
 //!   fleet waits for nothing).
 //!
 //! Debug tracing (QMP lines, retries) goes to the `log` facade directly; it
-//! carries nothing anyone acts on. Everything an operator is told comes
-//! out as an [`Action::Notify`] with a typed [`Notice`].
+//! carries nothing anyone acts on. Everything the fleet tells an operator
+//! comes out as an [`Action::Notify`] with a typed [`Notice`]; the loop
+//! logs only what is its own (a flooding connection served in turns, a
+//! state file it could not write, signals).
 
 mod instance;
 mod link;
@@ -239,6 +248,9 @@ pub struct Fleet {
     rescans: u32,
     timers: TimerTable,
     queue: VecDeque<Step>,
+    /// Connections that read something since the last drain: their
+    /// evidence is kept (if it changed) once per drain.
+    evidence_changed: Vec<InstanceKey>,
 }
 
 impl Fleet {
@@ -260,22 +272,41 @@ impl Fleet {
             rescans: 0,
             timers: TimerTable::default(),
             queue: VecDeque::new(),
+            evidence_changed: Vec::new(),
         }
     }
 
     /// The next thing to do, if any. See the module documentation.
     pub fn poll_action(&mut self) -> Option<Action> {
-        while let Some(step) = self.queue.pop_front() {
-            let action = match step {
-                Step::Act(action) => Some(action),
-                Step::Connect(key) => self.connect_action(key),
-                Step::Record(key) => self.record_action(key),
-            };
-            if action.is_some() {
-                return action;
+        loop {
+            while let Some(step) = self.queue.pop_front() {
+                let action = match step {
+                    Step::Act(action) => Some(action),
+                    Step::Connect(key) => self.connect_action(key),
+                    Step::Record(key) => self.record_action(key),
+                };
+                if action.is_some() {
+                    return action;
+                }
+            }
+            // All carried out: what the answers changed is settled now,
+            // once per drain (not per read, not per answer).
+            self.settle();
+            if self.queue.is_empty() {
+                return None;
             }
         }
-        None
+    }
+
+    /// Once every action was carried out: keeps the evidence of
+    /// connections that read something, and closes a descriptor shortage
+    /// that is over (only now is it known whether the looks and connects
+    /// just answered found descriptors).
+    fn settle(&mut self) {
+        for key in std::mem::take(&mut self.evidence_changed) {
+            self.keep_state(key);
+        }
+        self.end_shortage_if_over();
     }
 
     /// When [`Fleet::handle_timeout`] is next due; `None` while nothing
@@ -298,7 +329,6 @@ impl Fleet {
                 Timer::Rescan => self.act(Action::Rescan),
             }
         }
-        self.end_shortage_if_over();
     }
 
     /// The watcher's state, after every crawl or inotify read.
@@ -390,6 +420,12 @@ impl Fleet {
         self.timers.len()
     }
 
+    /// Whether `timer` is set. Read-only, for tests and simulations: an
+    /// instance waiting to connect without its timer would wait forever.
+    pub fn timer_is_set(&self, timer: Timer) -> bool {
+        self.timers.is_set(timer)
+    }
+
     fn act(&mut self, action: Action) {
         self.queue.push_back(Step::Act(action));
     }
@@ -407,7 +443,8 @@ impl Fleet {
     }
 
     /// Ends the episode, told once, when nothing waits for a descriptor.
-    /// Counted afresh each turn, never kept in step by hand.
+    /// Counted afresh at the end of each drain, never kept in step by
+    /// hand (it costs a scan only while a shortage lasts).
     fn end_shortage_if_over(&mut self) {
         if self.shortage == Shortage::None || !self.deferred.is_empty() {
             return;

@@ -79,6 +79,12 @@ impl Fleet {
         };
         match look {
             Look::Socket { id, owner } if self.trusted_owners.contains(&owner) => {
+                // A socket created again under the name while the old one
+                // lived is a new QEMU even with the old inode number (ext4
+                // reuses them): an unwritten verdict is the old one's.
+                if matches!(purpose, Purpose::Successor { renewed: true, .. }) {
+                    self.moot(&name);
+                }
                 self.attach(now, name, id, succession);
             }
             Look::Socket { id, owner } => self.ignore(name, id, Ignored::Untrusted { owner }),
