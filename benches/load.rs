@@ -657,7 +657,10 @@ fn follow(socket: &Path) -> Option<std::thread::JoinHandle<usize>> {
     stream.read_exact(&mut first).ok()?;
     Some(std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stream).lines().map_while(Result::ok).count()
+        std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+            .count()
     }))
 }
 

@@ -138,7 +138,11 @@ pub fn events(client: &Client) -> ExitCode {
                 } else {
                     continue;
                 };
-                if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                if stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
                     return ExitCode::SUCCESS; // the reader went away (a pipe to head)
                 }
             }
@@ -199,7 +203,10 @@ fn evidence_text(instance: &Value) -> String {
             Some(g) => format!(" guest={g}"),
             None => String::new(),
         };
-        let reason = s["reason"].as_str().map(|r| format!(" {r}")).unwrap_or_default();
+        let reason = s["reason"]
+            .as_str()
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default();
         said.push(format!("SHUTDOWN{guest}{reason}"));
     }
     if e["powerdown_pending"].as_bool() == Some(true) {
@@ -239,9 +246,10 @@ fn verdict_text(v: &Value) -> String {
 }
 
 fn ago(v: &Value, key: &str) -> String {
-    v[key]
-        .as_u64()
-        .map_or_else(|| "-".to_owned(), |s| control::age(std::time::Duration::from_secs(s)))
+    v[key].as_u64().map_or_else(
+        || "-".to_owned(),
+        |s| control::age(std::time::Duration::from_secs(s)),
+    )
 }
 
 /// The human form of a status answer.
@@ -297,7 +305,15 @@ pub fn render_status(status: &Value) -> String {
             .collect();
         out.push('\n');
         out.push_str(&table(
-            &["INSTANCE", "PHASE", "FOR", "QEMU", "GUEST", "EVIDENCE", "LAST VERDICT"],
+            &[
+                "INSTANCE",
+                "PHASE",
+                "FOR",
+                "QEMU",
+                "GUEST",
+                "EVIDENCE",
+                "LAST VERDICT",
+            ],
             &rows,
         ));
     }
@@ -333,7 +349,10 @@ pub fn render_status(status: &Value) -> String {
             "\nrecent verdicts ({} kept, newest first):\n",
             verdicts.len()
         ));
-        out.push_str(&table(&["INSTANCE", "VERDICT", "DECIDED", "FILE", "WHY"], &rows));
+        out.push_str(&table(
+            &["INSTANCE", "VERDICT", "DECIDED", "FILE", "WHY"],
+            &rows,
+        ));
     }
     out
 }

@@ -309,7 +309,9 @@ where
                 "--control-socket" => client.control_socket = Some(value("--control-socket")?),
                 "--pid-file" => {
                     let pid_file = value("--pid-file")?;
-                    client.control_socket.get_or_insert(default_control_socket(&pid_file));
+                    client
+                        .control_socket
+                        .get_or_insert(default_control_socket(&pid_file));
                 }
                 _ => return Err(UsageError::UnknownFlag(name.to_owned())),
             }

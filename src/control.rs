@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::fleet::{FileState, Fleet, InstanceView, Notice, PastVerdict, Phase, RecordError, WaitFor};
+use crate::fleet::{
+    FileState, Fleet, InstanceView, Notice, PastVerdict, Phase, RecordError, WaitFor,
+};
 use crate::logging::Rfc3339;
 use crate::name::InstanceName;
 use crate::qmp::Event;
@@ -57,7 +59,11 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     match object.get("version") {
         None => {}
         Some(v) if v.as_u64() == Some(u64::from(VERSION)) => {}
-        Some(v) => return Err(format!("unsupported protocol version {v} (this is {VERSION})")),
+        Some(v) => {
+            return Err(format!(
+                "unsupported protocol version {v} (this is {VERSION})"
+            ));
+        }
     }
     match object.get("command").and_then(Value::as_str) {
         Some("status") => {
@@ -293,7 +299,10 @@ impl StatusStream {
                         }
                         self.comma(out);
                         let last = self.last.get(&view.name.to_string());
-                        let _ = serde_json::to_writer(&mut *out, &instance_json(&view, last, clock, now));
+                        let _ = serde_json::to_writer(
+                            &mut *out,
+                            &instance_json(&view, last, clock, now),
+                        );
                     }
                     match next {
                         Some(position) => self.stage = Stage::Instances(position),
@@ -418,9 +427,12 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
         "message": message,
     });
     let verdict = match notice {
-        Notice::Decided { verdict, outcome, .. } | Notice::RecordedAtLast { verdict, outcome, .. } => {
-            Some((verdict, Some(outcome_name(*outcome))))
+        Notice::Decided {
+            verdict, outcome, ..
         }
+        | Notice::RecordedAtLast {
+            verdict, outcome, ..
+        } => Some((verdict, Some(outcome_name(*outcome)))),
         Notice::Unrecorded { verdict, .. }
         | Notice::Unrecordable { verdict, .. }
         | Notice::Moot { verdict, .. }
@@ -428,7 +440,11 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
         _ => None,
     };
     if let (Some((verdict, file)), Some(object)) = (verdict, event.as_object_mut()) {
-        let user = if verdict.is_user_shutdown() { "user" } else { "not-user" };
+        let user = if verdict.is_user_shutdown() {
+            "user"
+        } else {
+            "not-user"
+        };
         object.insert("verdict".into(), json!(user));
         object.insert("reason".into(), json!(verdict.why().code()));
         object.insert("file".into(), json!(file));
@@ -487,14 +503,23 @@ mod tests {
                 instances: vec!["vm1".into()]
             })
         );
-        assert_eq!(parse_request(b"{\"command\": \"events\"}"), Ok(Request::Events));
+        assert_eq!(
+            parse_request(b"{\"command\": \"events\"}"),
+            Ok(Request::Events)
+        );
         for (bad, says) in [
             (&b"garbage"[..], "not a JSON request"),
             (b"[1]", "a request is a JSON object"),
-            (b"{\"version\": 2, \"command\": \"status\"}", "unsupported protocol version 2"),
+            (
+                b"{\"version\": 2, \"command\": \"status\"}",
+                "unsupported protocol version 2",
+            ),
             (b"{\"command\": \"reboot\"}", "unknown command"),
             (b"{}", "names a command"),
-            (b"{\"command\": \"status\", \"instances\": [1]}", "must be strings"),
+            (
+                b"{\"command\": \"status\", \"instances\": [1]}",
+                "must be strings",
+            ),
         ] {
             let e = parse_request(bad).expect_err("refused");
             assert!(e.contains(says), "{e}");

@@ -50,7 +50,11 @@ pub fn render(fleet: &Fleet, outside: &Outside) -> String {
         "Instances kvmd tracks, by phase.",
     );
     for (phase, n) in PHASES.iter().zip(phases) {
-        let _ = writeln!(out, "kvmd_instances{{phase=\"{}\"}} {n}", phase_name(*phase));
+        let _ = writeln!(
+            out,
+            "kvmd_instances{{phase=\"{}\"}} {n}",
+            phase_name(*phase)
+        );
     }
     let counters = fleet.counters();
     family(

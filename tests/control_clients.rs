@@ -82,9 +82,10 @@ impl Suite {
         guest.cont();
         guest.wait_exit();
         common::assert_user_shutdown(&self.world, &self.daemon, &name, true);
-        wait_until(&format!("{case}: descriptors back after the witness"), || {
-            (self.daemon.descriptors() == self.baseline).then_some(())
-        });
+        wait_until(
+            &format!("{case}: descriptors back after the witness"),
+            || (self.daemon.descriptors() == self.baseline).then_some(()),
+        );
     }
 
     /// `count` fake QEMUs, one after another, each powered off by its
@@ -97,7 +98,11 @@ impl Suite {
             // Blocking accept, bounded by the deadline: a poll on it.
             let mut ready = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
             let timeout = PollTimeout::try_from(common::DEADLINE).expect("timeout");
-            assert_eq!(poll(&mut ready, timeout), Ok(1), "kvmd never connected to {name}");
+            assert_eq!(
+                poll(&mut ready, timeout),
+                Ok(1),
+                "kvmd never connected to {name}"
+            );
             let (stream, _) = listener.accept().expect("accept");
             let mut peer = peer::Peer::new(stream);
             peer.negotiate();
@@ -124,7 +129,9 @@ fn answer_then_close(mut stream: UnixStream) -> Value {
 }
 
 fn error_of(value: &Value) -> &str {
-    value["error"].as_str().unwrap_or_else(|| panic!("not an error: {value}"))
+    value["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {value}"))
 }
 
 #[test]
@@ -205,7 +212,8 @@ fn hostile_clients_cost_only_themselves() {
         .write_all(b"{\"version\": 1, \"command\": \"events\"}\n")
         .expect("write");
     s.decide_many(1000, "burst");
-    s.daemon.wait_log("a follower fell behind and was cut off", 1);
+    s.daemon
+        .wait_log("a follower fell behind and was cut off", 1);
     let mut all = String::new();
     follower.read_to_string(&mut all).expect("read to the end");
     let last = all.lines().last().expect("lines");

@@ -108,9 +108,9 @@ impl Follower {
     /// Waits for an event of `kind` (and `event`, for guest events).
     fn wait(&self, kind: &str, event: Option<&str>) -> Value {
         wait_until(&format!("a {kind} {event:?} event"), || {
-            self.events().into_iter().find(|e| {
-                e["kind"] == kind && event.is_none_or(|name| e["event"] == name)
-            })
+            self.events()
+                .into_iter()
+                .find(|e| e["kind"] == kind && event.is_none_or(|name| e["event"] == name))
         })
     }
 }
@@ -158,7 +158,11 @@ fn status_events_and_metrics_follow_a_real_guest() {
     let world = World::new();
     let metrics = world.tmp.path().join("kvmd.prom");
     let metrics_arg = metrics.display().to_string();
-    let daemon = Daemon::start_with(&world.ctrl, world.tmp.path(), &["--metrics-file", &metrics_arg]);
+    let daemon = Daemon::start_with(
+        &world.ctrl,
+        world.tmp.path(),
+        &["--metrics-file", &metrics_arg],
+    );
     // The guest sees the button, marks it, and waits for a key before it
     // obeys: "pressed, not yet obeyed" lasts as long as the test likes.
     let parts = [
@@ -177,7 +181,10 @@ fn status_events_and_metrics_follow_a_real_guest() {
     let now = status(&daemon);
     let vm = instance(&now, "vm").expect("vm listed");
     assert_eq!(vm["phase"], "monitoring", "{vm}");
-    assert!(vm["qemu"].as_str().is_some_and(|v| v.starts_with("7.")), "{vm}");
+    assert!(
+        vm["qemu"].as_str().is_some_and(|v| v.starts_with("7.")),
+        "{vm}"
+    );
     assert_eq!(vm["guest"], "prelaunch", "{vm}");
     assert!(vm["qemu_pid"].as_u64().is_some(), "{vm}");
     assert_eq!(now["kvmd"]["watch"], "watching");
@@ -193,8 +200,16 @@ fn status_events_and_metrics_follow_a_real_guest() {
     });
     let (code, human, _) = cli(&["status", "--pid-file", &pid_file(&daemon), "vm"]);
     assert_eq!(code, 0);
-    assert!(human.contains("power button pressed, not yet obeyed"), "{human}");
-    assert!(human.lines().any(|l| l.starts_with("vm ") && l.contains("monitoring")), "{human}");
+    assert!(
+        human.contains("power button pressed, not yet obeyed"),
+        "{human}"
+    );
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("vm ") && l.contains("monitoring")),
+        "{human}"
+    );
     assert_eq!(instance(&pressed, "vm").expect("vm")["guest"], "running");
     guest.stop();
     wait_status(&daemon, "the guest paused", |s| {
@@ -204,7 +219,10 @@ fn status_events_and_metrics_follow_a_real_guest() {
     guest.press_key();
     guest.wait_exit();
     let line = daemon.wait_decision("vm");
-    assert!(line.contains("decided not a user shutdown (host-acpi)"), "{line}");
+    assert!(
+        line.contains("decided not a user shutdown (host-acpi)"),
+        "{line}"
+    );
 
     // Gone, and still explained.
     let after = wait_status(&daemon, "the verdict listed", |s| {
@@ -239,7 +257,10 @@ fn status_events_and_metrics_follow_a_real_guest() {
     ];
     let mut rest = seen.iter();
     for step in want {
-        assert!(rest.any(|s| s == step), "{step} missing (in order) from {seen:?}");
+        assert!(
+            rest.any(|s| s == step),
+            "{step} missing (in order) from {seen:?}"
+        );
     }
     let decided = follower.wait("decided", None);
     assert_eq!(decided["reason"], "host-acpi");
@@ -251,7 +272,10 @@ fn status_events_and_metrics_follow_a_real_guest() {
         let series = "kvmd_verdicts_total{verdict=\"not-user\",reason=\"host-acpi\"}";
         (metric(&text, series) == Some(1.0)).then_some(text)
     });
-    assert_eq!(metric(&text, "kvmd_instances{phase=\"monitoring\"}"), Some(0.0));
+    assert_eq!(
+        metric(&text, "kvmd_instances{phase=\"monitoring\"}"),
+        Some(0.0)
+    );
     if let Some((ok, said)) = promtool(&metrics) {
         assert!(ok, "promtool: {said}\n{text}");
     }
@@ -276,7 +300,10 @@ fn a_user_poweroff_is_reported_with_its_reason() {
     guest.cont();
     guest.wait_exit();
     let line = daemon.wait_decision("vm");
-    assert!(line.contains("decided user shutdown (guest-poweroff)"), "{line}");
+    assert!(
+        line.contains("decided user shutdown (guest-poweroff)"),
+        "{line}"
+    );
     let after = wait_status(&daemon, "the verdict listed", |s| {
         s["verdicts"].as_array().is_some_and(|v| !v.is_empty())
     });
@@ -284,7 +311,13 @@ fn a_user_poweroff_is_reported_with_its_reason() {
     assert_eq!(after["verdicts"][0]["verdict"], "user");
     assert_eq!(after["verdicts"][0]["file"], "kept");
     // Asking about one instance shows only it.
-    let (code, out, _) = cli(&["status", "--json", "--pid-file", &pid_file(&daemon), "other"]);
+    let (code, out, _) = cli(&[
+        "status",
+        "--json",
+        "--pid-file",
+        &pid_file(&daemon),
+        "other",
+    ]);
     assert_eq!(code, 0);
     let only: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(only["status"]["verdicts"], Value::Array(vec![]));
@@ -344,7 +377,9 @@ fn the_control_socket_is_private_replaces_a_stale_one_and_goes_at_exit() {
 /// Receives one datagram from the stand-in for systemd's socket.
 fn receive(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
-    let n = socket.recv(&mut buf).expect("a notification within the deadline");
+    let n = socket
+        .recv(&mut buf)
+        .expect("a notification within the deadline");
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
@@ -378,7 +413,8 @@ fn readiness_and_status_are_told_to_systemd() {
         said.push(receive(&systemd));
     }
     assert!(
-        said.iter().any(|s| s.starts_with("STATUS=watching ") && s.ends_with(": 0 monitored")),
+        said.iter()
+            .any(|s| s.starts_with("STATUS=watching ") && s.ends_with(": 0 monitored")),
         "{said:?}"
     );
     let image = world.image("vm", &[program::POWER_OFF]);
@@ -398,6 +434,8 @@ fn readiness_and_status_are_told_to_systemd() {
         Signal::SIGTERM,
     )
     .expect("SIGTERM");
-    wait_until("STOPPING=1", || (receive(&systemd) == "STOPPING=1").then_some(()));
+    wait_until("STOPPING=1", || {
+        (receive(&systemd) == "STOPPING=1").then_some(())
+    });
     assert!(child.wait().expect("wait").success());
 }

@@ -70,7 +70,12 @@ pub struct ControlError {
 
 impl std::fmt::Display for ControlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot set up the control socket {}: {}", self.path.display(), self.error)
+        write!(
+            f,
+            "cannot set up the control socket {}: {}",
+            self.path.display(),
+            self.error
+        )
     }
 }
 
@@ -186,11 +191,9 @@ impl ControlServer {
             }
             let entry = self.clients.vacant_entry();
             let token = Token(self.base + entry.key());
-            if let Err(e) = registry.register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            if let Err(e) =
+                registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
                 debug!("control socket: register: {e}");
                 continue;
             }
@@ -225,7 +228,9 @@ impl ControlServer {
             if client.unsent.len() + line.len() > control::MAX_BACKLOG {
                 info!("control socket: a follower fell behind and was cut off");
                 client.unsent.clear();
-                client.unsent.extend_from_slice(control::cut_off_line().as_bytes());
+                client
+                    .unsent
+                    .extend_from_slice(control::cut_off_line().as_bytes());
                 client.mode = Talk::Closing;
             } else {
                 client.unsent.extend_from_slice(line.as_bytes());
@@ -298,7 +303,10 @@ impl Client {
             None => &self.request[..],
         };
         if line.len() > control::MAX_REQUEST {
-            self.refuse(&format!("request longer than {} bytes", control::MAX_REQUEST));
+            self.refuse(&format!(
+                "request longer than {} bytes",
+                control::MAX_REQUEST
+            ));
             return true;
         }
         match control::parse_request(line.trim_ascii()) {

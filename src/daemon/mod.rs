@@ -314,8 +314,9 @@ impl Daemon {
         let registry = self.poll.registry();
         if let Some(Some(t)) = self.transports.get_mut(key.0)
             && let Err(e) = t.sync_interest(registry, token(key))
+            && let Some(name) = self.fleet.name(key)
         {
-            debug!("reregister: {e}");
+            debug!("{name}: reregister: {e}");
         }
     }
 
@@ -366,7 +367,8 @@ impl Daemon {
                     log::log!(notice.level(), "{line}");
                     if self.control.has_followers() {
                         let message = line.to_string();
-                        let event = crate::control::event_line(&notice, &message, self.clock.wall(now));
+                        let event =
+                            crate::control::event_line(&notice, &message, self.clock.wall(now));
                         let ctx = Context {
                             fleet: &self.fleet,
                             info: &self.info,
@@ -397,7 +399,10 @@ impl Daemon {
                 Ok(()) => {}
                 Err(e) if !self.metrics_failing => {
                     self.metrics_failing = true;
-                    log::warn!("cannot write {}: {e}; trying again at the next change", path.display());
+                    log::warn!(
+                        "cannot write {}: {e}; trying again at the next change",
+                        path.display()
+                    );
                 }
                 Err(e) => debug!("still cannot write {}: {e}", path.display()),
             }
@@ -422,7 +427,9 @@ impl Daemon {
         let unwritten = self.fleet.unrecorded().count();
         let mut line = match self.info.watch {
             "waiting-for-dir" => format!("waiting for {ctrl_dir} to appear"),
-            "rescanning" => format!("rescanning {ctrl_dir} (inotify short of watches): {monitored} monitored"),
+            "rescanning" => {
+                format!("rescanning {ctrl_dir} (inotify short of watches): {monitored} monitored")
+            }
             _ => format!("watching {ctrl_dir}: {monitored} monitored"),
         };
         if unwritten > 0 {

@@ -47,10 +47,20 @@ impl Fleet {
         key: InstanceKey,
         result: Result<Connected, ConnectError>,
     ) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        self.tick(now);
+        let waiting = self.instances.get(key.0).and_then(|i| match i.link {
+            Link::Connecting { since, .. } => Some(since),
+            Link::Connected(_) => None,
+        });
+        let Some(since) = waiting else {
+            // Not asked for (questions are answered at once, so this does
+            // not happen): a connection made anyway is closed, not leaked.
+            if result.is_ok() {
+                self.act(Action::Close { key });
+            }
             return;
         };
-        let Link::Connecting { since, .. } = instance.link else {
+        let Some(instance) = self.instances.get_mut(key.0) else {
             return;
         };
         let Connected { qemu, saved } = match result {
@@ -144,11 +154,17 @@ impl Fleet {
         };
         *waits_for = wait;
         let delay = timers::CONNECT.delay(attempts);
-        debug!(
-            "{}: connect: {}; again in {delay:?}",
-            instance.name,
-            std::io::Error::from_raw_os_error(*errno as i32)
-        );
+        match wait {
+            WaitFor::Descriptor => debug!(
+                "{}: no free descriptor ({errno}); again in {delay:?}",
+                instance.name
+            ),
+            _ => debug!(
+                "{}: connect: {}; again in {delay:?}",
+                instance.name,
+                std::io::Error::from_raw_os_error(*errno as i32)
+            ),
+        }
         if let Link::Connecting { attempts, .. } = &mut instance.link {
             *attempts = attempts.saturating_add(1);
         }
@@ -180,6 +196,7 @@ impl Fleet {
 
     /// Bytes read from `key`'s connection.
     pub fn handle_bytes(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
+        self.tick(now);
         self.converse(now, key, Feed::Bytes(bytes));
     }
 
@@ -275,18 +292,24 @@ impl Fleet {
             }
         };
         match feed {
-            Feed::Bytes(bytes) => qmp.handle_bytes(bytes, &mut out),
+            Feed::Bytes(bytes) => {
+                qmp.handle_bytes(bytes, &mut out);
+                // Kept once the turn's reads are done (see `settle`).
+                if !self.evidence_changed.contains(&key) {
+                    self.evidence_changed.push(key);
+                }
+            }
+            // At the hang-up nothing is kept: the verdict is made now.
             Feed::Eof => qmp.handle_eof(&mut out),
         }
         if changed {
             self.changed();
         }
-        self.keep_state(key);
     }
 
     /// Writes what must survive a restart when it changed (rarely: a
     /// POWERDOWN, a STOP, their undoing; never per event of a storm).
-    fn keep_state(&mut self, key: InstanceKey) {
+    pub(super) fn keep_state(&mut self, key: InstanceKey) {
         let Some(instance) = self.instances.get_mut(key.0) else {
             return;
         };
@@ -319,6 +342,7 @@ impl Fleet {
     /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
     /// record, and look for a successor.
     pub fn handle_hangup(&mut self, now: Instant, key: InstanceKey) {
+        self.tick(now);
         // A last message without its line ending is still a message.
         self.converse(now, key, Feed::Eof);
         let Some(instance) = self.forget(key) else {

@@ -25,13 +25,22 @@
 //! - Outputs: after any input, call [`Fleet::poll_action`] until it says
 //!   `None` and carry each [`Action`] out in order. Actions that ask a
 //!   question (look, connect, record) are answered at once, before the
-//!   next action is polled: the fleet relies on that order.
+//!   next action is polled: the fleet relies on that order (a verdict's
+//!   write answered after the successor's look would be dropped as moot).
+//!   When its queue runs dry the fleet settles what the answers changed
+//!   (it keeps the evidence of connections that read something, once per
+//!   drain; it ends a descriptor shortage that is over), which may queue
+//!   more: `None` means everything is done.
+//! - Timers: [`Fleet::handle_timeout`] fires what is due; its actions are
+//!   polled like any others.
 //! - Then sleep until [`Fleet::poll_timeout`] (forever on `None`: an idle
 //!   fleet waits for nothing).
 //!
 //! Debug tracing (QMP lines, retries) goes to the `log` facade directly; it
-//! carries nothing anyone acts on. Everything an operator is told comes
-//! out as an [`Action::Notify`] with a typed [`Notice`].
+//! carries nothing anyone acts on. Everything the fleet tells an operator
+//! comes out as an [`Action::Notify`] with a typed [`Notice`]; the loop
+//! logs only what is its own (a flooding connection served in turns, a
+//! state file it could not write, signals).
 
 mod instance;
 mod link;
@@ -253,6 +262,11 @@ pub struct Fleet {
     counters: Counters,
     /// Whether an operator's view changed since the last report.
     report: Report,
+    /// The latest `now` handed in (for the report's deadline).
+    clock: Option<Instant>,
+    /// Connections that read something since the last drain: their
+    /// evidence is kept (if it changed) once per drain.
+    evidence_changed: Vec<InstanceKey>,
 }
 
 /// Reports since the last change.
@@ -287,22 +301,43 @@ impl Fleet {
             serial: 0,
             counters: Counters::default(),
             report: Report::Done { last: None },
+            clock: None,
+            evidence_changed: Vec::new(),
         }
     }
 
     /// The next thing to do, if any. See the module documentation.
     pub fn poll_action(&mut self) -> Option<Action> {
-        while let Some(step) = self.queue.pop_front() {
-            let action = match step {
-                Step::Act(action) => Some(action),
-                Step::Connect(key) => self.connect_action(key),
-                Step::Record(key) => self.record_action(key),
-            };
-            if action.is_some() {
-                return action;
+        loop {
+            while let Some(step) = self.queue.pop_front() {
+                let action = match step {
+                    Step::Act(action) => Some(action),
+                    Step::Connect(key) => self.connect_action(key),
+                    Step::Record(key) => self.record_action(key),
+                };
+                if action.is_some() {
+                    return action;
+                }
+            }
+            // All carried out: what the answers changed is settled now,
+            // once per drain (not per read, not per answer).
+            self.settle();
+            if self.queue.is_empty() {
+                return None;
             }
         }
-        None
+    }
+
+    /// Once every action was carried out: keeps the evidence of
+    /// connections that read something, and closes a descriptor shortage
+    /// that is over (only now is it known whether the looks and connects
+    /// just answered found descriptors).
+    fn settle(&mut self) {
+        for key in std::mem::take(&mut self.evidence_changed) {
+            self.keep_state(key);
+        }
+        self.end_shortage_if_over();
+        self.schedule_report();
     }
 
     /// When [`Fleet::handle_timeout`] is next due; `None` while nothing
@@ -313,6 +348,7 @@ impl Fleet {
 
     /// Fires every timer due at `now`. Call once per loop turn.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Connect(key) => self.queue.push_back(Step::Connect(key)),
@@ -326,17 +362,6 @@ impl Fleet {
                 Timer::Report => self.report(now),
             }
         }
-        self.end_shortage_if_over();
-        if let Report::Due { last } = self.report {
-            match last {
-                Some(last) if now < last + timers::REPORT_EVERY => {
-                    if !self.timers.is_set(Timer::Report) {
-                        self.timers.set(Timer::Report, last + timers::REPORT_EVERY);
-                    }
-                }
-                _ => self.report(now),
-            }
-        }
     }
 
     /// Asks for a report now.
@@ -347,8 +372,27 @@ impl Fleet {
         }
     }
 
+    /// Schedules the report of what changed: at once (the next turn) when
+    /// the last one is a second old, else when it will be.
+    fn schedule_report(&mut self) {
+        let (Report::Due { last }, Some(clock)) = (self.report, self.clock) else {
+            return;
+        };
+        if self.timers.is_set(Timer::Report) {
+            return;
+        }
+        let at = last.map_or(clock, |last| (last + timers::REPORT_EVERY).max(clock));
+        self.timers.set(Timer::Report, at);
+    }
+
+    /// Notes the time handed in with an input.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.clock = Some(now);
+    }
+
     /// The watcher's state, after every crawl or inotify read.
     pub fn handle_dir(&mut self, now: Instant, reach: Reach, follow: Follow) {
+        self.tick(now);
         let was = std::mem::replace(&mut self.reach, reach);
         self.follow = follow;
         match follow {
@@ -442,6 +486,12 @@ impl Fleet {
         self.timers.len()
     }
 
+    /// Whether `timer` is set. Read-only, for tests and simulations: an
+    /// instance waiting to connect without its timer would wait forever.
+    pub fn timer_is_set(&self, timer: Timer) -> bool {
+        self.timers.is_set(timer)
+    }
+
     fn act(&mut self, action: Action) {
         self.changed();
         self.queue.push_back(Step::Act(action));
@@ -469,7 +519,8 @@ impl Fleet {
     }
 
     /// Ends the episode, told once, when nothing waits for a descriptor.
-    /// Counted afresh each turn, never kept in step by hand.
+    /// Counted afresh at the end of each drain, never kept in step by
+    /// hand (it costs a scan only while a shortage lasts).
     fn end_shortage_if_over(&mut self) {
         if self.shortage == Shortage::None || !self.deferred.is_empty() {
             return;

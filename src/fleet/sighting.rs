@@ -14,7 +14,8 @@ use crate::state::SocketId;
 
 impl Fleet {
     /// One entry the watcher reported.
-    pub fn handle_change(&mut self, _now: Instant, change: Change) {
+    pub fn handle_change(&mut self, now: Instant, change: Change) {
+        self.tick(now);
         let name = match change {
             Change::Vanished(name) => {
                 self.ignored.remove(&name);
@@ -60,6 +61,7 @@ impl Fleet {
         purpose: Purpose,
         look: Look,
     ) {
+        self.tick(now);
         let succession = match purpose {
             Purpose::Verdict(key) => return self.verdict_looked(key, look),
             Purpose::Attach => Succession::Current,
@@ -79,6 +81,12 @@ impl Fleet {
         };
         match look {
             Look::Socket { id, owner } if self.trusted_owners.contains(&owner) => {
+                // A socket created again under the name while the old one
+                // lived is a new QEMU even with the old inode number (ext4
+                // reuses them): an unwritten verdict is the old one's.
+                if matches!(purpose, Purpose::Successor { renewed: true, .. }) {
+                    self.moot(&name);
+                }
                 self.attach(now, name, id, succession);
             }
             Look::Socket { id, owner } => self.ignore(name, id, Ignored::Untrusted { owner }),

@@ -62,12 +62,32 @@ impl Harness {
         h
     }
 
-    /// The actions, less reports (see `reports_are_throttled...`) and
-    /// the guest-event notices (see `guest_events_are_told...`).
+    /// Every action queued, polled before any is answered: for steps
+    /// whose questions' answers do not change what else comes out (the
+    /// loop answers each at once; tests where that matters poll one by
+    /// one). Less reports (see `reports_are_made...`) and guest-event
+    /// notices (see `guest_events_are_told...`).
     fn drain(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.fleet.poll_action())
             .filter(|a| !matches!(a, Action::Report | Action::Notify(Notice::Guest { .. })))
             .collect()
+    }
+
+    /// The next action (less reports), to be answered before the next.
+    fn next_action(&mut self) -> Option<Action> {
+        std::iter::from_fn(|| self.fleet.poll_action()).find(|a| *a != Action::Report)
+    }
+
+    /// Lets a pending report be made (a report is due within a second of
+    /// any change), then says when the fleet would next wake.
+    fn quiet(&mut self) -> Option<Instant> {
+        while self.fleet.timer_is_set(Timer::Report) {
+            let at = self.fleet.poll_timeout().expect("the report's deadline");
+            self.now = self.now.max(at);
+            self.fleet.handle_timeout(self.now);
+            self.drain();
+        }
+        self.fleet.poll_timeout()
     }
 
     fn advance(&mut self, by: Duration) -> Vec<Action> {
@@ -240,7 +260,7 @@ fn only_trusted_sockets_are_monitored_and_the_rest_told_once() {
     h.change(Change::Vanished(name("evil")));
     assert_eq!(notices(&h.looked("evil", Purpose::Attach, other)).len(), 1);
     assert_eq!(h.fleet.instances(), 0);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
 }
 
 #[test]
@@ -272,7 +292,7 @@ fn looks_that_find_nothing_or_fail_attach_nothing() {
         [Notice::CannotLook { .. }]
     ));
     assert_eq!(h.fleet.instances(), 0);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
 }
 
 // --- Connecting, its back-off, and giving up ------------------------------
@@ -300,7 +320,7 @@ fn a_refused_connect_is_retried_backing_off_then_given_up() {
     assert!(given_up >= timers::CONNECT_FOR, "{given_up:?}");
     assert!(given_up < timers::CONNECT_FOR + Duration::from_secs(2));
     assert_eq!(h.fleet.instances(), 0);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
     // The very same socket found again by a rescan is not tried again...
     assert_eq!(h.looked("vm", Purpose::Attach, root_socket(1)), vec![]);
     // ...but created anew it is.
@@ -386,10 +406,88 @@ fn a_descriptor_shortage_is_told_once_waited_out_and_told_over() {
     }
     assert_eq!(h.fleet.instances(), 2);
     h.next_deadline();
-    assert_eq!(h.connect(key, ok), vec![]);
-    let over = h.advance(ms(0));
+    // Told over as soon as the last one connected, in the same drain.
+    let over = h.connect(key, ok);
     assert_eq!(over, vec![Action::Notify(Notice::DescriptorsFree)]);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
+}
+
+#[test]
+fn a_shortage_that_ends_by_giving_up_is_told_over_at_once() {
+    let mut h = Harness::watching();
+    let key = h.attach("vm", 1);
+    h.connect(key, Err(ConnectError::Connect(Errno::EMFILE)));
+    h.next_deadline();
+    // Its socket went away meanwhile: given up, and nothing else waits.
+    let actions = h.connect(key, Err(ConnectError::Open(Errno::ENOENT)));
+    let told = notices(&actions);
+    assert!(matches!(told[0], Notice::NotMonitored { .. }), "{told:?}");
+    assert_eq!(told.last(), Some(&&Notice::DescriptorsFree), "{told:?}");
+    // A later shortage is a new episode, told again.
+    let key = h.attach("vm2", 2);
+    let again = h.connect(key, Err(ConnectError::Connect(Errno::ENFILE)));
+    assert!(matches!(
+        notices(&again).as_slice(),
+        [Notice::OutOfDescriptors { .. }]
+    ));
+}
+
+#[test]
+fn names_still_short_of_a_descriptor_keep_the_shortage_going() {
+    let mut h = Harness::watching();
+    h.change(Change::Created(name("a")));
+    h.looked("a", Purpose::Attach, Look::DirFailed(Errno::ENFILE));
+    for _ in 0..5 {
+        // Answered at once, as the loop does.
+        h.now += timers::DESCRIPTOR_WAIT;
+        h.fleet.handle_timeout(h.now);
+        assert_eq!(h.next_action(), Some(attach_look("a")));
+        // Failing again is neither "over" nor a new "out of" line.
+        let quiet = h.looked("a", Purpose::Attach, Look::DirFailed(Errno::ENFILE));
+        assert_eq!(quiet, vec![]);
+    }
+    h.advance(timers::DESCRIPTOR_WAIT);
+    let ok = h.looked("a", Purpose::Attach, root_socket(1));
+    assert!(
+        ok.iter().any(|a| matches!(a, Action::Connect { .. })),
+        "{ok:?}"
+    );
+}
+
+#[test]
+fn a_successor_look_without_a_descriptor_is_tried_again() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    h.change(Change::Created(name("vm")));
+    let actions = h.hangup(key);
+    h.recorded(record_of(&actions).0, Ok(Outcome::WasAbsent));
+    let successor = Purpose::Successor {
+        ended: socket(1),
+        renewed: true,
+    };
+    h.looked("vm", successor, Look::DirFailed(Errno::EMFILE));
+    assert_eq!(h.fleet.deferred(), 1);
+    h.now += timers::DESCRIPTOR_WAIT;
+    h.fleet.handle_timeout(h.now);
+    let again = h.next_action();
+    assert_eq!(
+        again,
+        Some(Action::Look {
+            name: name("vm"),
+            purpose: successor
+        })
+    );
+    let attached = h.looked("vm", successor, root_socket(2));
+    assert!(
+        matches!(
+            attached.as_slice(),
+            [
+                Action::Connect { .. },
+                Action::Notify(Notice::DescriptorsFree)
+            ]
+        ),
+        "{attached:?}"
+    );
 }
 
 // --- The QMP conversation and the decision --------------------------------
@@ -428,7 +526,7 @@ fn negotiates_follows_events_and_decides_at_hang_up() {
     );
     assert_eq!(h.fleet.instances(), 0);
     assert_eq!(h.fleet.unrecorded().count(), 0);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
 }
 
 #[test]
@@ -535,6 +633,54 @@ fn evidence_is_restored_only_for_the_very_same_qemu() {
 }
 
 #[test]
+fn a_state_file_of_another_socket_is_not_restored() {
+    let carried = Carried {
+        powerdown_pending: true,
+        ..Carried::default()
+    };
+    let mut h = Harness::watching();
+    let key = h.attach("vm", 1);
+    let other_socket = Saved {
+        socket: socket(9),
+        qemu: QEMU,
+        carried,
+    };
+    let stale = h.connect(
+        key,
+        Ok(Connected {
+            qemu: Some(QEMU),
+            saved: Some(other_socket),
+        }),
+    );
+    assert_eq!(stale, vec![Action::RemoveState { name: name("vm") }]);
+    h.negotiate(key);
+    h.bytes(key, USER_OFF);
+    assert!(record_of(&h.hangup(key)).1.is_user_shutdown());
+}
+
+#[test]
+fn evidence_is_kept_once_per_drain_and_never_at_the_hang_up() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    // Pressed and reset within one turn's reads: nothing to keep.
+    h.fleet.handle_bytes(h.now, key, POWERDOWN);
+    h.fleet
+        .handle_bytes(h.now, key, b"{\"event\": \"RESET\"}\r\n");
+    assert_eq!(h.drain(), vec![]);
+    // A POWERDOWN in the last, unterminated message is decided on at the
+    // hang-up; no state file is written to be removed right after.
+    h.bytes(key, POWERDOWN.strip_suffix(b"\r\n").unwrap_or(POWERDOWN));
+    let actions = h.hangup(key);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SaveState { .. } | Action::RemoveState { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(record_of(&actions).1.why(), Why::NoShutdown);
+}
+
+#[test]
 fn state_files_of_unmonitored_instances_are_swept_at_start() {
     let mut h = Harness::watching();
     h.monitor("alive", 1);
@@ -589,7 +735,7 @@ fn a_refused_verdict_is_told_once_retried_and_told_when_written() {
         notices(&told).as_slice(),
         [Notice::RecordedAtLast { tries: 5, .. }]
     ));
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
 }
 
 #[test]
@@ -604,7 +750,7 @@ fn what_no_retry_mends_is_left_to_an_operator() {
         [Notice::Unrecorded { again: false, .. }]
     ));
     assert_eq!(h.fleet.unrecorded().count(), 0);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
 }
 
 #[test]
@@ -617,7 +763,7 @@ fn a_verdict_waiting_for_the_directory_is_written_once_it_is_back() {
     // Its timer comes and goes while the directory is away.
     assert_eq!(h.advance(Duration::from_secs(10)), vec![]);
     assert_eq!(h.advance(Duration::from_secs(10)), vec![]);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
     h.fleet.handle_dir(h.now, Reach::Reached, Follow::Events);
     let look = h.drain();
     assert_eq!(
@@ -627,6 +773,75 @@ fn a_verdict_waiting_for_the_directory_is_written_once_it_is_back() {
             purpose: Purpose::Verdict(vkey)
         }]
     );
+}
+
+#[test]
+fn a_newer_socket_found_by_a_rescan_makes_an_unwritten_verdict_moot() {
+    let mut h = Harness::watching();
+    let vkey = decided_user(&mut h, "vm", 1);
+    h.recorded(vkey, Err(RecordError::File(Errno::EROFS)));
+    // Events were lost (an overflow): the new socket only Appeared.
+    h.change(Change::Appeared(name("vm")));
+    let moot = h.looked("vm", Purpose::Attach, root_socket(2));
+    assert!(
+        matches!(notices(&moot).as_slice(), [Notice::Moot { .. }]),
+        "{moot:?}"
+    );
+    assert_eq!(h.fleet.unrecorded().count(), 0);
+}
+
+#[test]
+fn a_second_verdict_for_a_name_supersedes_an_unwritten_one() {
+    let mut h = Harness::watching();
+    let old = decided_user(&mut h, "vm", 1);
+    h.recorded(old, Err(RecordError::File(Errno::EROFS)));
+    // The same inode again (ext4), its creation event lost: not moot yet.
+    h.change(Change::Appeared(name("vm")));
+    let connect = h.looked("vm", Purpose::Attach, root_socket(1));
+    let Some(Action::Connect { key, .. }) = connect.first() else {
+        panic!("{connect:?}");
+    };
+    let key = *key;
+    assert_eq!(h.fleet.unrecorded().count(), 1);
+    h.connect(
+        key,
+        Ok(Connected {
+            qemu: None,
+            saved: None,
+        }),
+    );
+    h.negotiate(key);
+    h.bytes(key, QUIT);
+    let actions = h.hangup(key);
+    assert!(
+        notices(&actions)
+            .iter()
+            .any(|n| matches!(n, Notice::Moot { verdict, .. } if verdict.is_user_shutdown())),
+        "{actions:?}"
+    );
+    assert_eq!(h.fleet.unrecorded().count(), 1);
+    let (_, newer) = record_of(&actions);
+    assert!(!newer.is_user_shutdown());
+}
+
+#[test]
+fn a_renewed_successor_with_the_old_inode_makes_the_old_verdict_moot() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    h.change(Change::Created(name("vm")));
+    h.bytes(key, USER_OFF);
+    let actions = h.hangup(key);
+    h.recorded(record_of(&actions).0, Err(RecordError::File(Errno::EROFS)));
+    let successor = Purpose::Successor {
+        ended: socket(1),
+        renewed: true,
+    };
+    let attached = h.looked("vm", successor, root_socket(1));
+    assert!(
+        matches!(notices(&attached).as_slice(), [Notice::Moot { .. }]),
+        "{attached:?}"
+    );
+    assert_eq!(h.fleet.unrecorded().count(), 0);
 }
 
 #[test]
@@ -645,7 +860,7 @@ fn a_new_qemu_makes_an_unwritten_verdict_moot() {
     h.next_deadline();
     let moot = h.looked("vm", Purpose::Verdict(vkey), root_socket(2));
     assert!(matches!(notices(&moot).as_slice(), [Notice::Moot { .. }]));
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
 }
 
 // --- Succession of QEMUs under one name -----------------------------------
@@ -667,10 +882,33 @@ fn a_qemu_restarted_before_the_hang_up_is_read_is_picked_up() {
         name: name("vm"),
         purpose: successor
     }));
+    // Answered in order: the verdict's write before the successor's look.
+    h.recorded(record_of(&actions).0, Ok(Outcome::Created));
     let connect = h.looked("vm", successor, root_socket(1));
     assert!(matches!(connect.as_slice(), [Action::Connect { .. }]));
-    // Its own creation was read already: a later one is news again.
     assert_eq!(h.fleet.instance(&name("vm")).map(|i| i.2), Some(socket(1)));
+    // Its own creation was read already: a later one is news again, and
+    // its hang-up looks for a renewed successor.
+    let (key, ..) = h.fleet.instance(&name("vm")).expect("attached");
+    h.connect(
+        key,
+        Ok(Connected {
+            qemu: None,
+            saved: None,
+        }),
+    );
+    h.change(Change::Created(name("vm")));
+    let actions = h.hangup(key);
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Look {
+            name: name("vm"),
+            purpose: Purpose::Successor {
+                ended: socket(1),
+                renewed: true
+            }
+        })
+    );
 }
 
 #[test]
@@ -735,7 +973,7 @@ fn a_stalled_watcher_is_crawled_again_backing_off_until_it_follows() {
         vec![ms(500), ms(1000), ms(2000), ms(4000), ms(5000), ms(5000)]
     );
     h.fleet.handle_dir(h.now, Reach::Reached, Follow::Events);
-    assert_eq!(h.fleet.poll_timeout(), None);
+    assert_eq!(h.quiet(), None);
     // The next stall starts from the short wait again.
     h.fleet.handle_dir(h.now, Reach::Reached, Follow::Rescans);
     assert_eq!(h.fleet.poll_timeout(), Some(h.now + ms(500)));
@@ -760,16 +998,15 @@ fn reports_are_made_when_something_changed_at_most_once_a_second() {
     assert_eq!(reports(&mut h, ms(0)), 1);
     // A reset storm changes nothing an operator sees.
     for _ in 0..100 {
-        h.fleet
-            .handle_bytes(h.now, key, b"{\"event\": \"RESET\"}\r\n");
+        h.bytes(key, b"{\"event\": \"RESET\"}\r\n");
     }
     assert_eq!(reports(&mut h, Duration::from_secs(5)), 0);
     assert_eq!(h.fleet.poll_timeout(), None);
     // A change right after a report waits for the second to pass.
-    h.fleet.handle_bytes(h.now, key, POWERDOWN);
+    // (Each input's actions carried out first, as the loop does.)
+    h.bytes(key, POWERDOWN);
     assert_eq!(reports(&mut h, ms(0)), 1);
-    h.fleet
-        .handle_bytes(h.now, key, b"{\"event\": \"STOP\"}\r\n");
+    h.bytes(key, b"{\"event\": \"STOP\"}\r\n");
     assert_eq!(reports(&mut h, ms(10)), 0);
     assert_eq!(h.fleet.poll_timeout(), Some(h.now + ms(990)));
     assert_eq!(reports(&mut h, ms(990)), 1);
@@ -886,12 +1123,68 @@ fn every_notice_renders_as_one_line() {
         assert!(!line.contains('\n'), "{line}");
         assert!(line.starts_with("a\\nb: "), "{line}");
     }
-    let refused = Notice::NotMonitored {
-        name: name("vm"),
-        why: GiveUp::CannotConnect(Errno::ECONNREFUSED),
-    };
-    assert_eq!(
-        refused.line(ctrl).to_string(),
-        "vm: not monitored: cannot connect to its QMP socket: Connection refused (os error 111)"
-    );
+    let vm = || name("vm");
+    let off = Verdict::from(Why::GuestPoweredOff);
+    for (notice, line) in [
+        (
+            Notice::NotMonitored {
+                name: vm(),
+                why: GiveUp::CannotConnect(Errno::ECONNREFUSED),
+            },
+            "vm: not monitored: cannot connect to its QMP socket: Connection refused (os error 111)",
+        ),
+        (
+            Notice::Moot {
+                name: vm(),
+                verdict: off,
+            },
+            "vm: a new QEMU started before vm.shutdown could be created; that verdict \
+             (user shutdown (guest-poweroff): the guest powered itself off) is moot now",
+        ),
+        (
+            Notice::ExitingUnrecorded {
+                name: vm(),
+                verdict: off,
+            },
+            "vm: exiting with vm.shutdown still not created (decided user shutdown \
+             (guest-poweroff): the guest powered itself off)",
+        ),
+        (
+            Notice::Unrecorded {
+                name: vm(),
+                verdict: off,
+                grounds: "g".into(),
+                error: RecordError::DirAway,
+                again: true,
+            },
+            "vm: decided user shutdown (guest-poweroff): the guest powered itself off [g], but \
+             cannot create vm.shutdown: /run/kvmd is away; trying again until it can",
+        ),
+        (
+            Notice::Unrecordable {
+                name: vm(),
+                verdict: Verdict::from(Why::NoShutdown),
+                error: RecordError::File(Errno::ENOTEMPTY),
+            },
+            "vm: cannot remove vm.shutdown: ENOTEMPTY: Directory not empty; not retried: that \
+             needs an operator",
+        ),
+        (
+            Notice::CannotLook {
+                name: vm(),
+                errno: Errno::EACCES,
+            },
+            "vm: cannot look at its socket: EACCES: Permission denied",
+        ),
+        (
+            Notice::StillUnrecorded {
+                name: vm(),
+                verdict: off,
+                error: RecordError::DirFailed(Errno::EMFILE),
+            },
+            "vm: still cannot create vm.shutdown: cannot open /run/kvmd: EMFILE: Too many open files",
+        ),
+    ] {
+        assert_eq!(notice.line(ctrl).to_string(), line);
+    }
 }

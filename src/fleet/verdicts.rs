@@ -95,6 +95,7 @@ impl Fleet {
         key: VerdictKey,
         result: Result<Outcome, RecordError>,
     ) {
+        self.tick(now);
         let Some(v) = self.verdicts.get_mut(key.0) else {
             return;
         };
