@@ -70,9 +70,17 @@ fn fail(program: &str, failure: Failure) -> ExitCode {
 /// Sends `request` and returns a reader of the answer lines.
 fn ask(client: &Client, request: &Request) -> Result<BufReader<UnixStream>, Failure> {
     let mut stream = connect(client)?;
-    stream
-        .write_all(control::request_line(request).as_bytes())
-        .map_err(|e| Failure::Other(format!("cannot ask kvmd: {e}")))?;
+    match stream.write_all(control::request_line(request).as_bytes()) {
+        Ok(()) => {}
+        // Refused before the request was read (another user, too many
+        // clients): the reason is waiting to be read.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) => {}
+        Err(e) => return Err(Failure::Other(format!("cannot ask kvmd: {e}"))),
+    }
     Ok(BufReader::new(stream))
 }
 

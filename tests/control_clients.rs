@@ -177,7 +177,7 @@ fn hostile_clients_cost_only_themselves() {
     s.check("a thousand connects");
 
     // A big status nobody reads: produced only as fast as it is read.
-    s.decide_many(1000, &format!("{}-", "long-instance-name".repeat(10)));
+    s.decide_many(1000, &format!("{}-", "long-instance-name".repeat(3)));
     let mut stuck = s.connect();
     stuck
         .write_all(b"{\"version\": 1, \"command\": \"status\"}\n")
