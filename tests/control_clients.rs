@@ -146,6 +146,19 @@ fn hostile_clients_cost_only_themselves() {
     assert_eq!(said["version"], 1);
     s.check("garbage");
 
+    // A follower that leaves is closed at once, not at the next event.
+    let mut follower = s.connect();
+    follower
+        .write_all(b"{\"version\": 1, \"command\": \"events\"}\n")
+        .expect("write");
+    let mut first = String::new();
+    BufReader::new(&follower)
+        .read_line(&mut first)
+        .expect("following");
+    assert!(first.contains("\"following\":true"), "{first}");
+    drop(follower);
+    s.check("a follower that leaves");
+
     // An endless line: refused past 4 KiB, not buffered for ever.
     let mut stream = s.connect();
     let _ = stream.write_all(&vec![b'x'; 64 * 1024]);

@@ -269,7 +269,17 @@ impl Client {
         // a turn: it cannot keep the loop busy.
         for _ in 0..16 {
             match self.stream.read(&mut buf) {
-                Ok(0) => return !matches!(self.mode, Talk::Reading) || self.take_request(ctx),
+                Ok(0) => {
+                    return match self.mode {
+                        // The request's end, without its newline.
+                        Talk::Reading => self.take_request(ctx),
+                        // A follower that leaves is closed now, not at the
+                        // next event.
+                        Talk::Following => false,
+                        // A status client may close its side once asked.
+                        Talk::Status(_) | Talk::Closing => true,
+                    };
+                }
                 Ok(n) => {
                     if !matches!(self.mode, Talk::Reading) {
                         continue;

@@ -372,17 +372,20 @@ impl Fleet {
         }
     }
 
-    /// Schedules the report of what changed: at once (the next turn) when
-    /// the last one is a second old, else when it will be.
+    /// Reports what changed: now, when the last report is a second old
+    /// (or there was none), else on a timer when it will be.
     fn schedule_report(&mut self) {
         let (Report::Due { last }, Some(clock)) = (self.report, self.clock) else {
             return;
         };
-        if self.timers.is_set(Timer::Report) {
-            return;
+        match last {
+            Some(last) if last + timers::REPORT_EVERY > clock => {
+                if !self.timers.is_set(Timer::Report) {
+                    self.timers.set(Timer::Report, last + timers::REPORT_EVERY);
+                }
+            }
+            _ => self.report(clock),
         }
-        let at = last.map_or(clock, |last| (last + timers::REPORT_EVERY).max(clock));
-        self.timers.set(Timer::Report, at);
     }
 
     /// Notes the time handed in with an input.
@@ -499,7 +502,7 @@ impl Fleet {
 
     /// Marks an operator's view as changed: a report follows within a
     /// second (at the end of the turn, see [`Fleet::handle_timeout`]).
-    fn changed(&mut self) {
+    pub(super) fn changed(&mut self) {
         if let Report::Done { last } = self.report {
             self.report = Report::Due { last };
         }

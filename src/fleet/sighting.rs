@@ -134,12 +134,14 @@ impl Fleet {
             .insert(Instance::new(name.clone(), id, succession, now));
         self.by_name.insert(name, key);
         self.queue.push_back(Step::Connect(key));
+        self.changed();
     }
 
     /// Removes an instance from every table. The caller says what follows.
     pub(super) fn forget(&mut self, key: InstanceKey) -> Option<Instance> {
         let instance = self.instances.try_remove(key.0)?;
         self.by_name.remove(&instance.name);
+        self.changed();
         self.timers.cancel(super::Timer::Connect(key));
         Some(instance)
     }

@@ -984,32 +984,55 @@ fn a_stalled_watcher_is_crawled_again_backing_off_until_it_follows() {
 #[test]
 fn reports_are_made_when_something_changed_at_most_once_a_second() {
     let mut h = Harness::watching();
-    let reports = |h: &mut Harness, by: Duration| {
+    // Every action of an input, counting the reports among them.
+    fn reports(h: &mut Harness) -> usize {
+        std::iter::from_fn(|| h.fleet.poll_action())
+            .filter(|a| *a == Action::Report)
+            .count()
+    }
+    let tick = |h: &mut Harness, by: Duration| {
         h.now += by;
         h.fleet.handle_timeout(h.now);
-        std::iter::from_fn(|| h.fleet.poll_action())
-            .filter(|a| matches!(a, Action::Report))
-            .count()
+        reports(h)
     };
     // Idle: nothing to report, nothing to wake for.
-    assert_eq!(reports(&mut h, ms(0)), 0);
+    assert_eq!(tick(&mut h, ms(0)), 0);
     assert_eq!(h.fleet.poll_timeout(), None);
-    let key = h.monitor("vm", 1);
-    assert_eq!(reports(&mut h, ms(0)), 1);
+    // A change is reported at once, in the same drain.
+    h.fleet.handle_change(h.now, Change::Created(name("vm")));
+    assert_eq!(reports(&mut h), 1);
+    h.fleet
+        .handle_looked(h.now, name("vm"), Purpose::Attach, root_socket(1));
+    assert_eq!(
+        reports(&mut h),
+        0,
+        "a second change within the second waits"
+    );
+    assert_eq!(h.fleet.poll_timeout(), Some(h.now + ms(1000)));
+    assert_eq!(tick(&mut h, ms(999)), 0);
+    assert_eq!(tick(&mut h, ms(1)), 1);
+    assert_eq!(h.fleet.poll_timeout(), None);
+    let (key, ..) = h.fleet.instance(&name("vm")).expect("attached");
+    h.now += Duration::from_secs(5);
+    h.fleet.handle_connect(
+        h.now,
+        key,
+        Ok(Connected {
+            qemu: Some(QEMU),
+            saved: None,
+        }),
+    );
+    assert_eq!(reports(&mut h), 1);
+    h.now += Duration::from_secs(5);
+    h.negotiate(key);
     // A reset storm changes nothing an operator sees.
+    h.now += Duration::from_secs(5);
     for _ in 0..100 {
-        h.bytes(key, b"{\"event\": \"RESET\"}\r\n");
+        h.fleet
+            .handle_bytes(h.now, key, b"{\"event\": \"RESET\"}\r\n");
+        assert_eq!(reports(&mut h), 0);
     }
-    assert_eq!(reports(&mut h, Duration::from_secs(5)), 0);
-    assert_eq!(h.fleet.poll_timeout(), None);
-    // A change right after a report waits for the second to pass.
-    // (Each input's actions carried out first, as the loop does.)
-    h.bytes(key, POWERDOWN);
-    assert_eq!(reports(&mut h, ms(0)), 1);
-    h.bytes(key, b"{\"event\": \"STOP\"}\r\n");
-    assert_eq!(reports(&mut h, ms(10)), 0);
-    assert_eq!(h.fleet.poll_timeout(), Some(h.now + ms(990)));
-    assert_eq!(reports(&mut h, ms(990)), 1);
+    assert_eq!(tick(&mut h, Duration::from_secs(5)), 0);
     assert_eq!(h.fleet.poll_timeout(), None);
 }
 
