@@ -741,8 +741,9 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
         return row;
     }
     row.attach = Some(started.elapsed());
-    // Let kvmd's query-status replies land before measuring idle.
-    fleet.serve_until(Duration::from_millis(300), |_| false);
+    // Let kvmd's query-status replies land before measuring idle, and its
+    // last report of the attach be made (at most a second after a change).
+    fleet.serve_until(Duration::from_millis(1300), |_| false);
     // kvmd is measured with a follower attached throughout.
     let socket = work.join("kvmd.sock");
     let follower = match which {
@@ -1141,7 +1142,7 @@ fn print_table(args: &Args, rows: &[(Which, Row)], tmpfs: bool) {
         "-".into(),
     );
     line(
-        "idle wake-ups (context switches)",
+        "idle wake-ups (context switches; kvmd with a follower attached)",
         k.idle_wakeups.to_string(),
         rf(&|r| r.idle_wakeups.to_string()),
         "-".into(),
@@ -1222,6 +1223,37 @@ fn print_table(args: &Args, rows: &[(Which, Row)], tmpfs: bool) {
         rf(&|r| r.churn_rss_kib.to_string()),
         rr(&|x| x.churn_rss_kib as f64),
     );
+    line(
+        "status --json: time to answer (ms) / size (KiB)",
+        k.status_time.map_or("-".into(), |t| {
+            format!("{} / {}", ms(Some(t)), k.status_bytes / 1024)
+        }),
+        "-".into(),
+        "-".into(),
+    );
+    line(
+        "RSS after that status (KiB)",
+        k.rss_after_status_kib.to_string(),
+        "-".into(),
+        "-".into(),
+    );
+    line(
+        "events followed (lines read by a follower)",
+        k.followed.to_string(),
+        "-".into(),
+        "-".into(),
+    );
+    if let Some(every) = args.status_poll {
+        line(
+            &format!(
+                "status answers while polling every {} ms",
+                every.as_millis()
+            ),
+            k.polls.to_string(),
+            "-".into(),
+            "-".into(),
+        );
+    }
     line(
         "load tool's own CPU (ms)",
         ms(Some(k.tool_cpu)),
