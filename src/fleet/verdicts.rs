@@ -10,13 +10,16 @@ use super::{Action, Fleet, Look, Notice, Purpose, Reach, RecordError, Step, Time
 use crate::decision::Verdict;
 use crate::name::InstanceName;
 use crate::shutdown_file::Outcome;
-use crate::state::SocketId;
+use crate::state::{Qemu, SocketId};
 
 #[derive(Debug)]
 pub(super) struct PendingVerdict {
     pub name: InstanceName,
     /// The socket of the QEMU it is about.
     pub socket: SocketId,
+    /// That QEMU's process, when known (a newer one may get the old
+    /// socket's inode number; never its pid and start time).
+    pub qemu: Option<Qemu>,
     pub verdict: Verdict,
     /// The evidence, as the decision line shows it.
     pub grounds: String,
@@ -39,12 +42,19 @@ pub(super) enum Wait {
 
 impl Fleet {
     /// Records a fresh verdict: written at once.
-    pub(super) fn decided(&mut self, instance: &Instance, verdict: Verdict, grounds: String) {
+    pub(super) fn decided(
+        &mut self,
+        instance: &Instance,
+        qemu: Option<Qemu>,
+        verdict: Verdict,
+        grounds: String,
+    ) {
         // An older QEMU's verdict still unwritten says nothing of this one.
         self.moot(&instance.name);
         let key = VerdictKey(self.verdicts.insert(PendingVerdict {
             name: instance.name.clone(),
             socket: instance.socket,
+            qemu,
             verdict,
             grounds,
             attempts: 0,
@@ -196,6 +206,12 @@ impl Fleet {
     pub(super) fn verdict_for(&self, name: &InstanceName) -> Option<(VerdictKey, SocketId)> {
         let key = *self.verdict_by_name.get(name)?;
         Some((key, self.verdicts.get(key.0)?.socket))
+    }
+
+    /// The QEMU process an unwritten verdict for `name` is about.
+    pub(super) fn verdict_qemu(&self, name: &InstanceName) -> Option<Qemu> {
+        let key = self.verdict_by_name.get(name)?;
+        self.verdicts.get(key.0)?.qemu
     }
 
     /// Drops the unwritten verdict for `name`: a new QEMU of that name
