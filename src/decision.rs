@@ -109,12 +109,16 @@ impl Evidence {
     /// What must outlive this daemon (default: nothing to keep).
     ///
     /// Only what QEMU cannot tell a restarted daemon: a pending POWERDOWN,
-    /// a panic, and the first SHUTDOWN while QEMU lives on after it paused
-    /// (`-no-shutdown`; without it QEMU exits at once and the hang-up
-    /// decides). A pause alone needs nothing kept: `query-status` reports
-    /// it exactly, and Ganeti starts every guest paused (`-S`).
+    /// a panic, and the first SHUTDOWN. QEMU usually exits right after
+    /// that SHUTDOWN and the hang-up decides; but a daemon killed between
+    /// reading it and reading the hang-up reconnects to a QEMU that is
+    /// exiting (no greeting comes), and only the kept SHUTDOWN lets it
+    /// decide right (the deterministic simulation found this). With
+    /// `-no-shutdown` QEMU lives on after it, paused. A pause alone needs
+    /// nothing kept: `query-status` reports it exactly, and Ganeti starts
+    /// every guest paused (`-S`).
     pub fn carried(&self) -> Carried {
-        let shutdown = self.first_shutdown.filter(|_| self.paused);
+        let shutdown = self.first_shutdown;
         if !self.powerdown_pending && !self.panicked && shutdown.is_none() {
             return Carried::default();
         }
@@ -702,13 +706,14 @@ mod tests {
         // A pause alone: query-status tells a restarted daemon.
         evidence.record(Event::Stop);
         assert_eq!(evidence.carried(), Carried::default());
-        // A SHUTDOWN QEMU exits right after: nothing to keep either.
+        // A SHUTDOWN: kept until the hang-up decides (QEMU exits right
+        // after; a daemon killed in between must still know it).
         let mut evidence = Evidence::new();
         evidence.record(USER_OFF);
-        assert_eq!(evidence.carried(), Carried::default());
-        // Paused after it (-no-shutdown): kept.
-        evidence.record(Event::Stop);
         assert!(evidence.carried().shutdown.is_some());
+        // Paused after it (-no-shutdown): kept, with the pause.
+        evidence.record(Event::Stop);
+        assert!(evidence.carried().shutdown.is_some() && evidence.carried().paused);
         // A power button: kept, with the pause beside it.
         let mut evidence = Evidence::new();
         evidence.record(Event::Stop);

@@ -60,12 +60,21 @@ impl Fleet {
             }
             return;
         };
-        let Some(instance) = self.instances.get_mut(key.0) else {
-            return;
-        };
         let Connected { qemu, saved } = match result {
             Ok(connected) => connected,
             Err(e) => return self.connect_failed(now, key, since, e),
+        };
+        // Another QEMU process behind the name than the one an unwritten
+        // verdict is about: a new QEMU, even on the old inode number.
+        if let Some(name) = self.instances.get(key.0).map(|i| i.name.clone())
+            && self
+                .verdict_qemu(&name)
+                .is_some_and(|old| qemu.is_some_and(|new| new != old))
+        {
+            self.moot(&name);
+        }
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
         };
         debug!("{}: connected", instance.name);
         instance.since = now;
@@ -187,7 +196,12 @@ impl Fleet {
             name: instance.name.clone(),
         });
         // A rescan finds this very socket again; only a new one is tried.
-        self.given_up.insert(instance.name.clone(), instance.socket);
+        // Not for a socket that went away (or a directory away): whatever
+        // stands there later is another file, even with the same inode
+        // number, and no creation event may tell of it (a stalled watch).
+        if !matches!(why, GiveUp::SocketWent | GiveUp::DirGone) {
+            self.given_up.insert(instance.name.clone(), instance.socket);
+        }
         self.counters.given_up += 1;
         if successor {
             self.look_for_successor(&instance);
@@ -360,7 +374,7 @@ impl Fleet {
             0 => conv.evidence.to_string(),
             n => format!("{}; {n} unusable messages", conv.evidence),
         };
-        self.decided(now, &instance, verdict, grounds);
+        self.decided(now, &instance, conv.qemu, verdict, grounds);
         if instance.saved != Carried::default() {
             self.act(Action::RemoveState {
                 name: instance.name.clone(),

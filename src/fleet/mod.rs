@@ -367,6 +367,8 @@ impl Fleet {
     /// Asks for a report now.
     fn report(&mut self, now: Instant) {
         if let Report::Due { .. } = self.report {
+            // Made now: a timer set for it earlier is spent too.
+            self.timers.cancel(Timer::Report);
             self.report = Report::Done { last: Some(now) };
             self.queue.push_back(Step::Act(Action::Report));
         }
@@ -419,8 +421,16 @@ impl Fleet {
     /// first crawl's actions were carried out: files of sockets that are
     /// not monitored are stale (gone, recreated, or no socket).
     pub fn handle_state_files(&mut self, names: Vec<InstanceName>) {
+        // With the directory away, or a name still waiting for a descriptor
+        // to be looked at, nobody knows yet what stands there: a file kept
+        // is checked when its socket is connected, a file lost is a
+        // verdict gone wrong (a pending power button forgotten).
+        if self.reach == Reach::Away {
+            return;
+        }
         for name in names {
-            if !self.by_name.contains_key(&name) {
+            let deferred = self.deferred.iter().any(|(n, _)| *n == name);
+            if !self.by_name.contains_key(&name) && !deferred {
                 log::debug!("{name}: stale state file removed");
                 self.act(Action::RemoveState { name });
             }

@@ -120,6 +120,9 @@ impl Fleet {
             debug!("{name}: given up on this socket already");
             return;
         }
+        // Another file stands at the name now: the one given up on is gone,
+        // and a file with its inode number later is a new one.
+        self.given_up.remove(&name);
         if !name.fits() {
             return self.ignore(name, id, Ignored::NameTooLong);
         }

@@ -500,9 +500,15 @@ fn negotiates_follows_events_and_decides_at_hang_up() {
         h.fleet.instance(&name("vm")).map(|i| i.1),
         Some(Phase::Monitoring)
     );
-    assert_eq!(h.bytes(key, USER_OFF), vec![]);
+    // The SHUTDOWN is kept until the hang-up decides.
+    let kept = h.bytes(key, USER_OFF);
+    assert!(
+        matches!(kept.as_slice(), [Action::SaveState { .. }]),
+        "{kept:?}"
+    );
     let actions = h.hangup(key);
     assert_eq!(actions[0], Action::Close { key });
+    assert!(actions.contains(&Action::RemoveState { name: name("vm") }));
     let (vkey, verdict) = record_of(&actions);
     assert_eq!(verdict.why(), Why::GuestPoweredOff);
     assert_eq!(

@@ -11,13 +11,16 @@ use super::{Action, Fleet, Look, Notice, Purpose, Reach, RecordError, Step, Time
 use crate::decision::Verdict;
 use crate::name::InstanceName;
 use crate::shutdown_file::Outcome;
-use crate::state::SocketId;
+use crate::state::{Qemu, SocketId};
 
 #[derive(Debug)]
 pub(super) struct PendingVerdict {
     pub name: InstanceName,
     /// The socket of the QEMU it is about.
     pub socket: SocketId,
+    /// That QEMU's process, when known (a newer one may get the old
+    /// socket's inode number; never its pid and start time).
+    pub qemu: Option<Qemu>,
     pub verdict: Verdict,
     /// The evidence, as the decision line shows it.
     pub grounds: String,
@@ -46,6 +49,7 @@ impl Fleet {
         &mut self,
         now: Instant,
         instance: &Instance,
+        qemu: Option<Qemu>,
         verdict: Verdict,
         grounds: String,
     ) {
@@ -68,6 +72,7 @@ impl Fleet {
         let key = VerdictKey(self.verdicts.insert(PendingVerdict {
             name: instance.name.clone(),
             socket: instance.socket,
+            qemu,
             verdict,
             grounds,
             attempts: 0,
@@ -229,6 +234,12 @@ impl Fleet {
     pub(super) fn verdict_for(&self, name: &InstanceName) -> Option<(VerdictKey, SocketId)> {
         let key = *self.verdict_by_name.get(name)?;
         Some((key, self.verdicts.get(key.0)?.socket))
+    }
+
+    /// The QEMU process an unwritten verdict for `name` is about.
+    pub(super) fn verdict_qemu(&self, name: &InstanceName) -> Option<Qemu> {
+        let key = self.verdict_by_name.get(name)?;
+        self.verdicts.get(key.0)?.qemu
     }
 
     /// Drops the unwritten verdict for `name`: a new QEMU of that name
