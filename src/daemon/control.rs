@@ -40,6 +40,9 @@ struct Client {
     request: Vec<u8>,
     unsent: Vec<u8>,
     mode: Talk,
+    /// Whether WRITABLE is registered: only while something waits to be
+    /// written, so a follower reading its backlog never wakes the loop.
+    writable: bool,
 }
 
 /// What the loop lends the control socket to answer a status.
@@ -191,9 +194,7 @@ impl ControlServer {
             }
             let entry = self.clients.vacant_entry();
             let token = Token(self.base + entry.key());
-            if let Err(e) =
-                registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            {
+            if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
                 debug!("control socket: register: {e}");
                 continue;
             }
@@ -202,6 +203,7 @@ impl ControlServer {
                 request: Vec::new(),
                 unsent: Vec::new(),
                 mode: Talk::Reading,
+                writable: false,
             });
         }
     }
@@ -213,7 +215,7 @@ impl ControlServer {
             return;
         };
         let open = client.read(ctx) && client.write(ctx);
-        if !open {
+        if !open || !client.sync_interest(registry, token) {
             self.close(key, registry);
         }
     }
@@ -235,7 +237,7 @@ impl ControlServer {
             } else {
                 client.unsent.extend_from_slice(line.as_bytes());
             }
-            if !client.write(ctx) {
+            if !client.write(ctx) || !client.sync_interest(registry, Token(self.base + key)) {
                 closed.push(key);
             }
         }
@@ -262,6 +264,30 @@ impl Drop for ControlServer {
 }
 
 impl Client {
+    /// Registers WRITABLE while output waits (or a status is being
+    /// produced), and drops it after. False: the poll refused.
+    fn sync_interest(&mut self, registry: &Registry, token: Token) -> bool {
+        let wanted = !self.unsent.is_empty() || matches!(self.mode, Talk::Status(_));
+        if wanted == self.writable {
+            return true;
+        }
+        let interest = if wanted {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match registry.reregister(&mut self.stream, token, interest) {
+            Ok(()) => {
+                self.writable = wanted;
+                true
+            }
+            Err(e) => {
+                debug!("control socket: reregister: {e}");
+                false
+            }
+        }
+    }
+
     /// Reads the request, if still waiting for it. False: close now.
     fn read(&mut self, ctx: &Context<'_>) -> bool {
         let mut buf = [0u8; 1024];

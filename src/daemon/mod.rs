@@ -139,20 +139,25 @@ impl Daemon {
             .map_err(DaemonError::Poll)?;
         let control = ControlServer::new(&config.control_socket, registry, CONTROL, FIRST_CLIENT)
             .map_err(DaemonError::Control)?;
+        let notifier = Notifier::from_env();
+        let mut fleet = Fleet::new(trusted_owners);
+        if config.metrics_file.is_none() && !notifier.is_enabled() {
+            fleet = fleet.without_reports();
+        }
         let now = Instant::now();
         let started_wall = SystemTime::now();
         Ok(Daemon {
             poll,
             watcher,
             signals,
-            fleet: Fleet::new(trusted_owners),
+            fleet,
             transports: Vec::new(),
             backlog: Vec::new(),
             state: StateDir::new(config.state_dir.clone()),
             dir: CtrlDir::default(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             control,
-            notifier: Notifier::from_env(),
+            notifier,
             metrics_file: config.metrics_file.clone(),
             metrics_failing: false,
             status_line: String::new(),

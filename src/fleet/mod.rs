@@ -276,6 +276,9 @@ enum Report {
     Done { last: Option<Instant> },
     /// Something changed; the report is due once a second has passed.
     Due { last: Option<Instant> },
+    /// Nobody reads reports (no metrics file, no systemd): none is made,
+    /// and no timer wakes the loop for one.
+    Off,
 }
 
 impl Fleet {
@@ -304,6 +307,13 @@ impl Fleet {
             clock: None,
             evidence_changed: Vec::new(),
         }
+    }
+
+    /// A fleet that never asks for a report: for a loop with no metrics
+    /// file and no systemd to tell.
+    pub fn without_reports(mut self) -> Fleet {
+        self.report = Report::Off;
+        self
     }
 
     /// The next thing to do, if any. See the module documentation.

@@ -1043,6 +1043,20 @@ fn reports_are_made_when_something_changed_at_most_once_a_second() {
 }
 
 #[test]
+fn a_fleet_without_reports_never_wakes_for_one() {
+    let mut h = Harness::new();
+    h.fleet = Fleet::new(vec![ROOT]).without_reports();
+    h.fleet.handle_dir(h.now, Reach::Reached, Follow::Events);
+    let key = h.monitor("vm", 1);
+    h.bytes(key, POWERDOWN);
+    h.now += Duration::from_secs(5);
+    h.fleet.handle_timeout(h.now);
+    let all: Vec<Action> = std::iter::from_fn(|| h.fleet.poll_action()).collect();
+    assert!(!all.contains(&Action::Report), "{all:?}");
+    assert_eq!(h.fleet.poll_timeout(), None);
+}
+
+#[test]
 fn guest_events_are_told_and_kept_in_the_view() {
     let mut h = Harness::watching();
     let key = h.monitor("vm", 1);
