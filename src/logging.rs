@@ -271,22 +271,52 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
+/// A wall-clock time split into its UTC calendar fields.
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    /// Below the second.
+    fraction: std::time::Duration,
+}
+
+impl Civil {
+    fn of(time: SystemTime) -> Civil {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        Civil {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+            fraction: std::time::Duration::from_nanos(u64::from(since.subsec_nanos())),
+        }
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS,uuuuuu` in UTC.
 struct Timestamp(SystemTime);
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
+        let c = Civil::of(self.0);
         write!(
             f,
-            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02},{:06}",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60,
-            since.subsec_micros()
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:06}",
+            c.year,
+            c.month,
+            c.day,
+            c.hour,
+            c.minute,
+            c.second,
+            c.fraction.as_micros()
         )
     }
 }
@@ -296,17 +326,17 @@ pub struct Rfc3339(pub SystemTime);
 
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
+        let c = Civil::of(self.0);
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60,
-            since.subsec_millis()
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            c.year,
+            c.month,
+            c.day,
+            c.hour,
+            c.minute,
+            c.second,
+            c.fraction.as_millis()
         )
     }
 }

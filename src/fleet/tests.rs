@@ -621,47 +621,28 @@ fn evidence_is_restored_only_for_the_very_same_qemu() {
     h.negotiate(key);
     h.bytes(key, USER_OFF);
     assert_eq!(record_of(&h.hangup(key)).1.why(), Why::PowerButton);
-    // Another process behind a socket of that inode: stale, removed.
-    let mut h = Harness::watching();
-    let key = h.attach("vm", 1);
-    let other = Qemu { pid: 7, start: 1 };
-    let stale = h.connect(
-        key,
-        Ok(Connected {
-            qemu: Some(other),
-            saved: Some(same),
-        }),
-    );
-    assert_eq!(stale, vec![Action::RemoveState { name: name("vm") }]);
-    h.negotiate(key);
-    h.bytes(key, USER_OFF);
-    assert!(record_of(&h.hangup(key)).1.is_user_shutdown());
-}
-
-#[test]
-fn a_state_file_of_another_socket_is_not_restored() {
-    let carried = Carried {
-        powerdown_pending: true,
-        ..Carried::default()
-    };
-    let mut h = Harness::watching();
-    let key = h.attach("vm", 1);
+    // Another process behind a socket of that inode, or a file of another
+    // socket: stale, removed, and nothing of it counts.
+    let other_process = Qemu { pid: 7, start: 1 };
     let other_socket = Saved {
         socket: socket(9),
-        qemu: QEMU,
-        carried,
+        ..same
     };
-    let stale = h.connect(
-        key,
-        Ok(Connected {
-            qemu: Some(QEMU),
-            saved: Some(other_socket),
-        }),
-    );
-    assert_eq!(stale, vec![Action::RemoveState { name: name("vm") }]);
-    h.negotiate(key);
-    h.bytes(key, USER_OFF);
-    assert!(record_of(&h.hangup(key)).1.is_user_shutdown());
+    for (qemu, saved) in [(other_process, same), (QEMU, other_socket)] {
+        let mut h = Harness::watching();
+        let key = h.attach("vm", 1);
+        let stale = h.connect(
+            key,
+            Ok(Connected {
+                qemu: Some(qemu),
+                saved: Some(saved),
+            }),
+        );
+        assert_eq!(stale, vec![Action::RemoveState { name: name("vm") }]);
+        h.negotiate(key);
+        h.bytes(key, USER_OFF);
+        assert!(record_of(&h.hangup(key)).1.is_user_shutdown());
+    }
 }
 
 #[test]
