@@ -22,6 +22,10 @@
 //! compare decision latency with and without one). kvmd is always
 //! measured with a follower of `events` attached (reading), and its
 //! `status --json` is timed once after the idle period.
+//! `--hook-ms MS` runs kvmd with `--on-verdict` set to a hook that takes
+//! MS milliseconds and counts its runs: after the decisions, every
+//! verdict's hook must have run exactly once, no zombie be left and the
+//! descriptors be back (compare the decision latency with a run without).
 //! `--soak S` runs the soak instead (`load/soak.rs`: kvmd alone in a
 //! temporary directory, no root needed; `--instances` alive, default 300;
 //! `--restart-every S`, `--seed N`, `--dir D` for its control directory,
@@ -80,6 +84,8 @@ struct Args {
     kvmd: PathBuf,
     /// Ask for a status this often during the storm and decisions.
     status_poll: Option<Duration>,
+    /// Run a verdict hook that takes this long (`--hook-ms`).
+    hook: Option<Duration>,
 }
 
 fn args() -> Args {
@@ -96,6 +102,7 @@ fn args() -> Args {
         daemons: vec![Which::Kvmd, Which::Reference],
         kvmd: PathBuf::from(env!("CARGO_BIN_EXE_kvmd")),
         status_poll: None,
+        hook: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -113,6 +120,7 @@ fn args() -> Args {
             "--idle" => args.idle = value().parse().unwrap_or(args.idle),
             "--churn" => args.churn = value().parse().unwrap_or(args.churn),
             "--kvmd" => args.kvmd = PathBuf::from(value()),
+            "--hook-ms" => args.hook = value().parse().ok().map(Duration::from_millis),
             "--status-poll" => {
                 args.status_poll = value().parse().ok().map(Duration::from_millis);
             }
@@ -537,9 +545,15 @@ fn kvmd_command(program: &Path, ctrl: &Path, work: &Path) -> Command {
     c
 }
 
-fn start(which: Which, work: &Path) -> Running {
+fn start(which: Which, work: &Path, hook: Option<&Path>) -> Running {
     let command = match which {
-        Which::Kvmd => kvmd_command(&work.join("ganeti-kvmd"), Path::new(CTRL), work),
+        Which::Kvmd => {
+            let mut c = kvmd_command(&work.join("ganeti-kvmd"), Path::new(CTRL), work);
+            if let Some(hook) = hook {
+                c.arg("--on-verdict").arg(hook);
+            }
+            c
+        }
         Which::Reference => {
             let mut c = Command::new(REFERENCE);
             c.args(["-f", "--no-user-checks"]);
@@ -630,6 +644,67 @@ struct Row {
     polls: usize,
     /// Event lines the follower read.
     followed: usize,
+    /// `--hook-ms`: hook runs counted for the decisions' verdicts, the
+    /// verdicts that ran more than once, and zombies left.
+    hook_runs: Option<usize>,
+    hook_repeats: usize,
+    zombies: usize,
+    /// Descriptors once every hook ran.
+    hook_fds: usize,
+}
+
+/// Where the load tool's hook lives: root's, not under the world-writable
+/// /tmp (kvmd refuses such a program).
+const HOOK_DIR: &str = "/run/kvmd-load-hook";
+
+/// Writes the hook: sleeps `took`, then counts its run.
+fn write_hook(took: Duration) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new(HOOK_DIR);
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).expect("hook dir");
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let hook = dir.join("hook");
+    let text = format!(
+        "#!/bin/sh\nsleep {:.3}\necho \"$1 $2 $3\" >> {HOOK_DIR}/runs\n",
+        took.as_secs_f64()
+    );
+    fs::write(&hook, text).expect("write hook");
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod");
+    hook
+}
+
+/// Hook runs so far, by instance.
+fn hook_runs() -> HashMap<String, usize> {
+    let mut runs = HashMap::new();
+    for line in fs::read_to_string(Path::new(HOOK_DIR).join("runs"))
+        .unwrap_or_default()
+        .lines()
+    {
+        let name = line.split(' ').next().unwrap_or("").to_owned();
+        *runs.entry(name).or_insert(0) += 1;
+    }
+    runs
+}
+
+/// Zombie children of `pid`.
+fn zombies_of(pid: u32) -> usize {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|p| fs::read_to_string(p.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split(' ');
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            state == Some("Z") && ppid == Some(pid)
+        })
+        .count()
 }
 
 /// One request to kvmd's control socket, read to its end: the answer's
@@ -722,8 +797,12 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
         fleet.add(format!("vm{i}"));
     }
     // Attach: N sockets already there when the daemon starts.
+    let hook = match (which, args.hook) {
+        (Which::Kvmd, Some(took)) => Some(write_hook(took)),
+        _ => None,
+    };
     let started = Instant::now();
-    let mut daemon = start(which, work);
+    let mut daemon = start(which, work, hook.as_deref());
     let n = args.instances;
     if !fleet.serve_until(Duration::from_secs(60), |f| f.negotiated() == n) {
         if std::env::var_os("LOAD_DEBUG").is_some() {
@@ -846,6 +925,30 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(poller) = poller {
         row.polls = poller.join().unwrap_or(0);
+    }
+    // Every decided verdict's hook, exactly once.
+    if hook.is_some() {
+        let decided: Vec<&str> = reached
+            .iter()
+            .map(|&i| fleet.fakes[i].name.as_str())
+            .filter(|name| seen.contains_key(*name))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut runs = hook_runs();
+        while decided.iter().any(|n| !runs.contains_key(*n)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            runs = hook_runs();
+        }
+        // Let any second run (a bug) show.
+        std::thread::sleep(Duration::from_millis(300));
+        runs = hook_runs();
+        row.hook_runs = Some(decided.iter().filter(|n| runs.contains_key(**n)).count());
+        row.hook_repeats = decided
+            .iter()
+            .filter(|n| runs.get(**n).copied().unwrap_or(0) > 1)
+            .count();
+        row.zombies = zombies_of(daemon.pid());
+        row.hook_fds = daemon.fds();
     }
 
     // Live attach: new QEMUs appear while the daemon runs, each binding
@@ -982,6 +1085,7 @@ fn main() {
             seed: args.seed,
             max_life: 3.0,
             dir: args.dir.clone(),
+            hook: args.hook.map(write_hook),
         };
         if !soak::run(options, kvmd) {
             std::process::exit(1);
@@ -999,6 +1103,7 @@ fn main() {
             seed: args.seed,
             max_life: 1.0,
             dir: None,
+            hook: None,
         };
         assert!(soak::run(options, kvmd), "the soak smoke run failed");
         if !nix::unistd::geteuid().is_root() {
@@ -1250,6 +1355,23 @@ fn print_table(args: &Args, rows: &[(Which, Row)], tmpfs: bool) {
                 every.as_millis()
             ),
             k.polls.to_string(),
+            "-".into(),
+            "-".into(),
+        );
+    }
+    if let Some(runs) = k.hook_runs {
+        line(
+            &format!(
+                "hooks of {} ms: verdicts whose hook ran / ran twice",
+                args.hook.map_or(0, |d| d.as_millis())
+            ),
+            format!("{runs} / {}", k.hook_repeats),
+            "-".into(),
+            "-".into(),
+        );
+        line(
+            "zombies / fds once every hook ran",
+            format!("{} / {}", k.zombies, k.hook_fds),
             "-".into(),
             "-".into(),
         );

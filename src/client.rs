@@ -325,6 +325,22 @@ pub fn render_status(status: &Value) -> String {
             &rows,
         ));
     }
+    let hooks = status["hooks"].as_array().unwrap_or(&empty);
+    if !hooks.is_empty() {
+        let rows: Vec<Vec<String>> = hooks
+            .iter()
+            .map(|h| {
+                vec![
+                    cell(str_of(&h["name"]), 32),
+                    verdict_text(h),
+                    str_of(&h["state"]).to_owned(),
+                    h["attempt"].to_string(),
+                ]
+            })
+            .collect();
+        out.push_str("\nhooks not finished:\n");
+        out.push_str(&table(&["INSTANCE", "VERDICT", "STATE", "ATTEMPT"], &rows));
+    }
     let given_up = status["given_up"].as_array().unwrap_or(&empty);
     if !given_up.is_empty() {
         let names: Vec<&str> = given_up.iter().map(str_of).collect();

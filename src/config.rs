@@ -46,6 +46,14 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Prometheus text-format metrics, rewritten when something changes.
     pub metrics_file: Option<PathBuf>,
+    /// The program run after every verdict written (`--on-verdict`).
+    pub on_verdict: Option<PathBuf>,
+    /// Hooks run at once, at most.
+    pub hook_jobs: usize,
+    /// A hook running longer is killed (its process group).
+    pub hook_timeout: std::time::Duration,
+    /// Runs after the first for a hook that failed.
+    pub hook_retries: u32,
 }
 
 /// `kvmd status` or `kvmd events`: a client of a running daemon.
@@ -148,6 +156,10 @@ where
         socket_owners: Vec::new(),
         control_socket: PathBuf::new(),
         metrics_file: None,
+        on_verdict: None,
+        hook_jobs: 4,
+        hook_timeout: std::time::Duration::from_secs(60),
+        hook_retries: 0,
     };
     let mut state_dir = None;
     while let Some(arg) = args.next() {
@@ -234,6 +246,34 @@ where
             "state-dir" => state_dir = Some(path(value)?),
             "control-socket" => control_socket = Some(path(value)?),
             "metrics-file" => config.metrics_file = Some(path(value)?),
+            // Kept as given: a relative path is refused at start-up, with
+            // the reason (an absolute one is required).
+            "on-verdict" => {
+                let value = value.unwrap_or_default();
+                if value.is_empty() {
+                    return Err(UsageError::BadValue {
+                        flag: flag.spelled,
+                        value: String::new(),
+                    });
+                }
+                config.on_verdict = Some(PathBuf::from(value));
+            }
+            "hook-jobs" | "hook-timeout" | "hook-retries" => {
+                let value = value.unwrap_or_default();
+                let number = value.to_str().and_then(|v| v.parse::<u32>().ok());
+                let bad = || UsageError::BadValue {
+                    flag: flag.spelled,
+                    value: value.to_string_lossy().into_owned(),
+                };
+                match (flag.name, number) {
+                    ("hook-jobs", Some(n)) if n > 0 => config.hook_jobs = n as usize,
+                    ("hook-timeout", Some(n)) if n > 0 => {
+                        config.hook_timeout = std::time::Duration::from_secs(u64::from(n));
+                    }
+                    ("hook-retries", Some(n)) => config.hook_retries = n,
+                    _ => return Err(bad()),
+                }
+            }
             "socket-owner" => {
                 let value = value.unwrap_or_default();
                 match value.to_str().and_then(|uid| uid.parse().ok()) {
@@ -365,6 +405,10 @@ const LONG_FLAGS: &[LongFlag] = &[
     flag("socket-owner", "--socket-owner", true),
     flag("control-socket", "--control-socket", true),
     flag("metrics-file", "--metrics-file", true),
+    flag("on-verdict", "--on-verdict", true),
+    flag("hook-jobs", "--hook-jobs", true),
+    flag("hook-timeout", "--hook-timeout", true),
+    flag("hook-retries", "--hook-retries", true),
 ];
 
 fn version(program: &str) -> String {
@@ -407,6 +451,11 @@ kvmd's own:
       --metrics-file PATH
                          write Prometheus metrics there (for node_exporter's
                          textfile collector) when something changes
+      --on-verdict PROG  run PROG INSTANCE VERDICT REASON after every verdict
+                         written (at least once; it must be idempotent)
+      --hook-jobs N      hooks run at once, at most [4]
+      --hook-timeout S   a hook running longer is killed [60]
+      --hook-retries N   runs after the first, for a failed hook [0]
 
 As a client of a running kvmd (same --pid-file or --control-socket):
   {program} status [--json] [INSTANCE]...

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::fleet::{
-    FileState, Fleet, InstanceView, Notice, PastVerdict, Phase, RecordError, WaitFor,
+    FileState, Fleet, HookEnd, InstanceView, Notice, PastVerdict, Phase, RecordError, WaitFor,
 };
 use crate::logging::Rfc3339;
 use crate::name::InstanceName;
@@ -282,6 +282,21 @@ impl StatusStream {
                         .map(ToString::to_string)
                         .collect();
                     let _ = write!(text, ",\"given_up\":{}", json!(given_up));
+                    let hooks: Vec<Value> = fleet
+                        .hook_views()
+                        .into_iter()
+                        .filter(|h| self.wanted(&h.name))
+                        .map(|h| {
+                            json!({
+                                "name": h.name.to_string(),
+                                "verdict": if h.user { "user" } else { "not-user" },
+                                "reason": h.reason,
+                                "attempt": h.attempt,
+                                "state": if h.running { "running" } else { "waiting" },
+                            })
+                        })
+                        .collect();
+                    let _ = write!(text, ",\"hooks\":{}", json!(hooks));
                     text.push_str(",\"instances\":[");
                     out.extend_from_slice(text.as_bytes());
                     self.stage = Stage::Instances(0);
@@ -392,6 +407,8 @@ fn kind(notice: &Notice) -> &'static str {
         Notice::OutOfDescriptors { .. } => "out-of-descriptors",
         Notice::DescriptorsFree => "descriptors-free",
         Notice::ExitingUnrecorded { .. } => "exiting-unrecorded",
+        Notice::HookEnded { .. } => "hook",
+        Notice::HookSuperseded { .. } => "hook-superseded",
     }
 }
 
@@ -411,7 +428,9 @@ fn instance_of(notice: &Notice) -> Option<&InstanceName> {
         | Notice::StillUnrecorded { name, .. }
         | Notice::Unrecordable { name, .. }
         | Notice::Moot { name, .. }
-        | Notice::ExitingUnrecorded { name, .. } => Some(name),
+        | Notice::ExitingUnrecorded { name, .. }
+        | Notice::HookEnded { name, .. }
+        | Notice::HookSuperseded { name, .. } => Some(name),
         Notice::OutOfDescriptors { .. } | Notice::DescriptorsFree => None,
     }
 }
@@ -448,6 +467,40 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
         object.insert("verdict".into(), json!(user));
         object.insert("reason".into(), json!(verdict.why().code()));
         object.insert("file".into(), json!(file));
+    }
+    if let (
+        Notice::HookEnded {
+            user,
+            reason,
+            attempt,
+            end,
+            took,
+            retry_in,
+            ..
+        },
+        Some(object),
+    ) = (notice, event.as_object_mut())
+    {
+        let (outcome, code) = match end {
+            HookEnd::Exited(0) => ("succeeded", Some(0)),
+            HookEnd::Exited(code) => ("failed", Some(*code)),
+            HookEnd::Signaled(_) => ("killed", None),
+            HookEnd::TimedOut => ("timed-out", None),
+            HookEnd::NotStarted(_) => ("not-started", None),
+        };
+        object.insert(
+            "verdict".into(),
+            json!(if *user { "user" } else { "not-user" }),
+        );
+        object.insert("reason".into(), json!(reason));
+        object.insert("attempt".into(), json!(attempt));
+        object.insert("hook".into(), json!(outcome));
+        object.insert("exit_code".into(), json!(code));
+        object.insert("took_ms".into(), json!(took.as_millis() as u64));
+        object.insert(
+            "retry_in_seconds".into(),
+            json!(retry_in.map(|d| d.as_secs())),
+        );
     }
     if let (Notice::Guest { event: e, .. }, Some(object)) = (notice, event.as_object_mut()) {
         let (name, guest, reason) = match e {

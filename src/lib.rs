@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod decision;
 pub mod detach;
 pub mod fleet;
+pub mod hook_program;
 pub mod logging;
 pub mod metrics;
 pub mod name;

@@ -111,8 +111,14 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
         info!("{refusal}");
         return Err(Stop::NotNeeded);
     }
+    let mut config = config.clone();
+    if let Some(program) = &config.on_verdict {
+        // Refused before anything else is set up: it would run as root.
+        let checked = kvmd::hook_program::check(program).map_err(failed)?;
+        config.on_verdict = Some(checked);
+    }
     let pid_file = PidFile::create(&config.pid_file).map_err(|e| failed(e.to_string()))?;
-    let daemon = Daemon::new(config).map_err(|e| failed(e.to_string()))?;
+    let daemon = Daemon::new(&config).map_err(|e| failed(e.to_string()))?;
     info!(
         "kvmd {} started on {}",
         env!("CARGO_PKG_VERSION"),

@@ -125,6 +125,35 @@ pub fn render(fleet: &Fleet, outside: &Outside) -> String {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
+    let hooks = fleet.hook_counts().unwrap_or_default();
+    family(
+        &mut out,
+        "kvmd_hooks_total",
+        "counter",
+        "Verdict hook runs finished, by outcome (failed includes timed-out).",
+    );
+    for (outcome, n) in [
+        ("succeeded", hooks.succeeded),
+        ("failed", hooks.failed),
+        ("timed-out", hooks.timed_out),
+    ] {
+        let _ = writeln!(out, "kvmd_hooks_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    for (name, help, value) in [
+        (
+            "kvmd_hooks_pending",
+            "Verdict hooks queued or running (each to run at least once).",
+            hooks.pending,
+        ),
+        (
+            "kvmd_hooks_running",
+            "Verdict hooks running now.",
+            hooks.running,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     family(
         &mut out,
         "kvmd_start_time_seconds",

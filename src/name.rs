@@ -17,6 +17,7 @@ pub const NAME_MAX: usize = 255;
 const SOCKET_SUFFIX: &[u8] = b".kvmd";
 const SHUTDOWN_SUFFIX: &[u8] = b".shutdown";
 const STATE_SUFFIX: &[u8] = b".state";
+const HOOK_SUFFIX: &[u8] = b".hook";
 const TEMPORARY_SUFFIX: &[u8] = b".new";
 
 /// An instance's name: the non-empty stem of its socket `<instance>.kvmd`.
@@ -33,6 +34,11 @@ impl InstanceName {
     /// The instance a state-directory entry belongs to (`<instance>.state`).
     pub fn from_state_file(file_name: &OsStr) -> Option<InstanceName> {
         Self::with_suffix(file_name, STATE_SUFFIX)
+    }
+
+    /// The instance a hook file belongs to (`<instance>.hook`).
+    pub fn from_hook_file(file_name: &OsStr) -> Option<InstanceName> {
+        Self::with_suffix(file_name, HOOK_SUFFIX)
     }
 
     /// An instance named `name` (not empty, no `/`).
@@ -70,6 +76,11 @@ impl InstanceName {
     /// `<instance>.state`: evidence kept across a daemon restart.
     pub fn state_file(&self) -> OsString {
         self.file(STATE_SUFFIX)
+    }
+
+    /// `<instance>.hook`: verdict hooks not finished yet (state directory).
+    pub fn hook_file(&self) -> OsString {
+        self.file(HOOK_SUFFIX)
     }
 
     /// `<instance>.new`: a state file being written. No longer than the

@@ -30,6 +30,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, mkdir, unlinkat};
 
 use crate::decision::{Carried, ShutdownSeen};
+use crate::fleet::HookJob;
 use crate::name::InstanceName;
 use crate::qmp::Reason;
 
@@ -53,6 +54,11 @@ impl Qemu {
     pub fn of_peer<S: std::os::fd::AsFd>(socket: &S) -> Option<Qemu> {
         use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
         let pid = u32::try_from(getsockopt(socket, PeerCredentials).ok()?.pid()).ok()?;
+        Qemu::of_pid(pid)
+    }
+
+    /// The process `pid` (with its start time), if it exists.
+    pub fn of_pid(pid: u32) -> Option<Qemu> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Field 22, counted after the command name (which may hold spaces).
         let start = stat.rsplit_once(") ")?.1.split(' ').nth(19)?.parse().ok()?;
@@ -162,6 +168,59 @@ impl Saved {
     }
 }
 
+/// One hook job as a line of `<instance>.hook`.
+fn encode_hook(job: &HookJob) -> String {
+    let number = |n: Option<u32>| n.map_or("-".to_owned(), |n| n.to_string());
+    let running = job
+        .running
+        .map_or("-".to_owned(), |p| format!("{}:{}", p.pid, p.start));
+    format!(
+        "{HOOK_MAGIC} user={} reason={} qemu={} attempt={} running={running}\n",
+        u8::from(job.user),
+        job.reason,
+        number(job.qemu_pid),
+        job.attempt
+    )
+}
+
+fn decode_hook(name: &InstanceName, line: &str) -> Option<HookJob> {
+    let rest = line.strip_prefix(HOOK_MAGIC)?;
+    let mut fields = rest.split(' ').skip(1);
+    let mut field =
+        |key: &str| -> Option<&str> { fields.next()?.strip_prefix(key)?.strip_prefix('=') };
+    let user = match field("user")? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let reason = HookJob::reason_code(field("reason")?)?;
+    let qemu_pid = match field("qemu")? {
+        "-" => None,
+        pid => Some(pid.parse().ok()?),
+    };
+    let attempt = field("attempt")?.parse().ok()?;
+    let running = match field("running")? {
+        "-" => None,
+        running => {
+            let (pid, start) = running.split_once(':')?;
+            Some(Qemu {
+                pid: pid.parse().ok()?,
+                start: start.parse().ok()?,
+            })
+        }
+    };
+    Some(HookJob {
+        name: name.clone(),
+        user,
+        reason,
+        qemu_pid,
+        attempt,
+        running,
+    })
+}
+
+const HOOK_MAGIC: &str = "kvmd-hook 1";
+
 /// Why a state file could not be written.
 #[derive(Debug)]
 pub struct StateError {
@@ -246,6 +305,70 @@ impl StateDir {
             let name = instance.state_file();
             let _ = unlinkat(&dir, name.as_bytes(), UnlinkatFlags::NoRemoveDir);
         }
+    }
+
+    /// Saves the hooks queued for `instance` (`<instance>.hook`, written
+    /// atomically); none: the file is removed.
+    pub fn save_hooks(&self, instance: &InstanceName, jobs: &[HookJob]) -> Result<(), StateError> {
+        let name = instance.hook_file();
+        if jobs.is_empty() {
+            if let Ok(dir) = self.open(false) {
+                let _ = unlinkat(&dir, name.as_bytes(), UnlinkatFlags::NoRemoveDir);
+            }
+            return Ok(());
+        }
+        let dir = self.open(true).map_err(|e| self.error(instance, e))?;
+        let text: String = jobs.iter().map(encode_hook).collect();
+        let temporary = instance.temporary_state_file();
+        write_new(dir.as_fd(), &temporary, text.as_bytes())
+            .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
+            .map_err(|e| {
+                let _ = unlinkat(&dir, temporary.as_bytes(), UnlinkatFlags::NoRemoveDir);
+                self.error(instance, e)
+            })
+    }
+
+    /// Every instance's unfinished hooks (unreadable lines are skipped).
+    pub fn hooks(&self) -> Vec<(InstanceName, Vec<HookJob>)> {
+        let Ok(dir) = self.open(false) else {
+            return Vec::new();
+        };
+        let names: Vec<InstanceName> = match nix::dir::Dir::from_fd(dir) {
+            Ok(mut entries) => entries
+                .iter()
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    InstanceName::from_hook_file(OsStr::from_bytes(e.file_name().to_bytes()))
+                })
+                .collect(),
+            Err(_) => return Vec::new(),
+        };
+        let mut all = Vec::new();
+        for name in names {
+            let Some(text) = self.read_small(&name.hook_file(), 4 * MAX_FILE) else {
+                continue;
+            };
+            let jobs: Vec<HookJob> = text.lines().filter_map(|l| decode_hook(&name, l)).collect();
+            if !jobs.is_empty() {
+                all.push((name, jobs));
+            }
+        }
+        all
+    }
+
+    /// A small file of the state directory, as text (not a symlink, not
+    /// longer than `max`).
+    fn read_small(&self, file: &OsStr, max: usize) -> Option<String> {
+        let dir = self.open(false).ok()?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd = openat(&dir, file.as_bytes(), flags, Mode::empty()).ok()?;
+        let mut text = Vec::with_capacity(256);
+        let file = std::fs::File::from(fd);
+        io::Read::read_to_end(&mut io::Read::take(file, max as u64 + 1), &mut text).ok()?;
+        if text.len() > max {
+            return None;
+        }
+        String::from_utf8(text).ok()
     }
 
     /// The instances that have a state file.

@@ -12,6 +12,8 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 # promtool checks the metrics file; Debian ships it with the server.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# systemd-escape (the hook example), systemd-analyze (the units).
+command -v systemd-escape >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (apt-get)"

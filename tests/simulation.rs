@@ -1292,6 +1292,9 @@ impl Sim {
                     self.apply(changes);
                 }
                 Action::Notify(notice) => self.notice(notice),
+                Action::RunHook { .. } | Action::SignalHook { .. } | Action::SaveHooks { .. } => {
+                    self.fail("H", "a hook action from a fleet without hooks".to_owned());
+                }
                 // What the loop does with it (metrics, systemd) is I/O
                 // this model has no part of; counted, for invariant 5.
                 Action::Report => {

@@ -46,6 +46,8 @@ pub struct Options {
     /// Where the control and state directories go (default: a tmpfs, as
     /// `/run` is on a node, when /dev/shm is one).
     pub dir: Option<PathBuf>,
+    /// A verdict hook for kvmd to run (`--hook-ms`: it counts its runs).
+    pub hook: Option<PathBuf>,
 }
 
 /// /dev/shm when it is a tmpfs, else the temporary directory.
@@ -524,6 +526,8 @@ struct Stats {
     log_lines: u64,
     warnings: u64,
     hostile_warnings: u64,
+    hooks_superseded: u64,
+    hooks_orphaned: u64,
     errors: u64,
     restored: u64,
     starts: u64,
@@ -600,6 +604,8 @@ struct Soak {
     cpu_before: Duration,
     stats: Stats,
     failed: Option<String>,
+    /// Decisions per name (each owes one hook run, `--hook-ms`).
+    decided_by_name: HashMap<String, u64>,
 }
 
 /// Runs a soak; prints progress and the summary. True if it passed.
@@ -646,7 +652,7 @@ pub fn run(opts: Options, program: &Path) -> bool {
         file: None,
         partial: Vec::new(),
     };
-    let daemon = start(program, &ctrl, &state, &work);
+    let daemon = start(program, &ctrl, &state, &work, opts.hook.as_deref());
     let mut soak = Soak {
         rng: Rng(seed),
         opts,
@@ -668,6 +674,7 @@ pub fn run(opts: Options, program: &Path) -> bool {
         cpu_before: Duration::ZERO,
         stats: Stats::default(),
         failed: None,
+        decided_by_name: HashMap::new(),
     };
     let passed = soak.run();
     if std::env::var_os("LOAD_KEEP").is_some() {
@@ -682,9 +689,12 @@ pub fn run(opts: Options, program: &Path) -> bool {
     passed
 }
 
-fn start(program: &Path, ctrl: &Path, state: &Path, work: &Path) -> Running {
+fn start(program: &Path, ctrl: &Path, state: &Path, work: &Path, hook: Option<&Path>) -> Running {
     let mut command = kvmd_command(program, ctrl, work);
     command.arg("--state-dir").arg(state);
+    if let Some(hook) = hook {
+        command.arg("--on-verdict").arg(hook);
+    }
     spawn(Which::Kvmd, command, work)
 }
 
@@ -1021,6 +1031,12 @@ impl Soak {
                     || message.contains(": dropped a message longer than ")
                 {
                     self.stats.hostile_warnings += 1;
+                } else if message.contains("a newer verdict's replaces it") {
+                    // A third verdict of a name before the first's hook
+                    // ended: the waiting one is replaced, as designed.
+                    self.stats.hooks_superseded += 1;
+                } else if message.contains("a hook a killed kvmd left running") {
+                    self.stats.hooks_orphaned += 1;
                 } else {
                     self.stats.example(format!("unexpected log line: {line}"));
                 }
@@ -1034,6 +1050,7 @@ impl Soak {
     }
 
     fn decided(&mut self, name: &str, verdict: &str, level: &str, line: &str) {
+        *self.decided_by_name.entry(name.to_owned()).or_default() += 1;
         let said_user = verdict.starts_with("user shutdown");
         let Some(queue) = self.pending.get_mut(name) else {
             self.stats.spurious += 1;
@@ -1167,7 +1184,13 @@ impl Soak {
                 life.killed_under = true;
             }
         }
-        self.daemon = start(&self.program, &self.ctrl, &self.state, &self.work);
+        self.daemon = start(
+            &self.program,
+            &self.ctrl,
+            &self.state,
+            &self.work,
+            self.opts.hook.as_deref(),
+        );
     }
 
     /// Whether every QEMU negotiated before the kill is negotiated with the
@@ -1220,6 +1243,41 @@ impl Soak {
     ) -> bool {
         std::thread::sleep(Duration::from_millis(500));
         self.read_log();
+        // With a hook: every decision's hook run, once (less those a newer
+        // verdict replaced while waiting, as designed).
+        let hooks = self.opts.hook.is_some().then(|| {
+            let owed = |runs: &HashMap<String, usize>, s: &Self| -> u64 {
+                s.decided_by_name
+                    .iter()
+                    .map(|(name, &d)| d.saturating_sub(runs.get(name).copied().unwrap_or(0) as u64))
+                    .sum::<u64>()
+                    .saturating_sub(s.stats.hooks_superseded)
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut runs = super::hook_runs();
+            while owed(&runs, self) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                self.read_log();
+                runs = super::hook_runs();
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            self.read_log();
+            runs = super::hook_runs();
+            let missing = owed(&runs, self);
+            let repeated: u64 = runs
+                .iter()
+                .map(|(name, &r)| {
+                    (r as u64).saturating_sub(self.decided_by_name.get(name).copied().unwrap_or(0))
+                })
+                .sum();
+            let total: usize = runs.values().sum();
+            (
+                total,
+                missing,
+                repeated,
+                super::zombies_of(self.daemon.pid()),
+            )
+        });
         let alive = self.daemon.alive();
         let fds_end = self.daemon.fds();
         let rss_end = self.daemon.rss_kib();
@@ -1280,7 +1338,11 @@ impl Soak {
             && fds_end == fds_start
             && sockets_left == 0
             && state_left == 0
-            && clean_exit;
+            && clean_exit
+            && hooks.is_none_or(|(_, missing, repeated, zombies)| {
+                // Only a kill may make a hook run twice.
+                missing == 0 && zombies == 0 && (repeated == 0 || s.restarts > 0)
+            });
         let secs = churn.as_secs_f64().max(1e-9);
         println!();
         println!("| soak | |");
@@ -1389,6 +1451,17 @@ impl Soak {
         );
         if let Some(why) = &self.failed {
             println!("| failed | {why} |");
+        }
+        if let Some((total, missing, repeated, zombies)) = hooks {
+            println!(
+                "| verdict hooks | {} run, {} owed and not run, {} verdicts whose hook ran twice (kills: {}), {} replaced while waiting, {} left running by a killed kvmd, {zombies} zombies |",
+                n(total as u64),
+                n(missing),
+                n(repeated),
+                n(s.restarts),
+                n(s.hooks_superseded),
+                n(s.hooks_orphaned)
+            );
         }
         println!("| result | {} |", if passed { "PASS" } else { "FAIL" });
         passed

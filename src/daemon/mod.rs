@@ -16,6 +16,7 @@
 
 mod control;
 mod files;
+mod hooks;
 mod notify;
 mod signals;
 mod transport;
@@ -33,13 +34,14 @@ use nix::sys::signal::Signal;
 
 use crate::config::Config;
 use crate::control::{Clock, DaemonInfo};
-use crate::fleet::{Action, Change, Connected, Fleet, Follow, InstanceKey, Reach};
+use crate::fleet::{Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, Reach};
 use crate::metrics;
 use crate::state::{Qemu, StateDir};
 use crate::watch::Watcher;
 
 use control::{Context, ControlServer};
 use files::CtrlDir;
+use hooks::HookRunner;
 use notify::Notifier;
 use signals::Signals;
 use transport::{Pump, Transport, Turn};
@@ -54,6 +56,8 @@ const CONTROL: Token = Token(2);
 const FIRST_CONNECTION: usize = 3;
 /// Control-socket clients' tokens start here, far above any connection's.
 const FIRST_CLIENT: usize = usize::MAX / 2;
+/// Hooks' tokens (three each: exit, stdout, stderr) start here, between.
+const FIRST_HOOK: usize = usize::MAX / 4;
 
 /// One read's worth; shared by all connections (per-connection memory is
 /// only the partial line `qmp` keeps).
@@ -119,6 +123,8 @@ pub struct Daemon {
     started_wall: SystemTime,
     /// inotify overflows already reported.
     overflows: u64,
+    /// `--on-verdict`'s program and the hooks running.
+    hooks: Option<HookRunner>,
 }
 
 impl Daemon {
@@ -141,6 +147,14 @@ impl Daemon {
             .map_err(DaemonError::Control)?;
         let notifier = Notifier::from_env();
         let mut fleet = Fleet::new(trusted_owners);
+        let hooks = config.on_verdict.as_ref().map(|program| {
+            fleet = std::mem::replace(&mut fleet, Fleet::new(Vec::new())).with_hooks(HookPolicy {
+                jobs: config.hook_jobs,
+                timeout: config.hook_timeout,
+                retries: config.hook_retries,
+            });
+            HookRunner::new(program.clone(), &config.ctrl_dir, FIRST_HOOK)
+        });
         if config.metrics_file.is_none() && !notifier.is_enabled() {
             fleet = fleet.without_reports();
         }
@@ -170,6 +184,7 @@ impl Daemon {
             clock: Clock::new(now, started_wall),
             started_wall,
             overflows: 0,
+            hooks,
         })
     }
 
@@ -182,6 +197,15 @@ impl Daemon {
         // Every state file whose socket is not monitored now is stale.
         self.fleet.handle_state_files(self.state.instances());
         self.carry_out(now);
+        // Hooks a killed kvmd had not finished run again.
+        if self.hooks.is_some() {
+            let files = self.state.hooks();
+            for (_, jobs) in &files {
+                jobs.iter().for_each(hooks::end_orphan);
+            }
+            self.fleet.handle_hook_files(now, files);
+            self.carry_out(now);
+        }
         self.dir.close();
         // Every socket there was is attached or queued: ready.
         self.report();
@@ -216,6 +240,19 @@ impl Daemon {
                         }
                     }
                     CONTROL => self.control.accept(self.poll.registry()),
+                    token
+                        if !self.control.owns(token)
+                            && self.hooks.as_ref().is_some_and(|h| h.owns(token)) =>
+                    {
+                        let ended = self
+                            .hooks
+                            .as_mut()
+                            .and_then(|h| h.handle(token, self.poll.registry()));
+                        if let Some((id, exit)) = ended {
+                            self.fleet.handle_hook_exited(now, id, exit);
+                            self.carry_out(now);
+                        }
+                    }
                     token if self.control.owns(token) => {
                         let ctx = Context {
                             fleet: &self.fleet,
@@ -366,6 +403,23 @@ impl Daemon {
                 Action::RemoveState { name } => self.state.remove(&name),
                 Action::Rescan => self.crawl(now),
                 Action::Report => self.report(),
+                Action::RunHook { id, job } => {
+                    let result = match &mut self.hooks {
+                        Some(runner) => runner.spawn(id, &job, self.poll.registry()),
+                        None => Err(Errno::ENOENT),
+                    };
+                    self.fleet.handle_hook_spawned(now, id, result);
+                }
+                Action::SignalHook { id, signal } => {
+                    if let Some(runner) = &self.hooks {
+                        runner.signal(id, signal);
+                    }
+                }
+                Action::SaveHooks { name, jobs } => {
+                    if let Err(e) = self.state.save_hooks(&name, &jobs) {
+                        error!("{name}: {e}; a kvmd restart would not run its hook again");
+                    }
+                }
                 Action::Notify(notice) => {
                     let ctrl_dir = self.watcher.ctrl_dir_path();
                     let line = notice.line(ctrl_dir);

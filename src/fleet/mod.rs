@@ -42,6 +42,7 @@
 //! logs only what is its own (a flooding connection served in turns, a
 //! state file it could not write, signals).
 
+mod hooks;
 mod instance;
 mod link;
 mod notice;
@@ -50,6 +51,8 @@ pub mod timers;
 mod verdicts;
 mod view;
 
+#[cfg(test)]
+mod hook_tests;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +67,7 @@ use crate::name::InstanceName;
 use crate::qmp::Command;
 use crate::state::{Qemu, Saved, SocketId};
 
+pub use hooks::{HookCounts, HookEnd, HookExit, HookId, HookJob, HookPolicy, HookSignal, HookView};
 pub use instance::{Phase, Succession, WaitFor};
 pub use notice::{GiveUp, Ignored, Notice, RecordError};
 pub use timers::Timer;
@@ -204,6 +208,17 @@ pub enum Action {
     /// Crawl the control directory again and report what the watcher
     /// finds ([`Fleet::handle_change`], [`Fleet::handle_dir`]).
     Rescan,
+    /// Start the verdict hook `job` (its process group, its output to the
+    /// log, its exit reaped under `id`); answer with
+    /// [`Fleet::handle_hook_spawned`], then [`Fleet::handle_hook_exited`].
+    RunHook { id: HookId, job: HookJob },
+    /// Signal a running hook's process group.
+    SignalHook { id: HookId, signal: HookSignal },
+    /// Save the hooks queued for `name` (none: remove its file).
+    SaveHooks {
+        name: InstanceName,
+        jobs: Vec<HookJob>,
+    },
     /// Tell the operator.
     Notify(Notice),
     /// Something an operator sees changed: rewrite the metrics file and
@@ -267,6 +282,8 @@ pub struct Fleet {
     /// Connections that read something since the last drain: their
     /// evidence is kept (if it changed) once per drain.
     evidence_changed: Vec<InstanceKey>,
+    /// Verdict hooks, when `--on-verdict` is given.
+    hooks: Option<hooks::Hooks>,
 }
 
 /// Reports since the last change.
@@ -306,6 +323,7 @@ impl Fleet {
             report: Report::Done { last: None },
             clock: None,
             evidence_changed: Vec::new(),
+            hooks: None,
         }
     }
 
@@ -347,6 +365,7 @@ impl Fleet {
             self.keep_state(key);
         }
         self.end_shortage_if_over();
+        self.start_hooks();
         self.schedule_report();
     }
 
@@ -370,6 +389,9 @@ impl Fleet {
                 }
                 Timer::Rescan => self.act(Action::Rescan),
                 Timer::Report => self.report(now),
+                Timer::HookTimeout(id) => self.hook_timed_out(now, id),
+                Timer::HookKill(id) => self.hook_kill_due(id),
+                Timer::HookRetry => self.hook_retry_due(now),
             }
         }
     }

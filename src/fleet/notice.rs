@@ -5,10 +5,12 @@
 use std::fmt;
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use log::Level;
 use nix::errno::Errno;
 
+use super::HookEnd;
 use crate::decision::Verdict;
 use crate::name::InstanceName;
 use crate::qmp::{Event, RunState, Version};
@@ -158,12 +160,35 @@ pub enum Notice {
         name: InstanceName,
         verdict: Verdict,
     },
+    /// A verdict's hook ran (or could not).
+    HookEnded {
+        name: InstanceName,
+        user: bool,
+        reason: &'static str,
+        attempt: u32,
+        end: HookEnd,
+        took: Duration,
+        /// When it is tried again, if it is.
+        retry_in: Option<Duration>,
+    },
+    /// A verdict's hook waiting behind another was replaced by a newer
+    /// verdict's (at most one waits per instance).
+    HookSuperseded {
+        name: InstanceName,
+        user: bool,
+        reason: &'static str,
+    },
 }
 
 impl Notice {
     pub fn level(&self) -> Level {
         match self {
             Notice::StillUnrecorded { .. } | Notice::Guest { .. } => Level::Debug,
+            Notice::HookEnded {
+                end: HookEnd::Exited(0),
+                ..
+            } => Level::Info,
+            Notice::HookEnded { .. } | Notice::HookSuperseded { .. } => Level::Warn,
             Notice::Monitoring { .. }
             | Notice::Restored { .. }
             | Notice::Decided { .. }
@@ -378,6 +403,46 @@ impl fmt::Display for Line<'_> {
                 write!(
                     f,
                     "file descriptors free again: every instance is monitored"
+                )
+            }
+            Notice::HookEnded {
+                name,
+                user,
+                reason,
+                attempt,
+                end,
+                took,
+                retry_in,
+            } => {
+                let verdict = if *user { "user" } else { "not-user" };
+                let ms = took.as_millis();
+                write!(
+                    f,
+                    "{name}: hook for {verdict} ({reason}), attempt {attempt}: "
+                )?;
+                match end {
+                    HookEnd::Exited(0) => return write!(f, "exit 0 in {ms} ms"),
+                    HookEnd::Exited(code) => write!(f, "failed: exit {code} in {ms} ms")?,
+                    HookEnd::Signaled(signal) => {
+                        write!(f, "failed: killed by signal {signal} in {ms} ms")?
+                    }
+                    HookEnd::TimedOut => write!(
+                        f,
+                        "failed: still running after {ms} ms (--hook-timeout); its process group was killed"
+                    )?,
+                    HookEnd::NotStarted(errno) => write!(f, "failed: cannot start it: {errno}")?,
+                }
+                match retry_in {
+                    Some(delay) => write!(f, "; trying again in {} s", delay.as_secs()),
+                    None => write!(f, "; not tried again"),
+                }
+            }
+            Notice::HookSuperseded { name, user, reason } => {
+                let verdict = if *user { "user" } else { "not-user" };
+                write!(
+                    f,
+                    "{name}: the hook for {verdict} ({reason}) waited behind another and a newer \
+                     verdict's replaces it"
                 )
             }
             Notice::ExitingUnrecorded { name, verdict } => {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use super::{InstanceKey, VerdictKey};
+use super::{HookId, InstanceKey, VerdictKey};
 
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,6 +25,12 @@ pub enum Timer {
     /// Report what changed (metrics, systemd's status line), at most once
     /// per [`REPORT_EVERY`].
     Report,
+    /// A hook is past `--hook-timeout`: SIGTERM.
+    HookTimeout(HookId),
+    /// ...and still there a few seconds later: SIGKILL.
+    HookKill(HookId),
+    /// A failed hook's back-off is over (the earliest of them).
+    HookRetry,
 }
 
 /// The fleet's deadlines. See the module documentation.

@@ -113,11 +113,14 @@ impl Fleet {
                     verdict,
                     grounds,
                     attempts,
+                    qemu,
                     ..
                 }) = v
                 else {
                     return;
                 };
+                // Written: its hook may run (queued after the notice).
+                let hook_for = name.clone();
                 let notice = match attempts {
                     0 => Notice::Decided {
                         name,
@@ -132,7 +135,8 @@ impl Fleet {
                         tries: n.saturating_add(1),
                     },
                 };
-                return self.notify(notice);
+                self.notify(notice);
+                return self.verdict_hook(&hook_for, verdict, qemu);
             }
             Err(error) => error,
         };
