@@ -17,6 +17,8 @@
 //! `cargo build --release` there) is measured by the same tool, same fleet,
 //! same session, for a before/after table. The binary measured is named
 //! in the output (above the table; in the soak's first line).
+//! `--no-follower` measures kvmd with no follower attached (as an older
+//! kvmd measured with `--kvmd` is).
 //! `--status-poll MS` has a client ask kvmd's control socket for a full
 //! `status` every MS milliseconds through the storm and the decisions (to
 //! compare decision latency with and without one). kvmd is always
@@ -86,6 +88,9 @@ struct Args {
     status_poll: Option<Duration>,
     /// Run a verdict hook that takes this long (`--hook-ms`).
     hook: Option<Duration>,
+    /// Measure kvmd without a follower of its events (`--no-follower`:
+    /// as an older kvmd, which has no control socket, is measured).
+    follower: bool,
 }
 
 fn args() -> Args {
@@ -103,6 +108,7 @@ fn args() -> Args {
         kvmd: PathBuf::from(env!("CARGO_BIN_EXE_kvmd")),
         status_poll: None,
         hook: None,
+        follower: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -121,6 +127,7 @@ fn args() -> Args {
             "--churn" => args.churn = value().parse().unwrap_or(args.churn),
             "--kvmd" => args.kvmd = PathBuf::from(value()),
             "--hook-ms" => args.hook = value().parse().ok().map(Duration::from_millis),
+            "--no-follower" => args.follower = false,
             "--status-poll" => {
                 args.status_poll = value().parse().ok().map(Duration::from_millis);
             }
@@ -826,8 +833,8 @@ fn measure(which: Which, args: &Args, work: &Path) -> Row {
     // kvmd is measured with a follower attached throughout.
     let socket = work.join("kvmd.sock");
     let follower = match which {
-        Which::Kvmd => follow(&socket),
-        Which::Reference => None,
+        Which::Kvmd if args.follower => follow(&socket),
+        _ => None,
     };
 
     // Idle.

@@ -23,6 +23,8 @@ const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 enum Failure {
     NotRunning(Vec<PathBuf>),
     Denied(PathBuf),
+    /// The daemon refused who is asking (its peer credentials).
+    Refused(String),
     Other(String),
 }
 
@@ -58,6 +60,10 @@ fn fail(program: &str, failure: Failure) -> ExitCode {
                 "{program}: not allowed to ask kvmd at {}: only root and kvmd's own user may",
                 place.display()
             );
+            ExitCode::from(4)
+        }
+        Failure::Refused(why) => {
+            eprintln!("{program}: {why}");
             ExitCode::from(4)
         }
         Failure::Other(why) => {
@@ -98,7 +104,11 @@ fn answer(reader: &mut impl BufRead) -> Result<Option<(String, Value)>, Failure>
     let value: Value = serde_json::from_str(&line)
         .map_err(|e| Failure::Other(format!("kvmd's answer is not JSON: {e}")))?;
     if let Some(error) = value.get("error").and_then(Value::as_str) {
-        return Err(Failure::Other(format!("kvmd says: {error}")));
+        let said = format!("kvmd says: {error}");
+        return Err(match value.get("code").and_then(Value::as_str) {
+            Some("denied") => Failure::Refused(said),
+            _ => Failure::Other(said),
+        });
     }
     Ok(Some((line, value)))
 }

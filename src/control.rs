@@ -95,9 +95,37 @@ pub fn request_line(request: &Request) -> String {
     format!("{value}\n")
 }
 
-/// An error answer.
-pub fn error_line(message: &str) -> String {
-    format!("{}\n", json!({"version": VERSION, "error": message}))
+/// Why a request was refused, for a client to act on (`kvmd status`
+/// exits 4 for `denied`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not root, nor kvmd's own user.
+    Denied,
+    /// Too many clients at once.
+    Busy,
+    /// The request could not be followed.
+    BadRequest,
+    /// A follower left too much unread.
+    CutOff,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Denied => "denied",
+            Refusal::Busy => "busy",
+            Refusal::BadRequest => "bad-request",
+            Refusal::CutOff => "cut-off",
+        }
+    }
+}
+
+/// An error answer: `{"version": 1, "error": "...", "code": "..."}`.
+pub fn error_line(refusal: Refusal, message: &str) -> String {
+    format!(
+        "{}\n",
+        json!({"version": VERSION, "error": message, "code": refusal.code()})
+    )
 }
 
 /// The first line to a follower.
@@ -234,7 +262,9 @@ enum Stage {
 /// A status answer, produced piece by piece. See the module documentation.
 #[derive(Debug)]
 pub struct StatusStream {
-    filter: Vec<String>,
+    /// The instances asked for, as status names them (escaped); all when
+    /// empty.
+    filter: std::collections::HashSet<String>,
     stage: Stage,
     /// Each name's last verdict, made once (the history is bounded).
     last: HashMap<String, Value>,
@@ -245,7 +275,7 @@ pub struct StatusStream {
 impl StatusStream {
     pub fn new(instances: Vec<String>) -> StatusStream {
         StatusStream {
-            filter: instances,
+            filter: instances.into_iter().collect(),
             stage: Stage::Head,
             last: HashMap::new(),
             any: false,
@@ -253,7 +283,7 @@ impl StatusStream {
     }
 
     fn wanted(&self, name: &InstanceName) -> bool {
-        self.filter.is_empty() || self.filter.iter().any(|f| *f == name.to_string())
+        self.filter.is_empty() || self.filter.contains(&name.to_string())
     }
 
     /// Appends the next piece (about [`STATUS_PIECE`] bytes) to `out`.
@@ -440,7 +470,13 @@ fn instance_of(notice: &Notice) -> Option<&InstanceName> {
 pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
     let mut event = json!({
         "time": Rfc3339(at).to_string(),
-        "level": notice.level().as_str().to_ascii_lowercase(),
+        // As the log names them.
+        "level": match notice.level() {
+            log::Level::Error => "error",
+            log::Level::Warn => "warning",
+            log::Level::Info => "info",
+            log::Level::Debug | log::Level::Trace => "debug",
+        },
         "kind": kind(notice),
         "instance": instance_of(notice).map(ToString::to_string),
         "message": message,
@@ -523,10 +559,13 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
 
 /// The line that ends a follower who fell behind.
 pub fn cut_off_line() -> String {
-    error_line(&format!(
-        "cut off: more than {} KiB of events left unread; follow again",
-        MAX_BACKLOG / 1024
-    ))
+    error_line(
+        Refusal::CutOff,
+        &format!(
+            "cut off: more than {} KiB of events left unread; follow again",
+            MAX_BACKLOG / 1024
+        ),
+    )
 }
 
 /// How long ago, for humans: `45s`, `12m`, `3h05m`, `2d04h`.

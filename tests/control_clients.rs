@@ -209,6 +209,23 @@ fn hostile_clients_cost_only_themselves() {
     drop(stuck);
     s.check("a status nobody reads");
 
+    // Sixteen clients that never ask take every slot; a newcomer still
+    // gets its answer: the oldest idle one makes room (and is told so).
+    let mut idle: Vec<UnixStream> = (0..16).map(|_| s.connect()).collect();
+    wait_until("16 idle clients taken on", || {
+        (s.daemon.descriptors().len() == s.baseline.len() + 16).then_some(())
+    });
+    let mut asking = s.connect();
+    asking
+        .write_all(b"{\"version\": 1, \"command\": \"status\"}\n")
+        .expect("write");
+    let answer = answer_then_close(asking);
+    assert!(answer.get("status").is_some(), "{answer}");
+    let oldest = answer_then_close(idle.remove(0));
+    assert!(error_of(&oldest).contains("made room"), "{oldest}");
+    drop(idle);
+    s.check("idle clients in every slot");
+
     // Hanging up in the middle of a status.
     let mut stream = s.connect();
     stream
@@ -246,7 +263,8 @@ fn hostile_clients_cost_only_themselves() {
                 .gid(65534)
                 .output()
                 .expect("run as nobody");
-            assert_eq!(out.status.code(), Some(1));
+            // LSB: 4, not allowed to ask.
+            assert_eq!(out.status.code(), Some(4));
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("permission denied"), "{err}");
         }

@@ -158,6 +158,13 @@ fn status_events_and_metrics_follow_a_real_guest() {
     let world = World::new();
     let metrics = world.tmp.path().join("kvmd.prom");
     let metrics_arg = metrics.display().to_string();
+    // A fifo where the temporary file goes: never opened (it would block
+    // the loop), replaced.
+    nix::unistd::mkfifo(
+        &world.tmp.path().join(".kvmd.prom.tmp"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
     let daemon = Daemon::start_with(
         &world.ctrl,
         world.tmp.path(),

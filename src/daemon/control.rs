@@ -20,7 +20,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{Mode, umask};
 use slab::Slab;
 
-use crate::control::{self, Clock, DaemonInfo, Request, StatusStream};
+use crate::control::{self, Clock, DaemonInfo, Refusal, Request, StatusStream};
 use crate::fleet::Fleet;
 
 /// Where a client's conversation is.
@@ -43,6 +43,9 @@ struct Client {
     /// Whether WRITABLE is registered: only while something waits to be
     /// written, so a follower reading its backlog never wakes the loop.
     writable: bool,
+    /// Its place in the order of arrival (the oldest stalled one goes
+    /// first when room is needed).
+    serial: u64,
 }
 
 /// What the loop lends the control socket to answer a status.
@@ -62,6 +65,8 @@ pub struct ControlServer {
     /// Users refused so far (each told of once in the log).
     refused: HashSet<u32>,
     base: usize,
+    /// Clients accepted so far.
+    accepted: u64,
 }
 
 /// Why the control socket could not be set up.
@@ -141,6 +146,7 @@ impl ControlServer {
             allowed: [0, nix::unistd::geteuid().as_raw()],
             refused: HashSet::new(),
             base,
+            accepted: 0,
         })
     }
 
@@ -179,17 +185,26 @@ impl ControlServer {
                             "control socket: refused a client of uid {uid} (only root and kvmd's user may ask)"
                         );
                     }
-                    Some("permission denied: only root and kvmd's own user may ask")
+                    Some((
+                        Refusal::Denied,
+                        "permission denied: only root and kvmd's own user may ask",
+                    ))
                 }
-                Err(_) => Some("permission denied: who is asking is unknown"),
+                Err(_) => Some((
+                    Refusal::Denied,
+                    "permission denied: who is asking is unknown",
+                )),
             };
-            let refusal = refusal.or_else(|| {
-                (self.clients.len() >= control::MAX_CLIENTS)
-                    .then_some("too many clients at once; try again")
-            });
-            if let Some(why) = refusal {
+            // Full: a client that stopped reading (or never asked) makes
+            // room; one that reads is never dropped for a newcomer.
+            let full = refusal.is_none()
+                && self.clients.len() >= control::MAX_CLIENTS
+                && !self.evict_stalled(registry);
+            let refusal = refusal
+                .or_else(|| full.then_some((Refusal::Busy, "too many clients at once; try again")));
+            if let Some((refusal, why)) = refusal {
                 // One line, as much of it as the socket takes, then closed.
-                let _ = stream.write(control::error_line(why).as_bytes());
+                let _ = stream.write(control::error_line(refusal, why).as_bytes());
                 continue;
             }
             let entry = self.clients.vacant_entry();
@@ -198,13 +213,46 @@ impl ControlServer {
                 debug!("control socket: register: {e}");
                 continue;
             }
+            self.accepted += 1;
             entry.insert(Client {
                 stream,
                 request: Vec::new(),
                 unsent: Vec::new(),
                 mode: Talk::Reading,
                 writable: false,
+                serial: self.accepted,
             });
+        }
+    }
+
+    /// Drops the oldest client that is no use to anyone: one whose last
+    /// line could not be sent, one that never sent a request, or one that
+    /// left part of a status unread. Whether one was dropped.
+    fn evict_stalled(&mut self, registry: &Registry) -> bool {
+        let rank = |c: &Client| match c.mode {
+            Talk::Closing => Some(0),
+            Talk::Reading => Some(1),
+            Talk::Status(_) if !c.unsent.is_empty() => Some(2),
+            Talk::Status(_) | Talk::Following => None,
+        };
+        let oldest = self
+            .clients
+            .iter()
+            .filter_map(|(key, c)| Some((rank(c)?, c.serial, key)))
+            .min();
+        match oldest {
+            Some((_, _, key)) => {
+                debug!("control socket: a stalled client dropped to make room");
+                if let Some(client) = self.clients.get_mut(key) {
+                    let why = "too many clients at once; this one was idle and made room";
+                    let _ = client
+                        .stream
+                        .write(control::error_line(Refusal::Busy, why).as_bytes());
+                }
+                self.close(key, registry);
+                true
+            }
+            None => false,
         }
     }
 
@@ -229,6 +277,9 @@ impl ControlServer {
             }
             if client.unsent.len() + line.len() > control::MAX_BACKLOG {
                 info!("control socket: a follower fell behind and was cut off");
+                // Its last line, sent once the socket takes it; until
+                // then it holds a slot only while no one else needs it
+                // (a closing client is the first to make room).
                 client.unsent.clear();
                 client
                     .unsent
@@ -361,7 +412,7 @@ impl Client {
     }
 
     fn refuse(&mut self, why: &str) {
-        self.unsent = control::error_line(why).into_bytes();
+        self.unsent = control::error_line(Refusal::BadRequest, why).into_bytes();
         self.request = Vec::new();
         self.mode = Talk::Closing;
     }

@@ -132,11 +132,14 @@ pub fn replace(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     temporary.push(name);
     temporary.push(".tmp");
     let temporary = dir.join(temporary);
+    // Whatever stands at the temporary name goes first (a fifo there
+    // must not block the loop in open, a symlink must not be followed);
+    // the file is then created new, never opened.
+    let _ = std::fs::remove_file(&temporary);
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .create_new(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
         .mode(0o644)
         .open(&temporary)
         .and_then(|mut file| file.write_all(bytes))

@@ -21,7 +21,10 @@ impl Notifier {
             Some(name) => SocketAddr::from_abstract_name(name),
             None => SocketAddr::from_pathname(&path),
         };
-        match (UnixDatagram::unbound(), addr) {
+        // Non-blocking: a systemd that does not read its queue must never
+        // stall the loop; a message that does not fit is dropped.
+        let socket = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
+        match (socket, addr) {
             (Ok(socket), Ok(addr)) => Notifier(Some((socket, addr))),
             (Err(e), _) | (_, Err(e)) => {
                 debug!("NOTIFY_SOCKET {}: {e}", path.to_string_lossy());
@@ -41,5 +44,34 @@ impl Notifier {
 
     pub fn is_enabled(&self) -> bool {
         self.0.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_systemd_that_does_not_read_never_stalls_the_sender() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("notify");
+        let _systemd = UnixDatagram::bind(&path).expect("bind");
+        let socket = UnixDatagram::unbound().expect("socket");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let notifier = Notifier(Some((
+            socket,
+            SocketAddr::from_pathname(&path).expect("address"),
+        )));
+        // Far more than a datagram queue holds (10 by default).
+        let begun = Instant::now();
+        for i in 0..1000 {
+            notifier.send(&format!("STATUS=change {i}"));
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            begun.elapsed()
+        );
     }
 }
