@@ -34,6 +34,26 @@ pub fn check(program: &Path) -> Result<PathBuf, String> {
     Ok(real)
 }
 
+/// The state directory, with hooks: its `<instance>.hook` files say which
+/// hooks run again, as root, and which process groups a restarted kvmd
+/// ends. When it exists it must be root's (or kvmd's user's) and writable
+/// by no one else (kvmd makes it so: 0700).
+pub fn check_state_dir(dir: &Path) -> Result<(), String> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("state directory {}: {e}", dir.display())),
+    };
+    if !meta.is_dir() {
+        return Err(format!(
+            "state directory {} is not a directory",
+            dir.display()
+        ));
+    }
+    let trusted = [0, nix::unistd::geteuid().as_raw()];
+    safe(dir, &meta, &trusted).map_err(|why| format!("with --on-verdict, state directory: {why}"))
+}
+
 /// Owned by a trusted user and writable by no one else.
 fn safe(path: &Path, meta: &fs::Metadata, trusted: &[u32]) -> Result<(), String> {
     if !trusted.contains(&meta.uid()) {

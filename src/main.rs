@@ -115,6 +115,7 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
     if let Some(program) = &config.on_verdict {
         // Refused before anything else is set up: it would run as root.
         let checked = kvmd::hook_program::check(program).map_err(failed)?;
+        kvmd::hook_program::check_state_dir(&config.state_dir).map_err(failed)?;
         config.on_verdict = Some(checked);
     }
     let pid_file = PidFile::create(&config.pid_file).map_err(|e| failed(e.to_string()))?;

@@ -130,7 +130,7 @@ pub fn render(fleet: &Fleet, outside: &Outside) -> String {
         &mut out,
         "kvmd_hooks_total",
         "counter",
-        "Verdict hook runs finished, by outcome (failed includes timed-out).",
+        "Verdict hook runs finished, by outcome (each run counted once).",
     );
     for (outcome, n) in [
         ("succeeded", hooks.succeeded),

@@ -49,7 +49,8 @@ impl HookDir {
         let text = format!(
             "#!/bin/sh\n\
              run=\"{runs}/$KVMD_INSTANCE.$KVMD_HOOK_ATTEMPT.$$\"\n\
-             {{ echo \"args: $*\"; env | grep -E '^(KVMD_|PATH=)' | sort; }} > \"$run\"\n\
+             {{ echo \"args: $*\"; env | grep -E '^(KVMD_|PATH=)' | sort; }} > \"$run.part\"\n\
+             mv \"$run.part\" \"$run\"\n\
              {body}\n",
             runs = runs.display()
         );
@@ -65,6 +66,9 @@ impl HookDir {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let file = e.file_name().to_string_lossy().into_owned();
+                if file.ends_with(".part") {
+                    return None; // still being written
+                }
                 let rest = file.strip_prefix(&format!("{instance}."))?;
                 let attempt = rest.split('.').next()?.parse().ok()?;
                 Some((attempt, fs::read_to_string(e.path()).ok()?))
@@ -259,7 +263,11 @@ fn a_hook_past_its_timeout_is_killed_with_its_children() {
     };
     let world = World::new();
     let child = hooks.0.join("child.pid");
-    let body = format!("sleep 1000 & echo $! > {}; sleep 1000", child.display());
+    // The child ignores SIGTERM: only the group's SIGKILL ends it.
+    let body = format!(
+        "sh -c 'trap \"\" TERM; exec sleep 1000' & echo $! > {}; sleep 1000",
+        child.display()
+    );
     let hook = hooks.program("hook", &body);
     let daemon = start(&world, &hook, &["--hook-timeout", "1"]);
     guest_life(
@@ -533,4 +541,99 @@ fn the_restart_unit_example_starts_what_stopped_and_leaves_user_poweroffs_down()
     );
     let (code, _) = run("vm1", "maybe", "x");
     assert_eq!(code, Some(2));
+}
+
+#[test]
+fn hooks_show_in_status_events_and_metrics() {
+    let Some(qemu) = qemu() else { return };
+    let Some(hooks) = HookDir::new("shown") else {
+        return;
+    };
+    let world = World::new();
+    let go = hooks.0.join("go");
+    let body = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exit 0",
+        go.display()
+    );
+    let hook = hooks.program("hook", &body);
+    let metrics = world.tmp.path().join("kvmd.prom");
+    let metrics_arg = metrics.display().to_string();
+    let daemon = start(&world, &hook, &["--metrics-file", &metrics_arg]);
+    let pid_file = daemon.pid_file.display().to_string();
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_kvmd"))
+        .args(["events", "--json", "--pid-file", &pid_file])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kvmd events");
+    guest_life(
+        &qemu,
+        &world,
+        &daemon,
+        "vm",
+        &[program::POWER_OFF],
+        Options::default(),
+        |_| {},
+    );
+    hooks.wait_runs("vm", 1);
+    let status = || -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_kvmd"))
+            .args(["status", "--json", "--pid-file", &pid_file])
+            .output()
+            .expect("kvmd status");
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let running = wait_until("the hook listed as running", || {
+        let s = status();
+        let hooks = s["status"]["hooks"].as_array()?.clone();
+        (hooks.len() == 1 && hooks[0]["state"] == "running").then_some(hooks)
+    });
+    assert_eq!(running[0]["name"], "vm");
+    assert_eq!(running[0]["reason"], "guest-poweroff");
+    assert_eq!(running[0]["attempt"], 1);
+    let metric = |series: &str| -> Option<f64> {
+        fs::read_to_string(&metrics)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    wait_until("kvmd_hooks_running 1", || {
+        (metric("kvmd_hooks_running") == Some(1.0)).then_some(())
+    });
+    fs::write(&go, b"").expect("let the hook end");
+    wait_until("the hook done in the metrics", || {
+        (metric("kvmd_hooks_total{outcome=\"succeeded\"}") == Some(1.0)
+            && metric("kvmd_hooks_running") == Some(0.0))
+        .then_some(())
+    });
+    let after = status();
+    assert_eq!(after["status"]["hooks"], serde_json::json!([]));
+    daemon.signal(Signal::SIGTERM);
+    let out = follower.wait_with_output_timeout();
+    let event = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["event"].clone())
+        .find(|e| e["kind"] == "hook")
+        .expect("a hook event");
+    assert_eq!(event["hook"], "succeeded");
+    assert_eq!(event["exit_code"], 0);
+    assert_eq!(event["reason"], "guest-poweroff");
+    assert_eq!(event["attempt"], 1);
+}
+
+/// Reads a child's stdout to its end (the daemon it follows is gone).
+trait WaitOutput {
+    fn wait_with_output_timeout(&mut self) -> String;
+}
+
+impl WaitOutput for std::process::Child {
+    fn wait_with_output_timeout(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut out) = self.stdout.take() {
+            let _ = out.read_to_string(&mut text);
+        }
+        let _ = self.wait();
+        text
+    }
 }

@@ -75,6 +75,9 @@ impl<R: Read + AsRawFd> Output<R> {
 struct Running {
     name: InstanceName,
     child: Child,
+    /// Sent SIGTERM (past its time): when its first process ends, the rest
+    /// of its group gets SIGKILL (a child may ignore SIGTERM).
+    terminated: bool,
     pidfd: OwnedFd,
     stdout: Output<ChildStdout>,
     stderr: Output<ChildStderr>,
@@ -183,20 +186,25 @@ impl HookRunner {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let register = |fd: i32, part| {
-            let _ = registry.register(
+            registry.register(
                 &mut SourceFd(&fd),
                 token(self.base, id, part),
                 Interest::READABLE,
-            );
+            )
         };
-        register(pidfd.as_raw_fd(), Part::Exit);
+        // Unwatched, it would never be reaped: ended at once instead.
+        if let Err(e) = register(pidfd.as_raw_fd(), Part::Exit) {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(super::files::errno(&e));
+        }
         if let Some(out) = &stdout {
             set_nonblocking(out);
-            register(out.as_raw_fd(), Part::Stdout);
+            let _ = register(out.as_raw_fd(), Part::Stdout);
         }
         if let Some(err) = &stderr {
             set_nonblocking(err);
-            register(err.as_raw_fd(), Part::Stderr);
+            let _ = register(err.as_raw_fd(), Part::Stderr);
         }
         debug!(
             "{}: hook started (pid {pid}, attempt {})",
@@ -208,6 +216,7 @@ impl HookRunner {
             Running {
                 name: job.name.clone(),
                 child,
+                terminated: false,
                 pidfd,
                 stdout: Output::new(stdout),
                 stderr: Output::new(stderr),
@@ -240,6 +249,11 @@ impl HookRunner {
         }
         if part != Part::Exit {
             return None;
+        }
+        if hook.terminated {
+            // Its first process ended; whatever it left in its group (which
+            // the unreaped process still holds) goes too.
+            let _ = killpg(Pid::from_raw(hook.child.id() as i32), Signal::SIGKILL);
         }
         let status = match hook.child.try_wait() {
             Ok(Some(status)) => status,
@@ -301,12 +315,15 @@ impl HookRunner {
     }
 
     /// Signals a hook's whole process group (its children too).
-    pub fn signal(&self, id: HookId, signal: HookSignal) {
-        let Some(hook) = self.running.get(&id) else {
+    pub fn signal(&mut self, id: HookId, signal: HookSignal) {
+        let Some(hook) = self.running.get_mut(&id) else {
             return;
         };
         let signal = match signal {
-            HookSignal::Term => Signal::SIGTERM,
+            HookSignal::Term => {
+                hook.terminated = true;
+                Signal::SIGTERM
+            }
             HookSignal::Kill => Signal::SIGKILL,
         };
         if let Err(e) = killpg(Pid::from_raw(hook.child.id() as i32), signal) {
@@ -322,14 +339,44 @@ pub fn end_orphan(job: &HookJob) {
     let Some(process) = job.running else {
         return;
     };
-    if Qemu::of_pid(process.pid) != Some(process) {
+    // Its group: processes whose group is the hook's first pid and that
+    // started no earlier than it (a pid reused since cannot pass).
+    let members = group_members(process);
+    if members.is_empty() {
         return;
     }
     warn!(
         "{}: a hook a killed kvmd left running (pid {}) is ended; it runs again",
         job.name, process.pid
     );
-    let _ = killpg(Pid::from_raw(process.pid as i32), Signal::SIGKILL);
+    for pid in members {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// The processes of the group `leader` led, by /proc: group id the
+/// leader's pid, started at or after it.
+fn group_members(leader: Qemu) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split(' ').collect();
+            // After the name: state, ppid, pgrp, ..., starttime (the 20th).
+            let pgrp = fields.get(2).and_then(|f| f.parse::<u32>().ok());
+            let start = fields.get(19).and_then(|f| f.parse::<u64>().ok());
+            pgrp == Some(leader.pid) && start.is_some_and(|s| s >= leader.start)
+        })
+        .collect()
 }
 
 /// Reads what a pipe has, logging whole lines while the run's budget

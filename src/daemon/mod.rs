@@ -197,9 +197,16 @@ impl Daemon {
         // Every state file whose socket is not monitored now is stale.
         self.fleet.handle_state_files(self.state.instances());
         self.carry_out(now);
-        // Hooks a killed kvmd had not finished run again.
+        // Hooks a killed kvmd had not finished run again (or wait, kept,
+        // for --on-verdict to be given again).
+        let files = self.state.hooks();
+        if self.hooks.is_none() && !files.is_empty() {
+            info!(
+                "{} instances have unfinished verdict hooks; kept until kvmd runs with --on-verdict",
+                files.len()
+            );
+        }
         if self.hooks.is_some() {
-            let files = self.state.hooks();
             for (_, jobs) in &files {
                 jobs.iter().for_each(hooks::end_orphan);
             }
@@ -411,7 +418,7 @@ impl Daemon {
                     self.fleet.handle_hook_spawned(now, id, result);
                 }
                 Action::SignalHook { id, signal } => {
-                    if let Some(runner) = &self.hooks {
+                    if let Some(runner) = &mut self.hooks {
                         runner.signal(id, signal);
                     }
                 }

@@ -187,6 +187,14 @@ fn a_third_verdict_replaces_the_one_waiting() {
     );
     let queued: Vec<usize> = h.saved.iter().map(|(_, jobs)| jobs.len()).collect();
     assert!(queued.iter().all(|&n| n <= 2), "{queued:?}");
+    // The newest verdict's hook is the one kept: it runs next.
+    let first = h.runs[0].0;
+    h.exit(first, 0);
+    assert_eq!(h.runs.len(), 2);
+    assert_eq!(h.runs[1].1.qemu_pid, Some(99));
+    let last = h.saved.last().expect("saved");
+    assert_eq!(last.1.len(), 1);
+    assert_eq!(last.1[0].attempt, 1);
 }
 
 #[test]
@@ -319,4 +327,55 @@ fn hooks_left_by_a_killed_kvmd_run_again_counting_their_runs() {
         Verdict::from(Why::GuestPoweredOff).why().code(),
         "guest-poweroff"
     );
+}
+
+#[test]
+fn a_hook_short_of_descriptors_waits_and_is_not_counted_as_a_run() {
+    let mut h = H::new(POLICY);
+    h.fleet.handle_change(h.now, Change::Created(name("vm")));
+    let mut failed_once = false;
+    let mut started = Vec::new();
+    loop {
+        let Some(action) = h.fleet.poll_action() else {
+            if started.len() >= 2 {
+                break;
+            }
+            // The retry, a moment later.
+            h.now += Duration::from_millis(100);
+            h.fleet.handle_timeout(h.now);
+            continue;
+        };
+        match action {
+            Action::Look { name, purpose } => {
+                let id = SocketId { dev: 1, ino: 1 };
+                h.fleet
+                    .handle_looked(h.now, name, purpose, Look::Socket { id, owner: 0 });
+            }
+            Action::Connect { key, .. } => {
+                let ok = Connected {
+                    qemu: None,
+                    saved: None,
+                };
+                h.fleet.handle_connect(h.now, key, Ok(ok));
+                h.fleet.handle_hangup(h.now, key);
+            }
+            Action::Record { key, .. } => {
+                h.fleet.handle_recorded(h.now, key, Ok(Outcome::Created));
+            }
+            Action::RunHook { id, job } => {
+                started.push(job.attempt);
+                if failed_once {
+                    h.fleet.handle_hook_spawned(h.now, id, Ok(PROCESS));
+                } else {
+                    failed_once = true;
+                    h.fleet.handle_hook_spawned(h.now, id, Err(Errno::EMFILE));
+                }
+            }
+            Action::Notify(n) => h.notices.push(n),
+            _ => {}
+        }
+    }
+    // Tried again with the same attempt number, no failure told.
+    assert_eq!(started, vec![1, 1]);
+    assert!(h.ended().is_empty(), "{:?}", h.ended());
 }

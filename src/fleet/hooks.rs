@@ -181,7 +181,7 @@ impl Fleet {
         let hooks = self.hooks.as_ref()?;
         Some(HookCounts {
             succeeded: hooks.succeeded,
-            failed: hooks.failed + hooks.timed_out,
+            failed: hooks.failed,
             timed_out: hooks.timed_out,
             pending: hooks.pending() as u64,
             running: hooks.running() as u64,
@@ -257,7 +257,12 @@ impl Fleet {
                 reason: old.reason,
             });
         }
+        // Saved before anything else is done: the verdict is on disk, its
+        // hook must be too, with as small a window as can be.
         self.save_hooks(name);
+        if let Some(save) = self.queue.pop_back() {
+            self.queue.push_front(save);
+        }
     }
 
     /// Hooks a killed kvmd had not finished, read back at start-up: each
@@ -346,8 +351,39 @@ impl Fleet {
                 }
                 self.save_hooks(&name);
             }
+            // No descriptor or memory for it now: not a run of the hook;
+            // it waits and starts again shortly, whatever the retries.
+            Err(errno @ (Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM)) => {
+                if matches!(errno, Errno::EMFILE | Errno::ENFILE) {
+                    self.short_of_descriptors(errno);
+                }
+                self.hook_postponed(now, id);
+            }
             Err(errno) => self.hook_ended(now, id, HookEnd::NotStarted(errno)),
         }
+    }
+
+    /// A hook that could not start for want of resources: back to waiting,
+    /// its attempt not counted, tried again after a short wait.
+    fn hook_postponed(&mut self, now: Instant, id: HookId) {
+        self.timers.cancel(Timer::HookTimeout(id));
+        let Some(hooks) = &mut self.hooks else {
+            return;
+        };
+        let Some(name) = hooks.running.try_remove(id.0) else {
+            return;
+        };
+        if let Some(queue) = hooks.queues.get_mut(&name) {
+            if let Some(job) = queue.jobs.front_mut() {
+                job.attempt = job.attempt.saturating_sub(1);
+                job.running = None;
+            }
+            queue.stage = Stage::Waiting {
+                not_before: Some(now + super::timers::DESCRIPTOR_WAIT),
+            };
+        }
+        log::debug!("{name}: hook postponed: no resources to start it");
+        self.schedule_hook_retry();
     }
 
     /// A hook's process ended (reaped by the loop).
