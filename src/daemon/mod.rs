@@ -15,13 +15,14 @@
 //! unread input.
 
 mod control;
+mod error;
 mod files;
 mod hooks;
 mod notify;
+mod report;
 mod signals;
 mod transport;
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,7 +36,6 @@ use nix::sys::signal::Signal;
 use crate::config::Config;
 use crate::control::{Clock, DaemonInfo};
 use crate::fleet::{Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, Reach};
-use crate::metrics;
 use crate::state::{Qemu, StateDir};
 use crate::watch::Watcher;
 
@@ -47,6 +47,7 @@ use signals::Signals;
 use transport::{Pump, Transport, Turn};
 
 pub use control::ControlError;
+pub use error::DaemonError;
 
 pub use signals::block_signals;
 
@@ -62,37 +63,6 @@ const FIRST_HOOK: usize = usize::MAX / 4;
 /// One read's worth; shared by all connections (per-connection memory is
 /// only the partial line `qmp` keeps).
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Why the daemon could not start or go on. Only start-up and `poll`
-/// failures end it; one connection's failure only ends that connection.
-#[derive(Debug)]
-pub enum DaemonError {
-    Poll(io::Error),
-    Inotify(io::Error),
-    Signals(Errno),
-    Control(ControlError),
-}
-
-impl fmt::Display for DaemonError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DaemonError::Poll(e) => write!(f, "event loop failed: {e}"),
-            DaemonError::Inotify(e) => write!(f, "cannot set up inotify: {e}"),
-            DaemonError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
-            DaemonError::Control(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for DaemonError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DaemonError::Poll(e) | DaemonError::Inotify(e) => Some(e),
-            DaemonError::Signals(e) => Some(e),
-            DaemonError::Control(e) => Some(e),
-        }
-    }
-}
 
 fn token(key: InstanceKey) -> Token {
     Token(key.0 + FIRST_CONNECTION)
@@ -446,62 +416,6 @@ impl Daemon {
                 }
             }
         }
-    }
-
-    /// Tells what changed: the metrics file, and systemd's status line.
-    fn report(&mut self) {
-        if let Some(path) = &self.metrics_file {
-            let outside = metrics::Outside {
-                started: self.started_wall,
-                watched: self.watcher.is_watching(),
-                inotify_overflows: self.watcher.overflows(),
-            };
-            let text = metrics::render(&self.fleet, &outside);
-            match files::replace(path, text.as_bytes()) {
-                Ok(()) if self.metrics_failing => {
-                    self.metrics_failing = false;
-                    info!("{}: written again", path.display());
-                }
-                Ok(()) => {}
-                Err(e) if !self.metrics_failing => {
-                    self.metrics_failing = true;
-                    log::warn!(
-                        "cannot write {}: {e}; trying again at the next change",
-                        path.display()
-                    );
-                }
-                Err(e) => debug!("still cannot write {}: {e}", path.display()),
-            }
-        }
-        if self.notifier.is_enabled() {
-            let line = self.status_text();
-            if line != self.status_line {
-                self.notifier.send(&format!("STATUS={line}"));
-                self.status_line = line;
-            }
-        }
-    }
-
-    /// One line for `systemctl status`.
-    fn status_text(&self) -> String {
-        let ctrl_dir = self.watcher.ctrl_dir_path().display();
-        let monitored = self
-            .fleet
-            .views()
-            .filter(|v| v.phase == crate::fleet::Phase::Monitoring)
-            .count();
-        let unwritten = self.fleet.unrecorded().count();
-        let mut line = match self.info.watch {
-            "waiting-for-dir" => format!("waiting for {ctrl_dir} to appear"),
-            "rescanning" => {
-                format!("rescanning {ctrl_dir} (inotify short of watches): {monitored} monitored")
-            }
-            _ => format!("watching {ctrl_dir}: {monitored} monitored"),
-        };
-        if unwritten > 0 {
-            line.push_str(&format!(", {unwritten} verdicts not yet written"));
-        }
-        line
     }
 
     /// Adds a new connection to the poll under `key`; says whose it is.
