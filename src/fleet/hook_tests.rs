@@ -31,6 +31,10 @@ struct H {
     saved: Vec<(InstanceName, Vec<HookJob>)>,
     signals: Vec<(HookId, HookSignal)>,
     notices: Vec<Notice>,
+    /// How the next spawns fail (then they succeed).
+    spawn_failures: std::collections::VecDeque<Errno>,
+    /// The socket a look finds at the next name.
+    ino: u64,
 }
 
 impl H {
@@ -45,41 +49,27 @@ impl H {
             saved: Vec::new(),
             signals: Vec::new(),
             notices: Vec::new(),
+            spawn_failures: Default::default(),
+            ino: 0,
         };
         h.drain();
         h
     }
 
-    /// Carries out the actions as the loop does: every hook spawned.
+    /// Carries out the actions as the loop does, answering each at once: a
+    /// look finds a root socket, a connect succeeds and its QEMU hangs up
+    /// at once, a write succeeds, a spawn as `spawn_failures` says.
     fn drain(&mut self) {
-        while let Some(action) = self.fleet.poll_action() {
-            match action {
-                Action::RunHook { id, job } => {
-                    self.runs.push((id, job));
-                    self.fleet.handle_hook_spawned(self.now, id, Ok(PROCESS));
-                }
-                Action::SaveHooks { name, jobs } => self.saved.push((name, jobs)),
-                Action::SignalHook { id, signal } => self.signals.push((id, signal)),
-                Action::Notify(notice) => self.notices.push(notice),
-                Action::Record { key, .. } => {
-                    self.fleet
-                        .handle_recorded(self.now, key, Ok(Outcome::Created));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// A verdict for `n`, written: through a real monitor's hang-up.
-    fn verdict(&mut self, n: &str, ino: u64) {
         let now = self.now;
-        self.fleet.handle_change(now, Change::Created(name(n)));
         while let Some(action) = self.fleet.poll_action() {
             match action {
                 Action::Look { name, purpose } => {
-                    let id = SocketId { dev: 1, ino };
-                    let look = Look::Socket { id, owner: 0 };
-                    self.fleet.handle_looked(now, name, purpose, look);
+                    let id = SocketId {
+                        dev: 1,
+                        ino: self.ino,
+                    };
+                    self.fleet
+                        .handle_looked(now, name, purpose, Look::Socket { id, owner: 0 });
                 }
                 Action::Connect { key, .. } => {
                     let ok = Connected {
@@ -94,13 +84,22 @@ impl H {
                 }
                 Action::RunHook { id, job } => {
                     self.runs.push((id, job));
-                    self.fleet.handle_hook_spawned(now, id, Ok(PROCESS));
+                    let result = self.spawn_failures.pop_front().map_or(Ok(PROCESS), Err);
+                    self.fleet.handle_hook_spawned(now, id, result);
                 }
                 Action::SaveHooks { name, jobs } => self.saved.push((name, jobs)),
+                Action::SignalHook { id, signal } => self.signals.push((id, signal)),
                 Action::Notify(notice) => self.notices.push(notice),
                 _ => {}
             }
         }
+    }
+
+    /// A verdict for `n`, written: through a real monitor's hang-up.
+    fn verdict(&mut self, n: &str, ino: u64) {
+        self.ino = ino;
+        self.fleet.handle_change(self.now, Change::Created(name(n)));
+        self.drain();
     }
 
     fn exit(&mut self, id: HookId, code: i32) {
@@ -259,36 +258,8 @@ fn failures_are_retried_backing_off_as_many_times_as_asked() {
 #[test]
 fn a_hook_that_cannot_start_is_a_failure_told() {
     let mut h = H::new(POLICY);
-    h.fleet.handle_change(h.now, Change::Created(name("vm")));
-    // Answer the spawn with a failure this time.
-    let mut spawned_error = false;
-    while let Some(action) = h.fleet.poll_action() {
-        match action {
-            Action::Look { name, purpose } => {
-                let id = SocketId { dev: 1, ino: 1 };
-                h.fleet
-                    .handle_looked(h.now, name, purpose, Look::Socket { id, owner: 0 });
-            }
-            Action::Connect { key, .. } => {
-                let ok = Connected {
-                    qemu: None,
-                    saved: None,
-                };
-                h.fleet.handle_connect(h.now, key, Ok(ok));
-                h.fleet.handle_hangup(h.now, key);
-            }
-            Action::Record { key, .. } => {
-                h.fleet.handle_recorded(h.now, key, Ok(Outcome::Created));
-            }
-            Action::RunHook { id, .. } => {
-                h.fleet.handle_hook_spawned(h.now, id, Err(Errno::EACCES));
-                spawned_error = true;
-            }
-            Action::Notify(n) => h.notices.push(n),
-            _ => {}
-        }
-    }
-    assert!(spawned_error);
+    h.spawn_failures.push_back(Errno::EACCES);
+    h.verdict("vm", 1);
     assert_eq!(
         h.ended(),
         vec![("vm".into(), 1, HookEnd::NotStarted(Errno::EACCES))]
@@ -332,50 +303,12 @@ fn hooks_left_by_a_killed_kvmd_run_again_counting_their_runs() {
 #[test]
 fn a_hook_short_of_descriptors_waits_and_is_not_counted_as_a_run() {
     let mut h = H::new(POLICY);
-    h.fleet.handle_change(h.now, Change::Created(name("vm")));
-    let mut failed_once = false;
-    let mut started = Vec::new();
-    loop {
-        let Some(action) = h.fleet.poll_action() else {
-            if started.len() >= 2 {
-                break;
-            }
-            // The retry, a moment later.
-            h.now += Duration::from_millis(100);
-            h.fleet.handle_timeout(h.now);
-            continue;
-        };
-        match action {
-            Action::Look { name, purpose } => {
-                let id = SocketId { dev: 1, ino: 1 };
-                h.fleet
-                    .handle_looked(h.now, name, purpose, Look::Socket { id, owner: 0 });
-            }
-            Action::Connect { key, .. } => {
-                let ok = Connected {
-                    qemu: None,
-                    saved: None,
-                };
-                h.fleet.handle_connect(h.now, key, Ok(ok));
-                h.fleet.handle_hangup(h.now, key);
-            }
-            Action::Record { key, .. } => {
-                h.fleet.handle_recorded(h.now, key, Ok(Outcome::Created));
-            }
-            Action::RunHook { id, job } => {
-                started.push(job.attempt);
-                if failed_once {
-                    h.fleet.handle_hook_spawned(h.now, id, Ok(PROCESS));
-                } else {
-                    failed_once = true;
-                    h.fleet.handle_hook_spawned(h.now, id, Err(Errno::EMFILE));
-                }
-            }
-            Action::Notify(n) => h.notices.push(n),
-            _ => {}
-        }
-    }
-    // Tried again with the same attempt number, no failure told.
-    assert_eq!(started, vec![1, 1]);
+    h.spawn_failures.push_back(Errno::EMFILE);
+    h.verdict("vm", 1);
+    // Tried again a moment later, with the same attempt number, and no
+    // failure told.
+    h.advance(timers::DESCRIPTOR_WAIT);
+    let attempts: Vec<u32> = h.runs.iter().map(|(_, j)| j.attempt).collect();
+    assert_eq!(attempts, vec![1, 1]);
     assert!(h.ended().is_empty(), "{:?}", h.ended());
 }
