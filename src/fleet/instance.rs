@@ -15,6 +15,11 @@ pub enum Succession {
     /// Attached at a predecessor's hang-up, before inotify told of this
     /// socket's creation: that event is still to come, and is not news.
     CreationPending,
+    /// Its socket file was deleted (QEMU exiting unlinks it): any creation
+    /// under the name from now on is a newer QEMU's, never its own (whose
+    /// creation event, pending or lost while inotify could not follow, can
+    /// no longer come after its deletion).
+    Unlinked,
     /// A socket of this name was created while this one was monitored: at
     /// its end, whatever stands at the name is a newer QEMU's, even with
     /// this socket's inode number.
@@ -122,7 +127,14 @@ impl Instance {
         self.succession = match self.succession {
             // Its own creation, read after it was attached.
             Succession::CreationPending => Succession::Current,
-            Succession::Current | Succession::Renewed => Succession::Renewed,
+            Succession::Current | Succession::Unlinked | Succession::Renewed => Succession::Renewed,
         };
+    }
+
+    /// The name's socket file was deleted while this one is monitored.
+    pub fn unlinked(&mut self) {
+        if self.succession != Succession::Renewed {
+            self.succession = Succession::Unlinked;
+        }
     }
 }

@@ -126,6 +126,11 @@ pub enum Purpose {
     Successor { ended: SocketId, renewed: bool },
     /// A verdict is about to be written again: is a newer QEMU there?
     Verdict(VerdictKey),
+    /// A crawl found the name of a monitored instance: is it still its
+    /// socket? (A socket created while inotify could not follow, a stalled
+    /// watch or an overflow, is told of by no event; seen here, the name
+    /// is renewed, and the successor is picked up at the hang-up.)
+    Recheck,
 }
 
 /// What stands at a name in the control directory (`fstatat`, no
@@ -263,6 +268,10 @@ pub struct Fleet {
     given_up: HashMap<InstanceName, SocketId>,
     /// Names to look at again once a descriptor is free.
     deferred: Vec<(InstanceName, Purpose)>,
+    /// Names whose entry could not be looked at (an I/O error, the
+    /// directory failing to open): their state files are not swept.
+    /// Bounded by the names in the directory; a deletion clears one.
+    unlooked: std::collections::HashSet<InstanceName>,
     shortage: Shortage,
     reach: Reach,
     follow: Follow,
@@ -311,6 +320,7 @@ impl Fleet {
             ignored: HashMap::new(),
             given_up: HashMap::new(),
             deferred: Vec::new(),
+            unlooked: Default::default(),
             shortage: Shortage::None,
             reach: Reach::Away,
             follow: Follow::Events,
@@ -462,7 +472,8 @@ impl Fleet {
         }
         for name in names {
             let deferred = self.deferred.iter().any(|(n, _)| *n == name);
-            if !self.by_name.contains_key(&name) && !deferred {
+            let unknown = deferred || self.unlooked.contains(&name);
+            if !self.by_name.contains_key(&name) && !unknown {
                 log::debug!("{name}: stale state file removed");
                 self.act(Action::RemoveState { name });
             }

@@ -20,6 +20,12 @@ impl Fleet {
             Change::Vanished(name) => {
                 self.ignored.remove(&name);
                 self.given_up.remove(&name);
+                self.unlooked.remove(&name);
+                if let Some(&key) = self.by_name.get(&name)
+                    && let Some(instance) = self.instances.get_mut(key.0)
+                {
+                    instance.unlinked();
+                }
                 return;
             }
             Change::Created(name) => {
@@ -42,6 +48,10 @@ impl Fleet {
             Change::Appeared(name) => {
                 if self.by_name.contains_key(&name) {
                     debug!("{name}: already monitored");
+                    self.act(Action::Look {
+                        name,
+                        purpose: Purpose::Recheck,
+                    });
                     return;
                 }
                 name
@@ -64,6 +74,17 @@ impl Fleet {
         self.tick(now);
         let succession = match purpose {
             Purpose::Verdict(key) => return self.verdict_looked(key, look),
+            Purpose::Recheck => {
+                if let Look::Socket { id, .. } = look
+                    && let Some(&key) = self.by_name.get(&name)
+                    && let Some(instance) = self.instances.get_mut(key.0)
+                    && instance.socket != id
+                {
+                    debug!("{name}: another socket stands at its name; renewed");
+                    instance.succession = Succession::Renewed;
+                }
+                return;
+            }
             Purpose::Attach => Succession::Current,
             Purpose::Successor { ended, renewed } => {
                 let replaced = matches!(look, Look::Socket { id, .. } if id != ended);
@@ -79,6 +100,12 @@ impl Fleet {
                 }
             }
         };
+        if matches!(
+            look,
+            Look::Socket { .. } | Look::Other { .. } | Look::Absent
+        ) {
+            self.unlooked.remove(&name);
+        }
         match look {
             Look::Socket { id, owner } if self.trusted_owners.contains(&owner) => {
                 // A socket created again under the name while the old one
@@ -92,13 +119,19 @@ impl Fleet {
             Look::Socket { id, owner } => self.ignore(name, id, Ignored::Untrusted { owner }),
             Look::Other { id } => self.ignore(name, id, Ignored::NotASocket),
             Look::Absent => debug!("{name}: gone before it could be monitored"),
-            Look::Failed(errno) => self.notify(Notice::CannotLook { name, errno }),
+            Look::Failed(errno) => {
+                // What stands there is unknown: its state file stays.
+                self.unlooked.insert(name.clone());
+                self.notify(Notice::CannotLook { name, errno });
+            }
             Look::DirFailed(errno) if out_of_descriptors(errno) => {
                 self.short_of_descriptors(errno);
                 self.defer(now, name, purpose);
             }
             // Gone or replaced: the next crawl's recap finds it.
-            Look::DirAway | Look::DirFailed(_) => {}
+            Look::DirAway | Look::DirFailed(_) => {
+                self.unlooked.insert(name);
+            }
         }
     }
 

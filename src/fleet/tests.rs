@@ -938,8 +938,74 @@ fn one_instance_per_name_whatever_is_reported_twice() {
     let first = h.looked("vm", Purpose::Attach, root_socket(1));
     assert_eq!(first.len(), 1);
     assert_eq!(h.looked("vm", Purpose::Attach, root_socket(1)), vec![]);
-    assert_eq!(h.change(Change::Appeared(name("vm"))), vec![]);
+    // Found again by a crawl: only a look whether it is still its socket.
+    let recheck = Action::Look {
+        name: name("vm"),
+        purpose: Purpose::Recheck,
+    };
+    assert_eq!(h.change(Change::Appeared(name("vm"))), vec![recheck]);
+    assert_eq!(h.looked("vm", Purpose::Recheck, root_socket(1)), vec![]);
     assert_eq!(h.fleet.instances(), 1);
+}
+
+#[test]
+fn a_creation_after_the_deletion_of_its_socket_is_always_a_new_qemu() {
+    // Attached as a successor: its own creation event is taken to be still
+    // queued. But it was lost (inotify could not follow): the next creation
+    // event, after its socket's deletion, is a new QEMU's, even on the
+    // same inode number.
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    let actions = h.hangup(key);
+    h.recorded(record_of(&actions).0, Ok(Outcome::WasAbsent));
+    let successor = Purpose::Successor {
+        ended: socket(1),
+        renewed: false,
+    };
+    h.looked("vm", successor, root_socket(2));
+    let (key, ..) = h.fleet.instance(&name("vm")).expect("attached");
+    h.connect(
+        key,
+        Ok(Connected {
+            qemu: None,
+            saved: None,
+        }),
+    );
+    h.change(Change::Vanished(name("vm")));
+    h.change(Change::Created(name("vm")));
+    let actions = h.hangup(key);
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Look {
+            name: name("vm"),
+            purpose: Purpose::Successor {
+                ended: socket(2),
+                renewed: true
+            }
+        })
+    );
+}
+
+#[test]
+fn a_socket_a_crawl_finds_in_place_of_a_monitored_one_is_picked_up_at_the_hang_up() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    // While inotify could not follow, a new QEMU bound the name: no event
+    // tells, a crawl finds it.
+    h.change(Change::Appeared(name("vm")));
+    h.looked("vm", Purpose::Recheck, root_socket(2));
+    let actions = h.hangup(key);
+    h.recorded(record_of(&actions).0, Ok(Outcome::WasAbsent));
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Look {
+            name: name("vm"),
+            purpose: Purpose::Successor {
+                ended: socket(1),
+                renewed: true
+            }
+        })
+    );
 }
 
 // --- Following the control directory --------------------------------------
