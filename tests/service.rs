@@ -433,7 +433,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
     for unit in ["kvmd.service", "ganeti-kvmd.service"] {
         let text = fs::read_to_string(contrib(&format!("systemd/{unit}"))).expect("unit");
         let text = text
-            .replace("/usr/local/sbin/kvmd", env!("CARGO_BIN_EXE_kvmd"))
+            .replace("/usr/sbin/kvmd", env!("CARGO_BIN_EXE_kvmd"))
             .replace("/usr/sbin/ganeti-kvmd", env!("CARGO_BIN_EXE_kvmd"));
         fs::write(tmp.path().join(unit), text).expect("write unit");
     }
