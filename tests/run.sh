@@ -14,6 +14,11 @@ command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # systemd-escape (the hook example), systemd-analyze (the units).
 command -v systemd-escape >/dev/null 2>&1 || missing+=(systemd)
+# The Debian packages: built with cargo-deb (below), checked with lintian,
+# their man page found with man; dpkg-shlibdeps works out their Depends.
+command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (apt-get)"
@@ -32,6 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "tests/run.sh: missing ${missing[*]}; as root this script installs" \
              "them. Tests that need them are skipped, and fail under CI=true." >&2
     fi
+fi
+
+# cargo-deb builds the packages (tests/package.rs); a crate, not a Debian
+# package. Pinned: the package metadata in Cargo.toml is written for it.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "tests/run.sh: installing cargo-deb (cargo install)"
+    cargo install --quiet --locked cargo-deb --version 3.8.0
 fi
 
 cargo test --all-targets "$@"

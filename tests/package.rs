@@ -1,0 +1,306 @@
+//! The Debian packages, as an operator meets them: `cargo deb` builds
+//! `kvmd` and `kvmd-ganeti`, `lintian` finds no error, `dpkg -i` puts the
+//! binary, man page, unit and log rotation in place (the unit verified by
+//! `systemd-analyze`, never enabled by the package), `kvmd-ganeti` diverts
+//! Debian's `ganeti-kvmd` to kvmd, and `dpkg --purge` returns the machine
+//! exactly to how it was: the same files under /etc, /usr, /var, /run and
+//! the original `ganeti-kvmd` byte for byte.
+//!
+//! This installs packages on the machine running the tests (root only), so
+//! it is one test, run alone in its own test binary. It refuses to touch a
+//! machine where a `kvmd` package is already installed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const GANETI_KVMD: &str = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd";
+
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips (prints why) or, under CI, fails.
+fn skip(why: &str) {
+    assert!(!required(), "CI=true and {why}");
+    eprintln!("SKIPPED: {why}");
+}
+
+fn run(command: &mut Command) -> Output {
+    let shown = format!("{command:?}");
+    let out = command.output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(command: &mut Command) -> String {
+    String::from_utf8_lossy(&run(command).stdout).into_owned()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Every path under the trees a package or its scripts may touch, but the
+/// package system's own books and caches.
+fn snapshot() -> BTreeSet<PathBuf> {
+    fn walk(dir: &Path, into: &mut BTreeSet<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let skipped = [
+                "/var/lib/dpkg",
+                "/var/lib/apt",
+                "/var/cache",
+                "/var/log/dpkg.log",
+                "/var/log/apt",
+                "/var/log/alternatives.log",
+                "/var/tmp",
+                "/run/user",
+                "/run/lock",
+                "/proc",
+            ];
+            if skipped.iter().any(|s| path.starts_with(s)) {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            into.insert(path.clone());
+            if is_dir {
+                walk(&path, into);
+            }
+        }
+    }
+    let mut all = BTreeSet::new();
+    for root in ["/etc", "/usr", "/var", "/run", "/lib"] {
+        walk(Path::new(root), &mut all);
+    }
+    all
+}
+
+fn sha256(path: &str) -> String {
+    stdout(Command::new("sha256sum").arg(path))
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("ok installed"))
+}
+
+struct Purge(&'static [&'static str]);
+impl Drop for Purge {
+    fn drop(&mut self) {
+        // A failed check must not leave the machine with kvmd installed
+        // over Ganeti's daemon.
+        let _ = Command::new("dpkg").arg("--purge").args(self.0).output();
+    }
+}
+
+fn build() -> (PathBuf, PathBuf) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let debs = root.join("target/debian");
+    let _ = std::fs::remove_dir_all(&debs);
+    run(Command::new(&cargo).current_dir(root).args(["deb", "-q"]));
+    run(Command::new(&cargo).current_dir(root).args([
+        "deb",
+        "-q",
+        "--no-build",
+        "--variant",
+        "ganeti",
+    ]));
+    let version = env!("CARGO_PKG_VERSION");
+    let arch = stdout(Command::new("dpkg").arg("--print-architecture"));
+    let name = |package: &str| debs.join(format!("{package}_{version}-1_{}.deb", arch.trim()));
+    (name("kvmd"), name("kvmd-ganeti"))
+}
+
+fn field(deb: &Path, name: &str) -> String {
+    stdout(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn packages_install_work_and_purge_to_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        return skip("not root: the package test installs packages");
+    }
+    for tool in ["cargo-deb", "dpkg", "lintian", "systemd-analyze"] {
+        if !have(tool) {
+            return skip(&format!("{tool} not found (tests/run.sh installs it)"));
+        }
+    }
+    if !Path::new(GANETI_KVMD).exists() {
+        return skip("ganeti-haskell-3.0 not installed (tests/run.sh installs it)");
+    }
+    if installed("kvmd") || installed("kvmd-ganeti") {
+        return skip("a kvmd package is installed here; the test would replace it");
+    }
+    let (kvmd_deb, ganeti_deb) = build();
+
+    // What an operator reads before installing.
+    assert_eq!(field(&kvmd_deb, "Package"), "kvmd");
+    assert!(field(&kvmd_deb, "Depends").contains("libc6"));
+    let description = field(&kvmd_deb, "Description");
+    assert!(!description.contains("generated from"), "{description}");
+    assert!(description.contains("systemctl enable --now kvmd"));
+    let depends = field(&ganeti_deb, "Depends");
+    let own = format!("kvmd (= {}-1)", env!("CARGO_PKG_VERSION"));
+    assert!(
+        depends.contains(&own) && depends.contains("ganeti-haskell-3.0"),
+        "kvmd-ganeti must depend on this very kvmd ({own}): {depends}"
+    );
+
+    // lintian: no error. The one warning left (initial-upload-closes-no-bugs)
+    // is about uploads to Debian's archive, which these are not.
+    let lint = Command::new("lintian")
+        .arg(&kvmd_deb)
+        .arg(&ganeti_deb)
+        .output()
+        .expect("lintian");
+    let lint = String::from_utf8_lossy(&lint.stdout);
+    let errors: Vec<&str> = lint.lines().filter(|l| l.starts_with("E:")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{lint}");
+
+    let original = sha256(GANETI_KVMD);
+    let before = snapshot();
+    let _purge = Purge(&["kvmd-ganeti", "kvmd"]);
+
+    // The standalone package.
+    run(Command::new("dpkg").arg("-i").arg(&kvmd_deb));
+    let version = stdout(Command::new("/usr/sbin/kvmd").arg("--version"));
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    let man = stdout(Command::new("man").args(["-w", "kvmd"]));
+    assert_eq!(man.trim(), "/usr/share/man/man8/kvmd.8.gz");
+    for file in [
+        "/usr/lib/systemd/system/kvmd.service",
+        "/etc/logrotate.d/kvmd",
+    ] {
+        assert!(Path::new(file).is_file(), "{file} not installed");
+    }
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "/usr/lib/systemd/system/kvmd.service"])
+        .output()
+        .expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && !said.contains("kvmd.service"),
+        "systemd-analyze verify: {said}"
+    );
+    assert!(
+        !Path::new("/etc/systemd/system/multi-user.target.wants/kvmd.service").exists(),
+        "the package must not enable the standalone unit"
+    );
+    // The unit's own command line works with the installed binary (this
+    // machine has no systemd to start it under its sandbox).
+    standalone_start_from_unit();
+
+    // The Ganeti package: Debian's binary kept aside, kvmd in its place.
+    run(Command::new("dpkg").arg("-i").arg(&ganeti_deb));
+    let link = std::fs::read_link(GANETI_KVMD).expect("ganeti-kvmd is a link");
+    assert_eq!(
+        std::fs::canonicalize(Path::new(GANETI_KVMD)).ok(),
+        Some(PathBuf::from("/usr/sbin/kvmd")),
+        "{link:?}"
+    );
+    let diverted = format!("{GANETI_KVMD}.distrib");
+    assert_eq!(
+        sha256(&diverted),
+        original,
+        "Debian's binary, byte for byte"
+    );
+    let divert = stdout(Command::new("dpkg-divert").args(["--listpackage", GANETI_KVMD]));
+    assert_eq!(divert.trim(), "kvmd-ganeti");
+    let named = stdout(Command::new(GANETI_KVMD).arg("--version"));
+    assert!(named.starts_with("ganeti-kvmd (kvmd)"), "{named}");
+
+    // Removing the Ganeti package puts Debian's binary back at once.
+    run(Command::new("dpkg").args(["--remove", "kvmd-ganeti"]));
+    assert_eq!(sha256(GANETI_KVMD), original);
+    assert!(!Path::new(&diverted).exists());
+    run(Command::new("dpkg").args(["--purge", "kvmd-ganeti", "kvmd"]));
+
+    assert_eq!(sha256(GANETI_KVMD), original);
+    let divert = stdout(Command::new("dpkg-divert").args(["--listpackage", GANETI_KVMD]));
+    assert_eq!(divert.trim(), "", "diversion left behind");
+    let after = snapshot();
+    let added: Vec<_> = after.difference(&before).collect();
+    let removed: Vec<_> = before.difference(&after).collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "purge left the machine changed: added {added:?}, removed {removed:?}"
+    );
+}
+
+/// Runs the installed unit's ExecStart (its flags, its paths) in the
+/// foreground, asks it with `kvmd status`, and stops it with SIGTERM.
+fn standalone_start_from_unit() {
+    let unit = std::fs::read_to_string("/usr/lib/systemd/system/kvmd.service").expect("unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let argv: Vec<&str> = exec
+        .split_whitespace()
+        .filter(|a| !a.starts_with('$'))
+        .collect();
+    // What systemd's RuntimeDirectory= and LogsDirectory= make.
+    for dir in [
+        "/run/kvmd",
+        "/run/kvmd-state",
+        "/run/kvmd-daemon",
+        "/var/log/kvmd",
+    ] {
+        std::fs::create_dir_all(dir).expect(dir);
+    }
+    let mut daemon = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kvmd from the unit's ExecStart");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        let out = Command::new("/usr/sbin/kvmd")
+            .args(["status", "--pid-file", "/run/kvmd-daemon/kvmd.pid"])
+            .output()
+            .expect("kvmd status");
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let exit = daemon.wait().expect("wait");
+    assert!(
+        status.status.success(),
+        "kvmd status: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("/run/kvmd"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    assert!(exit.success(), "kvmd exit: {exit}");
+}
