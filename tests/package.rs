@@ -51,39 +51,57 @@ fn have(tool: &str) -> bool {
 }
 
 /// Every path under the trees a package or its scripts may touch, but the
-/// package system's own books and caches.
-fn snapshot() -> BTreeSet<PathBuf> {
-    fn walk(dir: &Path, into: &mut BTreeSet<PathBuf>) {
+/// package system's own books and caches. Under /etc, /usr and /lib each
+/// path comes with its mode, size and link target too; /var and /run hold
+/// files other programs change, so there only the paths count.
+fn snapshot() -> BTreeSet<(PathBuf, String)> {
+    const SKIPPED: [&str; 10] = [
+        "/var/lib/dpkg",
+        "/var/lib/apt",
+        "/var/cache",
+        "/var/log/dpkg.log",
+        "/var/log/apt",
+        "/var/log/alternatives.log",
+        "/var/tmp",
+        "/run/user",
+        "/run/lock",
+        "/proc",
+    ];
+    fn walk(dir: &Path, detailed: bool, into: &mut BTreeSet<(PathBuf, String)>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let skipped = [
-                "/var/lib/dpkg",
-                "/var/lib/apt",
-                "/var/cache",
-                "/var/log/dpkg.log",
-                "/var/log/apt",
-                "/var/log/alternatives.log",
-                "/var/tmp",
-                "/run/user",
-                "/run/lock",
-                "/proc",
-            ];
-            if skipped.iter().any(|s| path.starts_with(s)) {
+            if SKIPPED.iter().any(|s| path.starts_with(s)) {
                 continue;
             }
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            into.insert(path.clone());
-            if is_dir {
-                walk(&path, into);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let detail = if detailed {
+                use std::os::unix::fs::MetadataExt;
+                let link = std::fs::read_link(&path).unwrap_or_default();
+                let size = if meta.is_dir() { 0 } else { meta.len() };
+                format!("{:o} {size} {}", meta.mode(), link.display())
+            } else {
+                String::new()
+            };
+            into.insert((path.clone(), detail));
+            if meta.is_dir() {
+                walk(&path, detailed, into);
             }
         }
     }
     let mut all = BTreeSet::new();
-    for root in ["/etc", "/usr", "/var", "/run", "/lib"] {
-        walk(Path::new(root), &mut all);
+    for (root, detailed) in [
+        ("/etc", true),
+        ("/usr", true),
+        ("/lib", true),
+        ("/var", false),
+        ("/run", false),
+    ] {
+        walk(Path::new(root), detailed, &mut all);
     }
     all
 }
@@ -212,7 +230,9 @@ fn packages_install_work_and_purge_to_nothing() {
     // machine has no systemd to start it under its sandbox).
     standalone_start_from_unit();
 
-    // The Ganeti package: Debian's binary kept aside, kvmd in its place.
+    // The Ganeti package: Debian's binary kept aside, kvmd in its place;
+    // installed twice, so that its upgrade path runs too.
+    run(Command::new("dpkg").arg("-i").arg(&ganeti_deb));
     run(Command::new("dpkg").arg("-i").arg(&ganeti_deb));
     let link = std::fs::read_link(GANETI_KVMD).expect("ganeti-kvmd is a link");
     assert_eq!(
