@@ -251,6 +251,10 @@ fn packages_install_work_and_purge_to_nothing() {
     let named = stdout(Command::new(GANETI_KVMD).arg("--version"));
     assert!(named.starts_with("ganeti-kvmd (kvmd)"), "{named}");
 
+    // A real one-node Ganeti cluster with the package installed: its
+    // ganeti-kvmd (Debian's path, started by Ganeti) gives kvmd's answers.
+    cluster_with_the_package();
+
     // Removing the Ganeti package puts Debian's binary back at once.
     run(Command::new("dpkg").args(["--remove", "kvmd-ganeti"]));
     assert_eq!(sha256(GANETI_KVMD), original);
@@ -323,4 +327,28 @@ fn standalone_start_from_unit() {
         String::from_utf8_lossy(&status.stdout)
     );
     assert!(exit.success(), "kvmd exit: {exit}");
+}
+
+/// tests/cluster/one-node.sh with the installed ganeti-kvmd ("original":
+/// whatever Ganeti's path leads to, kvmd here); tests/cluster.rs checks
+/// every scenario, this only that the package's daemon is kvmd in Ganeti.
+fn cluster_with_the_package() {
+    if !Path::new("/usr/sbin/gnt-cluster").exists() {
+        return skip("ganeti not installed (tests/run.sh installs it)");
+    }
+    let work = tempfile::Builder::new()
+        .prefix("kvmd-package-cluster")
+        .tempdir_in("/dev/shm")
+        .expect("work dir on tmpfs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/one-node.sh");
+    let out = run(Command::new(script).arg("original").arg(work.path()));
+    let results = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "RESULT init daemon=running",
+        "RESULT poweroff status=USER_down file=present",
+        "RESULT sigterm status=ERROR_down file=absent",
+        "RESULT reset status=ERROR_down file=absent",
+    ] {
+        assert!(results.contains(line), "{line} missing:\n{results}");
+    }
 }

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 [ -x /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd ] || missing+=(ganeti-haskell-3.0)
+# tests/cluster.rs: a real one-node Ganeti cluster (gnt-*, daemon-util).
+[ -x /usr/sbin/gnt-cluster ] || missing+=(ganeti)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 # promtool checks the metrics file; Debian ships it with the server.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

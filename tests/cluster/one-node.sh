@@ -1,0 +1,238 @@
+#!/bin/bash
+# A real one-node Ganeti 3.0 cluster, in private mount, UTS and network
+# namespaces, with DAEMON as its ganeti-kvmd ("original" for Debian's, or
+# the path of a kvmd binary; with the kvmd-ganeti package installed, pass
+# "original": the package already put kvmd at that path). Prints one line
+# per scenario:   RESULT <scenario> <key>=<value>...
+# tests/cluster.rs runs it and checks the lines. The host's /run/ganeti,
+# /var/lib/ganeti, /var/log/ganeti and /etc/ganeti are never touched: all
+# of them are private to the namespace, which dies with this script.
+#
+#   tests/cluster/one-node.sh DAEMON WORKDIR
+set -euo pipefail
+
+if [ "${1:-}" != --inside ]; then
+    # The time limit inside lets the script clean up; the hard one outside
+    # ends it when it cannot (unshare --fork waits through SIGTERM).
+    exec timeout -s KILL 420 unshare --mount --uts --net --fork --kill-child -- \
+        timeout 360 "$0" --inside "$@"
+fi
+shift
+daemon=$1 work=$2
+log() { echo "one-node: $*" >&2; }
+
+# --- isolation -------------------------------------------------------------
+mount --make-rprivate /
+mkdir -p /root/.ssh
+mount -t tmpfs tmpfs /run
+mkdir -p /run/lock /run/sshd
+mount -t tmpfs tmpfs /var/log
+mount -t tmpfs tmpfs /srv
+mount -t tmpfs tmpfs /root/.ssh
+# /etc/ssh: host keys are made for this cluster only.
+sshdir=$(mktemp -d "$work/ssh.XXXX")
+chmod 755 "$sshdir"
+cp -a /etc/ssh/. "$sshdir"/
+mount --bind "$sshdir" /etc/ssh
+# /var/lib: the host's entries bound back, but ganeti private and empty.
+hostvarlib=$(mktemp -d "$work/hostvarlib.XXXX")
+mount --bind /var/lib "$hostvarlib"
+mount -t tmpfs tmpfs /var/lib
+for entry in "$hostvarlib"/*; do
+    name=${entry##*/}
+    [ "$name" = ganeti ] && continue
+    if [ -L "$entry" ]; then
+        cp -a "$entry" /var/lib/
+    elif [ -d "$entry" ]; then
+        mkdir "/var/lib/$name" && mount --bind "$entry" "/var/lib/$name"
+    else
+        touch "/var/lib/$name" && mount --bind "$entry" "/var/lib/$name"
+    fi
+done
+mkdir -p /var/lib/ganeti
+etc=$(mktemp -d "$work/etc-ganeti.XXXX")
+chmod 755 "$etc"
+cp -a /etc/ganeti/. "$etc"/
+mount --bind "$etc" /etc/ganeti
+hosts=$(mktemp "$work/hosts.XXXX")
+printf '127.0.0.1 localhost\n192.0.2.10 node1.gnt.test node1\n192.0.2.20 cluster.gnt.test\n' > "$hosts"
+chmod 644 "$hosts"
+mount --bind "$hosts" /etc/hosts
+if [ "$daemon" != original ]; then
+    mount --bind "$daemon" /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd
+fi
+
+hostname node1.gnt.test
+ip link set lo up
+ip link add gnt0 type veth peer name gnt0p
+ip addr add 192.0.2.10/24 dev gnt0
+ip link set gnt0 up
+ip link set gnt0p up
+ssh-keygen -A >/dev/null
+
+mkdir -p /srv/ganeti/os/noop
+echo 10 > /srv/ganeti/os/noop/ganeti_api_version
+for script in create export import rename; do
+    printf '#!/bin/sh\nexit 0\n' > "/srv/ganeti/os/noop/$script"
+    chmod 755 "/srv/ganeti/os/noop/$script"
+done
+
+teardown() {
+    set +e
+    gnt-instance list --no-headers -o name 2>/dev/null | while read -r name; do
+        gnt-instance remove -f "$name" >/dev/null 2>&1
+    done
+    gnt-cluster destroy --yes-do-it >/dev/null 2>&1
+    /usr/lib/ganeti/daemon-util stop-all >/dev/null 2>&1
+    for pidfile in /run/ganeti/*.pid /run/ganeti/kvm-hypervisor/pid/*; do
+        [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
+    done
+}
+trap teardown EXIT
+
+ctrl=/run/ganeti/kvm-hypervisor/ctrl
+poweroff=$work/poweroff.img halt=$work/halt.img reset=$work/reset.img
+# Floppy images (1.44 MB, the boot sector first). Each guest first waits
+# 3 s (BIOS int 15h/86h) so that Ganeti has sent `cont` and recorded it.
+python3 - "$work" <<'PY'
+import sys
+wait = bytes([0xB4, 0x86, 0xB9, 0x2D, 0x00, 0xBA, 0xC0, 0xC6, 0xCD, 0x15])
+halt = bytes([0xF4, 0xEB, 0xFD])
+programs = {
+    "poweroff": wait + bytes([0xBA, 0x04, 0x06, 0xB8, 0x00, 0x20, 0xEF]),  # out 0x604, 0x2000
+    "halt": b"",
+    "reset": wait + bytes([0xB0, 0xFE, 0xE6, 0x64]),  # keyboard controller reset
+}
+for name, code in programs.items():
+    sector = (code + halt).ljust(510, b"\0") + b"\x55\xaa"
+    with open(f"{sys.argv[1]}/{name}.img", "wb") as f:
+        f.write(sector.ljust(1474560, b"\0"))
+PY
+
+state() { # name -> "status oper_state admin_state admin_state_source"
+    gnt-instance list --no-headers -o status,oper_state,admin_state,admin_state_source "$1" |
+        tr -s ' '
+}
+wait_status() { # name status [seconds]
+    local deadline=$((SECONDS + ${3:-60}))
+    until [ "$(state "$1" | cut -d' ' -f1)" = "$2" ]; do
+        if [ $SECONDS -ge $deadline ]; then
+            log "$1 never reached $2 (now: $(state "$1"))"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+wait_down() { # name: until the instance is down, whoever decided how
+    local deadline=$((SECONDS + 60))
+    until state "$1" | grep -qE '^(ERROR|USER)_down '; do
+        if [ $SECONDS -ge $deadline ]; then
+            log "$1 never went down (now: $(state "$1"))"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+qemu_pid() { cat "/run/ganeti/kvm-hypervisor/pid/$1"; }
+file() { [ -e "$ctrl/$1.shutdown" ] && echo present || echo absent; }
+daemon_pid() {
+    local pid
+    pid=$(cat /run/ganeti/ganeti-kvmd.pid 2>/dev/null) || return 1
+    kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+# Each result says whether the daemon attached at the last start: a daemon
+# that did not (the original never retries a refused connect) is not
+# watching, and its answer is ERROR_down whatever happened.
+last=-
+result() { echo "RESULT $* attached=$last"; }
+# Every start of an instance, and whether the daemon got connected to its
+# .kvmd socket (a QMP client on it, within 10 s: kvmd takes milliseconds).
+starts=0 attached=0
+start() {
+    gnt-instance start "$1" >&2
+    starts=$((starts + 1))
+    last=no
+    local deadline=$((SECONDS + 10))
+    # Ganeti names the socket under /var/run, so ss shows that spelling.
+    until ss -xH state established | grep -qF "/ganeti/kvm-hypervisor/ctrl/$1.kvmd "; do
+        if [ $SECONDS -ge $deadline ]; then
+            log "the daemon did not attach to $1"
+            return 0
+        fi
+        sleep 0.1
+    done
+    attached=$((attached + 1))
+    last=yes
+}
+
+mkdir -p /var/log/ganeti /run/ganeti
+/usr/lib/ganeti/ensure-dirs >&2
+log "gnt-cluster init"
+gnt-cluster init --no-ssh-init --no-etc-hosts --master-netdev=gnt0 \
+    --enabled-hypervisors=kvm --enabled-disk-templates=diskless \
+    --user-shutdown=yes \
+    -H "kvm:kvm_path=/usr/bin/qemu-system-x86_64,kernel_path=,user_shutdown=true,floppy_image_path=$halt,kvm_extra=-boot a" \
+    cluster.gnt.test >&2
+result init daemon=$( daemon_pid >/dev/null && echo running || echo absent)
+
+add() { # name image [more -H]
+    gnt-instance add -t diskless --no-nics --no-install -o noop -n node1.gnt.test \
+        --no-name-check --no-ip-check --ignore-ipolicy --no-start \
+        -H "kvm:floppy_image_path=$2${3:+,$3}" "$1" >&2
+}
+
+# A guest that powers itself off: USER_down; the watcher marks it down
+# (source user); a start runs it again and the file is gone.
+add off "$poweroff"
+start off
+wait_status off USER_down || true
+result poweroff status="$(state off | cut -d' ' -f1)" file="$(file off)"
+ganeti-watcher --wait-children --no-verify-disks >&2 || true
+result poweroff-watcher state="$(state off | tr ' ' ,)"
+start off
+result poweroff-start status="$(state off | cut -d' ' -f1)" file="$(file off)"
+wait_status off USER_down || true
+gnt-instance shutdown --timeout=0 off >&2 || true
+
+# gnt-instance shutdown of a guest that ignores the button.
+add deaf "$halt"
+for timeout in 5 0; do
+    start deaf
+    gnt-instance shutdown --timeout=$timeout deaf >&2
+    result "shutdown-timeout-$timeout" status="$(state deaf | cut -d' ' -f1)" file="$(file deaf)"
+done
+
+# QEMU killed with SIGKILL: ERROR_down, and the watcher restarts it.
+add killed "$halt"
+start killed
+kill -KILL "$(qemu_pid killed)"
+wait_down killed || true
+result sigkill status="$(state killed | cut -d' ' -f1)" file="$(file killed)"
+ganeti-watcher --wait-children --no-verify-disks >&2 || true
+result sigkill-watcher status="$(state killed | cut -d' ' -f1)"
+gnt-instance shutdown --timeout=0 killed >&2 || true
+
+# QEMU sent SIGTERM, as a node going down does.
+add termed "$halt"
+start termed
+kill -TERM "$(qemu_pid termed)"
+wait_down termed || true
+result sigterm status="$(state termed | cut -d' ' -f1)" file="$(file termed)"
+gnt-instance shutdown --timeout=0 termed >&2 || true
+
+# reboot_behavior=exit (-no-reboot) and a guest that resets.
+add resets "$reset" reboot_behavior=exit
+start resets
+wait_down resets || true
+result reset status="$(state resets | cut -d' ' -f1)" file="$(file resets)"
+gnt-instance shutdown --timeout=0 resets >&2 || true
+
+# The daemon not running: gnt-instance start starts it again.
+kill -TERM "$(daemon_pid)"
+deadline=$((SECONDS + 20))
+while daemon_pid >/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+start deaf
+result restart-daemon daemon=$(daemon_pid >/dev/null && echo running || echo absent)
+gnt-instance shutdown --timeout=0 deaf >&2 || true
+result attach starts=$starts attached=$attached
+log done
