@@ -98,7 +98,7 @@ fn check(daemon: &str, results: &Results) {
     }
     let starts = get(results, "attach", "starts");
     assert_eq!(
-        get(results, "attach", "attached"),
+        get(results, "attach", "watched"),
         starts,
         "{daemon} must attach to the instance on every start"
     );
@@ -152,9 +152,9 @@ fn in_a_real_ganeti_cluster_kvmd_gives_the_watcher_what_it_needs() {
     }
     eprintln!(
         "attached on start: kvmd {}/{}, original {}/{}",
-        get(&kvmd, "attach", "attached"),
+        get(&kvmd, "attach", "watched"),
         get(&kvmd, "attach", "starts"),
-        get(&original, "attach", "attached"),
+        get(&original, "attach", "watched"),
         get(&original, "attach", "starts"),
     );
 }

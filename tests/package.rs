@@ -230,6 +230,11 @@ fn packages_install_work_and_purge_to_nothing() {
     // machine has no systemd to start it under its sandbox).
     standalone_start_from_unit();
 
+    // A real one-node Ganeti cluster: kvmd-ganeti installed into it while
+    // Debian's daemon runs (restarted onto kvmd), the scenarios run with
+    // kvmd as ganeti-kvmd, then removed (restarted onto Debian's again).
+    cluster_with_the_package(&ganeti_deb);
+
     // The Ganeti package: Debian's binary kept aside, kvmd in its place;
     // installed twice, so that its upgrade path runs too.
     run(Command::new("dpkg").arg("-i").arg(&ganeti_deb));
@@ -250,10 +255,6 @@ fn packages_install_work_and_purge_to_nothing() {
     assert_eq!(divert.trim(), "kvmd-ganeti");
     let named = stdout(Command::new(GANETI_KVMD).arg("--version"));
     assert!(named.starts_with("ganeti-kvmd (kvmd)"), "{named}");
-
-    // A real one-node Ganeti cluster with the package installed: its
-    // ganeti-kvmd (Debian's path, started by Ganeti) gives kvmd's answers.
-    cluster_with_the_package();
 
     // Removing the Ganeti package puts Debian's binary back at once.
     run(Command::new("dpkg").args(["--remove", "kvmd-ganeti"]));
@@ -329,10 +330,12 @@ fn standalone_start_from_unit() {
     assert!(exit.success(), "kvmd exit: {exit}");
 }
 
-/// tests/cluster/one-node.sh with the installed ganeti-kvmd ("original":
-/// whatever Ganeti's path leads to, kvmd here); tests/cluster.rs checks
-/// every scenario, this only that the package's daemon is kvmd in Ganeti.
-fn cluster_with_the_package() {
+/// tests/cluster/one-node.sh on Debian's ganeti-kvmd, with kvmd-ganeti
+/// installed into the running cluster and removed at its end: each time
+/// Ganeti's running daemon must be restarted onto the other binary.
+/// tests/cluster.rs checks every scenario; this, that the package's daemon
+/// is kvmd in Ganeti.
+fn cluster_with_the_package(ganeti_deb: &Path) {
     if !Path::new("/usr/sbin/gnt-cluster").exists() {
         return skip("ganeti not installed (tests/run.sh installs it)");
     }
@@ -341,10 +344,17 @@ fn cluster_with_the_package() {
         .tempdir_in("/dev/shm")
         .expect("work dir on tmpfs");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/one-node.sh");
-    let out = run(Command::new(script).arg("original").arg(work.path()));
+    let out = run(Command::new(script)
+        .arg("original")
+        .arg(work.path())
+        .env("ONE_NODE_INSTALL", ganeti_deb)
+        .env("ONE_NODE_REMOVE", "kvmd-ganeti"));
     let results = String::from_utf8_lossy(&out.stdout);
+    eprintln!("cluster with kvmd-ganeti:\n{results}");
     for line in [
         "RESULT init daemon=running",
+        "RESULT install restarted=yes exe=/usr/sbin/kvmd",
+        "RESULT remove restarted=yes exe=/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd",
         "RESULT poweroff status=USER_down file=present",
         "RESULT sigterm status=ERROR_down file=absent",
         "RESULT reset status=ERROR_down file=absent",

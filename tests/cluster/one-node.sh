@@ -15,7 +15,7 @@ if [ "${1:-}" != --inside ]; then
     # The time limit inside lets the script clean up; the hard one outside
     # ends it when it cannot (unshare --fork waits through SIGTERM).
     exec timeout -s KILL 420 unshare --mount --uts --net --fork --kill-child -- \
-        timeout 360 "$0" --inside "$@"
+        timeout "${ONE_NODE_TIMEOUT:-360}" "$0" --inside "$@"
 fi
 shift
 daemon=$1 work=$2
@@ -89,6 +89,9 @@ teardown() {
     done
 }
 trap teardown EXIT
+# timeout's SIGTERM must run the teardown too: QEMU daemonizes, and
+# Ganeti's daemons detach; nothing else would end them.
+trap 'exit 143' TERM INT
 
 ctrl=/run/ganeti/kvm-hypervisor/ctrl
 poweroff=$work/poweroff.img halt=$work/halt.img reset=$work/reset.img
@@ -175,6 +178,23 @@ gnt-cluster init --no-ssh-init --no-etc-hosts --master-netdev=gnt0 \
     cluster.gnt.test >&2
 result init daemon=$( daemon_pid >/dev/null && echo running || echo absent)
 
+# With ONE_NODE_INSTALL (a kvmd-ganeti .deb): install it into the running
+# cluster, and see Ganeti's running daemon restarted onto kvmd by the
+# package's postinst. kvmd is then ganeti-kvmd for every scenario below.
+running_exe() { readlink -f "/proc/$(daemon_pid)/exe" 2>/dev/null || echo none; }
+wait_restarted() { # old pid
+    local deadline=$((SECONDS + 20))
+    until [ "$(daemon_pid || echo "$1")" != "$1" ] || [ $SECONDS -ge $deadline ]; do
+        sleep 0.2
+    done
+}
+if [ -n "${ONE_NODE_INSTALL:-}" ]; then
+    before=$(daemon_pid || echo none)
+    dpkg -i "$ONE_NODE_INSTALL" >&2
+    wait_restarted "$before"
+    result install restarted=$([ "$(daemon_pid || echo "$before")" != "$before" ] && echo yes || echo no) exe="$(running_exe)"
+fi
+
 add() { # name image [more -H]
     gnt-instance add -t diskless --no-nics --no-install -o noop -n node1.gnt.test \
         --no-name-check --no-ip-check --ignore-ipolicy --no-start \
@@ -234,5 +254,13 @@ while daemon_pid >/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 start deaf
 result restart-daemon daemon=$(daemon_pid >/dev/null && echo running || echo absent)
 gnt-instance shutdown --timeout=0 deaf >&2 || true
-result attach starts=$starts attached=$attached
+result attach starts=$starts watched=$attached
+# With ONE_NODE_REMOVE (a package name): remove it, and see the daemon
+# restarted onto Debian's binary by the package's postrm.
+if [ -n "${ONE_NODE_REMOVE:-}" ]; then
+    before=$(daemon_pid || echo none)
+    dpkg --remove "$ONE_NODE_REMOVE" >&2
+    wait_restarted "$before"
+    result remove restarted=$([ "$(daemon_pid || echo "$before")" != "$before" ] && echo yes || echo no) exe="$(running_exe)"
+fi
 log done
