@@ -59,8 +59,11 @@ pub enum Unavailable {
 #[derive(Debug)]
 enum Role {
     /// An existing ancestor of the control directory: only its own
-    /// deletion, move or unmount matters.
-    Ancestor,
+    /// deletion, move or unmount matters from now on. It was the gate for
+    /// `next` until the level below was watched, and events queued while
+    /// it was (`next` deleted just as the crawler stepped into it) still
+    /// change the path: they are read under this role.
+    Ancestor { next: OsString },
     /// The deepest ancestor reached: `next` appearing or going away there
     /// changes the path.
     Gate { next: OsString },
@@ -266,7 +269,8 @@ impl Watcher {
             }
             if let Some(above) = above.take() {
                 // It now only needs to say if it goes away itself.
-                self.add_watch(&above, ANCESTOR_MASK, Role::Ancestor);
+                let next = names[depth - 1].clone();
+                self.add_watch(&above, ANCESTOR_MASK, Role::Ancestor { next });
             }
             let child = parent.join(name);
             let is_ctrl_dir = depth + 1 == names.len();
@@ -376,7 +380,9 @@ impl Watcher {
                             warn_nameless();
                         }
                     }
-                    Role::Gate { next } if name == next && event.mask.intersects(ENTRY_EVENTS) => {
+                    Role::Gate { next } | Role::Ancestor { next }
+                        if name == next && event.mask.intersects(ENTRY_EVENTS) =>
+                    {
                         crawl_again = true;
                     }
                     _ => {}
