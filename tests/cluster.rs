@@ -8,20 +8,14 @@
 //! the runs are one test, in sequence, because a cluster holds Ganeti's
 //! fixed paths (inside its namespace) and the machine's two cores.
 
+mod common;
+
+use common::skip;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 type Results = BTreeMap<String, BTreeMap<String, String>>;
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn skip(why: &str) {
-    assert!(!required(), "CI=true and {why}");
-    eprintln!("SKIPPED: {why}");
-}
 
 /// Runs the cluster with `daemon` as its ganeti-kvmd ("original": Debian's)
 /// and returns scenario → key → value.
@@ -97,6 +91,10 @@ fn check(daemon: &str, results: &Results) {
         }
     }
     let starts = get(results, "attach", "starts");
+    assert!(
+        starts.parse::<u32>().is_ok_and(|n| n > 0),
+        "{daemon}: no starts counted ({starts})"
+    );
     assert_eq!(
         get(results, "attach", "watched"),
         starts,

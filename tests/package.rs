@@ -10,21 +10,14 @@
 //! it is one test, run alone in its own test binary. It refuses to touch a
 //! machine where a `kvmd` package is already installed.
 
+mod common;
+
+use common::skip;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const GANETI_KVMD: &str = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd";
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Skips (prints why) or, under CI, fails.
-fn skip(why: &str) {
-    assert!(!required(), "CI=true and {why}");
-    eprintln!("SKIPPED: {why}");
-}
 
 fn run(command: &mut Command) -> Output {
     let shown = format!("{command:?}");

@@ -42,6 +42,16 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Skips a test whose part `why` names is missing: a line on stderr, or
+/// under CI (`CI=true`), where tests must not pass by skipping, a failure.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true and {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+}
+
 /// The QEMU binary, or `None` (test skipped) when it is missing outside
 /// CI. Under CI (`CI=true`) a missing QEMU fails the test: end-to-end
 /// tests must not pass by skipping.
