@@ -13,6 +13,10 @@
 //!   or moved. `C`'s own DELETE_SELF cannot be relied on: the kernel sends
 //!   it only once the directory's dentry is released, and a running QEMU's
 //!   socket inside it pins that dentry until QEMU exits;
+//! - while the crawl waits for a missing level, the gate's own parent also
+//!   keeps watching for the gate's name: a directory removed just as the
+//!   crawler looked in it for the next level may never send DELETE_SELF
+//!   (the failed lookup leaves a cached negative entry that pins it);
 //! - `C` itself is opened (`O_NOFOLLOW`: a symlink is not a control
 //!   directory) and watched through `/proc/self/fd`, so the watch is on the
 //!   directory that was checked. No descriptor of it is kept (that would
@@ -255,9 +259,14 @@ impl Watcher {
             })
             .collect();
         let mut parent = PathBuf::from("/");
-        // The gate above `parent`: it keeps watching for `parent` until
-        // `parent`'s own watch is in place, so a directory that vanishes
-        // in between never leaves the crawler blind.
+        // The gate above `parent`: it keeps watching for `parent` until the
+        // next level is found there. A directory's own DELETE_SELF can come
+        // late or never: the kernel sends it when the last reference to the
+        // directory's dentry goes, and a lookup that misses in a directory
+        // being removed (ours, for the next level) leaves a cached negative
+        // entry there that keeps it referenced. Its parent's DELETE of its
+        // name comes at once, so the parent keeps listening for it while
+        // the crawl may have looked in vain below.
         let mut above: Option<PathBuf> = None;
         for (depth, name) in names.iter().enumerate() {
             // Watch the parent for `name` before looking for it, so that
@@ -266,11 +275,6 @@ impl Watcher {
             if let Added::Gone = self.add_watch(&parent, GATE_MASK, gate) {
                 // Gone again: the gate above saw it go and will crawl.
                 return;
-            }
-            if let Some(above) = above.take() {
-                // It now only needs to say if it goes away itself.
-                let next = names[depth - 1].clone();
-                self.add_watch(&above, ANCESTOR_MASK, Role::Ancestor { next });
             }
             let child = parent.join(name);
             let is_ctrl_dir = depth + 1 == names.len();
@@ -292,6 +296,12 @@ impl Watcher {
                     parent.display()
                 );
                 return;
+            }
+            if let Some(above) = above.take() {
+                // Nothing was missed below it: it now only needs to say if
+                // it goes away itself.
+                let next = names[depth - 1].clone();
+                self.add_watch(&above, ANCESTOR_MASK, Role::Ancestor { next });
             }
             // The control directory's parent stays its gate.
             if !is_ctrl_dir {
