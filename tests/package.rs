@@ -1,7 +1,8 @@
 //! The Debian packages, as an operator meets them: `cargo deb` builds
 //! `kvmd` and `kvmd-ganeti`, `lintian` finds no error, `dpkg -i` puts the
 //! binary, man page, unit and log rotation in place (the unit verified by
-//! `systemd-analyze`, never enabled by the package), `kvmd-ganeti` diverts
+//! `systemd-analyze`, never enabled by the package, and started by a real
+//! systemd with its sandbox applied), `kvmd-ganeti` diverts
 //! Debian's `ganeti-kvmd` to kvmd, and `dpkg --purge` returns the machine
 //! exactly to how it was: the same files under /etc, /usr, /var, /run and
 //! the original `ganeti-kvmd` byte for byte.
@@ -12,7 +13,7 @@
 
 mod common;
 
-use common::skip;
+use common::{boot_image, program, skip};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -231,9 +232,8 @@ fn packages_install_work_and_purge_to_nothing() {
         !Path::new("/etc/systemd/system/multi-user.target.wants/kvmd.service").exists(),
         "the package must not enable the standalone unit"
     );
-    // The unit's own command line works with the installed binary (this
-    // machine has no systemd to start it under its sandbox).
-    standalone_start_from_unit();
+    // Started by systemd itself, its sandbox and all.
+    service_under_systemd();
 
     // A real one-node Ganeti cluster: kvmd-ganeti installed into it while
     // Debian's daemon runs (restarted onto kvmd), the scenarios run with
@@ -279,60 +279,54 @@ fn packages_install_work_and_purge_to_nothing() {
     );
 }
 
-/// Runs the installed unit's ExecStart (its flags, its paths) in the
-/// foreground, asks it with `kvmd status`, and stops it with SIGTERM.
-fn standalone_start_from_unit() {
-    let unit = std::fs::read_to_string("/usr/lib/systemd/system/kvmd.service").expect("unit");
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart");
-    let argv: Vec<&str> = exec
-        .split_whitespace()
-        .filter(|a| !a.starts_with('$'))
-        .collect();
-    // What systemd's RuntimeDirectory= and LogsDirectory= make.
-    for dir in [
-        "/run/kvmd",
-        "/run/kvmd-state",
-        "/run/kvmd-daemon",
-        "/var/log/kvmd",
-    ] {
-        std::fs::create_dir_all(dir).expect(dir);
+/// The installed kvmd.service started by real systemd, booted as PID 1 of
+/// private namespaces on a throwaway root (tests/systemd/boot.sh): the
+/// unit's sandbox applied for real, and kvmd still doing its work inside
+/// it, on real QEMU guests (tests/systemd/kvmd-service.sh).
+fn service_under_systemd() {
+    if !Path::new("/lib/systemd/systemd").exists() {
+        return skip("systemd not installed (tests/run.sh installs it)");
     }
-    let mut daemon = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kvmd from the unit's ExecStart");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        let out = Command::new("/usr/sbin/kvmd")
-            .args(["status", "--pid-file", "/run/kvmd-daemon/kvmd.pid"])
-            .output()
-            .expect("kvmd status");
-        if out.status.success() || std::time::Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
+    let work = tempfile::Builder::new()
+        .prefix("kvmd-package-systemd")
+        .tempdir_in("/dev/shm")
+        .expect("work dir on tmpfs");
+    // Inside, the work directory is /kvmd-test.
+    boot_image(work.path(), "poweroff", &[program::POWER_OFF]);
+    boot_image(work.path(), "halt", &[]);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd");
+    let out = Command::new(here.join("boot.sh"))
+        .arg(work.path())
+        .arg(here.join("kvmd-service.sh"))
+        .args(["/kvmd-test/poweroff.img", "/kvmd-test/halt.img"])
+        .output()
+        .expect("tests/systemd/boot.sh");
+    let results = String::from_utf8_lossy(&out.stdout);
+    let journal = std::fs::read_to_string(work.path().join("journal.txt")).unwrap_or_default();
+    let said = format!(
+        "{results}{}\n---- journal ----\n{journal}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let exit = daemon.wait().expect("wait");
-    assert!(
-        status.status.success(),
-        "kvmd status: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&status.stdout).contains("/run/kvmd"),
-        "{}",
-        String::from_utf8_lossy(&status.stdout)
-    );
-    assert!(exit.success(), "kvmd exit: {exit}");
+    eprintln!("kvmd.service under systemd:\n{results}");
+    assert!(out.status.success(), "boot.sh: {}\n{said}", out.status);
+    for line in [
+        "RESULT boot system=running",
+        // Installed, never enabled: nothing starts it unless asked.
+        "RESULT unit enabled=disabled active=inactive",
+        // Type=notify: active only once kvmd said READY=1.
+        "RESULT start rc=0 active=active status=\"watching /run/kvmd: 0 monitored\"",
+        // No new privileges, a seccomp filter, CAP_DAC_OVERRIDE alone, no
+        // network, / read-only.
+        "RESULT sandbox nonewprivs=1 seccomp=2 capbnd=0000000000000002 netns=private root=ro",
+        "RESULT status rc=0 watching=1",
+        "RESULT user-poweroff qemu-exit=0 file=yes decided=\"user shutdown (guest-poweroff)",
+        "RESULT sigkill file=no decided=\"not a user shutdown (no-shutdown)",
+        "RESULT reload rc=0 same-pid=yes",
+        "RESULT stop rc=0 active=inactive result=success",
+    ] {
+        assert!(results.contains(line), "{line} missing:\n{said}");
+    }
+    assert!(!results.contains("RESULT timeout"), "{said}");
 }
 
 /// tests/cluster/one-node.sh on Debian's ganeti-kvmd, with kvmd-ganeti
