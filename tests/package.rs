@@ -232,8 +232,14 @@ fn packages_install_work_and_purge_to_nothing() {
         !Path::new("/etc/systemd/system/multi-user.target.wants/kvmd.service").exists(),
         "the package must not enable the standalone unit"
     );
-    // Started by systemd itself, its sandbox and all.
-    service_under_systemd();
+    // Started by systemd itself, its sandbox and all; and kvmd-ganeti's
+    // restarts of a ganeti-kvmd that systemd runs.
+    if Path::new("/lib/systemd/systemd").exists() {
+        service_under_systemd();
+        ganeti_unit_restarts_under_systemd(&ganeti_deb);
+    } else {
+        skip("systemd not installed (tests/run.sh installs it)");
+    }
 
     // A real one-node Ganeti cluster: kvmd-ganeti installed into it while
     // Debian's daemon runs (restarted onto kvmd), the scenarios run with
@@ -279,54 +285,97 @@ fn packages_install_work_and_purge_to_nothing() {
     );
 }
 
-/// The installed kvmd.service started by real systemd, booted as PID 1 of
-/// private namespaces on a throwaway root (tests/systemd/boot.sh): the
-/// unit's sandbox applied for real, and kvmd still doing its work inside
-/// it, on real QEMU guests (tests/systemd/kvmd-service.sh).
-fn service_under_systemd() {
-    if !Path::new("/lib/systemd/systemd").exists() {
-        return skip("systemd not installed (tests/run.sh installs it)");
-    }
+/// Boots a real systemd, as PID 1 of private namespaces on a throwaway
+/// root (tests/systemd/boot.sh), and runs `checks` (a script beside it)
+/// inside with `args`. `setup` fills the work directory first, which is
+/// /kvmd-test inside. Returns the script's output; fails the test if it
+/// failed or printed `RESULT timeout`.
+fn under_systemd(checks: &str, setup: impl FnOnce(&Path), args: &[&str]) -> String {
     let work = tempfile::Builder::new()
         .prefix("kvmd-package-systemd")
         .tempdir_in("/dev/shm")
         .expect("work dir on tmpfs");
-    // Inside, the work directory is /kvmd-test.
-    boot_image(work.path(), "poweroff", &[program::POWER_OFF]);
-    boot_image(work.path(), "halt", &[]);
+    setup(work.path());
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd");
     let out = Command::new(here.join("boot.sh"))
         .arg(work.path())
-        .arg(here.join("kvmd-service.sh"))
-        .args(["/kvmd-test/poweroff.img", "/kvmd-test/halt.img"])
+        .arg(here.join(checks))
+        .args(args)
         .output()
         .expect("tests/systemd/boot.sh");
-    let results = String::from_utf8_lossy(&out.stdout);
+    let results = String::from_utf8_lossy(&out.stdout).into_owned();
     let journal = std::fs::read_to_string(work.path().join("journal.txt")).unwrap_or_default();
-    let said = format!(
-        "{results}{}\n---- journal ----\n{journal}",
+    eprintln!("{checks} under systemd:\n{results}");
+    assert!(
+        out.status.success() && !results.contains("RESULT timeout"),
+        "boot.sh {checks}: {}\n{results}{}\n---- journal ----\n{journal}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("kvmd.service under systemd:\n{results}");
-    assert!(out.status.success(), "boot.sh: {}\n{said}", out.status);
-    for line in [
-        "RESULT boot system=running",
-        // Installed, never enabled: nothing starts it unless asked.
-        "RESULT unit enabled=disabled active=inactive",
-        // Type=notify: active only once kvmd said READY=1.
-        "RESULT start rc=0 active=active status=\"watching /run/kvmd: 0 monitored\"",
-        // No new privileges, a seccomp filter, CAP_DAC_OVERRIDE alone, no
-        // network, / read-only.
-        "RESULT sandbox nonewprivs=1 seccomp=2 capbnd=0000000000000002 netns=private root=ro",
-        "RESULT status rc=0 watching=1",
-        "RESULT user-poweroff qemu-exit=0 file=yes decided=\"user shutdown (guest-poweroff)",
-        "RESULT sigkill file=no decided=\"not a user shutdown (no-shutdown)",
-        "RESULT reload rc=0 same-pid=yes",
-        "RESULT stop rc=0 active=inactive result=success",
-    ] {
-        assert!(results.contains(line), "{line} missing:\n{said}");
+    results
+}
+
+/// Every line of `want` is in `results`.
+fn assert_results(results: &str, want: &[&str]) {
+    for line in want {
+        assert!(results.contains(line), "{line} missing:\n{results}");
     }
-    assert!(!results.contains("RESULT timeout"), "{said}");
+}
+
+/// The installed kvmd.service started by real systemd: the unit's sandbox
+/// applied for real, and kvmd still doing its work inside it, on real QEMU
+/// guests (tests/systemd/kvmd-service.sh).
+fn service_under_systemd() {
+    let images = |work: &Path| {
+        boot_image(work, "poweroff", &[program::POWER_OFF]);
+        boot_image(work, "halt", &[]);
+    };
+    let args = ["/kvmd-test/poweroff.img", "/kvmd-test/halt.img"];
+    let results = under_systemd("kvmd-service.sh", images, &args);
+    assert_results(
+        &results,
+        &[
+            "RESULT boot system=running",
+            // Installed, never enabled: nothing starts it unless asked.
+            "RESULT unit enabled=disabled active=inactive",
+            // Type=notify: active only once kvmd said READY=1.
+            "RESULT start rc=0 active=active status=\"watching /run/kvmd: 0 monitored\"",
+            // No new privileges, a seccomp filter, CAP_DAC_OVERRIDE alone,
+            // no network, / read-only.
+            "RESULT sandbox nonewprivs=1 seccomp=2 capbnd=0000000000000002 netns=private root=ro",
+            "RESULT status rc=0 watching=1",
+            "RESULT user-poweroff qemu-exit=0 file=yes decided=\"user shutdown (guest-poweroff)",
+            "RESULT sigkill file=no decided=\"not a user shutdown (no-shutdown)",
+            "RESULT reload rc=0 same-pid=yes",
+            "RESULT stop rc=0 active=inactive result=success",
+        ],
+    );
+}
+
+/// kvmd-ganeti's maintainer scripts on a node whose ganeti-kvmd is run by
+/// systemd (Ganeti's example unit): installing it restarts the unit onto
+/// kvmd, removing it back onto Debian's binary, through
+/// `deb-systemd-invoke try-restart` (tests/systemd/ganeti-kvmd-unit.sh).
+/// dpkg runs inside the throwaway root: the host's package database and
+/// files are untouched.
+fn ganeti_unit_restarts_under_systemd(ganeti_deb: &Path) {
+    let name = ganeti_deb.file_name().expect("deb name");
+    let copy = |work: &Path| {
+        std::fs::copy(ganeti_deb, work.join(name)).expect("copy kvmd-ganeti");
+    };
+    let inside = Path::new("/kvmd-test").join(name);
+    let inside = inside.to_str().expect("deb path");
+    let results = under_systemd("ganeti-kvmd-unit.sh", copy, &[inside]);
+    assert_results(
+        &results,
+        &[
+            "RESULT boot system=running",
+            &format!("RESULT original rc=0 active=active exe={GANETI_KVMD} restarted=- failures=0"),
+            "RESULT install rc=0 active=active exe=/usr/sbin/kvmd restarted=yes failures=0",
+            "RESULT status rc=0 watching=1",
+            &format!("RESULT remove rc=0 active=active exe={GANETI_KVMD} restarted=yes failures=0"),
+        ],
+    );
 }
 
 /// tests/cluster/one-node.sh on Debian's ganeti-kvmd, with kvmd-ganeti
