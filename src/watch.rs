@@ -64,9 +64,9 @@ pub enum Unavailable {
 enum Role {
     /// An existing ancestor of the control directory: only its own
     /// deletion, move or unmount matters from now on. It was the gate for
-    /// `next` until the level below was watched, and events queued while
-    /// it was (`next` deleted just as the crawler stepped into it) still
-    /// change the path: they are read under this role.
+    /// `next` until the level below `next` was found, and events queued
+    /// while it was (`next` deleted just as the crawler stepped into it)
+    /// still change the path: they are read under this role.
     Ancestor { next: OsString },
     /// The deepest ancestor reached: `next` appearing or going away there
     /// changes the path.

@@ -32,10 +32,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         if [ ! -e "$policy" ]; then
             printf '#!/bin/sh\nexit 101\n' > "$policy"
             chmod 755 "$policy"
+            policy_made=yes
             trap 'rm -f "$policy"' EXIT
         fi
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # Gone before the tests: deb-systemd-invoke obeys it too, and
+        # tests/package.rs needs it to restart units (inside a throwaway
+        # systemd whose root is this machine's).
+        if [ -n "${policy_made:-}" ]; then rm -f "$policy"; fi
     else
         echo "tests/run.sh: missing ${missing[*]}; as root this script installs" \
              "them. Tests that need them are skipped, and fail under CI=true." >&2

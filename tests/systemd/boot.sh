@@ -12,13 +12,18 @@
 # its output and exit status are this script's. WORK also gets console.log
 # (systemd's console) and journal.txt.
 #
-# Nothing of the host is written: every write lands in the overlay's tmpfs;
-# /proc/sys and /sys are read-only inside (systemd would otherwise set
+# Meant to leave the host as it was, for well-behaved code inside (this is
+# a test bed, not a security boundary: everything inside is root with
+# CAP_SYS_ADMIN): every file write lands in the overlay's tmpfs; /proc/sys
+# and /sys are mounted read-only inside (systemd would otherwise set
 # kernel-wide knobs: core_pattern, fs.file-max); generators and the units
-# that touch the kernel or start the host's servers are masked; a few
-# capabilities (modules, clock, raw I/O, reboot) are dropped. Bounded in
-# time: BOOT_TIMEOUT (default 120 s) for the whole run.
+# that touch the kernel or start the host's servers are masked; the
+# capabilities to load modules, set the clock, do raw I/O or reboot are
+# dropped, for systemd and for the checks alike. Bounded in time:
+# BOOT_TIMEOUT (default 120 s) for the whole run; whatever happens, every
+# process inside is killed (cgroup.kill) and the cgroup removed.
 set -euo pipefail
+DROPPED=-sys_module,-sys_time,-sys_rawio,-sys_boot,-syslog,-wake_alarm
 
 if [ "${1:-}" = --pid1 ]; then
     # --- Inside: PID 1 of the new PID namespace, in the private mount
@@ -110,7 +115,7 @@ if [ "${1:-}" = --pid1 ]; then
     rmdir /.oldroot
     cd /
     exec env -i container=kvmd-test PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-        setpriv --bounding-set -sys_module,-sys_time,-sys_rawio,-sys_boot,-syslog,-wake_alarm \
+        setpriv --bounding-set "$DROPPED" \
         /lib/systemd/systemd --unit=kvmd-test.target --log-target=journal-or-kmsg \
         --show-status=1
 fi
@@ -122,8 +127,11 @@ shift 2
 [ "$(id -u)" = 0 ] || { echo "boot.sh: needs root" >&2; exit 1; }
 work=$(realpath "$work")
 deadline=$((SECONDS + ${BOOT_TIMEOUT:-120}))
+# Seconds left before the deadline, at least 1 (`timeout 0` never ends).
+left() { local n=$((deadline - SECONDS)); echo $((n > 0 ? n : 1)); }
 
-# A cgroup v2 directory of our own.
+# A cgroup v2 directory of our own: everything inside runs in it, so that
+# it can all be killed at once, whatever state it is in.
 if [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
     cg=/sys/fs/cgroup/unified/kvmd-test.$$
 elif [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
@@ -132,70 +140,87 @@ else
     echo "boot.sh: no cgroup v2 hierarchy" >&2
     exit 1
 fi
-mkdir "$cg"
-mkdir "$work/upper" "$work/root"
-cp "$checks" "$work/checks.sh"
 
-launcher= pid1=
+launcher= pid1= pidns=
+# PID 1 inside, as long as it is still the one that was started.
+container_pid1() {
+    [ -n "$pid1" ] || { pid1=$(cat "$work/pid1" 2>/dev/null) || return 1; }
+    [ -n "$pidns" ] || pidns=$(readlink "/proc/$pid1/ns/pid" 2>/dev/null) || return 1
+    [ "$(readlink "/proc/$pid1/ns/pid" 2>/dev/null)" = "$pidns" ]
+}
 teardown() {
     local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$pid1" ] && [ -d "/proc/$pid1" ]; then
+    trap '' INT TERM
+    trap - EXIT
+    if container_pid1; then
         # SIGRTMIN+3: halt. In a container, systemd exits once it is done.
-        kill -s SIGRTMIN+3 "$pid1" 2> /dev/null || true
-        for _ in $(seq 100); do [ -d "/proc/$pid1" ] || break; sleep 0.1; done
-        # Killing PID 1 kills the whole PID namespace.
-        kill -KILL "$pid1" 2> /dev/null || true
+        kill -s SIGRTMIN+3 "$pid1" 2>/dev/null || true
+        for _ in $(seq 100); do container_pid1 || break; sleep 0.1; done
     fi
+    # Whatever is left inside (PID 1's end ends the PID namespace, and
+    # the checks with it).
+    if [ -e "$cg/cgroup.kill" ]; then echo 1 > "$cg/cgroup.kill" 2>/dev/null || true; fi
+    if container_pid1; then kill -KILL "$pid1" 2>/dev/null || true; fi
     if [ -n "$launcher" ]; then
-        kill -KILL "$launcher" 2> /dev/null || true
-        wait "$launcher" 2> /dev/null || true
+        # `script` first: it outlives a killed `timeout`.
+        # shellcheck disable=SC2046
+        kill -KILL $(cat /proc/"$launcher"/task/*/children 2>/dev/null) 2>/dev/null || true
+        kill -KILL "$launcher" 2>/dev/null || true
+        wait "$launcher" 2>/dev/null || true
     fi
     for _ in $(seq 50); do
-        find "$cg" -depth -type d -exec rmdir {} + 2> /dev/null || true
         [ -d "$cg" ] || break
+        find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
         sleep 0.1
     done
-    [ -d "$cg" ] && echo "boot.sh: could not remove $cg" >&2
+    if [ -d "$cg" ]; then
+        echo "boot.sh: could not remove $cg" >&2
+        [ "$rc" != 0 ] || rc=1
+    fi
     exit "$rc"
 }
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+mkdir "$cg"
+mkdir "$work/upper" "$work/root"
+cp "$checks" "$work/checks.sh"
 
 # `script` gives the container a pty for /dev/console, logged to a file.
 # The mount namespace is private: every mount made inside goes with it.
-timeout -s KILL "${BOOT_TIMEOUT:-120}" script -qfec \
-    "exec unshare --mount --propagation private --uts --ipc --net --pid --fork --kill-child $0 --pid1 $work $cg" \
-    "$work/console.log" < /dev/null > /dev/null 2>&1 &
+inner=$(printf '%q ' unshare --mount --propagation private --uts --ipc --net --pid \
+    --fork --kill-child "$0" --pid1 "$work" "$cg")
+timeout -s KILL "$(left)" script -qfec "exec $inner" "$work/console.log" \
+    < /dev/null > /dev/null 2>&1 &
 launcher=$!
 
-until [ -s "$work/pid1" ]; do
-    if [ $SECONDS -ge $deadline ] || ! kill -0 "$launcher" 2> /dev/null; then
+until container_pid1; do
+    if [ $SECONDS -ge $deadline ] || ! kill -0 "$launcher" 2>/dev/null; then
         echo "boot.sh: the container did not start" >&2
         cat "$work/console.log" >&2 || true
         exit 1
     fi
     sleep 0.05
 done
-pid1=$(cat "$work/pid1")
-inside() { nsenter -t "$pid1" -a -- "$@"; }
-until [ "$(readlink "/proc/$pid1/exe" 2> /dev/null)" = /usr/lib/systemd/systemd ] \
+inside() { timeout -s KILL "$(left)" nsenter -t "$pid1" -a -- "$@"; }
+until [ "$(readlink "/proc/$pid1/exe" 2>/dev/null)" = /usr/lib/systemd/systemd ] \
     && inside systemctl is-system-running > /dev/null 2>&1; do
-    state=$(inside systemctl is-system-running 2> /dev/null || true)
+    state=$(inside systemctl is-system-running 2>/dev/null || true)
     case "$state" in degraded | maintenance | stopping) break ;; esac
-    if [ $SECONDS -ge $deadline ] || ! [ -d "/proc/$pid1" ]; then
+    if [ $SECONDS -ge $deadline ] || ! container_pid1; then
         echo "boot.sh: systemd did not come up (state: ${state:-none})" >&2
         cat "$work/console.log" >&2 || true
         exit 1
     fi
     sleep 0.1
 done
-echo "RESULT boot system=$(inside systemctl is-system-running 2> /dev/null || true)"
+echo "RESULT boot system=$(inside systemctl is-system-running 2>/dev/null || true)"
 
+# In the background, so that a signal to this script is acted on at once.
+inside setpriv --bounding-set "$DROPPED" /bin/bash /kvmd-test/checks.sh "$@" &
+checks_pid=$!
 set +e
-timeout -s KILL $((deadline - SECONDS)) \
-    nsenter -t "$pid1" -a -- /bin/bash /kvmd-test/checks.sh "$@"
+wait "$checks_pid"
 rc=$?
 set -e
 inside journalctl -b --no-pager -o short-monotonic > "$work/journal.txt" 2>&1 || true

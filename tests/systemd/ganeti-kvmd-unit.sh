@@ -35,6 +35,21 @@ systemctl start ganeti-kvmd.service
 
 main() { systemctl show -p MainPID --value ganeti-kvmd.service; }
 exe() { readlink -f "/proc/$(main)/exe"; }
+# Polls until ganeti-kvmd runs `binary` and says it watches the control
+# directory (Type=simple: systemd has it "active" from its fork on), for at
+# most 30 s.
+running() {
+    local binary=$1
+    for _ in $(seq 300); do
+        if [ "$(exe)" = "$binary" ] &&
+            journalctl -b --no-pager -o cat _PID="$(main)" 2>/dev/null |
+            grep -qi "watch.*kvm-hypervisor/ctrl"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "RESULT timeout ganeti-kvmd on $binary"
+}
 # Whether the unit runs, on which binary, whether it is a new process, and
 # how often it failed and was restarted by systemd (Restart=on-failure).
 report() {
@@ -46,15 +61,24 @@ report() {
         "exe=$(exe) restarted=$restarted" \
         "failures=$(systemctl show -p NRestarts --value ganeti-kvmd.service)"
 }
+original=/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd
+# deb-systemd-invoke obeys a policy-rc.d that says no; this throwaway root
+# must not inherit one from the host.
+rm -f /usr/sbin/policy-rc.d
 
+running "$original"
 report original 0
 before=$(main)
 dpkg -i "$deb" > /kvmd-test/dpkg-install.log 2>&1
-report install $? "$before"
+rc=$?
+running /usr/sbin/kvmd
+report install "$rc" "$before"
 # kvmd, as ganeti-kvmd, answers for what it watches.
 ganeti-kvmd status > /kvmd-test/status.txt 2>&1
-echo "RESULT status rc=$? watching=$(grep -c kvm-hypervisor/ctrl /kvmd-test/status.txt)"
+echo "RESULT status rc=$? watching=$(grep -c 'watching /var/run/ganeti/kvm-hypervisor/ctrl$' /kvmd-test/status.txt)"
 
 before=$(main)
 dpkg -r kvmd-ganeti > /kvmd-test/dpkg-remove.log 2>&1
-report remove $? "$before"
+rc=$?
+running "$original"
+report remove "$rc" "$before"
