@@ -44,60 +44,14 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Every path under the trees a package or its scripts may touch, but the
-/// package system's own books and caches. Under /etc, /usr and /lib each
-/// path comes with its mode, size and link target too; /var and /run hold
-/// files other programs change, so there only the paths count.
-fn snapshot() -> BTreeSet<(PathBuf, String)> {
-    const SKIPPED: [&str; 10] = [
-        "/var/lib/dpkg",
-        "/var/lib/apt",
-        "/var/cache",
-        "/var/log/dpkg.log",
-        "/var/log/apt",
-        "/var/log/alternatives.log",
-        "/var/tmp",
-        "/run/user",
-        "/run/lock",
-        "/proc",
-    ];
-    fn walk(dir: &Path, detailed: bool, into: &mut BTreeSet<(PathBuf, String)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if SKIPPED.iter().any(|s| path.starts_with(s)) {
-                continue;
-            }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            let detail = if detailed {
-                use std::os::unix::fs::MetadataExt;
-                let link = std::fs::read_link(&path).unwrap_or_default();
-                let size = if meta.is_dir() { 0 } else { meta.len() };
-                format!("{:o} {size} {}", meta.mode(), link.display())
-            } else {
-                String::new()
-            };
-            into.insert((path.clone(), detail));
-            if meta.is_dir() {
-                walk(&path, detailed, into);
-            }
-        }
-    }
-    let mut all = BTreeSet::new();
-    for (root, detailed) in [
-        ("/etc", true),
-        ("/usr", true),
-        ("/lib", true),
-        ("/var", false),
-        ("/run", false),
-    ] {
-        walk(Path::new(root), detailed, &mut all);
-    }
-    all
+/// The machine's state as far as a package could change it, a line per
+/// path (tests/host-state.sh, which tests/run.sh uses for the whole suite).
+fn snapshot() -> BTreeSet<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host-state.sh");
+    stdout(&mut Command::new(script))
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn sha256(path: &str) -> String {
@@ -207,7 +161,7 @@ fn packages_install_work_and_purge_to_nothing() {
     ] {
         assert!(Path::new(file).is_file(), "{file} not installed");
     }
-    let verify = Command::new("systemd-analyze")
+    let verify = common::systemd_analyze()
         .args(["verify", "/usr/lib/systemd/system/kvmd.service"])
         .output()
         .expect("systemd-analyze");
@@ -218,7 +172,7 @@ fn packages_install_work_and_purge_to_nothing() {
     );
     // Its hardening, scored by systemd itself: exposure 1.5 of 10 ("OK")
     // today; above 2.0 fails (the threshold counts in tenths).
-    let security = Command::new("systemd-analyze")
+    let security = common::systemd_analyze()
         .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
         .arg("/usr/lib/systemd/system/kvmd.service")
         .output()

@@ -54,4 +54,21 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install --quiet --locked cargo-deb --version 3.8.0
 fi
 
+# Everything the suite does to this machine is done above (the packages,
+# cargo-deb) or lands in target/ and the cache of tests/trixie/root.sh:
+# README's "Test it" says so, and this holds it to that. A test that leaves
+# a file in /run, /tmp or /dev/shm, or changes /etc or /usr, fails the run.
+state=target/host-state
+mkdir -p "$state"
+tests/host-state.sh > "$state/before"
+set +e
 cargo test --all-targets "$@"
+rc=$?
+set -e
+tests/host-state.sh > "$state/after"
+if ! diff -u "$state/before" "$state/after" > "$state/diff"; then
+    echo "tests/run.sh: the tests left this machine changed (- gone, + new):" >&2
+    grep '^[-+]/' "$state/diff" | head -50 >&2
+    [ "$rc" != 0 ] || rc=1
+fi
+exit "$rc"

@@ -445,7 +445,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
     let man8 = tmp.path().join("man/man8");
     fs::create_dir_all(&man8).expect("mkdir");
     fs::copy(contrib("kvmd.8"), man8.join("kvmd.8")).expect("man page");
-    let out = Command::new("systemd-analyze")
+    let out = common::systemd_analyze()
         .arg("verify")
         .args(["kvmd.service", "ganeti-kvmd.service"].map(|unit| tmp.path().join(unit)))
         .env("SYSTEMD_UNIT_PATH", format!("{}:", tmp.path().display()))

@@ -52,6 +52,29 @@ pub fn skip(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
+/// `systemd-analyze`, run so that it leaves nothing on the host: its
+/// `verify` and `security` load units the way a system manager does, and
+/// that touches `/run/systemd/systemd-units-load` on the machine. As root
+/// it gets a private, empty /run (a mount namespace of its own); as any
+/// other user it cannot write there anyway.
+pub fn systemd_analyze() -> Command {
+    if !nix::unistd::geteuid().is_root() {
+        return Command::new("systemd-analyze");
+    }
+    let mut command = Command::new("unshare");
+    command.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs -o mode=755 kvmd-test-run /run && exec systemd-analyze "$@""#,
+        "systemd-analyze",
+    ]);
+    command
+}
+
 /// The QEMU binary, or `None` (test skipped) when it is missing outside
 /// CI. Under CI (`CI=true`) a missing QEMU fails the test: end-to-end
 /// tests must not pass by skipping.
