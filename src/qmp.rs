@@ -682,6 +682,35 @@ mod tests {
         );
     }
 
+    /// QEMU 10.0 (Debian 13), byte for byte: its greeting, and a
+    /// query-status without the `singlestep` that 7.2 sends.
+    #[test]
+    fn negotiates_with_qemu_10() {
+        let mut conn = Connection::new();
+        let greeting = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 13, \"minor\": 0, \"major\": 10}, \"package\": \"Debian 1:10.0.13+ds-0+deb13u1\"}, \"capabilities\": [\"oob\"]}}\r\n";
+        assert_eq!(
+            meaning(feed(&mut conn, greeting)),
+            vec![Seen::Transmit(Command::Capabilities)]
+        );
+        feed(&mut conn, RETURN);
+        let seen = feed(
+            &mut conn,
+            b"{\"return\": {\"status\": \"prelaunch\", \"running\": false}}\r\n",
+        );
+        let v10 = Version {
+            major: 10,
+            minor: 0,
+            micro: 13,
+        };
+        assert_eq!(
+            meaning(seen),
+            vec![
+                Seen::Event(Event::Status { paused: true }),
+                Seen::Ready(Some(v10), Some(RunState::Prelaunch))
+            ]
+        );
+    }
+
     #[test]
     fn paused_guest_is_reported_by_status() {
         let mut conn = Connection::new();
