@@ -22,6 +22,8 @@ command -v systemd-escape >/dev/null 2>&1 || missing+=(systemd)
 command -v lintian >/dev/null 2>&1 || missing+=(lintian)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+# The Debian 13 root (tests/trixie/root.sh) for QEMU 10 and Ganeti 3.1.
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (apt-get)"

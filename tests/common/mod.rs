@@ -10,6 +10,7 @@
 
 pub mod bound;
 pub mod peer;
+pub mod trixie;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
