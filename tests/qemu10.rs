@@ -1,0 +1,61 @@
+//! The end-to-end suite once more, against Debian 13's QEMU 10.0: the very
+//! `tests/e2e.rs` binary that ran against this machine's QEMU, run inside a
+//! throwaway Debian 13 root (tests/common/trixie.rs), so one test run
+//! covers both QEMU versions with the same assertions.
+
+mod common;
+
+use std::process::Command;
+
+/// The e2e test binary cargo built for this run.
+fn e2e_binary() -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["test", "--test", "e2e", "--no-run", "--message-format=json"])
+        .output()
+        .expect("cargo test --no-run");
+    assert!(
+        out.status.success(),
+        "cargo test --test e2e --no-run failed"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["target"]["name"] == "e2e")
+        .find_map(|m| m["executable"].as_str().map(str::to_owned))
+        .expect("cargo names the e2e binary")
+}
+
+#[test]
+fn the_end_to_end_suite_passes_against_qemu_10() {
+    let Some(root) = common::trixie::root() else {
+        return;
+    };
+    let work = common::trixie::work("kvmd-qemu10");
+    let version = common::trixie::enter(
+        &root,
+        work.path(),
+        &[],
+        &["qemu-system-x86_64", "--version"],
+    );
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.contains("version 10.0"),
+        "Debian 13's QEMU is 10.0: {version}"
+    );
+    let binary = e2e_binary();
+    // --test-threads=2: the two cores, as on the host.
+    let out = common::trixie::enter(&root, work.path(), &[], &[&binary, "--test-threads=2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}\ne2e against QEMU 10:\n{stdout}", version.trim());
+    assert!(
+        out.status.success(),
+        "the e2e suite failed against QEMU 10 ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // It ran, and nothing was skipped: QEMU was there for every test.
+    assert!(stdout.contains("test result: ok."), "{stdout}");
+    assert!(!stderr.contains("SKIPPED"), "{stderr}");
+}
