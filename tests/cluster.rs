@@ -1,6 +1,8 @@
-//! kvmd inside a real one-node Ganeti 3.0 cluster, and Debian's original
-//! `ganeti-kvmd` in the same cluster, scenario by scenario, read through
-//! Ganeti's own tools (`gnt-instance list`, `ganeti-watcher`).
+//! kvmd inside a real one-node Ganeti cluster (the installed version: 3.0
+//! on Debian 12), and Debian's original `ganeti-kvmd` in the same cluster,
+//! scenario by scenario, read through Ganeti's own tools (`gnt-instance
+//! list`, `ganeti-watcher`), and `contrib/ganeti/qa-user-shutdown`, the
+//! operator's end-to-end check, run against each cluster.
 //!
 //! `tests/cluster/one-node.sh` builds the cluster in private mount, UTS and
 //! network namespaces (the host's Ganeti directories are never touched) and
@@ -80,9 +82,21 @@ const KVMD: &[(&str, &str, &str)] = &[
     ("reset", "status", "ERROR_down"),
     ("reset", "file", "absent"),
     ("restart-daemon", "daemon", "running"),
+    // contrib/ganeti/qa-user-shutdown: a real poweroff from inside, twice.
+    ("qa", "rc", "0"),
+    ("qa", "poweroff", "USER_down"),
+    ("qa", "watcher", "down,user"),
+    ("qa", "restart", "running"),
+    ("qa", "again", "USER_down"),
+    ("qa", "attached", "yes"),
 ];
 
 fn check(daemon: &str, results: &Results) {
+    assert_ne!(
+        get(results, "versions", "ganeti"),
+        "(missing)",
+        "{daemon}: no versions line"
+    );
     let mut wrong = Vec::new();
     for &(scenario, key, want) in KVMD {
         let got = get(results, scenario, key);
@@ -110,7 +124,7 @@ fn in_a_real_ganeti_cluster_kvmd_gives_the_watcher_what_it_needs() {
     }
     for path in [
         "/usr/sbin/gnt-cluster",
-        "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd",
+        "/usr/sbin/ganeti-kvmd",
         "/usr/bin/qemu-system-x86_64",
         "/usr/bin/unshare",
     ] {
@@ -148,6 +162,18 @@ fn in_a_real_ganeti_cluster_kvmd_gives_the_watcher_what_it_needs() {
             assert_eq!(got, want, "the original on {scenario} {key}");
         }
     }
+    eprintln!(
+        "measured with ganeti {} and qemu {} ({})",
+        get(&kvmd, "versions", "ganeti"),
+        get(&kvmd, "versions", "qemu"),
+        get(&kvmd, "versions", "kvmd-path"),
+    );
+    eprintln!(
+        "qa-user-shutdown: kvmd rc={}, original rc={} (attached={})",
+        get(&kvmd, "qa", "rc"),
+        get(&original, "qa", "rc"),
+        get(&original, "qa", "attached"),
+    );
     eprintln!(
         "attached on start: kvmd {}/{}, original {}/{}",
         get(&kvmd, "attach", "watched"),

@@ -1,5 +1,6 @@
 #!/bin/bash
-# A real one-node Ganeti 3.0 cluster, in private mount, UTS and network
+# A real one-node Ganeti cluster (whichever version is installed: 3.0 on
+# Debian 12, 3.1 on Debian 13), in private mount, UTS and network
 # namespaces, with DAEMON as its ganeti-kvmd ("original" for Debian's, or
 # the path of a kvmd binary; with the kvmd-ganeti package installed, pass
 # "original": the package already put kvmd at that path). Prints one line
@@ -58,9 +59,20 @@ hosts=$(mktemp "$work/hosts.XXXX")
 printf '127.0.0.1 localhost\n192.0.2.10 node1.gnt.test node1\n192.0.2.20 cluster.gnt.test\n' > "$hosts"
 chmod 644 "$hosts"
 mount --bind "$hosts" /etc/hosts
-if [ "$daemon" != original ]; then
-    mount --bind "$daemon" /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd
+# The daemon Ganeti runs: /usr/sbin/ganeti-kvmd leads through
+# /usr/lib/ganeti/default (-> /etc/ganeti/lib) to the installed version's
+# directory, /usr/lib/ganeti/<major.minor>.
+libdir=$(readlink -f /usr/lib/ganeti/default)
+if [ ! -x "$libdir/usr/sbin/ganeti-kvmd" ]; then
+    log "no ganeti-kvmd under $libdir (from /usr/lib/ganeti/default)"
+    exit 1
 fi
+if [ "$daemon" != original ]; then
+    mount --bind "$daemon" "$libdir/usr/sbin/ganeti-kvmd"
+fi
+echo "RESULT versions ganeti=$(gnt-cluster --version | awk 'NR == 1 {print $NF}')" \
+    "qemu=$(/usr/bin/qemu-system-x86_64 --version | awk 'NR == 1 {print $4}')" \
+    "kvmd-path=$libdir/usr/sbin/ganeti-kvmd"
 
 hostname node1.gnt.test
 ip link set lo up
@@ -176,7 +188,7 @@ gnt-cluster init --no-ssh-init --no-etc-hosts --master-netdev=gnt0 \
     --user-shutdown=yes \
     -H "kvm:kvm_path=/usr/bin/qemu-system-x86_64,kernel_path=,user_shutdown=true,floppy_image_path=$halt,kvm_extra=-boot a" \
     cluster.gnt.test >&2
-result init daemon=$( daemon_pid >/dev/null && echo running || echo absent)
+result init daemon="$(daemon_pid >/dev/null && echo running || echo absent)"
 
 # With ONE_NODE_INSTALL (a kvmd-ganeti .deb): install it into the running
 # cluster, and see Ganeti's running daemon restarted onto kvmd by the
@@ -192,7 +204,7 @@ if [ -n "${ONE_NODE_INSTALL:-}" ]; then
     before=$(daemon_pid || echo none)
     dpkg -i "$ONE_NODE_INSTALL" >&2
     wait_restarted "$before"
-    result install restarted=$([ "$(daemon_pid || echo "$before")" != "$before" ] && echo yes || echo no) exe="$(running_exe)"
+    result install restarted="$([ "$(daemon_pid || echo "$before")" != "$before" ] && echo yes || echo no)" exe="$(running_exe)"
 fi
 
 add() { # name image [more -H]
@@ -252,15 +264,46 @@ kill -TERM "$(daemon_pid)"
 deadline=$((SECONDS + 20))
 while daemon_pid >/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 start deaf
-result restart-daemon daemon=$(daemon_pid >/dev/null && echo running || echo absent)
+result restart-daemon daemon="$(daemon_pid >/dev/null && echo running || echo absent)"
 gnt-instance shutdown --timeout=0 deaf >&2 || true
 result attach starts=$starts watched=$attached
+
+# contrib/ganeti/qa-user-shutdown, the operator's end-to-end check (a real
+# poweroff from inside the guest, where Ganeti's own QA sends SIGTERM), run
+# against this cluster: its exit status, the status seen at each step, and
+# whether the daemon was connected to the instance at both of its starts.
+qa_out=$work/qa.out
+qa_rc=0
+# ONE_NODE_QA names the script where this one runs from a copy.
+"${ONE_NODE_QA:-$(dirname "$0")/../../contrib/ganeti/qa-user-shutdown}" \
+    --instance qa --timeout 60 > "$qa_out" 2>&1 || qa_rc=$?
+sed 's/^/qa: /' "$qa_out" >&2
+qa_field() { # step key: the value on the step's PASS/FAIL line, or -
+    awk -v step="$1" -v key="$2=" '
+        ($1 == "PASS" || $1 == "FAIL") && $2 == step {
+            for (i = 3; i <= NF; i++)
+                if (index($i, key) == 1) { print substr($i, length(key) + 1); found = 1; exit }
+        }
+        END { if (!found) print "-" }' "$qa_out"
+}
+qa_attached=$(awk '$1 == "INFO" { for (i = 2; i <= NF; i++) if ($i ~ /^attached=/) print substr($i, 10) }' \
+    "$qa_out" | sort -u | paste -sd,)
+case $qa_attached in
+    yes) ;;
+    *no*) qa_attached=no ;;
+    *) qa_attached=- ;;
+esac
+echo "RESULT qa rc=$qa_rc verdict=$(awk '$1 == "VERDICT" {print $2}' "$qa_out" | tail -1)" \
+    "poweroff=$(qa_field poweroff status)" \
+    "watcher=$(qa_field watcher admin_state),$(qa_field watcher source)" \
+    "restart=$(qa_field restart status) again=$(qa_field poweroff-again status)" \
+    "attached=$qa_attached"
 # With ONE_NODE_REMOVE (a package name): remove it, and see the daemon
 # restarted onto Debian's binary by the package's postrm.
 if [ -n "${ONE_NODE_REMOVE:-}" ]; then
     before=$(daemon_pid || echo none)
     dpkg --remove "$ONE_NODE_REMOVE" >&2
     wait_restarted "$before"
-    result remove restarted=$([ "$(daemon_pid || echo "$before")" != "$before" ] && echo yes || echo no) exe="$(running_exe)"
+    result remove restarted="$([ "$(daemon_pid || echo "$before")" != "$before" ] && echo yes || echo no)" exe="$(running_exe)"
 fi
-log done
+log "done"
