@@ -1,8 +1,10 @@
-//! kvmd inside a real one-node Ganeti cluster (the installed version: 3.0
-//! on Debian 12), and Debian's original `ganeti-kvmd` in the same cluster,
-//! scenario by scenario, read through Ganeti's own tools (`gnt-instance
-//! list`, `ganeti-watcher`), and `contrib/ganeti/qa-user-shutdown`, the
-//! operator's end-to-end check, run against each cluster.
+//! kvmd inside a real one-node Ganeti cluster, and Debian's original
+//! `ganeti-kvmd` in the same cluster, scenario by scenario, read through
+//! Ganeti's own tools (`gnt-instance list`, `ganeti-watcher`), and
+//! `contrib/ganeti/qa-user-shutdown`, the operator's end-to-end check, run
+//! against each cluster: Ganeti 3.0 with QEMU 7.2 on this Debian 12
+//! machine, and Ganeti 3.1 with QEMU 10.0 in the Debian 13 root
+//! (tests/common/trixie.rs). It prints README's table, each cell measured.
 //!
 //! `tests/cluster/one-node.sh` builds the cluster in private mount, UTS and
 //! network namespaces (the host's Ganeti directories are never touched) and
@@ -14,24 +16,35 @@ mod common;
 
 use common::skip;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 type Results = BTreeMap<String, BTreeMap<String, String>>;
 
+/// Where a cluster runs: on this machine, or in a throwaway overlay of the
+/// Debian 13 root.
+enum Release {
+    Debian12,
+    Debian13(PathBuf),
+}
+
 /// Runs the cluster with `daemon` as its ganeti-kvmd ("original": Debian's)
 /// and returns scenario → key → value.
-fn cluster(daemon: &str) -> Results {
-    let work = tempfile::Builder::new()
-        .prefix("kvmd-cluster")
-        .tempdir_in("/dev/shm")
-        .expect("work dir on tmpfs");
+fn cluster(release: &Release, daemon: &str) -> Results {
+    let work = common::trixie::work("kvmd-cluster");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/one-node.sh");
-    let out = Command::new(&script)
-        .arg(daemon)
-        .arg(work.path())
-        .output()
-        .expect("tests/cluster/one-node.sh");
+    let out = match release {
+        Release::Debian12 => Command::new(&script)
+            .arg(daemon)
+            .arg(work.path())
+            .output()
+            .expect("tests/cluster/one-node.sh"),
+        Release::Debian13(root) => {
+            let script = script.to_str().expect("utf-8 path");
+            let dir = work.path().to_str().expect("utf-8 path");
+            common::trixie::enter(root, work.path(), &[], &[script, daemon, dir])
+        }
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -117,6 +130,121 @@ fn check(daemon: &str, results: &Results) {
     assert!(wrong.is_empty(), "{daemon} in Ganeti: {wrong:#?}");
 }
 
+/// The original, where it is right and where it is not (README's table).
+/// Where it missed the start (a refused connect it never retries), it
+/// watches nothing and its answer is ERROR_down: that is its flaw too, but
+/// a race, so only its reported cases are checked.
+fn check_original(original: &Results) {
+    for &(scenario, key, want) in KVMD {
+        let got = get(original, scenario, key);
+        if get(original, scenario, "attached") == "no" {
+            eprintln!("the original missed the start before {scenario}: {key}={got}");
+            continue;
+        }
+        let differs = matches!(scenario, "sigterm" | "reset");
+        if differs {
+            let wrong = if key == "status" {
+                "USER_down"
+            } else {
+                "present"
+            };
+            assert_eq!(got, wrong, "the original on {scenario} {key}");
+        } else {
+            assert_eq!(got, want, "the original on {scenario} {key}");
+        }
+    }
+}
+
+/// README's rows: what happened, and the results that answer it.
+const ROWS: &[(&str, &str, &[&str])] = &[
+    ("guest powers itself off", "poweroff", &["status", "file"]),
+    (
+        "`ganeti-watcher` after that",
+        "poweroff-watcher",
+        &["state"],
+    ),
+    (
+        "`gnt-instance start` again",
+        "poweroff-start",
+        &["status", "file"],
+    ),
+    (
+        "`gnt-instance shutdown --timeout=5`, guest ignores the button",
+        "shutdown-timeout-5",
+        &["status"],
+    ),
+    (
+        "`gnt-instance shutdown --timeout=0`",
+        "shutdown-timeout-0",
+        &["status"],
+    ),
+    ("QEMU killed with SIGKILL", "sigkill", &["status", "file"]),
+    (
+        "`ganeti-watcher` after that",
+        "sigkill-watcher",
+        &["status"],
+    ),
+    ("QEMU sent SIGTERM", "sigterm", &["status", "file"]),
+    (
+        "`reboot_behavior=exit`, the guest resets",
+        "reset",
+        &["status", "file"],
+    ),
+    (
+        "daemon killed; `gnt-instance start` starts it",
+        "restart-daemon",
+        &["daemon"],
+    ),
+    ("`qa-user-shutdown`", "qa", &["verdict"]),
+];
+
+/// The table README quotes, one column per cluster run: every cell as
+/// measured, a start the daemon missed marked so.
+fn table(columns: &[(String, &Results)]) -> String {
+    let mut out = String::from("| scenario |");
+    for (name, _) in columns {
+        out.push_str(&format!(" {name} |"));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(columns.len()));
+    out.push('\n');
+    for &(label, scenario, keys) in ROWS {
+        out.push_str(&format!("| {label} |"));
+        for (_, results) in columns {
+            let mut cell: Vec<String> = keys
+                .iter()
+                .map(|&key| match key {
+                    "file" => format!("file {}", get(results, scenario, key)),
+                    _ => get(results, scenario, key).to_owned(),
+                })
+                .collect();
+            if get(results, scenario, "attached") == "no" {
+                cell.push("(start missed)".to_owned());
+            }
+            out.push_str(&format!(" {} |", cell.join(", ")));
+        }
+        out.push('\n');
+    }
+    out.push_str("| attached after each start |");
+    for (_, results) in columns {
+        out.push_str(&format!(
+            " {} of {} |",
+            get(results, "attach", "watched"),
+            get(results, "attach", "starts")
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+fn versions(results: &Results) -> String {
+    format!(
+        "Ganeti {}, QEMU {}",
+        get(results, "versions", "ganeti"),
+        get(results, "versions", "qemu")
+    )
+}
+
 #[test]
 fn in_a_real_ganeti_cluster_kvmd_gives_the_watcher_what_it_needs() {
     if !nix::unistd::geteuid().is_root() {
@@ -136,49 +264,41 @@ fn in_a_real_ganeti_cluster_kvmd_gives_the_watcher_what_it_needs() {
         return skip("this machine is a Ganeti node; the test builds its own cluster");
     }
 
-    let kvmd = cluster(env!("CARGO_BIN_EXE_kvmd"));
-    let original = cluster("original");
-    check("kvmd", &kvmd);
-
-    // The original, where it is right and where it is not (README's table).
-    // Where it missed the start (a refused connect it never retries), it
-    // watches nothing and its answer is ERROR_down: that is its flaw too,
-    // but a race, so only its reported cases are checked.
-    for &(scenario, key, want) in KVMD {
-        let got = get(&original, scenario, key);
-        if get(&original, scenario, "attached") == "no" {
-            eprintln!("the original missed the start before {scenario}: {key}={got}");
-            continue;
-        }
-        let differs = matches!(scenario, "sigterm" | "reset");
-        if differs {
-            let wrong = if key == "status" {
-                "USER_down"
-            } else {
-                "present"
-            };
-            assert_eq!(got, wrong, "the original on {scenario} {key}");
-        } else {
-            assert_eq!(got, want, "the original on {scenario} {key}");
-        }
+    let mut releases = vec![("3.0", Release::Debian12)];
+    if let Some(root) = common::trixie::root() {
+        releases.push(("3.1", Release::Debian13(root)));
     }
-    eprintln!(
-        "measured with ganeti {} and qemu {} ({})",
-        get(&kvmd, "versions", "ganeti"),
-        get(&kvmd, "versions", "qemu"),
-        get(&kvmd, "versions", "kvmd-path"),
-    );
-    eprintln!(
-        "qa-user-shutdown: kvmd rc={}, original rc={} (attached={})",
-        get(&kvmd, "qa", "rc"),
-        get(&original, "qa", "rc"),
-        get(&original, "qa", "attached"),
-    );
-    eprintln!(
-        "attached on start: kvmd {}/{}, original {}/{}",
-        get(&kvmd, "attach", "watched"),
-        get(&kvmd, "attach", "starts"),
-        get(&original, "attach", "watched"),
-        get(&original, "attach", "starts"),
-    );
+    let mut runs = Vec::new();
+    for (ganeti, release) in &releases {
+        let kvmd = cluster(release, env!("CARGO_BIN_EXE_kvmd"));
+        let original = cluster(release, "original");
+        for results in [&kvmd, &original] {
+            let measured = get(results, "versions", "ganeti");
+            assert!(
+                measured.starts_with(ganeti),
+                "Ganeti {ganeti} expected, measured {measured}"
+            );
+        }
+        check("kvmd", &kvmd);
+        check_original(&original);
+        eprintln!(
+            "{}: qa-user-shutdown kvmd rc={}, original rc={} (attached={}); \
+             attached on start: kvmd {}/{}, original {}/{}",
+            versions(&kvmd),
+            get(&kvmd, "qa", "rc"),
+            get(&original, "qa", "rc"),
+            get(&original, "qa", "attached"),
+            get(&kvmd, "attach", "watched"),
+            get(&kvmd, "attach", "starts"),
+            get(&original, "attach", "watched"),
+            get(&original, "attach", "starts"),
+        );
+        runs.push((versions(&kvmd), original, kvmd));
+    }
+    let mut columns = Vec::new();
+    for (versions, original, kvmd) in &runs {
+        columns.push((format!("original, {versions}"), original));
+        columns.push((format!("kvmd, {versions}"), kvmd));
+    }
+    eprintln!("README's table, as measured:\n{}", table(&columns));
 }

@@ -158,6 +158,13 @@ fn the_debian_changelog_is_made_from_changelog_md() {
 fn the_version_is_the_newest_release() {
     let releases = releases(&read("CHANGELOG.md"));
     assert_eq!(releases[0].version, env!("CARGO_PKG_VERSION"));
+    // The man page's header names it too.
+    let man = read("contrib/kvmd.8");
+    let header = format!("\"kvmd {}\"", env!("CARGO_PKG_VERSION"));
+    assert!(
+        man.lines().next().is_some_and(|l| l.contains(&header)),
+        "contrib/kvmd.8's .TH must say {header}"
+    );
     // kvmd-ganeti depends on this very kvmd: cargo-deb does not fill it in.
     let own = format!("kvmd (= {}-1)", env!("CARGO_PKG_VERSION"));
     assert!(read("Cargo.toml").contains(&own), "kvmd-ganeti: {own}");
