@@ -33,4 +33,4 @@ for root in /var /run /tmp /dev/shm; do [ -e "$root" ] && plain+=("$root"); done
     find "${detailed[@]}" -xdev "${prune[@]}" \
         \( -type d -printf '%p d %#m 0\n' -o -printf '%p %y %#m %s %l\n' \) 2>/dev/null || true
     find "${plain[@]}" -xdev "${prune[@]}" -printf '%p\n' 2>/dev/null || true
-} | sort
+} | sort -S 1G -T /var/tmp # in memory: a spill file in /tmp would be listed

@@ -23,6 +23,8 @@
 # BOOT_TIMEOUT (default 120 s) for the whole run; whatever happens, every
 # process inside is killed (cgroup.kill) and the cgroup removed.
 set -euo pipefail
+# shellcheck source=tests/lib/dev.sh
+. "$(dirname "$0")/../lib/dev.sh"
 DROPPED=-sys_module,-sys_time,-sys_rawio,-sys_boot,-syslog,-wake_alarm
 
 if [ "${1:-}" = --pid1 ]; then
@@ -92,16 +94,8 @@ if [ "${1:-}" = --pid1 ]; then
     done
     mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
     mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$root/sys/fs/cgroup"
-    mount -t tmpfs -o mode=755,nosuid,size=16m kvmd-test-dev "$root/dev"
-    for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
-        IFS=: read -r name major minor <<< "$node"
-        mknod -m 666 "$root/dev/$name" c "$major" "$minor"
-    done
-    mkdir "$root/dev/pts" "$root/dev/shm"
-    mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$root/dev/pts"
-    ln -s pts/ptmx "$root/dev/ptmx"
+    mount_minimal_dev "$root"
     mount -t tmpfs -o mode=1777,nosuid,nodev kvmd-test-shm "$root/dev/shm"
-    ln -s /proc/self/fd "$root/dev/fd"
     # systemd writes its status lines to /dev/console: `script`'s pty.
     touch "$root/dev/console"
     mount --bind "$console" "$root/dev/console"

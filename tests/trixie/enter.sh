@@ -25,6 +25,8 @@
 # this script included, every process inside is killed (cgroup.kill) and
 # the cgroup removed; the mounts go with the mount namespace.
 set -euo pipefail
+# shellcheck source=tests/lib/dev.sh
+. "$(dirname "$0")/../lib/dev.sh"
 
 if [ "${1:-}" = --inside ]; then
     # --- Inside: PID 1 of the new PID namespace, in the private mount
@@ -45,15 +47,7 @@ if [ "${1:-}" = --inside ]; then
         mount -o remount,bind,ro "$new/proc/$knob"
     done
     mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$new/sys"
-    mount -t tmpfs -o mode=755,nosuid,size=16m kvmd-test-dev "$new/dev"
-    for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
-        IFS=: read -r name major minor <<< "$node"
-        mknod -m 666 "$new/dev/$name" c "$major" "$minor"
-    done
-    mkdir "$new/dev/pts" "$new/dev/shm"
-    mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$new/dev/pts"
-    ln -s pts/ptmx "$new/dev/ptmx"
-    ln -s /proc/self/fd "$new/dev/fd"
+    mount_minimal_dev "$new"
     ln -s /proc/self/fd/0 "$new/dev/stdin"
     ln -s /proc/self/fd/1 "$new/dev/stdout"
     ln -s /proc/self/fd/2 "$new/dev/stderr"

@@ -107,4 +107,4 @@ rc=$?
 sed 's/^/dpkg: /' "$tmp/dpkg" >&2
 echo "RESULT upgrade-purge rc=$rc original=$([ "$(sum $g31)" = "$original" ] && echo same || echo differs)" \
     "diverted=$(diversions)"
-say done
+say "done"

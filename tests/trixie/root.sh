@@ -26,6 +26,8 @@
 # scripts go away with it, and so does every process it starts.
 # ROOT_TIMEOUT (default 3600 s) bounds a build.
 set -euo pipefail
+# shellcheck source=tests/lib/dev.sh
+. "$(dirname "$0")/../lib/dev.sh"
 
 SUITE=trixie
 MIRROR=http://deb.debian.org/debian
@@ -63,16 +65,7 @@ in_root() {
 mount_api() {
     mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
     mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
-    mount -t tmpfs -o mode=755,nosuid,size=16m kvmd-test-dev "$root/dev"
-    local node name major minor
-    for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
-        IFS=: read -r name major minor <<< "$node"
-        mknod -m 666 "$root/dev/$name" c "$major" "$minor"
-    done
-    mkdir "$root/dev/pts" "$root/dev/shm"
-    mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$root/dev/pts"
-    ln -s pts/ptmx "$root/dev/ptmx"
-    ln -s /proc/self/fd "$root/dev/fd"
+    mount_minimal_dev "$root"
     mount -t tmpfs -o mode=755,nosuid,nodev,size=64m kvmd-test-run "$root/run"
 }
 
@@ -173,7 +166,7 @@ fi
 cache=${KVMD_TEST_CACHE:-/var/cache/kvmd-tests}
 key=$( {
     printf '%s\n' "$SUITE" "$MIRROR" "$SECURITY" "${PACKAGES[@]}"
-    declare -f in_root mount_api umount_api reachable build
+    declare -f in_root mount_minimal_dev mount_api umount_api reachable build
 } | sha256sum | cut -c1-12)
 final=$cache/trixie-$key
 
