@@ -23,8 +23,8 @@
 # BOOT_TIMEOUT (default 120 s) for the whole run; whatever happens, every
 # process inside is killed (cgroup.kill) and the cgroup removed.
 set -euo pipefail
-# shellcheck source=tests/lib/dev.sh
-. "$(dirname "$0")/../lib/dev.sh"
+# shellcheck source=tests/lib/mounts.sh
+. "$(dirname "$0")/../lib/mounts.sh"
 DROPPED=-sys_module,-sys_time,-sys_rawio,-sys_boot,-syslog,-wake_alarm
 
 if [ "${1:-}" = --pid1 ]; then
@@ -86,13 +86,7 @@ if [ "${1:-}" = --pid1 ]; then
         ln -sfn /dev/null "$units/$unit"
     done
 
-    mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
-    for knob in sys sysrq-trigger; do
-        [ -e "$root/proc/$knob" ] || continue
-        mount --bind "$root/proc/$knob" "$root/proc/$knob"
-        mount -o remount,bind,ro "$root/proc/$knob"
-    done
-    mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+    mount_proc_and_sys "$root"
     mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$root/sys/fs/cgroup"
     mount_minimal_dev "$root"
     mount -t tmpfs -o mode=1777,nosuid,nodev kvmd-test-shm "$root/dev/shm"

@@ -25,8 +25,8 @@
 # this script included, every process inside is killed (cgroup.kill) and
 # the cgroup removed; the mounts go with the mount namespace.
 set -euo pipefail
-# shellcheck source=tests/lib/dev.sh
-. "$(dirname "$0")/../lib/dev.sh"
+# shellcheck source=tests/lib/mounts.sh
+. "$(dirname "$0")/../lib/mounts.sh"
 
 if [ "${1:-}" = --inside ]; then
     # --- Inside: PID 1 of the new PID namespace, in the private mount
@@ -40,13 +40,7 @@ if [ "${1:-}" = --inside ]; then
     mount -t overlay kvmd-test-root \
         -o "lowerdir=$root,upperdir=$stage/upper,workdir=$stage/work" "$new"
 
-    mount -t proc -o nosuid,nodev,noexec proc "$new/proc"
-    for knob in sys sysrq-trigger; do
-        [ -e "$new/proc/$knob" ] || continue
-        mount --bind "$new/proc/$knob" "$new/proc/$knob"
-        mount -o remount,bind,ro "$new/proc/$knob"
-    done
-    mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$new/sys"
+    mount_proc_and_sys "$new"
     mount_minimal_dev "$new"
     ln -s /proc/self/fd/0 "$new/dev/stdin"
     ln -s /proc/self/fd/1 "$new/dev/stdout"

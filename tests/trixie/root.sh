@@ -26,8 +26,8 @@
 # scripts go away with it, and so does every process it starts.
 # ROOT_TIMEOUT (default 3600 s) bounds a build.
 set -euo pipefail
-# shellcheck source=tests/lib/dev.sh
-. "$(dirname "$0")/../lib/dev.sh"
+# shellcheck source=tests/lib/mounts.sh
+. "$(dirname "$0")/../lib/mounts.sh"
 
 SUITE=trixie
 MIRROR=http://deb.debian.org/debian

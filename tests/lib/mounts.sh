@@ -1,6 +1,24 @@
+# shellcheck shell=bash
 # Sourced by the scripts that build throwaway roots (tests/systemd/boot.sh,
-# tests/trixie/enter.sh, tests/trixie/root.sh): the /dev such a root gets.
+# tests/trixie/enter.sh, tests/trixie/root.sh): what such a root gets
+# mounted, in a private mount namespace that takes it all away at its end.
 #
+#   mount_proc_and_sys ROOT
+#
+# A /proc of the caller's PID namespace, whose kernel knobs (/proc/sys,
+# /proc/sysrq-trigger) are read-only, and /sys read-only: nothing inside
+# sets a kernel-wide knob (systemd would: core_pattern, fs.file-max).
+mount_proc_and_sys() {
+    local root=$1 knob
+    mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
+    for knob in sys sysrq-trigger; do
+        [ -e "$root/proc/$knob" ] || continue
+        mount --bind "$root/proc/$knob" "$root/proc/$knob"
+        mount -o remount,bind,ro "$root/proc/$knob"
+    done
+    mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+}
+
 #   mount_minimal_dev ROOT
 #
 # A tmpfs on ROOT/dev with nothing but the usual character devices (so
