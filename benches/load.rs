@@ -1140,6 +1140,10 @@ fn main() {
     }
     symlink(kvmd, work.path().join("ganeti-kvmd")).expect("symlink");
     fs::create_dir_all(SSCONF).expect("ssconf dir");
+    // Ganeti's daemon logs to its fixed path; removed at the end unless
+    // it was there before.
+    let log = Path::new("/var/log/ganeti/kvm-daemon.log");
+    let log_was_there = log.exists();
     fs::create_dir_all("/var/log/ganeti").expect("log dir");
     fs::write(Path::new(SSCONF).join("ssconf_hypervisor_list"), "kvm\n").expect("ssconf");
     fs::write(
@@ -1174,6 +1178,9 @@ fn main() {
         let _ = Command::new("umount").arg("/var/run/ganeti").status();
     }
     let _ = fs::remove_dir_all("/var/run/ganeti");
+    if !log_was_there {
+        let _ = fs::remove_file(log);
+    }
     for name in [
         "ssconf_hypervisor_list",
         "ssconf_enabled_user_shutdown",

@@ -53,6 +53,9 @@ struct Node {
     qemu: PathBuf,
     /// Holds kvmd installed as `ganeti-kvmd`, and the guests' images.
     tmp: tempfile::TempDir,
+    /// Whether Ganeti's log file was there before: if not, it goes at the
+    /// end (tests/run.sh checks that the suite leaves no file behind).
+    log_was_there: bool,
 }
 
 impl Node {
@@ -96,6 +99,7 @@ impl Node {
             _turn: turn,
             qemu,
             tmp,
+            log_was_there: Path::new(LOG).exists(),
         };
         node.clean();
         Some(node)
@@ -193,6 +197,9 @@ impl Drop for Node {
             );
         }
         self.clean();
+        if !self.log_was_there {
+            let _ = fs::remove_file(LOG);
+        }
         for name in [
             "ssconf_hypervisor_list",
             "ssconf_enabled_user_shutdown",

@@ -32,12 +32,12 @@ impl HookDir {
             eprintln!("SKIPPED: not root");
             return None;
         }
-        let dir = PathBuf::from(format!("/run/kvmd-tests/{test}-{}", std::process::id()));
+        // In /run itself (root's, not writable by others, as the hook
+        // checks want every level), one per test: nothing shared is left.
+        let dir = PathBuf::from(format!("/run/kvmd-hook-test-{test}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("runs")).expect("mkdir");
-        for d in [Path::new("/run/kvmd-tests"), &dir] {
-            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
         // What the hook writes into must be writable by it: root, here.
         Some(HookDir(dir))
     }

@@ -161,9 +161,13 @@ fn packages_install_work_and_purge_to_nothing() {
 
     // lintian (Debian 12's; tests/trixie.rs runs Debian 13's): no error,
     // no warning.
+    // Its temporary files (MLDBM caches) are left in TMPDIR: a directory
+    // of the test's own, not the machine's /tmp.
+    let lint_tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let lint = Command::new("lintian")
         .arg(&kvmd_deb)
         .arg(&ganeti_deb)
+        .env("TMPDIR", lint_tmp.path())
         .output()
         .expect("lintian");
     let lint = String::from_utf8_lossy(&lint.stdout);

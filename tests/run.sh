@@ -71,6 +71,12 @@ tests/host-state.sh > "$state/after"
 if ! diff -u "$state/before" "$state/after" > "$state/diff"; then
     echo "tests/run.sh: the tests left this machine changed (- gone, + new):" >&2
     grep '^[-+]/' "$state/diff" | head -50 >&2
-    [ "$rc" != 0 ] || rc=1
+    # Under CI the machine runs nothing else, so any change is the suite's.
+    # On a developer's machine other programs change /tmp and /run too.
+    if [ "${CI:-}" = true ]; then
+        [ "$rc" != 0 ] || rc=1
+    else
+        echo "tests/run.sh: (a warning here; under CI=true, a failure)" >&2
+    fi
 fi
 exit "$rc"
