@@ -1,5 +1,5 @@
 //! The Debian packages, as an operator meets them: `cargo deb` builds
-//! `kvmd` and `kvmd-ganeti`, `lintian` finds no error, `dpkg -i` puts the
+//! `kvmd` and `kvmd-ganeti`, `lintian` finds no error or warning, `dpkg -i` puts the
 //! binary, man page, unit and log rotation in place (the unit verified by
 //! `systemd-analyze`, never enabled by the package, and started by a real
 //! systemd with its sandbox applied), `kvmd-ganeti` diverts
@@ -7,9 +7,10 @@
 //! exactly to how it was: the same files under /etc, /usr, /var, /run and
 //! the original `ganeti-kvmd` byte for byte.
 //!
-//! This installs packages on the machine running the tests (root only), so
-//! it is one test, run alone in its own test binary. It refuses to touch a
-//! machine where a `kvmd` package is already installed.
+//! The Debian 12 test installs packages on the machine running the tests
+//! (root only); it refuses to touch a machine where a `kvmd` package is
+//! already installed. The Debian 13 test does the same in a throwaway
+//! Debian 13 root. The two take turns, alone in their own test binary.
 
 mod common;
 
@@ -46,11 +47,13 @@ fn have(tool: &str) -> bool {
 }
 
 /// The machine's state as far as a package could change it, a line per
-/// path (tests/host-state.sh, which tests/run.sh uses for the whole suite).
+/// path (tests/host-state.sh, which tests/run.sh uses for the whole suite):
+/// not /tmp and /dev/shm, which other programs change while this runs.
 fn snapshot() -> BTreeSet<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host-state.sh");
     stdout(&mut Command::new(script))
         .lines()
+        .filter(|l| !l.starts_with("/tmp") && !l.starts_with("/dev/shm"))
         .map(str::to_owned)
         .collect()
 }
@@ -159,7 +162,7 @@ fn packages_install_work_and_purge_to_nothing() {
         "kvmd-ganeti must depend on this very kvmd ({own}): {depends}"
     );
 
-    // lintian (Debian 12's; tests/trixie.rs runs Debian 13's): no error,
+    // lintian (Debian 12's; packages_on_debian_13 runs Debian 13's): no error,
     // no warning.
     // Its temporary files (MLDBM caches) are left in TMPDIR: a directory
     // of the test's own, not the machine's /tmp.
@@ -389,8 +392,8 @@ fn cluster_with_the_package(ganeti_deb: &Path) {
     eprintln!("cluster with kvmd-ganeti:\n{results}");
     for line in [
         "RESULT init daemon=running",
-        "RESULT install restarted=yes exe=/usr/sbin/kvmd",
-        "RESULT remove restarted=yes exe=/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd",
+        "RESULT install restarted=yes exe=/usr/sbin/kvmd attached=",
+        "RESULT remove restarted=yes exe=/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd attached=",
         "RESULT poweroff status=USER_down file=present",
         "RESULT sigterm status=ERROR_down file=absent",
         "RESULT reset status=ERROR_down file=absent",
@@ -412,10 +415,12 @@ fn packages_on_debian_13() {
             return skip(&format!("{tool} not found (tests/run.sh installs it)"));
         }
     }
+    // The turn first: building the root (the first time) must not overlap
+    // the Debian 12 test's before-and-after comparison.
+    let _turn = one_at_a_time();
     let Some(root) = common::trixie::root() else {
         return;
     };
-    let _turn = one_at_a_time();
     let (kvmd_deb, ganeti_deb) = debs();
     let work = common::trixie::work("kvmd-package-trixie");
     let copy = |deb: &Path| -> String {
@@ -453,27 +458,32 @@ fn packages_on_debian_13() {
     let said = String::from_utf8_lossy(&out.stderr);
     eprintln!("packages on Debian 13:\n{results}");
     assert!(out.status.success(), "{}\n{results}\n{said}", out.status);
+    // Each line whole (up to its end, or to the attach field the cluster's
+    // lines end with), so that a longer value cannot pass for the one asked.
     for line in [
-        "RESULT lintian rc=0 errors-and-warnings=0",
-        "RESULT install rc=0 path=/usr/sbin/kvmd distrib=same diverted=kvmd-ganeti,",
-        "RESULT named kvmd",
+        "RESULT lintian rc=0 errors-and-warnings=0\n",
+        "RESULT install rc=0 path=/usr/sbin/kvmd distrib=same diverted=kvmd-ganeti,\n",
+        "RESULT named kvmd\n",
         "RESULT remove rc=0 original=same diverted=\n",
-        "RESULT cluster-init daemon=running",
-        "RESULT cluster-install restarted=yes exe=/usr/sbin/kvmd",
-        "RESULT cluster-remove restarted=yes exe=/usr/lib/ganeti/3.1/usr/sbin/ganeti-kvmd",
-        "RESULT cluster-qa rc=0",
-        "RESULT cluster-poweroff status=USER_down file=present",
-        "RESULT cluster-sigterm status=ERROR_down file=absent",
-        "RESULT cluster-reset status=ERROR_down file=absent",
-        "RESULT cluster rc=0",
-        "RESULT purge rc=0 original=same diverted= machine=same",
+        "RESULT by-hand rc=0 diverted= said=yes\n",
+        "RESULT by-hand-undone original=same diverted=\n",
+        "RESULT cluster-init daemon=running attached=",
+        "RESULT cluster-install restarted=yes exe=/usr/sbin/kvmd attached=",
+        "RESULT cluster-remove restarted=yes exe=/usr/lib/ganeti/3.1/usr/sbin/ganeti-kvmd attached=",
+        "RESULT cluster-qa rc=0 ",
+        "RESULT cluster-poweroff status=USER_down file=present attached=yes\n",
+        "RESULT cluster-sigterm status=ERROR_down file=absent attached=yes\n",
+        "RESULT cluster-reset status=ERROR_down file=absent attached=yes\n",
+        "RESULT cluster rc=0\n",
+        "RESULT purge rc=0 original=same diverted= machine=same\n",
+        "RESULT upgrade-setup rc=0\n",
         "RESULT upgrade-start rc=0 g30=/usr/sbin/kvmd g31=absent runs=/usr/sbin/kvmd \
-         diverted=kvmd-ganeti,",
+         diverted=kvmd-ganeti,\n",
         "RESULT upgrade-31 rc=0 g30=/usr/sbin/kvmd g31=/usr/sbin/kvmd \
-         distrib31=same distrib30=same diverted=kvmd-ganeti,kvmd-ganeti,",
+         distrib31=same distrib30=same diverted=kvmd-ganeti,kvmd-ganeti,\n",
         "RESULT upgrade-remove-30 rc=0 g30=absent dir30=absent g31=/usr/sbin/kvmd \
-         runs=/usr/sbin/kvmd diverted=kvmd-ganeti,",
-        "RESULT upgrade-purge rc=0 original=same diverted=",
+         runs=/usr/sbin/kvmd diverted=kvmd-ganeti,\n",
+        "RESULT upgrade-purge rc=0 original=same diverted=\n",
     ] {
         assert!(results.contains(line), "{line} missing:\n{results}\n{said}");
     }

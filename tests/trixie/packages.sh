@@ -17,7 +17,8 @@ g30=/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd
 g31=/usr/lib/ganeti/3.1/usr/sbin/ganeti-kvmd
 export DEBIAN_FRONTEND=noninteractive
 say() { echo "packages: $*" >&2; }
-sum() { sha256sum "$1" 2> /dev/null | cut -d' ' -f1; }
+# A file's sha256, or "missing" (two missing files are not the same).
+sum() { sha256sum "$1" 2> /dev/null | cut -d' ' -f1 | grep . || echo "missing:$1"; }
 resolved() { readlink -f "$1" 2> /dev/null || echo none; }
 diversions() { dpkg-divert --list '*ganeti-kvmd' | sed -n 's/.* by //p' | sort | tr '\n' , ; }
 # Not in /tmp, which the purge's before-and-after comparison lists.
@@ -52,6 +53,20 @@ sed 's/^/apt: /' "$tmp/apt" >&2
 echo "RESULT remove rc=$rc original=$([ "$(sum $g31)" = "$original" ] && echo same || echo differs)" \
     "diverted=$(diversions)"
 
+# A node where kvmd was put in place by hand (contrib/ganeti/install-kvmd,
+# a local diversion): the package installs, says so, and leaves it alone.
+"$here/../../contrib/ganeti/install-kvmd" /usr/sbin/kvmd > /dev/null 2>&1 ||
+    echo "RESULT by-hand-setup failed"
+apt-get install -y -q --no-install-recommends "$kvmd_deb" "$ganeti_deb" > "$tmp/apt" 2>&1
+rc=$?
+sed 's/^/apt: /' "$tmp/apt" >&2
+echo "RESULT by-hand rc=$rc diverted=$(diversions)" \
+    "said=$(grep -q 'is diverted by LOCAL' "$tmp/apt" && echo yes || echo no)"
+apt-get purge -y -q kvmd-ganeti > /dev/null 2>&1
+"$here/../../contrib/ganeti/install-kvmd" --undo > /dev/null 2>&1
+echo "RESULT by-hand-undone original=$([ "$(sum $g31)" = "$original" ] && echo same || echo differs)" \
+    "diverted=$(diversions)"
+
 # A real one-node Ganeti 3.1 cluster, Debian's ganeti-kvmd running, into
 # which kvmd-ganeti is installed (its daemon restarted onto kvmd, every
 # scenario then run with the package's kvmd) and from which it is removed
@@ -77,11 +92,14 @@ echo "RESULT purge rc=$rc original=$([ "$(sum $g31)" = "$original" ] && echo sam
 # Debian 12 libraries are not all in Debian 13; only its files matter
 # here), then 3.1 unpacked beside it, `gnt-cluster upgrade --to 3.1`
 # switching the running version (the link /etc/ganeti/lib, which
-# /usr/sbin/ganeti-kvmd goes through), and 3.0 removed. Ganeti's prerm
+# /usr/sbin/ganeti-kvmd goes through; played here by ln, as no cluster
+# runs), and 3.0 removed. Ganeti's prerm
 # refuses to remove the running version, hence the order.
-dpkg --force-depends -i "$ganeti30_deb" > /dev/null 2>&1
-ln -sfn /usr/lib/ganeti/3.0 /etc/ganeti/lib
-dpkg --force-depends -r ganeti-haskell-3.1 > /dev/null 2>&1
+{ dpkg --force-depends -i "$ganeti30_deb" && ln -sfn /usr/lib/ganeti/3.0 /etc/ganeti/lib &&
+    dpkg --force-depends -r ganeti-haskell-3.1; } > "$tmp/dpkg" 2>&1
+rc=$?
+sed 's/^/dpkg: /' "$tmp/dpkg" >&2
+echo "RESULT upgrade-setup rc=$rc"
 original30=$(sum $g30)
 dpkg --force-depends -i "$kvmd_deb" "$ganeti_deb" > "$tmp/dpkg" 2>&1
 rc=$?
@@ -95,6 +113,7 @@ echo "RESULT upgrade-31 rc=$rc g30=$(resolved $g30) g31=$(resolved $g31)" \
     "distrib31=$([ "$(sum $g31.distrib)" = "$original" ] && echo same || echo differs)" \
     "distrib30=$([ "$(sum $g30.distrib)" = "$original30" ] && echo same || echo differs)" \
     "diverted=$(diversions)"
+# What `gnt-cluster upgrade --to 3.1` does to the running version's link.
 ln -sfn /usr/lib/ganeti/3.1 /etc/ganeti/lib
 dpkg --force-depends -r ganeti-haskell-3.0 > "$tmp/dpkg" 2>&1
 rc=$?

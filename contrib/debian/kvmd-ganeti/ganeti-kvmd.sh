@@ -19,7 +19,7 @@ diverted_by_us() {
         sed -n 's/^diversion of \(.*\) to .* by kvmd-ganeti$/\1/p'
 }
 
-# Is $1 our link (and nothing else, which is never touched)?
+# Is $1 our link?
 is_our_link() {
     [ -L "$1" ] && [ "$(readlink "$1")" = "$kvmd" ]
 }
@@ -31,37 +31,67 @@ link_kvmd() {
 }
 
 # Diverts every Ganeti version's ganeti-kvmd that a package installed, and
-# gives up the diversions of versions whose package is gone.
+# gives up the diversions of versions whose package is gone. What anyone
+# else put in place (a diversion of their own, such as
+# contrib/ganeti/install-kvmd's, or a file where our link would go) is
+# left alone, and said so.
 take_over() {
     for path in /usr/lib/ganeti/*/usr/sbin/ganeti-kvmd; do
         [ -e "$path" ] || [ -L "$path" ] || continue
-        if ! diverted_by_us | grep -qxF "$path"; then
-            # Only a file a package owns: a link or copy someone made by
-            # hand (contrib/ganeti/install-kvmd's) is theirs to undo.
-            dpkg-query -S "$path" > /dev/null 2>&1 || continue
-            dpkg-divert --package kvmd-ganeti --rename \
-                --divert "$path.distrib" --add "$path" > /dev/null
-        fi
+        # /usr/lib/ganeti/default is a link to one of the versions.
+        [ ! -L "${path%/usr/sbin/ganeti-kvmd}" ] || continue
+        diverter=$(dpkg-divert --listpackage "$path")
+        case "$diverter" in
+        kvmd-ganeti) continue ;;
+        "") ;;
+        *)
+            echo "kvmd-ganeti: $path is diverted by $diverter (contrib/ganeti/install-kvmd?);" \
+                "left as it is: undo that, then dpkg-reconfigure kvmd-ganeti" >&2
+            continue
+            ;;
+        esac
+        # Only a file a package owns (not one made by hand).
+        dpkg-query -S "$path" > /dev/null 2>&1 || continue
+        dpkg-divert --package kvmd-ganeti --rename \
+            --divert "$path.distrib" --add "$path" > /dev/null
     done
     for path in $(diverted_by_us); do
-        if [ -e "$path.distrib" ]; then
-            is_our_link "$path" || link_kvmd "$path"
-        else
+        if [ ! -e "$path.distrib" ]; then
             # The version's package was removed (dpkg deleted the
-            # diverted binary): the link and the diversion go too, and the
-            # directories dpkg could not remove because of the link.
-            if is_our_link "$path"; then rm -f "$path"; fi
-            dpkg-divert --package kvmd-ganeti --no-rename --remove "$path" > /dev/null
-            rmdir -p --ignore-fail-on-non-empty "${path%/*}" 2> /dev/null || true
+            # diverted binary): the link and the diversion go too.
+            forget "$path"
+        elif [ ! -e "$path" ] && [ ! -L "$path" ]; then
+            link_kvmd "$path"
+        elif ! is_our_link "$path"; then
+            echo "kvmd-ganeti: $path is not the link to $kvmd; left as it is" >&2
         fi
     done
 }
 
-# Puts every diverted binary back at its path.
+# Gives up the diversion of $1, whose package is gone: our link, the
+# diversion, and the directories dpkg could not remove because of the link.
+forget() {
+    if is_our_link "$1"; then rm -f "$1"; fi
+    dpkg-divert --package kvmd-ganeti --no-rename --remove "$1" > /dev/null
+    rmdir -p --ignore-fail-on-non-empty "${1%/*}" 2> /dev/null || true
+}
+
+# Puts every diverted binary back at its path. Something other than our
+# link at a path is kept, and so is the binary beside it.
 give_back() {
     for path in $(diverted_by_us); do
+        if [ ! -e "$path.distrib" ]; then
+            forget "$path"
+            continue
+        fi
         if is_our_link "$path"; then rm -f "$path"; fi
-        dpkg-divert --package kvmd-ganeti --rename --remove "$path" > /dev/null
+        if [ -e "$path" ] || [ -L "$path" ]; then
+            echo "kvmd-ganeti: $path is not the link to $kvmd; Debian's binary" \
+                "stays at $path.distrib" >&2
+            dpkg-divert --package kvmd-ganeti --no-rename --remove "$path" > /dev/null
+        else
+            dpkg-divert --package kvmd-ganeti --rename --remove "$path" > /dev/null
+        fi
     done
 }
 
@@ -69,16 +99,24 @@ give_back() {
 # path now leads to, the way Ganeti itself would: its systemd unit when
 # systemd runs it, else daemon-util (the pid file and start-stop-daemon).
 # One that is not running is left so: Ganeti starts it with the next
-# instance start.
+# instance start. One already on the right binary is not restarted (the
+# trigger on /usr/lib/ganeti runs this on every Ganeti package update).
 restart_ganeti_kvmd() {
+    target=$(readlink -f /usr/sbin/ganeti-kvmd)
     if [ -d /run/systemd/system ]; then
-        deb-systemd-invoke try-restart ganeti-kvmd.service > /dev/null 2>&1 || true
+        pid=$(systemctl show -p MainPID --value ganeti-kvmd.service 2> /dev/null) || pid=0
+        if [ "${pid:-0}" != 0 ]; then
+            running=$(readlink -f "/proc/$pid/exe" 2> /dev/null) || return 0
+            [ "$running" != "$target" ] || return 0
+            deb-systemd-invoke try-restart ganeti-kvmd.service > /dev/null 2>&1 || true
+            return 0
+        fi
     fi
     pid=$(cat /var/run/ganeti/ganeti-kvmd.pid 2> /dev/null) || return 0
     # A stale pid file's number may belong to another process by now.
     [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = ganeti-kvmd ] || return 0
     running=$(readlink -f "/proc/$pid/exe" 2> /dev/null) || return 0
-    [ "$running" != "$(readlink -f /usr/sbin/ganeti-kvmd)" ] || return 0
+    [ "$running" != "$target" ] || return 0
     if [ -x /usr/lib/ganeti/daemon-util ]; then
         { /usr/lib/ganeti/daemon-util stop ganeti-kvmd &&
             /usr/lib/ganeti/daemon-util start ganeti-kvmd; } ||
