@@ -70,7 +70,7 @@ set -e
 tests/host-state.sh > "$state/after"
 if ! diff -u "$state/before" "$state/after" > "$state/diff"; then
     echo "tests/run.sh: the tests left this machine changed (- gone, + new):" >&2
-    grep '^[-+]/' "$state/diff" | head -50 >&2
+    grep -m 50 '^[-+]/' "$state/diff" >&2 || true
     # Under CI the machine runs nothing else, so any change is the suite's.
     # On a developer's machine other programs change /tmp and /run too.
     if [ "${CI:-}" = true ]; then

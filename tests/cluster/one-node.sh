@@ -24,12 +24,19 @@ log() { echo "one-node: $*" >&2; }
 
 # --- isolation -------------------------------------------------------------
 mount --make-rprivate /
-mkdir -p /root/.ssh
 mount -t tmpfs tmpfs /run
 mkdir -p /run/lock /run/sshd
 mount -t tmpfs tmpfs /var/log
 mount -t tmpfs tmpfs /srv
-mount -t tmpfs tmpfs /root/.ssh
+# root's ssh keys are made for this cluster only. Where the host has no
+# /root/.ssh, a mount point made for it would stay behind: /root itself
+# is then private (nothing the cluster runs needs the rest of it).
+if [ -d /root/.ssh ]; then
+    mount -t tmpfs tmpfs /root/.ssh
+else
+    mount -t tmpfs tmpfs /root
+    mkdir -m 700 /root/.ssh
+fi
 # /etc/ssh: host keys are made for this cluster only.
 sshdir=$(mktemp -d "$work/ssh.XXXX")
 chmod 755 "$sshdir"

@@ -63,14 +63,15 @@ in_root() {
 # devices (nothing in the build can reach this machine's disks), an empty
 # /run. All in the private mount namespace: gone when the build ends.
 mount_api() {
-    mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
-    mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+    # Read-only kernel knobs: the build shares this machine's network
+    # namespace (apt needs it), and no package script may set its sysctls.
+    mount_proc_and_sys "$root"
     mount_minimal_dev "$root"
     mount -t tmpfs -o mode=755,nosuid,nodev,size=64m kvmd-test-run "$root/run"
 }
 
 umount_api() {
-    umount "$root/run" "$root/dev/pts" "$root/dev" "$root/sys" "$root/proc"
+    umount -R "$root/run" "$root/dev" "$root/sys" "$root/proc"
 }
 
 # Whether a URL answers, asked from inside the root (apt's own client).
@@ -166,7 +167,7 @@ fi
 cache=${KVMD_TEST_CACHE:-/var/cache/kvmd-tests}
 key=$( {
     printf '%s\n' "$SUITE" "$MIRROR" "$SECURITY" "${PACKAGES[@]}"
-    declare -f in_root mount_minimal_dev mount_api umount_api reachable build
+    declare -f in_root mount_proc_and_sys mount_minimal_dev mount_api umount_api reachable build
 } | sha256sum | cut -c1-12)
 final=$cache/trixie-$key
 
