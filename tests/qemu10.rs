@@ -46,7 +46,13 @@ fn the_end_to_end_suite_passes_against_qemu_10() {
     );
     let binary = e2e_binary();
     // --test-threads=2: the two cores, as on the host.
-    let out = common::trixie::enter(&root, work.path(), &[], &[&binary, "--test-threads=2"]);
+    // CI=true inside: a test that would skip for want of a part fails.
+    let out = common::trixie::enter(
+        &root,
+        work.path(),
+        &[],
+        &["env", "CI=true", &binary, "--test-threads=2"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{}\ne2e against QEMU 10:\n{stdout}", version.trim());
@@ -55,7 +61,5 @@ fn the_end_to_end_suite_passes_against_qemu_10() {
         "the e2e suite failed against QEMU 10 ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    // It ran, and nothing was skipped: QEMU was there for every test.
     assert!(stdout.contains("test result: ok."), "{stdout}");
-    assert!(!stderr.contains("SKIPPED"), "{stderr}");
 }
