@@ -71,17 +71,25 @@ same "runs"
 lingering="sleep $marker & setsid sleep $marker & \
 qemu-system-x86_64 -display none -S -daemonize -pidfile /tmp/qemu.pid -name kvmd-test-$marker && \
 sleep $marker"
+# SIGTERM to enter.sh running $1: it must exit 143, and leave the host so.
+cut_off() {
+    kill -TERM "$1"
+    set +e
+    wait "$1"
+    local rc=$?
+    set -e
+    [ "$rc" = 143 ] || fail "SIGTERM: exit status $rc, not 143"
+    same "$2"
+}
+
 "$enter" "$root" "$work" -- sh -c "$lingering" &
 pid=$!
-sleep 3
-[ "$(pgrep -fc "^(sleep|qemu-system-x86_64) .*$marker")" = 4 ] || fail "the lingering processes did not start"
-kill -TERM "$pid"
-set +e
-wait "$pid"
-rc=$?
-set -e
-[ "$rc" = 143 ] || fail "SIGTERM: exit status $rc, not 143"
-same "SIGTERM"
+deadline=$((SECONDS + 60))
+until [ "$(pgrep -fc "^(sleep|qemu-system-x86_64) .*$marker")" = 4 ]; do
+    [ $SECONDS -lt $deadline ] || fail "the lingering processes did not start"
+    sleep 0.1
+done
+cut_off "$pid" "SIGTERM"
 
 set +e
 ENTER_TIMEOUT=3 "$enter" "$root" "$work" -- sh -c "$lingering" 2> /dev/null
@@ -96,12 +104,11 @@ if [ -n "${E2E:-}" ]; then
     # And cut off midway, its guests running.
     CI=true "$enter" "$root" "$work" -- "$E2E" > /dev/null 2>&1 &
     pid=$!
-    sleep 1.5
-    kill -TERM "$pid"
-    set +e
-    wait "$pid"
-    rc=$?
-    set -e
-    [ "$rc" = 143 ] || fail "SIGTERM: exit status $rc, not 143"
-    same "$E2E, SIGTERM"
+    # Midway: once its first guest runs.
+    deadline=$((SECONDS + 60))
+    until pgrep -f '(^|/)qemu-system-x86_64 ' > /dev/null; do
+        [ $SECONDS -lt $deadline ] || fail "the e2e run started no guest"
+        sleep 0.05
+    done
+    cut_off "$pid" "$E2E, SIGTERM"
 fi
