@@ -31,7 +31,7 @@ enum Release {
 /// Runs the cluster with `daemon` as its ganeti-kvmd ("original": Debian's)
 /// and returns scenario → key → value.
 fn cluster(release: &Release, daemon: &str) -> Results {
-    let work = common::trixie::work("kvmd-cluster");
+    let work = common::tmpfs_dir("kvmd-cluster");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/one-node.sh");
     let out = match release {
         Release::Debian12 => Command::new(&script)

@@ -282,10 +282,7 @@ fn packages_install_work_and_purge_to_nothing() {
 /// /kvmd-test inside. Returns the script's output; fails the test if it
 /// failed or printed `RESULT timeout`.
 fn under_systemd(checks: &str, setup: impl FnOnce(&Path), args: &[&str]) -> String {
-    let work = tempfile::Builder::new()
-        .prefix("kvmd-package-systemd")
-        .tempdir_in("/dev/shm")
-        .expect("work dir on tmpfs");
+    let work = common::tmpfs_dir("kvmd-package-systemd");
     setup(work.path());
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd");
     let out = Command::new(here.join("boot.sh"))
@@ -378,10 +375,7 @@ fn cluster_with_the_package(ganeti_deb: &Path) {
     if !Path::new("/usr/sbin/gnt-cluster").exists() {
         return skip("ganeti not installed (tests/run.sh installs it)");
     }
-    let work = tempfile::Builder::new()
-        .prefix("kvmd-package-cluster")
-        .tempdir_in("/dev/shm")
-        .expect("work dir on tmpfs");
+    let work = common::tmpfs_dir("kvmd-package-cluster");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/one-node.sh");
     let out = run(Command::new(script)
         .arg("original")
@@ -422,7 +416,7 @@ fn packages_on_debian_13() {
         return;
     };
     let (kvmd_deb, ganeti_deb) = debs();
-    let work = common::trixie::work("kvmd-package-trixie");
+    let work = common::tmpfs_dir("kvmd-package-trixie");
     let copy = |deb: &Path| -> String {
         let to = work.path().join(deb.file_name().expect("deb name"));
         std::fs::copy(deb, &to).expect("copy the package");

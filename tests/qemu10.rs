@@ -32,7 +32,7 @@ fn the_end_to_end_suite_passes_against_qemu_10() {
     let Some(root) = common::trixie::root() else {
         return;
     };
-    let work = common::trixie::work("kvmd-qemu10");
+    let work = common::tmpfs_dir("kvmd-qemu10");
     let version = common::trixie::enter(
         &root,
         work.path(),

@@ -53,6 +53,14 @@ pub fn skip(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
+/// A work directory on tmpfs (as /run is on a node), removed when dropped.
+pub fn tmpfs_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/dev/shm")
+        .expect("work dir on tmpfs")
+}
+
 /// `systemd-analyze`, run so that it leaves nothing on the host: its
 /// `verify` and `security` load units the way a system manager does, and
 /// that touches `/run/systemd/systemd-units-load` on the machine. As root

@@ -49,11 +49,3 @@ pub fn enter(root: &Path, work: &Path, env: &[&str], command: &[&str]) -> Output
         .output()
         .expect("tests/trixie/enter.sh")
 }
-
-/// A work directory on tmpfs, removed when dropped.
-pub fn work(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/dev/shm")
-        .expect("work dir on tmpfs")
-}
