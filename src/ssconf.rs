@@ -61,26 +61,43 @@ pub fn check(dir: &Path, node: &str) -> Result<(), Refusal> {
             })
     };
     let (hypervisors, path) = read(HYPERVISOR_LIST)?;
-    if !hypervisors.lines().any(|line| line.trim() == "kvm") {
+    if !lists_kvm(&hypervisors) {
         return Err(Refusal::NoKvm { path });
     }
     let (enabled, path) = read(USER_SHUTDOWN)?;
-    if enabled.trim() != "True" {
+    if !user_shutdown_enabled(&enabled) {
         return Err(Refusal::UserShutdownDisabled { path });
     }
     let (capable, path) = read(VM_CAPABLE)?;
-    let this_node = capable
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .find(|(name, _)| name.trim() == node);
-    match this_node {
-        Some((_, value)) if value.trim() == "True" => Ok(()),
+    match vm_capable(&capable, node) {
+        Some(true) => Ok(()),
         _ => Err(Refusal::NotVmCapable {
             path,
             node: node.to_owned(),
         }),
     }
 }
+
+/// Whether `ssconf_hypervisor_list`'s text lists `kvm`.
+pub fn lists_kvm(text: &str) -> bool {
+    text.lines().any(|line| line.trim() == "kvm")
+}
+
+/// Whether `ssconf_enabled_user_shutdown`'s text says `True`.
+pub fn user_shutdown_enabled(text: &str) -> bool {
+    text.trim() == "True"
+}
+
+/// What `ssconf_node_vm_capable`'s text says of `node`; `None`: not listed.
+pub fn vm_capable(text: &str, node: &str) -> Option<bool> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(name, _)| name.trim() == node)
+        .map(|(_, value)| value.trim() == "True")
+}
+
+/// The file names, for those who read them one by one (`kvmd doctor`).
+pub const FILES: [&str; 3] = [HYPERVISOR_LIST, USER_SHUTDOWN, VM_CAPABLE];
 
 /// This node's name as Ganeti knows it: what Python's `socket.getfqdn()`
 /// (and so Ganeti) says — the host name resolved to an address and that
