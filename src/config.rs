@@ -76,12 +76,27 @@ pub const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
     "/run/kvmd.sock",
 ];
 
+/// `kvmd doctor`: the daemon's own flags (so its command line can be
+/// pasted after `doctor`), plus `--json` and at most one instance.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Doctor {
+    /// Where to look, as the daemon would be configured by the same flags.
+    pub config: Config,
+    pub json: bool,
+    /// Only this instance's findings (and the node's).
+    pub instance: Option<String>,
+    /// No flag named a path or `--no-ssconf`: the doctor may take the
+    /// running daemon's own command line instead of the defaults.
+    pub defaults: bool,
+}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invocation {
     Run(Config),
     Status(Client),
     Events(Client),
+    Doctor(Doctor),
     Help(String),
     Version(String),
 }
@@ -137,6 +152,10 @@ where
         Some("events") => {
             args.next();
             return parse_client(program, args, cwd, false).map(Invocation::Events);
+        }
+        Some("doctor") => {
+            args.next();
+            return parse_doctor(program, args, cwd);
         }
         _ => {}
     }
@@ -365,6 +384,51 @@ where
     Ok(client)
 }
 
+/// `kvmd doctor [--json] [DAEMON FLAGS] [INSTANCE]`: `--json` and the
+/// instance are taken out, and the rest parsed as the daemon's flags.
+fn parse_doctor<I>(program: String, args: I, cwd: &Path) -> Result<Invocation, UsageError>
+where
+    I: Iterator<Item = OsString>,
+{
+    let mut json = false;
+    let mut instance = None;
+    let mut rest = vec![OsString::from(&program)];
+    let mut args = args;
+    let mut options = true;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if options && text == "--" {
+            options = false;
+        } else if options && text == "--json" {
+            json = true;
+        } else if options && text.starts_with('-') {
+            // A flag that takes its value as the next word keeps it.
+            let name = text.trim_start_matches('-');
+            let takes_value = text.starts_with("--")
+                && !name.contains('=')
+                && LONG_FLAGS.iter().any(|f| f.name == name && f.takes_value);
+            rest.push(arg.clone());
+            if takes_value && let Some(value) = args.next() {
+                rest.push(value);
+            }
+        } else if instance.is_none() {
+            instance = Some(text.into_owned());
+        } else {
+            return Err(UsageError::UnexpectedArgument(text.into_owned()));
+        }
+    }
+    let defaults = rest.len() == 1;
+    match parse(rest, cwd)? {
+        Invocation::Run(config) => Ok(Invocation::Doctor(Doctor {
+            config,
+            json,
+            instance,
+            defaults,
+        })),
+        other => Ok(other),
+    }
+}
+
 /// `kvmd-state` beside the control directory: on the same file system
 /// (a tmpfs under /run on Ganeti nodes), so it lives exactly as long as
 /// the guests it describes.
@@ -463,6 +527,12 @@ As a client of a running kvmd (same --pid-file or --control-socket):
                          evidence so far, and recent verdicts with reasons
   {program} events [--json]
                          follow what kvmd does, one line per event
+
+Troubleshooting (kvmd running or not; the daemon's flags say where to look):
+  {program} doctor [--json] [OPTION]... [INSTANCE]
+                         check and explain why user-shutdown detection
+                         works or not here: exit 0 all ok, 1 something
+                         fails, 3 warnings only
 "
     )
 }
@@ -566,6 +636,43 @@ mod tests {
             "unexpected argument 'stray'"
         );
         assert!(run(&["--pid-file="]).is_err());
+    }
+
+    #[test]
+    fn doctor_takes_the_daemons_flags_json_and_one_instance() {
+        let doctor = |args: &[&str]| {
+            let args = ["kvmd", "doctor"].iter().chain(args).map(OsString::from);
+            parse(args, Path::new("/work"))
+        };
+        let Ok(Invocation::Doctor(d)) = doctor(&[]) else {
+            panic!("a doctor")
+        };
+        assert!(d.defaults && !d.json && d.instance.is_none());
+        assert_eq!(d.config.ctrl_dir, Path::new(DEFAULT_CTRL_DIR));
+        let Ok(Invocation::Doctor(d)) = doctor(&[
+            "-f",
+            "--no-ssconf",
+            "--ctrl-dir",
+            "ctrl",
+            "vm1",
+            "--json",
+            "--on-verdict=/usr/local/lib/hook",
+        ]) else {
+            panic!("a doctor")
+        };
+        assert!(!d.defaults && d.json && !d.config.ssconf_checks);
+        assert_eq!(d.instance.as_deref(), Some("vm1"));
+        assert_eq!(d.config.ctrl_dir, Path::new("/work/ctrl"));
+        assert_eq!(
+            d.config.on_verdict.as_deref(),
+            Some(Path::new("/usr/local/lib/hook"))
+        );
+        assert_eq!(
+            doctor(&["vm1", "vm2"]).unwrap_err().to_string(),
+            "unexpected argument 'vm2'"
+        );
+        assert!(doctor(&["--frobnicate"]).is_err());
+        assert!(matches!(doctor(&["--help"]), Ok(Invocation::Help(_))));
     }
 
     #[test]

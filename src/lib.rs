@@ -6,7 +6,8 @@
 //! policy ([`fleet`]) are pure; the event loop ([`daemon`]) owns every
 //! descriptor and makes every system call; [`watch`] follows the control
 //! directory; [`shutdown_file`] writes the verdict; [`name`] derives every
-//! file name from an instance's.
+//! file name from an instance's; [`doctor`] explains why detection works
+//! on a node, or not.
 
 pub mod client;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod control;
 pub mod daemon;
 pub mod decision;
 pub mod detach;
+pub mod doctor;
 pub mod fleet;
 pub mod hook_program;
 pub mod logging;

@@ -1,0 +1,907 @@
+//! What the probes found, as plain data, and the pure parsers that turn
+//! the texts they read (a QEMU command line, `/proc/net/unix`, dpkg's
+//! diversions, a status answer, a metrics file) into it.
+//!
+//! This module owns the boundary between the doctor's I/O
+//! ([`super::probe`]) and its judgement ([`super::checks`]): everything a
+//! check needs is here, so every check can be tested with made-up facts.
+//! Names from outside (instances, file names, command lines) are kept
+//! escaped, as kvmd's log shows them, from the moment they are read.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use serde_json::Value;
+
+/// Bytes as kvmd's log shows them: printable ASCII as is, anything else
+/// escaped (`new\nline`, `vm\xff`), so a hostile name cannot forge a line
+/// or send escape sequences to a terminal.
+pub fn escaped(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// At most `max` characters of an escaped name, with how long it was.
+pub fn shortened(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        return name.to_owned();
+    }
+    let cut: String = name.chars().take(max).collect();
+    format!("{cut}… ({} characters)", name.chars().count())
+}
+
+/// Whether the doctor runs for a Ganeti node or standalone (`--no-ssconf`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Ganeti,
+    Standalone,
+}
+
+/// A probe's answer: what it found, or that it did not answer in time
+/// (a hung network file system, a process holding its memory lock).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probed<T> {
+    Got(T),
+    NoAnswer,
+}
+
+/// Everything the checks look at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Facts {
+    pub mode: Mode,
+    /// The control directory asked about, as given.
+    pub ctrl_dir: String,
+    /// inotify watches kvmd needs for it: one per directory from `/` down.
+    pub watches_needed: u64,
+    /// Who runs the doctor (what it may read depends on it).
+    pub doctor_uid: u32,
+    /// `--socket-owner`: users besides kvmd's own whose sockets it trusts.
+    pub socket_owners: Vec<u32>,
+    /// Only this instance (escaped), when one was named.
+    pub instance: Option<String>,
+    /// The flags were taken from the running daemon's command line.
+    pub adopted: Option<u32>,
+    pub daemon: Probed<DaemonFacts>,
+    pub ganeti: Option<Probed<GanetiFacts>>,
+    pub dir: Probed<DirFacts>,
+    pub entries: Probed<Entries>,
+    pub inotify: Probed<InotifyFacts>,
+    pub qemus: Probed<Vec<QemuFacts>>,
+    /// `None`: `/proc/net/unix` could not be read.
+    pub unix: Option<UnixSockets>,
+    pub hook: Option<Probed<HookFacts>>,
+    pub metrics: Option<Probed<MetricsFacts>>,
+    /// Seconds since the epoch, when the facts were gathered.
+    pub now: f64,
+}
+
+/// The pid file, the process it names, and the control socket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonFacts {
+    pub pid_file: String,
+    pub pid: PidFile,
+    /// The process the pid file names, when it exists.
+    pub process: Option<ProcessFacts>,
+    pub control_socket: String,
+    pub control: Control,
+}
+
+/// What the pid file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PidFile {
+    Missing,
+    Unreadable(String),
+    /// A FIFO, a directory, a symlink: not read (a FIFO would block).
+    NotAFile(&'static str),
+    /// Not a pid (escaped, shortened).
+    Garbage(String),
+    Pid(u32),
+}
+
+/// A live process a pid file names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessFacts {
+    pub pid: u32,
+    /// `/proc/<pid>/comm`, escaped.
+    pub comm: String,
+    pub uid: Option<u32>,
+    pub exe: Exe,
+    /// What its binary is, when it could be read.
+    pub kind: BinaryKind,
+    /// Its binary's device and inode (`stat /proc/<pid>/exe`).
+    pub exe_id: Option<(u64, u64)>,
+    /// Seconds since the epoch it started at (from /proc).
+    pub started: Option<f64>,
+}
+
+impl ProcessFacts {
+    /// Whether it looks like a KVM daemon at all: kvmd or Ganeti's.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.kind, BinaryKind::Kvmd | BinaryKind::GanetiOriginal)
+            || matches!(self.comm.as_str(), "kvmd" | "ganeti-kvmd")
+    }
+}
+
+/// A process's binary path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exe {
+    /// `replaced`: the kernel says `(deleted)`, the file was replaced since.
+    Path {
+        path: String,
+        replaced: bool,
+    },
+    Unreadable(String),
+}
+
+/// What a daemon binary is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryKind {
+    /// kvmd (any version): it carries kvmd's marker.
+    Kvmd,
+    /// Not kvmd, but names Ganeti: Debian's Haskell `ganeti-kvmd`.
+    GanetiOriginal,
+    /// Neither.
+    Other,
+    /// It could not be read.
+    Unknown,
+}
+
+/// The text of kvmd's `--version`: every kvmd binary carries it, so it
+/// tells kvmd from Ganeti's original without running either.
+pub const KVMD_MARKER: &[u8] = b"A drop-in replacement for Ganeti's ganeti-kvmd.";
+
+/// What a binary's bytes say it is.
+pub fn binary_kind(bytes: &[u8]) -> BinaryKind {
+    if memchr::memmem::find(bytes, KVMD_MARKER).is_some() {
+        BinaryKind::Kvmd
+    } else if memchr::memmem::find(bytes, b"ganeti").is_some()
+        || memchr::memmem::find(bytes, b"Ganeti").is_some()
+    {
+        BinaryKind::GanetiOriginal
+    } else {
+        BinaryKind::Other
+    }
+}
+
+/// What the control socket answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Control {
+    Status(StatusFacts),
+    /// Nothing there.
+    Absent,
+    /// A socket file nobody listens on (left by a kvmd that was killed).
+    Refused,
+    /// Not allowed to connect, or refused as another user.
+    Denied,
+    /// Too many clients, or its queue full.
+    Busy,
+    /// Connected, but no answer within the deadline.
+    NoAnswer,
+    /// An answer that is not a status (escaped, shortened).
+    Garbled(String),
+    Failed(String),
+}
+
+/// The parts of a status answer the doctor uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusFacts {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+    pub ctrl_dir: String,
+    /// `watching`, `rescanning` or `waiting-for-dir`.
+    pub watch: String,
+    pub descriptor_shortage: bool,
+    pub instances: Vec<StatusInstance>,
+    pub given_up: Vec<String>,
+    /// Oldest first, as the daemon lists them.
+    pub verdicts: Vec<StatusVerdict>,
+    /// Whether `ctrl_dir` is the directory the doctor looks at (same
+    /// device and inode); `None` when either could not be looked at.
+    pub same_dir: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusInstance {
+    pub name: String,
+    pub phase: String,
+    pub since_seconds: u64,
+    pub qemu: Option<String>,
+    pub qemu_pid: Option<u32>,
+    pub guest: Option<String>,
+    pub last_verdict: Option<StatusVerdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusVerdict {
+    pub name: String,
+    pub user: bool,
+    pub reason: String,
+    pub why: String,
+    pub age_seconds: u64,
+    pub file: String,
+    pub file_error: Option<String>,
+}
+
+fn text(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_owned)
+}
+
+fn verdict(v: &Value) -> Option<StatusVerdict> {
+    Some(StatusVerdict {
+        name: text(&v["name"])?,
+        user: v["verdict"].as_str()? == "user",
+        reason: text(&v["reason"]).unwrap_or_default(),
+        why: text(&v["why"]).unwrap_or_default(),
+        age_seconds: v["age_seconds"].as_u64().unwrap_or(0),
+        file: text(&v["file"]).unwrap_or_default(),
+        file_error: text(&v["file_error"]),
+    })
+}
+
+impl StatusFacts {
+    /// From a status answer line's `status` object (see README, "Control
+    /// socket"); `None` when it is not one.
+    pub fn from_json(status: &Value) -> Option<StatusFacts> {
+        let k = &status["kvmd"];
+        let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+        Some(StatusFacts {
+            version: text(&k["version"])?,
+            pid: u32::try_from(k["pid"].as_u64()?).ok()?,
+            uptime_seconds: k["uptime_seconds"].as_u64().unwrap_or(0),
+            ctrl_dir: text(&k["ctrl_dir"]).unwrap_or_default(),
+            watch: text(&k["watch"]).unwrap_or_default(),
+            descriptor_shortage: k["descriptor_shortage"].as_bool().unwrap_or(false),
+            instances: list("instances")
+                .iter()
+                .filter_map(|i| {
+                    Some(StatusInstance {
+                        name: text(&i["name"])?,
+                        phase: text(&i["phase"]).unwrap_or_default(),
+                        since_seconds: i["since_seconds"].as_u64().unwrap_or(0),
+                        qemu: text(&i["qemu"]),
+                        qemu_pid: i["qemu_pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
+                        guest: text(&i["guest"]),
+                        last_verdict: verdict(&i["last_verdict"]),
+                    })
+                })
+                .collect(),
+            given_up: list("given_up").iter().filter_map(text).collect(),
+            verdicts: list("verdicts").iter().filter_map(verdict).collect(),
+            same_dir: None,
+        })
+    }
+
+    /// The newest verdict for `name`.
+    pub fn last_verdict(&self, name: &str) -> Option<&StatusVerdict> {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .and_then(|i| i.last_verdict.as_ref())
+            .or_else(|| self.verdicts.iter().rev().find(|v| v.name == name))
+    }
+}
+
+/// Ganeti's side: ssconf, its tools, its daemon's binary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GanetiFacts {
+    pub ssconf_dir: String,
+    /// This node's name as Ganeti resolves it.
+    pub node: String,
+    /// ssconf files by name (`ssconf_...`): their text or why not.
+    pub ssconf: Vec<(String, Result<String, String>)>,
+    pub instances: GntInstances,
+    pub binary: GanetiBinary,
+}
+
+impl GanetiFacts {
+    pub fn file(&self, name: &str) -> Option<&Result<String, String>> {
+        self.ssconf.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+    }
+}
+
+/// What Ganeti's tools said of the instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GntInstances {
+    /// This node is not the master: only the master answers.
+    NotMaster {
+        master: String,
+    },
+    /// The master is not known (no `ssconf_master_node`).
+    Unknown,
+    Listed(Vec<GntInstance>),
+    /// It failed or timed out (and was killed): what it said.
+    Failed(String),
+}
+
+/// One line of `gnt-instance list -o name,pnode,hv/user_shutdown`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GntInstance {
+    pub name: String,
+    pub pnode: String,
+    /// The instance's effective `user_shutdown` (its own or the cluster's).
+    pub user_shutdown: Option<bool>,
+}
+
+/// Parses `gnt-instance list --no-headers --separator=| -o
+/// name,pnode,hv/user_shutdown`: Ganeti prints booleans as `Y`/`N`.
+pub fn parse_gnt_instances(output: &str) -> Vec<GntInstance> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('|');
+            let name = fields.next()?.trim();
+            let pnode = fields.next()?.trim();
+            let flag = fields.next()?.trim();
+            (!name.is_empty()).then(|| GntInstance {
+                name: escaped(name.as_bytes()),
+                pnode: pnode.to_owned(),
+                user_shutdown: match flag {
+                    "Y" | "True" | "true" => Some(true),
+                    "N" | "False" | "false" => Some(false),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// `key=value` lines (ssconf's maps, such as `ssconf_hvparams_kvm`).
+pub fn ssconf_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
+}
+
+/// `/usr/sbin/ganeti-kvmd` and what it leads to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GanetiBinary {
+    pub path: String,
+    /// Where its links lead, or why not.
+    pub target: Result<String, String>,
+    pub kind: BinaryKind,
+    pub id: Option<(u64, u64)>,
+    /// A dpkg diversion of the target, if any.
+    pub diversion: Option<Diversion>,
+}
+
+/// One entry of dpkg's diversions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diversion {
+    pub path: String,
+    pub to: String,
+    /// The package, or `None` for a local diversion (`dpkg-divert --local`).
+    pub by: Option<String>,
+}
+
+/// Parses `/var/lib/dpkg/diversions`: three lines per diversion (the
+/// path, where it goes, the package or `:` for a local one).
+pub fn parse_diversions(text: &str) -> Vec<Diversion> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks_exact(3)
+        .map(|d| Diversion {
+            path: d[0].to_owned(),
+            to: d[1].to_owned(),
+            by: (d[2] != ":").then(|| d[2].to_owned()),
+        })
+        .collect()
+}
+
+/// The control directory itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirFacts {
+    Missing,
+    /// kvmd opens it with `O_NOFOLLOW`: a symlink is no control directory.
+    Symlink,
+    NotADir,
+    Dir {
+        uid: u32,
+        mode: u32,
+        fs: FsKind,
+    },
+    Failed(String),
+}
+
+/// The file system under the control directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsKind {
+    Tmpfs,
+    Ramfs,
+    /// A disk or network file system: its `statfs` magic and a name.
+    Other {
+        magic: u64,
+        name: &'static str,
+    },
+}
+
+/// A `statfs` magic number as a file system.
+pub fn fs_kind(magic: u64) -> FsKind {
+    match magic {
+        0x0102_1994 => FsKind::Tmpfs,
+        0x8584_58f6 => FsKind::Ramfs,
+        _ => FsKind::Other {
+            magic,
+            name: match magic {
+                0xef53 => "ext2/3/4",
+                0x5846_5342 => "xfs",
+                0x9123_683e => "btrfs",
+                0x6969 => "nfs",
+                0x794c_7630 => "overlayfs",
+                0x2fc1_2fc1 => "zfs",
+                0xff53_4d42 | 0xfe53_4d42 => "cifs/smb",
+                0x6573_5546 => "fuse",
+                _ => "a file system that is not tmpfs",
+            },
+        },
+    }
+}
+
+/// The control directory's entries that concern kvmd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entries {
+    pub list: Vec<Entry>,
+    /// Entries past the doctor's bound, not looked at.
+    pub more: usize,
+    /// The listing stopped early: why.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The raw file name.
+    pub name: Vec<u8>,
+    pub kind: EntryKind,
+    pub uid: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Socket,
+    File,
+    Symlink,
+    Dir,
+    Fifo,
+    Other,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Socket => "a socket",
+            EntryKind::File => "a regular file",
+            EntryKind::Symlink => "a symlink",
+            EntryKind::Dir => "a directory",
+            EntryKind::Fifo => "a FIFO",
+            EntryKind::Other => "a device or other special file",
+        }
+    }
+}
+
+/// What an entry of the control directory is to kvmd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `<instance>.kvmd`, the instance escaped.
+    Socket(String),
+    /// `<instance>.shutdown`.
+    Shutdown(String),
+    /// `.kvmd`: no instance name.
+    Nameless,
+    /// `<instance>.kvmd` whose `<instance>.shutdown` would not fit a file name.
+    TooLong(String),
+    Unrelated,
+}
+
+/// An entry's role, as kvmd's naming contract ([`crate::name`]) has it.
+pub fn role(name: &[u8]) -> Role {
+    use crate::name::InstanceName;
+    let name = OsStr::from_bytes(name);
+    if name.as_bytes() == b".kvmd" {
+        return Role::Nameless;
+    }
+    if let Some(instance) = InstanceName::from_socket_file(name) {
+        let shown = escaped(instance.as_os_str().as_bytes());
+        return if instance.fits() {
+            Role::Socket(shown)
+        } else {
+            Role::TooLong(shown)
+        };
+    }
+    match name.as_bytes().strip_suffix(b".shutdown") {
+        Some(stem) if !stem.is_empty() => Role::Shutdown(escaped(stem)),
+        _ => Role::Unrelated,
+    }
+}
+
+/// inotify's limits for kvmd's user, and what that user's processes use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InotifyFacts {
+    /// The user counted for (kvmd's, or root's when it does not run).
+    pub uid: u32,
+    /// The lower of `fs.inotify.max_user_watches` and this user
+    /// namespace's `user.max_inotify_watches`.
+    pub max_watches: Option<u64>,
+    pub max_instances: Option<u64>,
+    pub used_watches: u64,
+    pub used_instances: u64,
+    /// The user's processes whose descriptors could not be read.
+    pub uncounted: usize,
+}
+
+/// Counts the watches in one inotify descriptor's `/proc/<pid>/fdinfo`.
+pub fn fdinfo_watches(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("inotify wd:"))
+        .count() as u64
+}
+
+/// One QEMU process that looks like an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuFacts {
+    pub pid: u32,
+    pub uid: Option<u32>,
+    /// Its `-name` (escaped), as Ganeti passes the instance's.
+    pub name: Option<String>,
+    /// Its QMP sockets named `*.kvmd` (`-qmp unix:PATH,...`).
+    pub sockets: Vec<QmpSocket>,
+}
+
+impl QemuFacts {
+    /// The instance it is, to kvmd: the name of its socket in the control
+    /// directory, else its `-name`.
+    pub fn instance(&self) -> Option<&str> {
+        self.sockets
+            .iter()
+            .find_map(|s| s.instance.as_deref())
+            .or(self.name.as_deref())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QmpSocket {
+    /// The path as QEMU was given it (escaped).
+    pub path: String,
+    /// The instance, when the socket is `<ctrl>/<instance>.kvmd`.
+    pub instance: Option<String>,
+}
+
+/// What a QEMU command line says, raw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuArgs {
+    /// Its `-name`.
+    pub name: Option<Vec<u8>>,
+    /// Its QMP sockets named `*.kvmd` (`-qmp unix:PATH,...`).
+    pub sockets: Vec<Vec<u8>>,
+}
+
+/// What a QEMU command line says; `None` when it is not QEMU. `cmdline`
+/// as `/proc/<pid>/cmdline` has it, NUL-separated.
+pub fn parse_qemu_cmdline(cmdline: &[u8]) -> Option<QemuArgs> {
+    let args: Vec<&[u8]> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let program = args.first()?;
+    let base = program.rsplit(|&b| b == b'/').next().unwrap_or(program);
+    let is_qemu = base.starts_with(b"qemu") || base == b"kvm" || base.starts_with(b"kvm-");
+    if !is_qemu {
+        return None;
+    }
+    let mut name = None;
+    let mut sockets = Vec::new();
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        // QEMU takes `-opt` and `--opt` alike.
+        let opt = arg
+            .strip_prefix(b"-")
+            .map(|a| a.strip_prefix(b"-").unwrap_or(a));
+        match opt {
+            Some(b"name") => {
+                if let Some(value) = rest.next() {
+                    name = Some(qemu_name(value));
+                }
+            }
+            Some(b"qmp" | b"qmp-pretty") => {
+                if let Some(path) = rest.next().and_then(|v| v.strip_prefix(b"unix:")) {
+                    let path = first_option(path);
+                    if path.ends_with(b".kvmd") {
+                        sockets.push(path);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(QemuArgs { name, sockets })
+}
+
+/// The first of QEMU's comma-separated options, `,,` being a comma.
+fn first_option(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if value[i] == b',' {
+            if value.get(i + 1) == Some(&b',') {
+                out.push(b',');
+                i += 2;
+                continue;
+            }
+            break;
+        }
+        out.push(value[i]);
+        i += 1;
+    }
+    out
+}
+
+/// `-name [guest=]NAME[,process=...]`: the guest's name.
+fn qemu_name(value: &[u8]) -> Vec<u8> {
+    let first = first_option(value);
+    match first.strip_prefix(b"guest=") {
+        Some(name) => name.to_vec(),
+        None => first,
+    }
+}
+
+/// Unix sockets bound in the control directory, by file name, from
+/// `/proc/net/unix` (this network namespace's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnixSockets {
+    /// Someone listens on it.
+    pub listening: BTreeSet<Vec<u8>>,
+    /// A client is connected to it (the listener's accepted end).
+    pub connected: BTreeSet<Vec<u8>>,
+}
+
+/// Parses `/proc/net/unix`, keeping the sockets whose path is
+/// `<dir>/<name>` for one of `dirs` (the control directory under each of
+/// its spellings: `/var/run/...` and `/run/...` are one directory).
+/// Paths holding a space or a newline cannot be told apart in this file
+/// and are skipped.
+pub fn parse_proc_net_unix(text: &[u8], dirs: &[Vec<u8>]) -> UnixSockets {
+    let mut found = UnixSockets::default();
+    for line in text.split(|&b| b == b'\n').skip(1) {
+        let fields: Vec<&[u8]> = line
+            .split(|&b| b == b' ')
+            .filter(|f| !f.is_empty())
+            .collect();
+        // Num RefCount Protocol Flags Type St Inode Path
+        let [_, _, _, flags, _, state, _, path] = fields[..] else {
+            continue;
+        };
+        let Some((dir, name)) = path
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map(|i| (&path[..i], &path[i + 1..]))
+        else {
+            continue;
+        };
+        if !dirs.iter().any(|d| d.as_slice() == dir) {
+            continue;
+        }
+        // __SO_ACCEPTCON (0x10000): a listening socket.
+        if flags == b"00010000" {
+            found.listening.insert(name.to_vec());
+        } else if state == b"03" {
+            found.connected.insert(name.to_vec());
+        }
+    }
+    found
+}
+
+/// The `--on-verdict` program and the state directory, as the daemon
+/// would check them at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookFacts {
+    pub program: String,
+    /// Taken from the running daemon's command line.
+    pub from_daemon: bool,
+    pub check: Result<String, String>,
+    pub state_dir: Result<(), String>,
+}
+
+/// The metrics file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsFacts {
+    pub path: String,
+    pub from_daemon: bool,
+    pub file: Result<MetricsFile, MetricsProblem>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsFile {
+    /// Seconds since it was last written.
+    pub age_seconds: f64,
+    /// `kvmd_start_time_seconds`: when the kvmd that wrote it started.
+    pub start_time: Option<f64>,
+    /// `kvmd_build_info{version}`.
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsProblem {
+    Missing,
+    NotAFile(&'static str),
+    Unreadable(String),
+}
+
+/// The series the doctor reads from a metrics file.
+pub fn parse_metrics(text: &str) -> (Option<f64>, Option<String>) {
+    let start = text.lines().find_map(|l| {
+        l.strip_prefix("kvmd_start_time_seconds ")?
+            .trim()
+            .parse()
+            .ok()
+    });
+    let version = text.lines().find_map(|l| {
+        let rest = l.strip_prefix("kvmd_build_info{version=\"")?;
+        Some(rest.split_once('"')?.0.to_owned())
+    });
+    (start, version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_kvmd_says_the_marker() {
+        // `--version` has said it since 1.0.0: older binaries carry it too.
+        let args = ["kvmd", "--version"].map(std::ffi::OsString::from);
+        let Ok(crate::config::Invocation::Version(text)) =
+            crate::config::parse(args, std::path::Path::new("/"))
+        else {
+            panic!("a version")
+        };
+        let marker = std::str::from_utf8(KVMD_MARKER).expect("ASCII");
+        assert!(text.contains(marker), "{text}");
+    }
+
+    #[test]
+    fn qemu_command_lines() {
+        let ganeti = b"/usr/bin/qemu-system-x86_64\0-name\0web1.example.com\0-m\x00128\0\
+            -qmp\0unix:/var/run/ganeti/kvm-hypervisor/ctrl/web1.example.com.qmp,server,nowait\0\
+            -qmp\0unix:/var/run/ganeti/kvm-hypervisor/ctrl/web1.example.com.kvmd,server,nowait\0";
+        let QemuArgs { name, sockets } = parse_qemu_cmdline(ganeti).expect("QEMU");
+        assert_eq!(name.as_deref(), Some(&b"web1.example.com"[..]));
+        assert_eq!(
+            sockets,
+            vec![b"/var/run/ganeti/kvm-hypervisor/ctrl/web1.example.com.kvmd".to_vec()]
+        );
+        let other =
+            b"kvm\0--name\0guest=a,,b,process=x\0-qmp\0unix:/run/kvmd/a,,b.kvmd,server=on\0";
+        let QemuArgs { name, sockets } = parse_qemu_cmdline(other).expect("kvm is QEMU");
+        assert_eq!(name.as_deref(), Some(&b"a,b"[..]));
+        assert_eq!(sockets, vec![b"/run/kvmd/a,b.kvmd".to_vec()]);
+        assert_eq!(parse_qemu_cmdline(b"/bin/bash\0-name\0x\0"), None);
+        assert_eq!(parse_qemu_cmdline(b""), None);
+        // A last flag without its value is no crash.
+        assert_eq!(
+            parse_qemu_cmdline(b"qemu-system-x86_64\0-name"),
+            Some(QemuArgs {
+                name: None,
+                sockets: vec![]
+            })
+        );
+    }
+
+    #[test]
+    fn proc_net_unix() {
+        let text = b"Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 1234 /run/kvmd/vm1.kvmd\n\
+            0000000000000000: 00000003 00000000 00000000 0001 03 1235 /run/kvmd/vm1.kvmd\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 1236 /var/run/kvmd/vm2.kvmd\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 1237 /elsewhere/vm3.kvmd\n\
+            0000000000000000: 00000003 00000000 00000000 0001 03 1238\n\
+            garbage\n";
+        let dirs = [b"/run/kvmd".to_vec(), b"/var/run/kvmd".to_vec()];
+        let found = parse_proc_net_unix(text, &dirs);
+        let names = |set: &BTreeSet<Vec<u8>>| set.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            names(&found.listening),
+            vec![b"vm1.kvmd".to_vec(), b"vm2.kvmd".to_vec()]
+        );
+        assert_eq!(names(&found.connected), vec![b"vm1.kvmd".to_vec()]);
+    }
+
+    #[test]
+    fn diversions_and_ssconf_maps() {
+        let text = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd\n\
+            /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.distrib\nkvmd-ganeti\n\
+            /usr/bin/x\n/usr/bin/x.haskell\n:\n/truncated\n";
+        let all = parse_diversions(text);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].by.as_deref(), Some("kvmd-ganeti"));
+        assert_eq!(all[1].by, None);
+        let hv = "acpi=True\nuser_shutdown=False\nkvm_path=/usr/bin/kvm\n";
+        assert_eq!(ssconf_value(hv, "user_shutdown"), Some("False"));
+        assert_eq!(ssconf_value(hv, "missing"), None);
+    }
+
+    #[test]
+    fn gnt_instance_lines() {
+        let out = "vm1|node1.gnt.test|Y\nvm2|node2|N\nbad line\nvm3|node1|?\n";
+        let listed = parse_gnt_instances(out);
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[0].user_shutdown, Some(true));
+        assert_eq!(listed[1].user_shutdown, Some(false));
+        assert_eq!(listed[2].user_shutdown, None);
+    }
+
+    #[test]
+    fn roles_follow_the_naming_contract() {
+        assert_eq!(role(b"vm1.kvmd"), Role::Socket("vm1".into()));
+        assert_eq!(role(b"vm1.shutdown"), Role::Shutdown("vm1".into()));
+        assert_eq!(role(b".kvmd"), Role::Nameless);
+        assert_eq!(role(b"vm1.qmp"), Role::Unrelated);
+        assert_eq!(role(b".shutdown"), Role::Unrelated);
+        assert_eq!(
+            role(b"new\nline\x1b[2J.kvmd"),
+            Role::Socket("new\\nline\\x1b[2J".into())
+        );
+        let long = [b'x'; 250];
+        let mut socket = long.to_vec();
+        socket.extend_from_slice(b".kvmd");
+        assert!(matches!(role(&socket), Role::TooLong(_)));
+        assert_eq!(shortened("abcdef", 3), "abc… (6 characters)");
+    }
+
+    #[test]
+    fn status_answers() {
+        let status = json!({
+            "kvmd": {"version": "1.0.0", "pid": 42, "uptime_seconds": 7,
+                     "ctrl_dir": "/run/kvmd", "watch": "watching"},
+            "given_up": ["gone"],
+            "instances": [{"name": "vm1", "phase": "monitoring", "since_seconds": 3,
+                           "qemu": "7.2.22", "qemu_pid": 99, "guest": "running",
+                           "last_verdict": null}],
+            "verdicts": [
+                {"name": "vm1", "verdict": "user", "reason": "guest-poweroff", "age_seconds": 9,
+                 "file": "created", "why": "the guest powered itself off"},
+                {"name": "vm1", "verdict": "not-user", "reason": "host-quit", "age_seconds": 5,
+                 "file": "removed"}
+            ]
+        });
+        let facts = StatusFacts::from_json(&status).expect("a status");
+        assert_eq!(facts.pid, 42);
+        assert_eq!(facts.instances[0].qemu_pid, Some(99));
+        assert_eq!(facts.given_up, vec!["gone".to_owned()]);
+        let last = facts.last_verdict("vm1").expect("newest");
+        assert_eq!((last.user, last.reason.as_str()), (false, "host-quit"));
+        assert_eq!(StatusFacts::from_json(&json!({"kvmd": {}})), None);
+        assert_eq!(StatusFacts::from_json(&json!("garbage")), None);
+    }
+
+    #[test]
+    fn metrics_and_binaries() {
+        let text = "# HELP x\nkvmd_start_time_seconds 1700000000.250\n\
+            kvmd_build_info{version=\"1.0.0\"} 1\n";
+        assert_eq!(
+            parse_metrics(text),
+            (Some(1_700_000_000.25), Some("1.0.0".into()))
+        );
+        assert_eq!(parse_metrics("junk"), (None, None));
+        let mut kvmd = b"\x7fELF...".to_vec();
+        kvmd.extend_from_slice(KVMD_MARKER);
+        assert_eq!(binary_kind(&kvmd), BinaryKind::Kvmd);
+        assert_eq!(
+            binary_kind(b"\x7fELF Ganeti.Kvmd"),
+            BinaryKind::GanetiOriginal
+        );
+        assert_eq!(binary_kind(b"\x7fELF"), BinaryKind::Other);
+        assert_eq!(
+            fdinfo_watches("pos:\t0\ninotify wd:1 ino:2\ninotify wd:2 ino:3\n"),
+            2
+        );
+        assert_eq!(fs_kind(0x0102_1994), FsKind::Tmpfs);
+        assert!(matches!(
+            fs_kind(0xef53),
+            FsKind::Other {
+                name: "ext2/3/4",
+                ..
+            }
+        ));
+    }
+}
