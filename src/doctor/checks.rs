@@ -948,15 +948,12 @@ fn views<'a>(facts: &'a Facts, running: Found<'a>) -> BTreeMap<String, View<'a>>
         }
     }
     if let Probed::Got(qemus) = &facts.qemus {
+        // An instance is a QEMU with a socket here, or with a `-name` (as
+        // Ganeti starts them); one with neither, whose socket is in some
+        // other directory, is another kvmd's (or nobody's) business.
         for qemu in qemus {
-            let name = qemu.instance().map(str::to_owned).or_else(|| {
-                // A socket outside the control directory: its file name.
-                let path = &qemu.sockets.first()?.path;
-                let file = path.rsplit('/').next()?;
-                Some(file.strip_suffix(".kvmd")?.to_owned())
-            });
-            if let Some(name) = name {
-                views.entry(name).or_default().qemus.push(qemu);
+            if let Some(name) = qemu.instance() {
+                views.entry(name.to_owned()).or_default().qemus.push(qemu);
             }
         }
     }

@@ -150,13 +150,16 @@ pub enum BinaryKind {
 /// tells kvmd from Ganeti's original without running either.
 pub const KVMD_MARKER: &[u8] = b"A drop-in replacement for Ganeti's ganeti-kvmd.";
 
-/// What a binary's bytes say it is.
+/// The Haskell module of Ganeti's own daemon, as GHC names it in every
+/// `ganeti-kvmd` binary (3.0 and 3.1 alike).
+pub const GANETI_MARKER: &[u8] = b"Ganeti.Runtime.GanetiKvmd";
+
+/// What a binary's bytes say it is (kvmd's marker first: kvmd carries
+/// Ganeti's too, in this very constant).
 pub fn binary_kind(bytes: &[u8]) -> BinaryKind {
     if memchr::memmem::find(bytes, KVMD_MARKER).is_some() {
         BinaryKind::Kvmd
-    } else if memchr::memmem::find(bytes, b"ganeti").is_some()
-        || memchr::memmem::find(bytes, b"Ganeti").is_some()
-    {
+    } else if memchr::memmem::find(bytes, GANETI_MARKER).is_some() {
         BinaryKind::GanetiOriginal
     } else {
         BinaryKind::Other
@@ -549,7 +552,7 @@ pub struct QemuFacts {
 
 impl QemuFacts {
     /// The instance it is, to kvmd: the name of its socket in the control
-    /// directory, else its `-name`.
+    /// directory, else its `-name`; `None` for a QEMU with neither.
     pub fn instance(&self) -> Option<&str> {
         self.sockets
             .iter()
@@ -887,9 +890,11 @@ mod tests {
         kvmd.extend_from_slice(KVMD_MARKER);
         assert_eq!(binary_kind(&kvmd), BinaryKind::Kvmd);
         assert_eq!(
-            binary_kind(b"\x7fELF Ganeti.Kvmd"),
+            binary_kind(b"\x7fELF ganeti-3.1-8dYzu:Ganeti.Runtime.GanetiKvmd"),
             BinaryKind::GanetiOriginal
         );
+        // Naming Ganeti is not being its daemon.
+        assert_eq!(binary_kind(b"\x7fELF Ganeti ganeti"), BinaryKind::Other);
         assert_eq!(binary_kind(b"\x7fELF"), BinaryKind::Other);
         assert_eq!(
             fdinfo_watches("pos:\t0\ninotify wd:1 ino:2\ninotify wd:2 ino:3\n"),

@@ -269,7 +269,7 @@ fn binary_kind_of(path: &Path, id: Option<(u64, u64)>) -> super::facts::BinaryKi
     // Each chunk keeps the end of the one before: a marker may straddle.
     let keep = 64;
     let mut carried = 0;
-    let mut names_ganeti = false;
+    let mut ganetis = false;
     loop {
         let read = match reader.read(&mut chunk[carried..]) {
             Ok(0) => break,
@@ -280,13 +280,13 @@ fn binary_kind_of(path: &Path, id: Option<(u64, u64)>) -> super::facts::BinaryKi
         let filled = carried + read;
         match binary_kind(&chunk[..filled]) {
             BinaryKind::Kvmd => return BinaryKind::Kvmd,
-            BinaryKind::GanetiOriginal => names_ganeti = true,
+            BinaryKind::GanetiOriginal => ganetis = true,
             _ => {}
         }
         carried = keep.min(filled);
         chunk.copy_within(filled - carried..filled, 0);
     }
-    if names_ganeti {
+    if ganetis {
         BinaryKind::GanetiOriginal
     } else {
         BinaryKind::Other
@@ -708,11 +708,18 @@ fn pids() -> Vec<u32> {
 }
 
 /// QEMU processes that look like instances: a `-name`, or a `.kvmd` QMP
-/// socket.
+/// socket (which [`super::checks`] keeps only in the control directory).
 pub fn qemus(ctrl_dir: &Path) -> Vec<QemuFacts> {
     let ctrl = dir_id(ctrl_dir);
+    // A QEMU in another mount namespace (a container, a test cluster)
+    // names paths of another tree: its sockets are not these.
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
     let mut found = Vec::new();
     for pid in pids() {
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        if ns.is_some() && ns != own_ns {
+            continue;
+        }
         let Ok(cmdline) = read_proc(&format!("/proc/{pid}/cmdline"), 256 * 1024) else {
             continue;
         };

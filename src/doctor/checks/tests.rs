@@ -405,6 +405,24 @@ fn qemu_without_a_socket_must_be_restarted() {
 }
 
 #[test]
+fn a_qemu_of_another_directory_without_a_name_is_none_of_its_business() {
+    let mut facts = healthy();
+    facts.qemus = Probed::Got(vec![
+        qemu(200, "vm1"),
+        QemuFacts {
+            pid: 300,
+            uid: Some(0),
+            name: None,
+            sockets: vec![QmpSocket {
+                path: "/tmp/other/vm.kvmd".to_owned(),
+                instance: None,
+            }],
+        },
+    ]);
+    assert_eq!(exit_code(&facts), 0, "{:#?}", evaluate(&facts));
+}
+
+#[test]
 fn a_socket_with_no_qemu_behind_it() {
     let mut facts = healthy();
     status_mut(&mut facts).instances.clear();
