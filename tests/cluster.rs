@@ -34,15 +34,19 @@ fn cluster(release: &Release, daemon: &str) -> Results {
     let work = common::tmpfs_dir("kvmd-cluster");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/one-node.sh");
     let out = match release {
+        // tests/cluster/doctor.sh runs this binary as `kvmd doctor`.
         Release::Debian12 => Command::new(&script)
             .arg(daemon)
             .arg(work.path())
+            .env("ONE_NODE_DOCTOR", env!("CARGO_BIN_EXE_kvmd"))
             .output()
             .expect("tests/cluster/one-node.sh"),
         Release::Debian13(root) => {
             let script = script.to_str().expect("utf-8 path");
             let dir = work.path().to_str().expect("utf-8 path");
-            common::trixie::enter(root, work.path(), &[], &[script, daemon, dir])
+            let doctor = format!("ONE_NODE_DOCTOR={}", env!("CARGO_BIN_EXE_kvmd"));
+            let command = ["env", &doctor, script, daemon, dir];
+            common::trixie::enter(root, work.path(), &[], &command)
         }
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -103,6 +107,57 @@ const KVMD: &[(&str, &str, &str)] = &[
     ("qa", "again", "USER_down"),
     ("qa", "attached", "yes"),
 ];
+
+/// `kvmd doctor` in the cluster with kvmd (tests/cluster/doctor.sh):
+/// each scenario's exit status and the severity of the findings that
+/// answer it (`check@instance`).
+const DOCTOR: &[(&str, &str, &str)] = &[
+    ("doctor-all-ok", "rc", "0"),
+    ("doctor-all-ok", "daemon.running", "ok"),
+    ("doctor-all-ok", "ganeti.kvmd-binary", "ok"),
+    ("doctor-all-ok", "ganeti.daemon-path", "ok"),
+    ("doctor-all-ok", "ganeti.user-shutdown", "ok"),
+    ("doctor-all-ok", "instance.coverage@doc", "ok"),
+    ("doctor-all-ok", "instance.hvparam@doc", "ok"),
+    ("doctor-hvparam-off", "rc", "1"),
+    ("doctor-hvparam-off", "instance.hvparam@doc", "fail"),
+    ("doctor-hvparam-off", "ganeti.hvparam", "ok"),
+    ("doctor-not-running", "rc", "1"),
+    ("doctor-not-running", "daemon.running", "fail"),
+    ("doctor-not-running", "instance.coverage@doc", "fail"),
+    ("doctor-ssconf-off", "rc", "1"),
+    ("doctor-ssconf-off", "ganeti.user-shutdown", "fail"),
+    ("doctor-ssconf-off", "daemon.running", "fail"),
+    // Ganeti 3 gives every QEMU its .kvmd socket, whatever the switches
+    // said when it started: turned on later, the daemon covers it.
+    ("doctor-started-before", "rc", "0"),
+    ("doctor-started-before", "instance.coverage@doc", "ok"),
+    ("doctor-started-before", "ganeti.user-shutdown", "ok"),
+    ("doctor-started-before", "ganeti.hvparam", "ok"),
+    ("doctor-socket-lost", "rc", "1"),
+    ("doctor-socket-lost", "instance.coverage@doc", "fail"),
+    ("doctor-rebooted", "rc", "0"),
+    ("doctor-rebooted", "instance.coverage@doc", "ok"),
+];
+
+/// `kvmd doctor` with Debian's daemon installed as Ganeti's, and running.
+const DOCTOR_ORIGINAL: &[(&str, &str, &str)] = &[
+    ("doctor-original", "rc", "3"),
+    ("doctor-original", "ganeti.kvmd-binary", "warn"),
+    ("doctor-original", "daemon.running", "ok"),
+];
+
+/// The doctor's answers (`expected`) in one cluster run.
+fn check_doctor(daemon: &str, results: &Results, expected: &[(&str, &str, &str)]) {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter_map(|&(scenario, key, want)| {
+            let got = get(results, scenario, key);
+            (got != want).then(|| format!("{scenario} {key}: {got}, not {want}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "kvmd doctor with {daemon}: {wrong:#?}");
+}
 
 fn check(daemon: &str, results: &Results) {
     assert_ne!(
@@ -281,6 +336,8 @@ fn in_a_real_ganeti_cluster_kvmd_gives_the_watcher_what_it_needs() {
         }
         check("kvmd", &kvmd);
         check_original(&original);
+        check_doctor("kvmd", &kvmd, DOCTOR);
+        check_doctor("the original", &original, DOCTOR_ORIGINAL);
         eprintln!(
             "{}: qa-user-shutdown kvmd rc={}, original rc={} (attached={}); \
              attached on start: kvmd {}/{}, original {}/{}",

@@ -305,6 +305,11 @@ echo "RESULT qa rc=$qa_rc verdict=$(awk '$1 == "VERDICT" {print $2}' "$qa_out" |
     "watcher=$(qa_field watcher admin_state),$(qa_field watcher source)" \
     "restart=$(qa_field restart status) again=$(qa_field poweroff-again status)" \
     "attached=$qa_attached"
+# With ONE_NODE_DOCTOR (a kvmd binary): `kvmd doctor` in this cluster.
+if [ -n "${ONE_NODE_DOCTOR:-}" ]; then
+    # shellcheck source=tests/cluster/doctor.sh
+    . "$(dirname "$0")/doctor.sh"
+fi
 # With ONE_NODE_REMOVE (a package name): remove it, and see the daemon
 # restarted onto Debian's binary by the package's postrm.
 if [ -n "${ONE_NODE_REMOVE:-}" ]; then
