@@ -342,7 +342,7 @@ fn binary(facts: &Facts, running: Found<'_>, process: &ProcessFacts) -> Finding 
                 ),
             )
             .advice(match facts.mode {
-                Mode::Ganeti => "restart it: /usr/lib/ganeti/daemon-util restart ganeti-kvmd",
+                Mode::Ganeti => RESTART_GANETI_KVMD,
                 Mode::Standalone => "restart it (systemctl restart kvmd)",
             });
         }
@@ -649,7 +649,7 @@ fn ganeti(facts: &Facts, ganeti: &Probed<GanetiFacts>, running: Found<'_>, out: 
                     process.pid
                 ),
             )
-            .advice("restart it now: /usr/lib/ganeti/daemon-util restart ganeti-kvmd"),
+            .advice(RESTART_GANETI_KVMD),
             _ => Finding::warn(
                 Check::GanetiDaemonPath,
                 format!(
@@ -662,6 +662,10 @@ fn ganeti(facts: &Facts, ganeti: &Probed<GanetiFacts>, running: Found<'_>, out: 
         });
     }
 }
+
+/// How Ganeti's daemon is restarted (daemon-util has no `restart`).
+const RESTART_GANETI_KVMD: &str = "restart it: /usr/lib/ganeti/daemon-util stop ganeti-kvmd \
+     && /usr/lib/ganeti/daemon-util start ganeti-kvmd (systemd: systemctl restart ganeti-kvmd)";
 
 /// ssconf's copy of the cluster's kvm hypervisor parameters.
 pub const HVPARAMS_KVM: &str = "ssconf_hvparams_kvm";
@@ -1027,7 +1031,10 @@ fn instances(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>) {
                 _ => Finding::ok(Check::InstanceVerdict, said),
             }));
         }
-        if let Some(g) = view.gnt {
+        // An instance that does not run here is worth a line only when it
+        // would not be covered once started.
+        let here = !view.qemus.is_empty() || view.socket.is_some() || view.status.is_some();
+        if let Some(g) = view.gnt.filter(|g| here || g.user_shutdown != Some(true)) {
             out.push(about(match g.user_shutdown {
                 Some(true) => Finding::ok(Check::InstanceHvparam, "Ganeti's user_shutdown is on"),
                 Some(false) => Finding::fail(
@@ -1158,9 +1165,14 @@ fn coverage(facts: &Facts, running: Found<'_>, name: &str, v: &View<'_>) -> Opti
                     Check::InstanceCoverage,
                     format!(
                         "its QEMU (pid {pid}) was started without a QMP socket for kvmd (no \
-                         -qmp unix:{dir}/{name}.kvmd): nobody can learn how it stops; QEMU \
-                         started before user shutdown was enabled, by an older Ganeti, or by \
-                         hand has none"
+                         -qmp unix:{dir}/{name}.kvmd): nobody can learn how it stops{}",
+                        match facts.mode {
+                            Mode::Ganeti => {
+                                " (Ganeti 3 gives every QEMU one: this one was started by an \
+                                 older Ganeti, or otherwise)"
+                            }
+                            Mode::Standalone => "",
+                        }
                     ),
                 )
                 .advice(restart_advice(facts, name)),

@@ -870,6 +870,25 @@ fn a_healthy_ganeti_node_is_all_ok() {
 }
 
 #[test]
+fn instances_that_do_not_run_here_are_told_of_only_when_not_covered() {
+    let mut facts = ganeti_node();
+    let stopped = |user_shutdown| GntInstance {
+        name: "vm8".to_owned(),
+        pnode: "node1.example.com".to_owned(),
+        user_shutdown,
+    };
+    ganeti_mut(&mut facts).instances = GntInstances::Listed(vec![stopped(Some(true))]);
+    assert!(
+        evaluate(&facts)
+            .iter()
+            .all(|f| f.instance.as_deref() != Some("vm8"))
+    );
+    ganeti_mut(&mut facts).instances = GntInstances::Listed(vec![stopped(Some(false))]);
+    let f = finding(&facts, Check::InstanceHvparam, Some("vm8"));
+    assert_eq!(f.severity, Severity::Fail, "{f:#?}");
+}
+
+#[test]
 fn user_shutdown_off_in_ssconf() {
     let mut facts = ganeti_node();
     set_file(&mut facts, "ssconf_enabled_user_shutdown", Ok("False\n"));
