@@ -704,3 +704,20 @@ fn another_user_is_told_what_it_cannot_see() {
     run.assert("ganeti.ssconf", None, "fail", "Permission denied");
     run.assert("ganeti.ssconf", None, "fail", "run the doctor as root");
 }
+
+#[test]
+fn every_check_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| fs::read_to_string(root.join(path)).expect(path);
+    // troff spells a hyphen `\-`.
+    let man = read("contrib/kvmd.8").replace("\\-", "-");
+    let readme = read("README.md");
+    for check in kvmd::doctor::findings::Check::ALL {
+        let id = check.id();
+        assert!(man.contains(id), "kvmd.8 does not document {id}");
+        assert!(
+            readme.contains(&format!("`{id}`")),
+            "README does not document {id}"
+        );
+    }
+}
