@@ -54,10 +54,17 @@ pub fn run(doctor: &Doctor) -> ExitCode {
 }
 
 /// The daemon's own configuration, from its command line: what it was
-/// started with, parsed as it parsed it.
+/// started with, parsed as it parsed it. (Reading another process's
+/// command line waits for its memory lock: bounded like every probe.)
 fn daemon_config(pid: u32) -> Option<Config> {
-    let args: Vec<OsString> = probe::cmdline(pid)?;
-    match config::parse(args, &probe::cwd(pid)) {
+    let read = probe::spawn(move || {
+        let args: Vec<OsString> = probe::cmdline(pid)?;
+        Some((args, probe::cwd(pid)))
+    });
+    let Probed::Got(Some((args, cwd))) = read.wait(Instant::now() + probe::PROBE) else {
+        return None;
+    };
+    match config::parse(args, &cwd) {
         Ok(Invocation::Run(config)) => Some(config),
         _ => None,
     }

@@ -860,3 +860,47 @@ pub fn metrics(path: &Path, from_daemon: bool) -> MetricsFacts {
 pub fn now() -> f64 {
     now_epoch()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_stuck_in_a_system_call_is_given_up_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        // Opening a FIFO to read blocks until a writer comes: none will
+        // until the doctor has given up.
+        let path = fifo.clone();
+        let stuck = spawn(move || File::open(&path).is_ok());
+        assert_eq!(
+            stuck.wait(Instant::now() + Duration::from_millis(50)),
+            Probed::NoAnswer
+        );
+        // The reader waits: a writer opens without blocking and frees it.
+        let _writer = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(OFlag::O_NONBLOCK.bits())
+            .open(&fifo);
+        // The doctor's own reader never blocks on it.
+        assert!(matches!(read_small(&fifo, true), Small::NotAFile("a FIFO")));
+    }
+
+    #[test]
+    fn a_pid_file_says_a_pid_or_what_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kvmd.pid");
+        assert_eq!(pid_file(&path), PidFile::Missing);
+        std::fs::write(&path, "4242\n").expect("write");
+        assert_eq!(pid_file(&path), PidFile::Pid(4242));
+        std::fs::write(&path, "0\n").expect("write");
+        assert!(matches!(pid_file(&path), PidFile::Garbage(_)));
+        std::fs::write(&path, "\x1b[2J\n").expect("write");
+        assert_eq!(pid_file(&path), PidFile::Garbage("\\x1b[2J".to_owned()));
+        std::fs::remove_file(&path).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", &path).expect("symlink");
+        assert_eq!(pid_file(&path), PidFile::NotAFile("a symlink"));
+    }
+}
