@@ -76,12 +76,39 @@ pub const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
     "/run/kvmd.sock",
 ];
 
+/// `kvmd expect-stop` or `kvmd powerdown-all`: an order to a running
+/// daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Order {
+    pub program: String,
+    /// As [`Client::control_socket`].
+    pub control_socket: Option<PathBuf>,
+    pub json: bool,
+    pub what: OrderKind,
+}
+
+/// What is ordered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OrderKind {
+    /// `expect-stop INSTANCE [--for SECONDS] [--by TEXT]`.
+    ExpectStop {
+        instance: String,
+        seconds: u64,
+        by: String,
+    },
+    /// `expect-stop --cancel INSTANCE`.
+    Cancel { instance: String },
+    /// `powerdown-all [--timeout SECONDS] [--by TEXT]`.
+    PowerdownAll { seconds: u64, by: String },
+}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invocation {
     Run(Config),
     Status(Client),
     Events(Client),
+    Order(Order),
     Help(String),
     Version(String),
 }
@@ -91,8 +118,13 @@ pub enum Invocation {
 pub enum UsageError {
     UnknownFlag(String),
     MissingValue(&'static str),
+    /// A command's argument is missing (`INSTANCE`).
+    MissingArgument(&'static str),
     UnexpectedValue(&'static str),
-    BadValue { flag: &'static str, value: String },
+    BadValue {
+        flag: &'static str,
+        value: String,
+    },
     UnexpectedArgument(String),
 }
 
@@ -101,6 +133,7 @@ impl fmt::Display for UsageError {
         match self {
             UsageError::UnknownFlag(flag) => write!(f, "unknown option '{flag}'"),
             UsageError::MissingValue(flag) => write!(f, "option '{flag}' needs a value"),
+            UsageError::MissingArgument(what) => write!(f, "missing {what}"),
             UsageError::UnexpectedValue(flag) => write!(f, "option '{flag}' takes no value"),
             UsageError::BadValue { flag, value } => {
                 write!(f, "invalid value '{value}' for option '{flag}'")
@@ -137,6 +170,11 @@ where
         Some("events") => {
             args.next();
             return parse_client(program, args, cwd, false).map(Invocation::Events);
+        }
+        Some(command @ ("expect-stop" | "powerdown-all")) => {
+            let powerdown = command == "powerdown-all";
+            args.next();
+            return parse_order(program, args, cwd, powerdown).map(Invocation::Order);
         }
         _ => {}
     }
@@ -365,6 +403,120 @@ where
     Ok(client)
 }
 
+/// `kvmd expect-stop [--cancel] INSTANCE [--for S] [--by TEXT]` and
+/// `kvmd powerdown-all [--timeout S] [--by TEXT]`.
+fn parse_order<I>(
+    program: String,
+    args: I,
+    cwd: &Path,
+    powerdown: bool,
+) -> Result<Order, UsageError>
+where
+    I: Iterator<Item = OsString>,
+{
+    let mut control_socket = None;
+    let mut json = false;
+    let mut cancel = false;
+    let mut seconds = None;
+    let mut by = None;
+    let mut instance = None;
+    let mut args = args;
+    let mut options = true;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if options && text == "--" {
+            options = false;
+            continue;
+        }
+        if options && text.starts_with('-') {
+            let (name, inline) = match text.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (text.clone(), None),
+            };
+            let mut value = |flag: &'static str| -> Result<String, UsageError> {
+                match inline
+                    .clone()
+                    .or_else(|| args.next().map(|a| a.to_string_lossy().into_owned()))
+                {
+                    Some(value) if !value.is_empty() => Ok(value),
+                    Some(_) => Err(UsageError::BadValue {
+                        flag,
+                        value: String::new(),
+                    }),
+                    None => Err(UsageError::MissingValue(flag)),
+                }
+            };
+            let window = |flag: &'static str, value: String| -> Result<u64, UsageError> {
+                match value.parse::<u64>() {
+                    Ok(n) if crate::fleet::valid_window(std::time::Duration::from_secs(n)) => Ok(n),
+                    _ => Err(UsageError::BadValue { flag, value }),
+                }
+            };
+            match name.as_str() {
+                "--json" if inline.is_none() => json = true,
+                "--cancel" if inline.is_none() && !powerdown => cancel = true,
+                "--for" if !powerdown => seconds = Some(window("--for", value("--for")?)?),
+                "--timeout" if powerdown => {
+                    seconds = Some(window("--timeout", value("--timeout")?)?);
+                }
+                "--by" => {
+                    let text = value("--by")?;
+                    if !crate::fleet::valid_by(&text) {
+                        return Err(UsageError::BadValue {
+                            flag: "--by",
+                            value: text,
+                        });
+                    }
+                    by = Some(text);
+                }
+                "--control-socket" => {
+                    control_socket = Some(cwd.join(value("--control-socket")?));
+                }
+                "--pid-file" => {
+                    let pid_file = cwd.join(value("--pid-file")?);
+                    control_socket.get_or_insert(default_control_socket(&pid_file));
+                }
+                _ => return Err(UsageError::UnknownFlag(name)),
+            }
+            continue;
+        }
+        if powerdown || instance.is_some() {
+            return Err(UsageError::UnexpectedArgument(text));
+        }
+        if crate::name::InstanceName::new(text.as_ref()).is_none() {
+            return Err(UsageError::BadValue {
+                flag: "INSTANCE",
+                value: text,
+            });
+        }
+        instance = Some(text);
+    }
+    let seconds = seconds.unwrap_or(crate::fleet::DEFAULT_WINDOW.as_secs());
+    let what = if powerdown {
+        OrderKind::PowerdownAll {
+            seconds,
+            by: by.unwrap_or_else(|| crate::control::POWERDOWN_BY.to_owned()),
+        }
+    } else {
+        let instance = instance.ok_or(UsageError::MissingArgument("INSTANCE"))?;
+        if cancel {
+            OrderKind::Cancel { instance }
+        } else {
+            OrderKind::ExpectStop {
+                instance,
+                seconds,
+                by: by.unwrap_or_else(|| "expect-stop".to_owned()),
+            }
+        }
+    };
+    Ok(Order {
+        program,
+        control_socket,
+        json,
+        what,
+    })
+}
+
 /// `kvmd-state` beside the control directory: on the same file system
 /// (a tmpfs under /run on Ganeti nodes), so it lives exactly as long as
 /// the guests it describes.
@@ -463,6 +615,17 @@ As a client of a running kvmd (same --pid-file or --control-socket):
                          evidence so far, and recent verdicts with reasons
   {program} events [--json]
                          follow what kvmd does, one line per event
+  {program} expect-stop INSTANCE [--for SECONDS] [--by TEXT]
+                         the host is about to stop INSTANCE: its next
+                         SHUTDOWN within SECONDS [120, at most 3600] is the
+                         host's (verdict not-user, reason host-intent),
+                         whatever QMP says
+  {program} expect-stop --cancel INSTANCE
+                         withdraw that intent
+  {program} powerdown-all [--timeout SECONDS] [--by TEXT]
+                         press every monitored guest's power button, each
+                         stop recorded as the host's (by node-shutdown);
+                         wait until each QEMU is gone or SECONDS [120] pass
 "
     )
 }

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Ok(Invocation::Run(config)) => run(config),
         Ok(Invocation::Status(client)) => kvmd::client::status(&client),
         Ok(Invocation::Events(client)) => kvmd::client::events(&client),
+        Ok(Invocation::Order(order)) => kvmd::client::order(&order),
         Ok(Invocation::Help(text) | Invocation::Version(text)) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -71,6 +71,18 @@ pub fn render(fleet: &Fleet, outside: &Outside) -> String {
             "kvmd_verdicts_total{{verdict=\"{verdict}\",reason=\"{code}\"}} {n}"
         );
     }
+    family(
+        &mut out,
+        "kvmd_guest_panics_total",
+        "counter",
+        "Guest crashes QEMU told of since kvmd started, by event (the guest may live on).",
+    );
+    for (event, n) in [
+        ("GUEST_PANICKED", counters.guest_panics),
+        ("GUEST_CRASHLOADED", counters.crash_loads),
+    ] {
+        let _ = writeln!(out, "kvmd_guest_panics_total{{event=\"{event}\"}} {n}");
+    }
     let simple = [
         (
             "kvmd_unwritten_verdicts",
@@ -199,6 +211,8 @@ mod tests {
             "kvmd_verdicts_total{verdict=\"user\",reason=\"guest-poweroff\"} 0",
             "kvmd_verdicts_total{verdict=\"not-user\",reason=\"no-shutdown\"} 0",
             "kvmd_inotify_overflows_total 2",
+            "kvmd_guest_panics_total{event=\"GUEST_PANICKED\"} 0",
+            "kvmd_verdicts_total{verdict=\"not-user\",reason=\"host-intent\"} 0",
             "kvmd_control_dir_watched 1",
             "kvmd_start_time_seconds 1.500",
         ] {

@@ -1292,6 +1292,12 @@ impl Sim {
                     self.apply(changes);
                 }
                 Action::Notify(notice) => self.notice(notice),
+                // No intents are given in this model yet, and the journal
+                // is I/O it has no part of.
+                Action::Journal(_) => {}
+                Action::SaveIntent { name, .. } | Action::RemoveIntent { name } => {
+                    self.fail("I", format!("{name}: an intent action, and none was given"));
+                }
                 Action::RunHook { .. } | Action::SignalHook { .. } | Action::SaveHooks { .. } => {
                     self.fail("H", "a hook action from a fleet without hooks".to_owned());
                 }
@@ -2591,6 +2597,9 @@ impl Sim {
                 if let Some(q) = self.qemus.get_mut(&seq) {
                     q.negotiated_once = true;
                 }
+            }
+            Command::SystemPowerdown => {
+                self.fail("I", "a power button press, and none was asked".to_owned());
             }
             Command::QueryStatus if refuse => {
                 trace!(self, "world: q{seq} refuses query-status");

@@ -110,6 +110,7 @@ impl Fleet {
         if restored {
             self.notify(Notice::Restored { name });
         }
+        self.check_intent_qemu(key);
     }
 
     fn connect_failed(&mut self, now: Instant, key: InstanceKey, since: Instant, e: ConnectError) {
@@ -226,8 +227,9 @@ impl Fleet {
         let name = &instance.name;
         let since = &mut instance.since;
         let queue = &mut self.queue;
-        let malformed = &mut self.counters.malformed;
+        let counters = &mut self.counters;
         let mut changed = false;
+        let had_shutdown = conv.evidence.first_shutdown().is_some();
         let Conversation {
             qmp,
             evidence,
@@ -235,8 +237,10 @@ impl Fleet {
             ready,
             version,
             state,
+            qemu,
             ..
         } = &mut **conv;
+        let qemu = *qemu;
         let mut out = |output: Output<'_>| match output {
             Output::Line(line) => debug!("{name}: QMP <- {}", line.escape_ascii()),
             Output::Transmit(command) => {
@@ -262,7 +266,24 @@ impl Fleet {
                         *state = Some(RunState::ShutDown);
                         true
                     }
-                    Event::Powerdown | Event::GuestPanicked => true,
+                    Event::GuestPanicked | Event::GuestCrashLoaded => {
+                        // Recorded as it comes: a guest that lives on in
+                        // its crash kernel, or with a panic action of
+                        // `none` or `pause`, leaves no verdict behind.
+                        match event {
+                            Event::GuestPanicked => counters.guest_panics += 1,
+                            _ => counters.crash_loads += 1,
+                        }
+                        let record = super::JournalRecord {
+                            name: name.clone(),
+                            qemu,
+                            at: now,
+                            what: super::Recorded::Crash(event),
+                        };
+                        queue.push_back(super::Step::Act(Action::Journal(record)));
+                        true
+                    }
+                    Event::Powerdown => true,
                     Event::Reset | Event::Negotiated | Event::Status { .. } => false,
                 };
                 if told {
@@ -293,7 +314,7 @@ impl Fleet {
             }
             Output::Problem(problem) => {
                 *problems = problems.saturating_add(1);
-                *malformed += 1;
+                counters.malformed += 1;
                 changed = true;
                 if *problems == 1 {
                     let name = name.clone();
@@ -318,6 +339,13 @@ impl Fleet {
         }
         if changed {
             self.changed();
+        }
+        let shut_down = self.instances.get(key.0).is_some_and(|i| match &i.link {
+            Link::Connected(c) => c.evidence.first_shutdown().is_some(),
+            Link::Connecting { .. } => false,
+        });
+        if shut_down && !had_shutdown {
+            self.claim_intent(key);
         }
     }
 
@@ -369,14 +397,23 @@ impl Fleet {
         // Closed first: its descriptor is then free for the directory even
         // in a shortage.
         self.act(Action::Close { key });
-        let verdict = decision::decide(&conv.evidence);
-        let grounds = match conv.problems {
+        let (expected, intent) = instance.expected();
+        let verdict = decision::decide_expected(&conv.evidence, expected);
+        let mut grounds = match conv.problems {
             0 => conv.evidence.to_string(),
             n => format!("{}; {n} unusable messages", conv.evidence),
         };
-        self.decided(now, &instance, conv.qemu, verdict, grounds);
+        if let Some(intent) = &intent {
+            grounds.push_str(&format!("; intent by {}", intent.by));
+        }
+        self.decided(now, &instance, conv.qemu, verdict, grounds, intent);
         if instance.saved != Carried::default() {
             self.act(Action::RemoveState {
+                name: instance.name.clone(),
+            });
+        }
+        if instance.intent.is_some() {
+            self.act(Action::RemoveIntent {
                 name: instance.name.clone(),
             });
         }
