@@ -514,7 +514,10 @@ impl Connection {
                 }
                 out(Output::Ready { qemu, state });
             }
-            State::Events if self.asked.pop_front().is_some() => {}
+            // The reply to the caller's own command (QMP answers in order).
+            State::Events if !self.asked.is_empty() => {
+                self.asked.pop_front();
+            }
             State::AwaitingGreeting | State::Events => {
                 let what = "a reply to no command of ours";
                 out(Output::Problem(Problem::Unexpected { line, what }));
@@ -728,6 +731,42 @@ mod tests {
                 Seen::Event(Event::Status { paused: false }),
                 Seen::Ready(Some(V72), Some(RunState::Running))
             ]
+        );
+    }
+
+    #[test]
+    fn the_power_button_is_pressed_only_once_negotiated_and_its_reply_expected() {
+        let execute = |conn: &mut Connection| {
+            let mut seen = Vec::new();
+            let r = conn.execute(Command::SystemPowerdown, &mut |out| seen.push(own(out)));
+            (r, seen)
+        };
+        let mut conn = Connection::new();
+        assert_eq!(execute(&mut conn), (Err(NotSent::NotNegotiated), vec![]));
+        let mut conn = negotiated();
+        assert_eq!(
+            execute(&mut conn),
+            (Ok(()), vec![Seen::Transmit(Command::SystemPowerdown)])
+        );
+        // Its reply is no problem; a second, unasked one is.
+        assert_eq!(meaning(feed(&mut conn, RETURN)), vec![]);
+        assert_eq!(meaning(feed(&mut conn, RETURN)), vec![Seen::Unexpected]);
+        // QEMU's refusal is said, with the command it refused.
+        execute(&mut conn).0.expect("sent");
+        let error = b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}\r\n";
+        assert_eq!(
+            meaning(feed(&mut conn, error)),
+            vec![Seen::Refused(Command::SystemPowerdown)]
+        );
+        // A QEMU that never answers cannot make the list grow.
+        for _ in 0..MAX_ASKED {
+            execute(&mut conn).0.expect("sent");
+        }
+        assert_eq!(execute(&mut conn).0, Err(NotSent::TooManyUnanswered));
+        // Events still come through between the presses and the replies.
+        assert_eq!(
+            meaning(feed(&mut conn, b"{\"event\": \"GUEST_CRASHLOADED\"}\r\n")),
+            vec![Seen::Event(Event::GuestCrashLoaded)]
         );
     }
 
