@@ -245,9 +245,8 @@ fn await_powerdown(
     deadline: Instant,
 ) -> ExitCode {
     let empty = Vec::new();
-    let mut waiting: Vec<String> = powerdown["pressed"]
-        .as_array()
-        .unwrap_or(&empty)
+    let pressed = powerdown["pressed"].as_array().unwrap_or(&empty);
+    let mut waiting: Vec<String> = pressed
         .iter()
         .map(|p| str_of(&p["instance"]).to_owned())
         .collect();
@@ -290,6 +289,15 @@ fn await_powerdown(
                 }
                 let event = &value["event"];
                 let name = str_of(&event["instance"]);
+                // The verdict comes at the hang-up, a moment before QEMU's
+                // process is gone: wait for that too, so that whatever
+                // stops next (Ganeti's unit, the init system) finds it gone.
+                let qemu = pressed.iter().find(|p| str_of(&p["instance"]) == name);
+                if let Some(qemu) = qemu
+                    && !process_gone(&qemu["qemu_pid"], &qemu["qemu_start"], deadline)
+                {
+                    continue;
+                }
                 waiting.retain(|w| w != name);
                 if !order.json {
                     println!(
@@ -315,6 +323,36 @@ fn await_powerdown(
         waiting.join(", ")
     );
     ExitCode::FAILURE
+}
+
+/// Waits until process `pid` started at `start` (clock ticks since boot,
+/// as /proc says) is gone, or `deadline`. Whether it is gone. Without a pid
+/// there is nothing to wait for.
+fn process_gone(pid: &Value, start: &Value, deadline: Instant) -> bool {
+    let (Some(pid), Some(start)) = (pid.as_u64(), start.as_u64()) else {
+        return true;
+    };
+    let alive = || {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // Field 22, counted after the command name (which may hold spaces);
+        // a reused pid has another start time. A zombie is gone for us.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next();
+        let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
+        state != Some("Z") && started == Some(start)
+    };
+    while alive() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 fn str_of(value: &Value) -> &str {

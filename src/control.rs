@@ -237,7 +237,10 @@ pub fn powerdown_line(pressed: &[crate::fleet::Pressed]) -> String {
     let (ok, refused): (Vec<_>, Vec<_>) = pressed.iter().partition(|p| p.result.is_ok());
     let ok: Vec<Value> = ok
         .iter()
-        .map(|p| json!({"instance": p.name.to_string(), "qemu_pid": p.qemu.map(|q| q.pid)}))
+        .map(|p| {
+            json!({"instance": p.name.to_string(), "qemu_pid": p.qemu.map(|q| q.pid),
+                   "qemu_start": p.qemu.map(|q| q.start)})
+        })
         .collect();
     let refused: Vec<Value> = refused
         .iter()
