@@ -518,6 +518,14 @@ enum Act {
     /// (Scripted) a new QEMU of the same name takes the socket's place
     /// (often its inode number), and this one ends.
     Replace,
+    /// (Scripted) the same while the daemon is down: killed, this QEMU
+    /// ends, the new one binds its inode number (not listening yet), and
+    /// the daemon starts: the intent file fits the socket, the QEMU is
+    /// known only once connected.
+    ReplaceWhileDown,
+    /// (Scripted) the daemon restarts at the very end of this QEMU's
+    /// intent's window (`until == now`: expired).
+    RestartAtWindowEnd,
 }
 
 /// What a guest does with the power button (`system_powerdown`).
@@ -727,8 +735,6 @@ struct HeldIntent {
     /// A press was refused because `MAX_ASKED` went unanswered: kvmd
     /// presses no more, by design.
     presses_over: bool,
-    /// Taken up from its file at a restart.
-    restored: bool,
     /// A press came due while its instance was not monitored yet (after a
     /// restart): when the next one comes is kvmd's choice; that one comes
     /// is invariant I3's liveness.
@@ -744,10 +750,14 @@ struct IntentStats {
     cancelled: u64,
     /// Dropped at a restart (expired, or another QEMU) or at a connect.
     dropped: u64,
+    /// Of them, at the connect that found another QEMU.
+    dropped_at_connect: u64,
     /// Taken up again after a restart.
     restored: u64,
     /// Restored already claimed, or claimed at once at restoring.
     restored_claimed: u64,
+    /// Dropped at a restart as expired, exactly at the window's end.
+    dropped_at_until: u64,
     /// Presses sent; of them, presses again (from the timer).
     presses: u64,
     presses_again: u64,
@@ -765,8 +775,10 @@ impl IntentStats {
         self.expired += o.expired;
         self.cancelled += o.cancelled;
         self.dropped += o.dropped;
+        self.dropped_at_connect += o.dropped_at_connect;
         self.restored += o.restored;
         self.restored_claimed += o.restored_claimed;
+        self.dropped_at_until += o.dropped_at_until;
         self.presses += o.presses;
         self.presses_again += o.presses_again;
         self.presses_refused += o.presses_refused;
@@ -1572,6 +1584,7 @@ impl Sim {
                         trace!(self, "  {name}: the model: kept intent was another QEMU's");
                         self.intents.remove(&name);
                         self.stats.intents.dropped += 1;
+                        self.stats.intents.dropped_at_connect += 1;
                     }
                 }
                 Action::Transmit { key, command } => {
@@ -2472,7 +2485,7 @@ impl Sim {
     /// so the rows of README's table keep their share).
     fn intent_script(&mut self, q: &mut QemuProc) {
         use Act::*;
-        let rows: [&[Act]; 8] = [
+        let rows: [&[Act]; 10] = [
             // A guest agent's shutdown (no POWERDOWN): host-intent.
             &[ExpectStop, Poweroff],
             // Expired unclaimed: the same shutdown is a user shutdown.
@@ -2490,6 +2503,11 @@ impl Sim {
             &[PowerdownAll, AwaitButton],
             // powerdown-all while `MAX_ASKED` presses are unanswered.
             &[PowerdownAll, AwaitUnanswered, PowerdownAll, AwaitButton],
+            // Replaced while the daemon is down: the intent file fits the
+            // socket, then the connect finds another QEMU.
+            &[ExpectStop, ReplaceWhileDown],
+            // A restart at the window's very end: expired, not taken up.
+            &[ExpectStopBriefly, RestartAtWindowEnd, Poweroff],
         ];
         if !self.intent_rng.chance(1, 16) {
             return;
@@ -2896,7 +2914,9 @@ impl Sim {
             | Act::PowerdownAll
             | Act::AwaitButton
             | Act::AwaitUnanswered
-            | Act::Replace => {
+            | Act::Replace
+            | Act::ReplaceWhileDown
+            | Act::RestartAtWindowEnd => {
                 self.intent_act(seq, act);
             }
         }
@@ -2915,6 +2935,8 @@ impl Sim {
                 | Act::AwaitButton
                 | Act::AwaitUnanswered
                 | Act::Replace
+                | Act::ReplaceWhileDown
+                | Act::RestartAtWindowEnd
         )
     }
 
@@ -3204,7 +3226,6 @@ impl Sim {
             },
             last_press: None,
             presses_over: false,
-            restored: false,
             press_unsure: false,
         })
     }
@@ -3414,7 +3435,27 @@ impl Sim {
                 .and_then(|key| self.conns.get(&key))
                 .is_none_or(|c| c.marks.is_empty()),
             Act::Replace => {
-                self.replace(seq);
+                self.replace(seq, false);
+                true
+            }
+            Act::ReplaceWhileDown => {
+                self.replace(seq, true);
+                true
+            }
+            Act::RestartAtWindowEnd => {
+                // The world's moment: this step happens at the window's
+                // end (no daemon turn ran since the step began).
+                if let Some(until) = self.intent_of(seq).map(|h| h.intent.until)
+                    && until > self.now
+                {
+                    self.now = until;
+                    trace!(
+                        self,
+                        "world: (the clock is at the intent's end, t={:.3}s)",
+                        self.t()
+                    );
+                }
+                self.restart();
                 true
             }
             _ => true,
@@ -3423,8 +3464,10 @@ impl Sim {
 
     /// A new QEMU of `seq`'s name takes its place: `seq` ends (killed, or
     /// exits), and the new one binds, with the old inode number when it is
-    /// free (two times in three), and soon powers off from inside.
-    fn replace(&mut self, seq: usize) {
+    /// free (two times in three), and soon powers off from inside. While
+    /// the daemon is down (`while_down`): it is killed first and started
+    /// last, the new QEMU not listening yet, on the old inode number.
+    fn replace(&mut self, seq: usize, while_down: bool) {
         if self.dir.is_none() {
             return;
         }
@@ -3451,7 +3494,8 @@ impl Sim {
         if there.is_some_and(|e| e.kind == Kind::Dir) {
             return;
         }
-        let ino = if !self.inos_in_use().contains(&ino) && self.intent_rng.chance(2, 3) {
+        let reuse = while_down || self.intent_rng.chance(2, 3);
+        let ino = if !self.inos_in_use().contains(&ino) && reuse {
             ino
         } else {
             match self.alloc_ino() {
@@ -3463,7 +3507,11 @@ impl Sim {
         self.next_seq += 1;
         self.stats.qemus += 1;
         let mut q = self.new_qemu(new, name.clone(), ino, owner, ver);
-        q.life = Life::Listening;
+        q.life = if while_down {
+            Life::Bound
+        } else {
+            Life::Listening
+        };
         q.run = Run::Running;
         q.script = VecDeque::from([Act::Poweroff]);
         trace!(
@@ -3484,6 +3532,9 @@ impl Sim {
         );
         self.entry_event(&name, true);
         self.qemus.insert(new, q);
+        if while_down {
+            self.restart();
+        }
     }
 
     /// QEMU takes a `system_powerdown`: `{"return": {}}` (an error before
@@ -3706,6 +3757,9 @@ impl Sim {
                     _ => true,
                 };
             let expired = intent.state == IntentState::Waiting && intent.until <= now;
+            if intent.state == IntentState::Waiting && intent.until == now {
+                self.stats.intents.dropped_at_until += 1;
+            }
             let Some((key, _, _)) = instance.filter(|_| fits && !expired) else {
                 trace!(
                     self,
@@ -3733,7 +3787,6 @@ impl Sim {
                     intent,
                     last_press: None,
                     presses_over: false,
-                    restored: true,
                     press_unsure: false,
                 },
             );
@@ -4003,41 +4056,72 @@ impl Sim {
         if self.failure.is_some() || self.starting {
             return;
         }
-        let mut names: BTreeSet<&Name> = self.intents.keys().collect();
-        names.extend(self.intent_files.keys());
-        let held_by_fleet: Vec<Name> = self
-            .fleet
-            .views()
-            .filter(|v| v.intent.is_some())
-            .map(|v| v.name.clone())
-            .collect();
-        names.extend(held_by_fleet.iter());
+        // Nothing held anywhere, the common case: the fleet must hold
+        // nothing either (no allocation, no lookup by name).
+        if self.intents.is_empty() && self.intent_files.is_empty() && self.forgotten.is_empty() {
+            let held = self.fleet.views().find(|v| v.intent.is_some()).map(|v| {
+                format!(
+                    "{}: the fleet holds {:?}, the model and the files nothing",
+                    v.name, v.intent
+                )
+            });
+            if let Some(what) = held {
+                self.fail("I2", what);
+            }
+            return;
+        }
         let mut orphaned = Vec::new();
-        let wrong = names.into_iter().find_map(|name| {
+        let mut wrong = None;
+        let mut tracked: Vec<&Name> = Vec::new();
+        // The instances (a slab position is the instance's key).
+        for (position, view) in self.fleet.views_from(0) {
+            tracked.push(view.name);
+            let name = view.name;
             let model = self.intents.get(name);
-            let instance = self.fleet.instance(name).map(|(key, _, _)| key);
-            let fleet = self.fleet.view(name).and_then(|v| v.intent);
             let file = self.intent_files.get(name);
-            if let (None, None, Some(file)) = (model, fleet, file) {
-                if self.orphans.get(name) == Some(file) {
-                    return None;
-                }
-                if self.forgotten.contains(name) {
+            if let (None, None, Some(file)) = (model, view.intent, file) {
+                if self.orphans.get(name) != Some(file) && self.forgotten.contains(name) {
                     orphaned.push((name.clone(), file.clone()));
-                    return None;
+                } else if self.orphans.get(name) != Some(file) {
+                    wrong = Some(format!(
+                        "{name}: the intent file {file:?} is held by nobody"
+                    ));
                 }
+                continue;
             }
             let model_key = model.map(|h| h.key);
-            let same = model.map(|h| &h.intent) == fleet
-                && fleet == file
-                && model_key.is_none_or(|key| Some(key) == instance);
-            (!same).then(|| {
-                format!(
-                    "{name}: the model holds {:?} on {model_key:?}; the fleet {fleet:?} on {instance:?}; the file {file:?}",
-                    model.map(|h| &h.intent)
-                )
-            })
-        });
+            let same = model.map(|h| &h.intent) == view.intent
+                && view.intent == file
+                && model_key.is_none_or(|key| key.0 == position);
+            if !same {
+                wrong = Some(format!(
+                    "{name}: the model holds {:?} on {model_key:?}; the fleet {:?} on {position}; the file {file:?}",
+                    model.map(|h| &h.intent),
+                    view.intent
+                ));
+            }
+        }
+        // Names no instance has: nothing held, no file but an orphan.
+        for (name, held) in &self.intents {
+            if !tracked.contains(&name) {
+                wrong = Some(format!(
+                    "{name}: the model holds {:?}, no instance does",
+                    held.intent
+                ));
+            }
+        }
+        for (name, file) in &self.intent_files {
+            if tracked.contains(&name) || self.orphans.get(name) == Some(file) {
+                continue;
+            }
+            if self.forgotten.contains(name) {
+                orphaned.push((name.clone(), file.clone()));
+            } else {
+                wrong = Some(format!(
+                    "{name}: the intent file {file:?} is held by nobody"
+                ));
+            }
+        }
         self.forgotten.clear();
         if let Some(wrong) = wrong {
             return self.fail("I2", wrong);
@@ -4077,6 +4161,11 @@ impl Sim {
     /// none refused) the presses go on. Returns how many intent timers are
     /// set.
     fn check_intent_timers(&mut self) -> usize {
+        // Holding none, the fleet must set none: the exact count of
+        // invariant 4 finds a stray one without a lookup per instance.
+        if self.intents.is_empty() {
+            return 0;
+        }
         let mut set = 0;
         let mut wrong = None;
         let mut presses_stopped = Vec::new();
@@ -4110,18 +4199,23 @@ impl Sim {
                     name.clone(),
                     format!(
                         "{name}: powerdown-all's intent{} waits {:?} more, its QEMU monitored, {asked} presses unanswered, and no press is due",
-                        if h.restored { " (restored at a restart)" } else { "" },
+                        if h.press_unsure {
+                            " (restored at a restart, a press due while it negotiated)"
+                        } else {
+                            ""
+                        },
                         h.intent.until - self.now
                     ),
-                    h.restored,
+                    h.press_unsure,
                 ));
             }
         }
         if let Some(wrong) = wrong {
             self.fail("I3", wrong);
         }
-        for (name, what, restored) in presses_stopped {
-            if !restored {
+        for (name, what, after_restart) in presses_stopped {
+            // O2's very trigger only: any other stop is a failure.
+            if !after_restart {
                 self.fail("I3", what);
                 break;
             }
@@ -4255,16 +4349,10 @@ impl Sim {
                 ),
             );
         }
-        let tracked = self
-            .fleet
-            .each_instance()
-            .map(|(_, key, _, _)| {
-                [Timer::Connect(key), Timer::Intent(key), Timer::Press(key)]
-                    .into_iter()
-                    .filter(|&t| self.fleet.timer_is_set(t))
-                    .count()
-            })
-            .sum::<usize>()
+        // Each connecting instance has its connect timer (checked above);
+        // the intent timers were counted instance by instance.
+        let tracked = connecting.len()
+            + intent_timers
             + self
                 .verdicts
                 .values()
@@ -4521,7 +4609,7 @@ fn report(total: &Stats, elapsed: Duration) {
     eprintln!("simulation: verdicts by reason {:?}", total.why);
     let i = &total.intents;
     eprintln!(
-        "simulation: intents: {} given, {} claimed, {} expired, {} cancelled, {} dropped, \
+        "simulation: intents: {} given, {} claimed, {} expired, {} cancelled, {} dropped ({} at a connect), \
          {} restored ({} claimed), {} powerdown-all, {} presses ({} again, {} refused: {MAX_ASKED} unanswered); \
          requests refused {:?}",
         i.given,
@@ -4529,6 +4617,7 @@ fn report(total: &Stats, elapsed: Duration) {
         i.expired,
         i.cancelled,
         i.dropped,
+        i.dropped_at_connect,
         i.restored,
         i.restored_claimed,
         i.powerdowns_all,
@@ -4602,6 +4691,8 @@ fn intents_covered(total: &Stats) {
         ("expired", i.expired),
         ("cancelled", i.cancelled),
         ("dropped", i.dropped),
+        ("dropped at a connect", i.dropped_at_connect),
+        ("dropped at the window's very end", i.dropped_at_until),
         ("restored", i.restored),
         ("restored claimed", i.restored_claimed),
         ("powerdown-all", i.powerdowns_all),
