@@ -75,12 +75,15 @@
 //!   intent, a user shutdown); one that expires unclaimed (the same
 //!   shutdown is the user's again); one cancelled; one whose QEMU is
 //!   replaced by another of the name, often on the same inode number (the
-//!   new one inherits nothing); a restart between the intent and the
-//!   SHUTDOWN (honoured), and between the SHUTDOWN and the hang-up (still
-//!   claimed, too late to cancel); `powerdown-all` pressing again until the
-//!   guest obeys; and `powerdown-all` while `MAX_ASKED` presses go
-//!   unanswered. Time jumps to the next deadline at most 5 s at a time
-//!   (an intent's window is up to an hour).
+//!   new one inherits nothing), or replaced while the daemon is down, the
+//!   new one not listening yet when it starts (the intent file fits the
+//!   socket, and is dropped at the connect that finds another QEMU); a
+//!   restart between the intent and the SHUTDOWN (honoured), at the
+//!   window's very end (`until == now`: expired), and between the SHUTDOWN
+//!   and the hang-up (still claimed, too late to cancel); `powerdown-all`
+//!   pressing again until the guest obeys; and `powerdown-all` while
+//!   `MAX_ASKED` presses go unanswered. Time jumps to the next deadline
+//!   at most 5 s at a time (an intent's window is up to an hour).
 //!
 //! # Invariants (checked after every step; the number is in the message)
 //! 1. At most one monitor per socket file: a QEMU never has two live
