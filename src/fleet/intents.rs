@@ -228,10 +228,16 @@ impl Fleet {
                 Link::Connected(c) => c.qemu,
                 Link::Connecting { .. } => None,
             };
+            // Pressed first, the intent given only once the press went
+            // out: a QEMU that cannot take the button gets no intent
+            // either (it is told refused, and nothing changes for it).
             let result = match instance.phase() {
                 Phase::Monitoring => self
-                    .give_intent(now, key, window, by.to_owned(), Presses::UntilShutdown)
-                    .and_then(|()| self.press(key)),
+                    .check_intent(key, window, by)
+                    .and_then(|()| self.press(key))
+                    .and_then(|()| {
+                        self.give_intent(now, key, window, by.to_owned(), Presses::UntilShutdown)
+                    }),
                 _ => Err(IntentRefused::NotYetMonitoring),
             };
             pressed.push(Pressed { name, qemu, result });
@@ -290,6 +296,32 @@ impl Fleet {
         }
     }
 
+    /// Whether `key` may be given an intent for `window` by `by`.
+    fn check_intent(
+        &self,
+        key: InstanceKey,
+        window: Duration,
+        by: &str,
+    ) -> Result<(), IntentRefused> {
+        if !valid_window(window) {
+            return Err(IntentRefused::BadWindow(window));
+        }
+        if !valid_by(by) {
+            return Err(IntentRefused::BadBy);
+        }
+        let instance = self
+            .instances
+            .get(key.0)
+            .ok_or(IntentRefused::NotMonitored)?;
+        let Link::Connected(conv) = &instance.link else {
+            return Err(IntentRefused::NotYetMonitoring);
+        };
+        if conv.evidence.first_shutdown().is_some() {
+            return Err(IntentRefused::AlreadyShutDown);
+        }
+        Ok(())
+    }
+
     fn give_intent(
         &mut self,
         now: Instant,
@@ -298,12 +330,7 @@ impl Fleet {
         by: String,
         presses: Presses,
     ) -> Result<(), IntentRefused> {
-        if !valid_window(window) {
-            return Err(IntentRefused::BadWindow(window));
-        }
-        if !valid_by(&by) {
-            return Err(IntentRefused::BadBy);
-        }
+        self.check_intent(key, window, &by)?;
         let instance = self
             .instances
             .get_mut(key.0)
@@ -311,9 +338,6 @@ impl Fleet {
         let Link::Connected(conv) = &instance.link else {
             return Err(IntentRefused::NotYetMonitoring);
         };
-        if conv.evidence.first_shutdown().is_some() {
-            return Err(IntentRefused::AlreadyShutDown);
-        }
         let intent = Intent {
             by: by.clone(),
             given: now,
@@ -326,6 +350,11 @@ impl Fleet {
         let name = instance.name.clone();
         instance.intent = Some(intent.clone());
         self.timers.set(Timer::Intent(key), intent.until);
+        // An intent that presses nothing replaces one that did (an
+        // expect-stop over powerdown-all's): its presses end with it.
+        if presses == Presses::None {
+            self.timers.cancel(Timer::Press(key));
+        }
         self.save_intent(&name, &intent);
         self.notify(Notice::IntentGiven { name, by, window });
         Ok(())
@@ -372,8 +401,17 @@ impl Fleet {
                 intent.state == IntentState::Waiting && intent.presses == Presses::UntilShutdown
             })
         });
-        if waiting && let Err(e) = self.press(key) {
-            log::debug!("power button not pressed again: {e}");
+        if !waiting {
+            return;
+        }
+        if let Err(e) = self.press(key) {
+            // Not negotiated yet (a restarted kvmd), or QEMU has not
+            // answered the last presses: tried again while the intent
+            // waits (its expiry cancels this timer).
+            log::debug!("power button not pressed now ({e}); again in {PRESS_AGAIN:?}");
+            if let Some(now) = self.clock {
+                self.timers.set(Timer::Press(key), now + PRESS_AGAIN);
+            }
         }
     }
 

@@ -192,10 +192,16 @@ impl Fleet {
             name: instance.name.clone(),
             why,
         });
-        // Whatever an earlier run kept for this socket is stale now.
+        // Whatever an earlier run kept for this socket is stale now: its
+        // evidence, and an intent restored for it at start-up.
         self.act(Action::RemoveState {
             name: instance.name.clone(),
         });
+        if instance.intent.is_some() {
+            self.act(Action::RemoveIntent {
+                name: instance.name.clone(),
+            });
+        }
         // A rescan finds this very socket again; only a new one is tried.
         // Not for a socket that went away (or a directory away): whatever
         // stands there later is another file, even with the same inode
