@@ -16,6 +16,7 @@ pub mod decision;
 pub mod detach;
 pub mod fleet;
 pub mod hook_program;
+pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod name;
