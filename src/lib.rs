@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod decision;
 pub mod detach;
 pub mod fleet;
+pub mod history;
 pub mod hook_program;
 pub mod journal;
 pub mod logging;
