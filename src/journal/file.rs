@@ -220,7 +220,7 @@ impl Journal {
         match open(&self.dir, flags, Mode::empty()) {
             Ok(fd) => Ok((fd, Entered::Existing)),
             Err(Errno::ENOENT) => {
-                // Only kvmd reads it, as the state directory.
+                // Private to kvmd's user (root), as the state directory is.
                 match mkdir(&self.dir, Mode::from_bits_truncate(0o700)) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => return Err(self.error(Op::CreateDir, &self.dir)(e)),
@@ -242,12 +242,15 @@ impl Journal {
     /// The live file for appending, created (0600) if missing.
     fn open_live(&self, dir: &OwnedFd) -> Result<(File, Entered), JournalError> {
         // O_NONBLOCK: a FIFO is opened without waiting for a reader (then
-        // refused by its fstat); O_NOFOLLOW: a symlink fails (ELOOP).
-        // Read and write: the last byte is looked at before appending.
+        // refused by its fstat); O_NOFOLLOW: a symlink fails (ELOOP);
+        // O_NOCTTY: a terminal planted there cannot become the detached
+        // daemon's controlling terminal. Read and write: the last byte is
+        // looked at before appending.
         let flags = OFlag::O_RDWR
             | OFlag::O_APPEND
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
             | OFlag::O_CLOEXEC;
         let mut entered = Entered::Existing;
         let opened = match openat(dir, LIVE, flags, Mode::empty()) {
@@ -409,7 +412,12 @@ pub fn read(dir: &Path, filter: &Filter) -> Result<Read, JournalError> {
     for n in 0..FILES {
         let name = file_name(n);
         let path = dir.join(&name);
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        // Never waits on a FIFO, never follows a symlink (see Journal).
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
         let fd = match openat(&dir_fd, name.as_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => continue,
