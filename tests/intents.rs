@@ -57,6 +57,7 @@ fn an_announced_guest_agent_shutdown_is_the_hosts() {
     let given = follower.wait("intent-given", None);
     assert_eq!(given["by"], "qga shutdown");
     let now = status(&daemon);
+    let qemu_pid = instance(&now, "vm1").expect("listed")["qemu_pid"].clone();
     let intent = &instance(&now, "vm1").expect("listed")["intent"];
     assert_eq!(intent["by"], "qga shutdown");
     assert_eq!(intent["state"], "waiting");
@@ -93,6 +94,37 @@ fn an_announced_guest_agent_shutdown_is_the_hosts() {
         let series = "kvmd_verdicts_total{verdict=\"not-user\",reason=\"host-intent\"}";
         (metric(&text, series) == Some(1.0)).then_some(())
     });
+    // The journal has it, with the intent, whoever reads it and whether
+    // kvmd runs or not.
+    let mut daemon = daemon;
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    let ctrl = world.ctrl.to_str().expect("utf-8 path");
+    let (code, out, err) = cli(&["history", "--json", "--ctrl-dir", ctrl]);
+    assert_eq!(code, 0, "{err}");
+    let history: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let entries = history["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{out}");
+    let entry = &entries[0];
+    assert_eq!(entry["instance"], "vm1");
+    assert_eq!(entry["kind"], "verdict");
+    assert_eq!(entry["verdict"], "not-user");
+    assert_eq!(entry["reason"], "host-intent");
+    assert_eq!(entry["intent"]["by"], "qga shutdown");
+    assert_eq!(entry["qemu_pid"], qemu_pid);
+    assert!(qemu_pid.as_u64().is_some(), "{qemu_pid}");
+    assert!(
+        entry["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("reason=guest-shutdown")),
+        "{entry}"
+    );
+    let (code, text, _) = cli(&["history", "--ctrl-dir", ctrl, "vm1"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("host-intent") && text.contains("by=qga shutdown"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -342,6 +374,30 @@ fn guest_crashes_that_leave_the_guest_running_are_counted_and_shown() {
     });
     // It decides nothing by itself: the guest is still monitored.
     assert!(daemon.count_log("vm1: decided") == 0);
+    // Both are in the journal already, before any verdict.
+    let ctrl = world.ctrl.to_str().expect("utf-8 path");
+    let (code, out, err) = cli(&["history", "--json", "--ctrl-dir", ctrl]);
+    assert_eq!(code, 0, "{err}");
+    let history: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let events: Vec<(&str, &str)> = history["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("-"),
+                e["event"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("guest-crash", "GUEST_PANICKED"),
+            ("guest-crash", "GUEST_CRASHLOADED")
+        ],
+        "{out}"
+    );
     guest.quit();
     assert!(daemon.wait_decision("vm1").contains("(guest-panic)"));
 }

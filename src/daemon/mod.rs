@@ -18,6 +18,7 @@ mod control;
 mod error;
 mod files;
 mod hooks;
+mod journal;
 mod notify;
 mod report;
 mod signals;
@@ -36,8 +37,7 @@ use nix::sys::signal::Signal;
 use crate::config::Config;
 use crate::control::{Clock, DaemonInfo, Request};
 use crate::fleet::{
-    Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused,
-    JournalRecord, Reach,
+    Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused, Reach,
 };
 use crate::name::InstanceName;
 use crate::state::{Qemu, SavedIntent, StateDir};
@@ -99,6 +99,12 @@ pub struct Daemon {
     overflows: u64,
     /// `--on-verdict`'s program and the hooks running.
     hooks: Option<HookRunner>,
+    /// Every verdict and guest crash, durably (`--journal-dir`).
+    journal: crate::journal::Journal,
+    /// An append failed, and none succeeded since (told once).
+    journal_failing: bool,
+    /// Appends that failed (for the metrics).
+    journal_errors: u64,
 }
 
 impl Daemon {
@@ -159,6 +165,14 @@ impl Daemon {
             started_wall,
             overflows: 0,
             hooks,
+            journal: crate::journal::Journal::new(
+                config.journal_dir.clone(),
+                crate::journal::Limits {
+                    max_total: config.journal_max,
+                },
+            ),
+            journal_failing: false,
+            journal_errors: 0,
         })
     }
 
@@ -529,11 +543,6 @@ impl Daemon {
                 "not a command that changes anything",
             )),
         }
-    }
-
-    /// Appends a record to the journal.
-    fn journal(&mut self, record: JournalRecord) {
-        log::debug!("{}: journal: {:?}", record.name, record.what);
     }
 
     /// Adds a new connection to the poll under `key`; says whose it is.

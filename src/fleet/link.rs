@@ -15,6 +15,10 @@ use crate::decision::{self, Carried, Evidence};
 use crate::qmp::{self, Event, Output, RunState};
 use crate::state::Saved;
 
+/// Guest crashes (GUEST_PANICKED, GUEST_CRASHLOADED) journaled and told
+/// per connection; more are only counted.
+pub const MAX_CRASH_RECORDS: u32 = 8;
+
 /// What the peer did, for the QMP state machine.
 enum Feed<'a> {
     Bytes(&'a [u8]),
@@ -280,14 +284,22 @@ impl Fleet {
                             Event::GuestPanicked => counters.guest_panics += 1,
                             _ => counters.crash_loads += 1,
                         }
-                        let record = super::JournalRecord {
-                            name: name.clone(),
-                            qemu,
-                            at: now,
-                            what: super::Recorded::Crash(event),
-                        };
-                        queue.push_back(super::Step::Act(Action::Journal(record)));
-                        true
+                        // A guest that keeps panicking (panic=none) must not
+                        // flood the journal, each line fsync'd, nor rotate
+                        // real verdicts out of it: the first few are
+                        // recorded, the rest counted (status, metrics, the
+                        // verdict's evidence).
+                        let seen = evidence.panics().saturating_add(evidence.crash_loads());
+                        if seen <= MAX_CRASH_RECORDS {
+                            let record = super::JournalRecord {
+                                name: name.clone(),
+                                qemu,
+                                at: now,
+                                what: super::Recorded::Crash(event),
+                            };
+                            queue.push_back(super::Step::Act(Action::Journal(record)));
+                        }
+                        seen <= MAX_CRASH_RECORDS
                     }
                     Event::Powerdown => true,
                     Event::Reset | Event::Negotiated | Event::Status { .. } => false,
