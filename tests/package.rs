@@ -369,6 +369,8 @@ fn node_shutdown_under_systemd() {
             "RESULT boot system=running",
             "RESULT enabled kvmd=active powerdown=active",
             "RESULT guests monitored=2",
+            // A stop or restart while the system runs presses nothing.
+            "RESULT stopped-while-running said=2 powerdowns=0 decided=0 powerdown=active",
             "RESULT poweroff finished=yes",
         ],
     );

@@ -67,6 +67,16 @@ wait_for "g1 monitored" logged " g1: monitoring"
 wait_for "g2 monitored" logged " g2: monitoring"
 echo "RESULT guests monitored=$(grep -c ': monitoring' "$log")"
 
+# Stopping the unit while the system runs (the package's removal, an
+# operator's restart) must power nothing down.
+systemctl restart kvmd-powerdown.service
+systemctl stop kvmd-powerdown.service
+said=$(journalctl -b -u kvmd-powerdown.service -o cat --no-pager 2>/dev/null | grep -c 'no guest powered down')
+systemctl start kvmd-powerdown.service
+echo "RESULT stopped-while-running said=$said powerdowns=$(grep -c 'powerdown-all' "$log")" \
+    "decided=$(grep -c ': decided ' "$log")" \
+    "powerdown=$(systemctl is-active kvmd-powerdown.service)"
+
 # The node goes down. boot.sh waits for systemd to finish; this script is
 # done (it would be killed with the rest).
 touch /kvmd-test/powering-off
