@@ -387,23 +387,30 @@ impl StateDir {
         }
     }
 
-    fn error(&self, instance: &InstanceName, errno: Errno) -> StateError {
-        StateError {
-            path: self.path.join(instance.state_file()),
-            errno,
-        }
-    }
-
     /// Writes `saved` for `instance`.
     pub fn save(&self, instance: &InstanceName, saved: &Saved) -> Result<(), StateError> {
-        let dir = self.open(true).map_err(|e| self.error(instance, e))?;
-        let name = instance.state_file();
+        self.replace(instance, &instance.state_file(), saved.encode().as_bytes())
+    }
+
+    /// Replaces `instance`'s file `name` with `bytes` atomically: written
+    /// to the instance's temporary file, then renamed over it.
+    fn replace(
+        &self,
+        instance: &InstanceName,
+        name: &OsStr,
+        bytes: &[u8],
+    ) -> Result<(), StateError> {
+        let error = |errno| StateError {
+            path: self.path.join(name),
+            errno,
+        };
+        let dir = self.open(true).map_err(error)?;
         let temporary = instance.temporary_state_file();
-        write_new(dir.as_fd(), &temporary, saved.encode().as_bytes())
+        write_new(dir.as_fd(), &temporary, bytes)
             .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
             .map_err(|e| {
                 let _ = unlinkat(&dir, temporary.as_bytes(), UnlinkatFlags::NoRemoveDir);
-                self.error(instance, e)
+                error(e)
             })
     }
 
@@ -439,15 +446,8 @@ impl StateDir {
             }
             return Ok(());
         }
-        let dir = self.open(true).map_err(|e| self.error(instance, e))?;
         let text: String = jobs.iter().map(encode_hook).collect();
-        let temporary = instance.temporary_state_file();
-        write_new(dir.as_fd(), &temporary, text.as_bytes())
-            .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
-            .map_err(|e| {
-                let _ = unlinkat(&dir, temporary.as_bytes(), UnlinkatFlags::NoRemoveDir);
-                self.error(instance, e)
-            })
+        self.replace(instance, &name, text.as_bytes())
     }
 
     /// Writes `instance`'s intent file (atomically).
@@ -456,20 +456,9 @@ impl StateDir {
         instance: &InstanceName,
         intent: &SavedIntent,
     ) -> Result<(), StateError> {
-        let dir = self.open(true).map_err(|e| self.error(instance, e))?;
         let mut text = serde_json::to_string(intent).unwrap_or_default();
         text.push('\n');
-        let name = instance.intent_file();
-        let temporary = instance.temporary_state_file();
-        write_new(dir.as_fd(), &temporary, text.as_bytes())
-            .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
-            .map_err(|e| {
-                let _ = unlinkat(&dir, temporary.as_bytes(), UnlinkatFlags::NoRemoveDir);
-                StateError {
-                    path: self.path.join(instance.intent_file()),
-                    errno: e,
-                }
-            })
+        self.replace(instance, &instance.intent_file(), text.as_bytes())
     }
 
     /// Removes `instance`'s intent file, if there is one.
@@ -483,20 +472,7 @@ impl StateDir {
     /// Every intent file's instance and content; unreadable ones are
     /// `None` (the caller removes them).
     pub fn intents(&self) -> Vec<(InstanceName, Option<SavedIntent>)> {
-        let Ok(dir) = self.open(false) else {
-            return Vec::new();
-        };
-        let names: Vec<InstanceName> = match nix::dir::Dir::from_fd(dir) {
-            Ok(mut entries) => entries
-                .iter()
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    InstanceName::from_intent_file(OsStr::from_bytes(e.file_name().to_bytes()))
-                })
-                .collect(),
-            Err(_) => return Vec::new(),
-        };
-        names
+        self.names(InstanceName::from_intent_file)
             .into_iter()
             .map(|name| {
                 let saved = self
@@ -509,19 +485,7 @@ impl StateDir {
 
     /// Every instance's unfinished hooks (unreadable lines are skipped).
     pub fn hooks(&self) -> Vec<(InstanceName, Vec<HookJob>)> {
-        let Ok(dir) = self.open(false) else {
-            return Vec::new();
-        };
-        let names: Vec<InstanceName> = match nix::dir::Dir::from_fd(dir) {
-            Ok(mut entries) => entries
-                .iter()
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    InstanceName::from_hook_file(OsStr::from_bytes(e.file_name().to_bytes()))
-                })
-                .collect(),
-            Err(_) => return Vec::new(),
-        };
+        let names = self.names(InstanceName::from_hook_file);
         let mut all = Vec::new();
         for name in names {
             let Some(text) = self.read_small(&name.hook_file(), 16 * MAX_FILE) else {
@@ -552,6 +516,11 @@ impl StateDir {
 
     /// The instances that have a state file.
     pub fn instances(&self) -> Vec<InstanceName> {
+        self.names(InstanceName::from_state_file)
+    }
+
+    /// The instances with a file of the kind `of` recognizes.
+    fn names(&self, of: fn(&OsStr) -> Option<InstanceName>) -> Vec<InstanceName> {
         let Ok(dir) = self.open(false) else {
             return Vec::new();
         };
@@ -561,10 +530,7 @@ impl StateDir {
         entries
             .iter()
             .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                InstanceName::from_state_file(name)
-            })
+            .filter_map(|entry| of(OsStr::from_bytes(entry.file_name().to_bytes())))
             .collect()
     }
 }

@@ -24,6 +24,20 @@ fn agent_like_guest(world: &World, qemu: &std::path::Path, name: &str) -> Guest 
     Guest::start(qemu, &world.ctrl, name, &image, Options::default())
 }
 
+/// kvmd with a metrics file, and a follower of its events taken on.
+fn watched(world: &World) -> (Daemon, std::path::PathBuf, Follower) {
+    let metrics = world.tmp.path().join("kvmd.prom");
+    let metrics_arg = metrics.to_str().expect("utf-8 path");
+    let daemon = Daemon::start_with(
+        &world.ctrl,
+        world.tmp.path(),
+        &["-d", "--metrics-file", metrics_arg],
+    );
+    let follower = Follower::start(&daemon);
+    follower.wait_attached();
+    (daemon, metrics, follower)
+}
+
 fn expect_stop(daemon: &Daemon, args: &[&str]) -> (i32, String, String) {
     let pid_file = pid_file(daemon);
     let mut all = vec!["expect-stop", "--pid-file", &pid_file];
@@ -35,15 +49,7 @@ fn expect_stop(daemon: &Daemon, args: &[&str]) -> (i32, String, String) {
 fn an_announced_guest_agent_shutdown_is_the_hosts() {
     let Some(qemu) = qemu() else { return };
     let world = World::new();
-    let metrics = world.tmp.path().join("kvmd.prom");
-    let metrics_arg = metrics.to_str().expect("utf-8 path");
-    let daemon = Daemon::start_with(
-        &world.ctrl,
-        world.tmp.path(),
-        &["-d", "--metrics-file", metrics_arg],
-    );
-    let follower = Follower::start(&daemon);
-    follower.wait_attached();
+    let (daemon, metrics, follower) = watched(&world);
     let mut guest = agent_like_guest(&world, &qemu, "vm1");
     daemon.wait_monitoring("vm1");
     world.plant_stale("vm1");
@@ -336,15 +342,7 @@ fn powerdown_all_powers_every_guest_down_and_says_who_did_not_go() {
 fn guest_crashes_that_leave_the_guest_running_are_counted_and_shown() {
     let Some(qemu) = qemu() else { return };
     let world = World::new();
-    let metrics = world.tmp.path().join("kvmd.prom");
-    let metrics_arg = metrics.to_str().expect("utf-8 path");
-    let daemon = Daemon::start_with(
-        &world.ctrl,
-        world.tmp.path(),
-        &["-d", "--metrics-file", metrics_arg],
-    );
-    let follower = Follower::start(&daemon);
-    follower.wait_attached();
+    let (daemon, metrics, follower) = watched(&world);
     let options = Options {
         pvpanic: true,
         panic_runs_on: true,

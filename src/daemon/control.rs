@@ -205,14 +205,8 @@ impl ControlServer {
             }
             Answer::AwaitVerdicts(line, names) => {
                 client.unsent.extend_from_slice(line.as_bytes());
-                if names.is_empty() {
-                    client
-                        .unsent
-                        .extend_from_slice(control::done_line().as_bytes());
-                    client.mode = Talk::Closing;
-                } else {
-                    client.mode = Talk::Awaiting(names);
-                }
+                client.mode = Talk::Awaiting(names);
+                client.done_if_nothing_awaited();
             }
         }
         if !client.write(ctx) || !client.sync_interest(registry, Token(self.base + key)) {
@@ -347,12 +341,7 @@ impl ControlServer {
                     && names.remove(name)
                 {
                     client.unsent.extend_from_slice(line.as_bytes());
-                    if names.is_empty() {
-                        client
-                            .unsent
-                            .extend_from_slice(control::done_line().as_bytes());
-                        client.mode = Talk::Closing;
-                    }
+                    client.done_if_nothing_awaited();
                     if !client.write(ctx) || !client.sync_interest(registry, Token(self.base + key))
                     {
                         closed.push(key);
@@ -403,6 +392,16 @@ impl Drop for ControlServer {
 }
 
 impl Client {
+    /// A `powerdown-all` client with no verdict left to wait for gets its
+    /// last line.
+    fn done_if_nothing_awaited(&mut self) {
+        if matches!(&self.mode, Talk::Awaiting(names) if names.is_empty()) {
+            self.unsent
+                .extend_from_slice(control::done_line().as_bytes());
+            self.mode = Talk::Closing;
+        }
+    }
+
     /// Registers WRITABLE while output waits (or a status is being
     /// produced), and drops it after. False: the poll refused.
     fn sync_interest(&mut self, registry: &Registry, token: Token) -> bool {
