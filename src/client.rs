@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::config::{Client, DEFAULT_CONTROL_SOCKETS};
+use std::time::{Duration, Instant};
+
+use crate::config::{Client, DEFAULT_CONTROL_SOCKETS, Order, OrderKind};
 use crate::control::{self, Request};
 
 /// The longest answer line read (a status of 10,000 instances is a few
@@ -28,8 +30,8 @@ enum Failure {
     Other(String),
 }
 
-fn connect(client: &Client) -> Result<UnixStream, Failure> {
-    let places: Vec<PathBuf> = match &client.control_socket {
+fn connect(control_socket: &Option<PathBuf>) -> Result<UnixStream, Failure> {
+    let places: Vec<PathBuf> = match control_socket {
         Some(path) => vec![path.clone()],
         None => DEFAULT_CONTROL_SOCKETS.iter().map(PathBuf::from).collect(),
     };
@@ -74,8 +76,11 @@ fn fail(program: &str, failure: Failure) -> ExitCode {
 }
 
 /// Sends `request` and returns a reader of the answer lines.
-fn ask(client: &Client, request: &Request) -> Result<BufReader<UnixStream>, Failure> {
-    let mut stream = connect(client)?;
+fn ask(
+    control_socket: &Option<PathBuf>,
+    request: &Request,
+) -> Result<BufReader<UnixStream>, Failure> {
+    let mut stream = connect(control_socket)?;
     match stream.write_all(control::request_line(request).as_bytes()) {
         Ok(()) => {}
         // Refused before the request was read (another user, too many
@@ -107,6 +112,7 @@ fn answer(reader: &mut impl BufRead) -> Result<Option<(String, Value)>, Failure>
         let said = format!("kvmd says: {error}");
         return Err(match value.get("code").and_then(Value::as_str) {
             Some("denied") => Failure::Refused(said),
+            Some("refused") => Failure::Other(error.to_owned()),
             _ => Failure::Other(said),
         });
     }
@@ -118,7 +124,7 @@ pub fn status(client: &Client) -> ExitCode {
     let request = Request::Status {
         instances: client.instances.clone(),
     };
-    let got = ask(client, &request).and_then(|mut reader| answer(&mut reader));
+    let got = ask(&client.control_socket, &request).and_then(|mut reader| answer(&mut reader));
     let (line, value) = match got {
         Ok(Some(answer)) => answer,
         Ok(None) => return fail(&client.program, Failure::Other("kvmd hung up".to_owned())),
@@ -134,7 +140,7 @@ pub fn status(client: &Client) -> ExitCode {
 
 /// `kvmd events`.
 pub fn events(client: &Client) -> ExitCode {
-    let mut reader = match ask(client, &Request::Events) {
+    let mut reader = match ask(&client.control_socket, &Request::Events) {
         Ok(reader) => reader,
         Err(failure) => return fail(&client.program, failure),
     };
@@ -168,6 +174,185 @@ pub fn events(client: &Client) -> ExitCode {
             Err(failure) => return fail(&client.program, failure),
         }
     }
+}
+
+/// `kvmd expect-stop` and `kvmd powerdown-all`.
+pub fn order(order: &Order) -> ExitCode {
+    let request = match &order.what {
+        OrderKind::ExpectStop {
+            instance,
+            seconds,
+            by,
+        } => Request::ExpectStop {
+            instance: instance.clone(),
+            seconds: *seconds,
+            by: by.clone(),
+        },
+        OrderKind::Cancel { instance } => Request::CancelIntent {
+            instance: instance.clone(),
+        },
+        OrderKind::PowerdownAll { seconds, by } => Request::PowerdownAll {
+            seconds: *seconds,
+            by: by.clone(),
+        },
+    };
+    let mut reader = match ask(&order.control_socket, &request) {
+        Ok(reader) => reader,
+        Err(failure) => return fail(&order.program, failure),
+    };
+    let (line, value) = match answer(&mut reader) {
+        Ok(Some(answer)) => answer,
+        Ok(None) => return fail(&order.program, Failure::Other("kvmd hung up".to_owned())),
+        Err(failure) => return fail(&order.program, failure),
+    };
+    if order.json {
+        print!("{line}");
+    }
+    match &order.what {
+        OrderKind::ExpectStop { .. } => {
+            let i = &value["intent"];
+            if !order.json {
+                println!(
+                    "{}: its next SHUTDOWN until {} ({} s) is the host's (by {})",
+                    str_of(&i["instance"]),
+                    str_of(&i["until"]),
+                    i["seconds"],
+                    str_of(&i["by"])
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        OrderKind::Cancel { .. } => {
+            if !order.json {
+                println!("{}: intent cancelled", str_of(&value["cancelled"]));
+            }
+            ExitCode::SUCCESS
+        }
+        OrderKind::PowerdownAll { seconds, .. } => {
+            let deadline = Instant::now() + Duration::from_secs(*seconds);
+            await_powerdown(order, &value["powerdown"], reader, deadline)
+        }
+    }
+}
+
+/// Follows `powerdown-all` until every pressed guest's QEMU is gone (its
+/// verdict came) or `deadline`; says which did not stop. Exit 0 when all
+/// stopped, 1 otherwise.
+fn await_powerdown(
+    order: &Order,
+    powerdown: &Value,
+    mut reader: BufReader<UnixStream>,
+    deadline: Instant,
+) -> ExitCode {
+    let empty = Vec::new();
+    let pressed = powerdown["pressed"].as_array().unwrap_or(&empty);
+    let mut waiting: Vec<String> = pressed
+        .iter()
+        .map(|p| str_of(&p["instance"]).to_owned())
+        .collect();
+    let refused = powerdown["refused"].as_array().unwrap_or(&empty);
+    if !order.json {
+        println!(
+            "pressed the power button of {} guests{}",
+            waiting.len(),
+            if refused.is_empty() {
+                String::new()
+            } else {
+                format!("; {} not monitored yet, not pressed", refused.len())
+            }
+        );
+        for r in refused {
+            println!(
+                "{}: not pressed: {}",
+                str_of(&r["instance"]),
+                str_of(&r["why"])
+            );
+        }
+    }
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // A bounded wait: a daemon that stops answering cannot hold the
+        // node's shutdown past the timeout.
+        if reader.get_ref().set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match answer(&mut reader) {
+            Ok(Some((line, value))) => {
+                if order.json {
+                    print!("{line}");
+                }
+                if value.get("done").is_some() {
+                    break;
+                }
+                let event = &value["event"];
+                let name = str_of(&event["instance"]);
+                // The verdict comes at the hang-up, a moment before QEMU's
+                // process is gone: wait for that too, so that whatever
+                // stops next (Ganeti's unit, the init system) finds it gone.
+                let qemu = pressed.iter().find(|p| str_of(&p["instance"]) == name);
+                if let Some(qemu) = qemu
+                    && !process_gone(&qemu["qemu_pid"], &qemu["qemu_start"], deadline)
+                {
+                    continue;
+                }
+                waiting.retain(|w| w != name);
+                if !order.json {
+                    println!(
+                        "{name}: stopped: {} ({})",
+                        str_of(&event["verdict"]),
+                        str_of(&event["reason"])
+                    );
+                }
+            }
+            // Hung up (kvmd exiting) or timed out: whoever is left did not
+            // stop in time, as far as anyone can tell.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = io::stdout().flush();
+    if waiting.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "{}: {} guests still running: {}",
+        order.program,
+        waiting.len(),
+        waiting.join(", ")
+    );
+    ExitCode::FAILURE
+}
+
+/// Waits until process `pid` started at `start` (clock ticks since boot,
+/// as /proc says) is gone, or `deadline`. Whether it is gone. Without a pid
+/// there is nothing to wait for.
+fn process_gone(pid: &Value, start: &Value, deadline: Instant) -> bool {
+    let (Some(pid), Some(start)) = (pid.as_u64(), start.as_u64()) else {
+        return true;
+    };
+    let alive = || {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // Field 22, counted after the command name (which may hold spaces);
+        // a reused pid has another start time. A zombie is gone for us.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next();
+        let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
+        state != Some("Z") && started == Some(start)
+    };
+    while alive() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 fn str_of(value: &Value) -> &str {

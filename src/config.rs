@@ -54,6 +54,11 @@ pub struct Config {
     pub hook_timeout: std::time::Duration,
     /// Runs after the first for a hook that failed.
     pub hook_retries: u32,
+    /// Where the journal of verdicts is kept (`--journal-dir`; default:
+    /// the state directory).
+    pub journal_dir: PathBuf,
+    /// The bound on all the journal's files together (`--journal-max`).
+    pub journal_max: u64,
 }
 
 /// `kvmd status` or `kvmd events`: a client of a running daemon.
@@ -68,6 +73,20 @@ pub struct Client {
     pub instances: Vec<String>,
 }
 
+/// `kvmd history`: the journal read from its files, whether kvmd runs or
+/// not.
+#[derive(Debug, PartialEq, Eq)]
+pub struct History {
+    pub program: String,
+    /// `--journal-dir`, else `--state-dir`, else the state directory the
+    /// daemon derives from `--ctrl-dir` (or its default).
+    pub journal_dir: PathBuf,
+    pub json: bool,
+    /// Only this instance's records (its name as `kvmd status` shows it).
+    pub instance: Option<String>,
+    pub since: Option<crate::journal::Since>,
+}
+
 /// Where `kvmd status` looks when not told: beside Ganeti's pid file, then
 /// the standalone unit's, then README's first-run command's.
 pub const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
@@ -75,6 +94,32 @@ pub const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
     "/run/kvmd-daemon/kvmd.sock",
     "/run/kvmd.sock",
 ];
+
+/// `kvmd expect-stop` or `kvmd powerdown-all`: an order to a running
+/// daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Order {
+    pub program: String,
+    /// As [`Client::control_socket`].
+    pub control_socket: Option<PathBuf>,
+    pub json: bool,
+    pub what: OrderKind,
+}
+
+/// What is ordered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OrderKind {
+    /// `expect-stop INSTANCE [--for SECONDS] [--by TEXT]`.
+    ExpectStop {
+        instance: String,
+        seconds: u64,
+        by: String,
+    },
+    /// `expect-stop --cancel INSTANCE`.
+    Cancel { instance: String },
+    /// `powerdown-all [--timeout SECONDS] [--by TEXT]`.
+    PowerdownAll { seconds: u64, by: String },
+}
 
 /// `kvmd doctor`: the daemon's own flags (so its command line can be
 /// pasted after `doctor`), plus `--json` and at most one instance.
@@ -91,14 +136,18 @@ pub struct Doctor {
 }
 
 /// What the command line asks for.
+// Made once per process: the size of `Run`'s `Config` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invocation {
     Run(Config),
     Status(Client),
     Events(Client),
+    Order(Order),
     Doctor(Doctor),
     Help(String),
     Version(String),
+    History(History),
 }
 
 /// A command line kvmd cannot follow. The message names the flag.
@@ -106,8 +155,13 @@ pub enum Invocation {
 pub enum UsageError {
     UnknownFlag(String),
     MissingValue(&'static str),
+    /// A command's argument is missing (`INSTANCE`).
+    MissingArgument(&'static str),
     UnexpectedValue(&'static str),
-    BadValue { flag: &'static str, value: String },
+    BadValue {
+        flag: &'static str,
+        value: String,
+    },
     UnexpectedArgument(String),
 }
 
@@ -116,6 +170,7 @@ impl fmt::Display for UsageError {
         match self {
             UsageError::UnknownFlag(flag) => write!(f, "unknown option '{flag}'"),
             UsageError::MissingValue(flag) => write!(f, "option '{flag}' needs a value"),
+            UsageError::MissingArgument(what) => write!(f, "missing {what}"),
             UsageError::UnexpectedValue(flag) => write!(f, "option '{flag}' takes no value"),
             UsageError::BadValue { flag, value } => {
                 write!(f, "invalid value '{value}' for option '{flag}'")
@@ -145,6 +200,10 @@ where
     let mut args = args.into_iter().peekable();
     let program = program_name(args.next().as_deref());
     match args.peek().and_then(|a| a.to_str()) {
+        Some("history") => {
+            args.next();
+            return parse_history(program, args, cwd).map(Invocation::History);
+        }
         Some("status") => {
             args.next();
             return parse_client(program, args, cwd, true).map(Invocation::Status);
@@ -152,6 +211,11 @@ where
         Some("events") => {
             args.next();
             return parse_client(program, args, cwd, false).map(Invocation::Events);
+        }
+        Some(command @ ("expect-stop" | "powerdown-all")) => {
+            let powerdown = command == "powerdown-all";
+            args.next();
+            return parse_order(program, args, cwd, powerdown).map(Invocation::Order);
         }
         Some("doctor") => {
             args.next();
@@ -179,8 +243,11 @@ where
         hook_jobs: 4,
         hook_timeout: std::time::Duration::from_secs(60),
         hook_retries: 0,
+        journal_dir: PathBuf::new(),
+        journal_max: crate::journal::DEFAULT_MAX_TOTAL,
     };
     let mut state_dir = None;
+    let mut journal_dir = None;
     while let Some(arg) = args.next() {
         let Some(text) = arg.to_str() else {
             return Err(UsageError::UnexpectedArgument(
@@ -263,6 +330,19 @@ where
             "pid-file" => config.pid_file = path(value)?,
             "log-file" => config.log_file = path(value)?,
             "state-dir" => state_dir = Some(path(value)?),
+            "journal-dir" => journal_dir = Some(path(value)?),
+            "journal-max" => {
+                let value = value.unwrap_or_default();
+                match value.to_str().and_then(crate::journal::parse_max_total) {
+                    Some(bytes) => config.journal_max = bytes,
+                    None => {
+                        return Err(UsageError::BadValue {
+                            flag: flag.spelled,
+                            value: value.to_string_lossy().into_owned(),
+                        });
+                    }
+                }
+            }
             "control-socket" => control_socket = Some(path(value)?),
             "metrics-file" => config.metrics_file = Some(path(value)?),
             // Kept as given: a relative path is refused at start-up, with
@@ -315,6 +395,7 @@ where
         });
     }
     config.state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config.ctrl_dir));
+    config.journal_dir = journal_dir.unwrap_or_else(|| config.state_dir.clone());
     config.control_socket =
         control_socket.unwrap_or_else(|| default_control_socket(&config.pid_file));
     Ok(Invocation::Run(config))
@@ -384,6 +465,120 @@ where
     Ok(client)
 }
 
+/// `kvmd expect-stop [--cancel] INSTANCE [--for S] [--by TEXT]` and
+/// `kvmd powerdown-all [--timeout S] [--by TEXT]`.
+fn parse_order<I>(
+    program: String,
+    args: I,
+    cwd: &Path,
+    powerdown: bool,
+) -> Result<Order, UsageError>
+where
+    I: Iterator<Item = OsString>,
+{
+    let mut control_socket = None;
+    let mut json = false;
+    let mut cancel = false;
+    let mut seconds = None;
+    let mut by = None;
+    let mut instance = None;
+    let mut args = args;
+    let mut options = true;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if options && text == "--" {
+            options = false;
+            continue;
+        }
+        if options && text.starts_with('-') {
+            let (name, inline) = match text.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (text.clone(), None),
+            };
+            let mut value = |flag: &'static str| -> Result<String, UsageError> {
+                match inline
+                    .clone()
+                    .or_else(|| args.next().map(|a| a.to_string_lossy().into_owned()))
+                {
+                    Some(value) if !value.is_empty() => Ok(value),
+                    Some(_) => Err(UsageError::BadValue {
+                        flag,
+                        value: String::new(),
+                    }),
+                    None => Err(UsageError::MissingValue(flag)),
+                }
+            };
+            let window = |flag: &'static str, value: String| -> Result<u64, UsageError> {
+                match value.parse::<u64>() {
+                    Ok(n) if crate::fleet::valid_window(std::time::Duration::from_secs(n)) => Ok(n),
+                    _ => Err(UsageError::BadValue { flag, value }),
+                }
+            };
+            match name.as_str() {
+                "--json" if inline.is_none() => json = true,
+                "--cancel" if inline.is_none() && !powerdown => cancel = true,
+                "--for" if !powerdown => seconds = Some(window("--for", value("--for")?)?),
+                "--timeout" if powerdown => {
+                    seconds = Some(window("--timeout", value("--timeout")?)?);
+                }
+                "--by" => {
+                    let text = value("--by")?;
+                    if !crate::fleet::valid_by(&text) {
+                        return Err(UsageError::BadValue {
+                            flag: "--by",
+                            value: text,
+                        });
+                    }
+                    by = Some(text);
+                }
+                "--control-socket" => {
+                    control_socket = Some(cwd.join(value("--control-socket")?));
+                }
+                "--pid-file" => {
+                    let pid_file = cwd.join(value("--pid-file")?);
+                    control_socket.get_or_insert(default_control_socket(&pid_file));
+                }
+                _ => return Err(UsageError::UnknownFlag(name)),
+            }
+            continue;
+        }
+        if powerdown || instance.is_some() {
+            return Err(UsageError::UnexpectedArgument(text));
+        }
+        if crate::name::InstanceName::new(text.as_ref()).is_none() {
+            return Err(UsageError::BadValue {
+                flag: "INSTANCE",
+                value: text,
+            });
+        }
+        instance = Some(text);
+    }
+    let seconds = seconds.unwrap_or(crate::fleet::DEFAULT_WINDOW.as_secs());
+    let what = if powerdown {
+        OrderKind::PowerdownAll {
+            seconds,
+            by: by.unwrap_or_else(|| crate::control::POWERDOWN_BY.to_owned()),
+        }
+    } else {
+        let instance = instance.ok_or(UsageError::MissingArgument("INSTANCE"))?;
+        if cancel {
+            OrderKind::Cancel { instance }
+        } else {
+            OrderKind::ExpectStop {
+                instance,
+                seconds,
+                by: by.unwrap_or_else(|| "expect-stop".to_owned()),
+            }
+        }
+    };
+    Ok(Order {
+        program,
+        control_socket,
+        json,
+        what,
+    })
+}
+
 /// `kvmd doctor [--json] [DAEMON FLAGS] [INSTANCE]`: `--json` and the
 /// instance are taken out, and the rest parsed as the daemon's flags.
 fn parse_doctor<I>(program: String, args: I, cwd: &Path) -> Result<Invocation, UsageError>
@@ -439,6 +634,78 @@ pub fn default_state_dir(ctrl_dir: &Path) -> PathBuf {
         .join("kvmd-state")
 }
 
+/// `kvmd history [--json] [INSTANCE] [--since TIME]`, with the daemon's
+/// path flags to find the journal.
+fn parse_history<I>(program: String, args: I, cwd: &Path) -> Result<History, UsageError>
+where
+    I: Iterator<Item = OsString>,
+{
+    let mut history = History {
+        program,
+        journal_dir: PathBuf::new(),
+        json: false,
+        instance: None,
+        since: None,
+    };
+    let (mut journal_dir, mut state_dir, mut ctrl_dir) = (None, None, None);
+    let mut args = args;
+    let mut options = true;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if options && text == "--" {
+            options = false;
+            continue;
+        }
+        if options && text.starts_with('-') {
+            let (name, inline) = match text.split_once('=') {
+                Some((name, value)) => (name, Some(OsString::from(value))),
+                None => (text.as_str(), None),
+            };
+            let mut value = |flag: &'static str| -> Result<OsString, UsageError> {
+                match inline.clone().or_else(|| args.next()) {
+                    Some(value) if !value.is_empty() => Ok(value),
+                    Some(_) => Err(UsageError::BadValue {
+                        flag,
+                        value: String::new(),
+                    }),
+                    None => Err(UsageError::MissingValue(flag)),
+                }
+            };
+            match name {
+                "--json" if inline.is_none() => history.json = true,
+                "--since" => {
+                    let value = value("--since")?;
+                    let since = value.to_str().and_then(crate::journal::parse_since);
+                    history.since = Some(since.ok_or_else(|| UsageError::BadValue {
+                        flag: "--since",
+                        value: value.to_string_lossy().into_owned(),
+                    })?);
+                }
+                "--journal-dir" => journal_dir = Some(cwd.join(value("--journal-dir")?)),
+                "--state-dir" => state_dir = Some(cwd.join(value("--state-dir")?)),
+                "--ctrl-dir" => ctrl_dir = Some(cwd.join(value("--ctrl-dir")?)),
+                _ => return Err(UsageError::UnknownFlag(name.to_owned())),
+            }
+            continue;
+        }
+        if history.instance.is_some() {
+            return Err(UsageError::UnexpectedArgument(text));
+        }
+        history.instance = Some(text);
+    }
+    let ctrl_dir = ctrl_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_CTRL_DIR));
+    if ctrl_dir == Path::new("/") {
+        return Err(UsageError::BadValue {
+            flag: "--ctrl-dir",
+            value: "/".to_owned(),
+        });
+    }
+    history.journal_dir = journal_dir
+        .or(state_dir)
+        .unwrap_or_else(|| default_state_dir(&ctrl_dir));
+    Ok(history)
+}
+
 struct LongFlag {
     name: &'static str,
     spelled: &'static str,
@@ -473,6 +740,8 @@ const LONG_FLAGS: &[LongFlag] = &[
     flag("hook-jobs", "--hook-jobs", true),
     flag("hook-timeout", "--hook-timeout", true),
     flag("hook-retries", "--hook-retries", true),
+    flag("journal-dir", "--journal-dir", true),
+    flag("journal-max", "--journal-max", true),
 ];
 
 fn version(program: &str) -> String {
@@ -520,6 +789,18 @@ kvmd's own:
       --hook-jobs N      hooks run at once, at most [4]
       --hook-timeout S   a hook running longer is killed [60]
       --hook-retries N   runs after the first, for a failed hook [0]
+      --journal-dir DIR  where every verdict is recorded [the state
+                         directory]
+      --journal-max BYTES
+                         the journal's files together, at most (K, M, G:
+                         KiB, MiB, GiB; 256K to 1G) [8M]
+
+Reading the journal (kvmd need not run; same --journal-dir, --state-dir
+or --ctrl-dir as the daemon):
+  {program} history [--json] [INSTANCE] [--since TIME]
+                         every verdict and guest crash recorded, oldest
+                         first; TIME: 2026-12-04, 2026-12-04T18:20[:SS] (UTC),
+                         or 90s, 30m, 2h, 7d ago
 
 As a client of a running kvmd (same --pid-file or --control-socket):
   {program} status [--json] [INSTANCE]...
@@ -527,6 +808,17 @@ As a client of a running kvmd (same --pid-file or --control-socket):
                          evidence so far, and recent verdicts with reasons
   {program} events [--json]
                          follow what kvmd does, one line per event
+  {program} expect-stop INSTANCE [--for SECONDS] [--by TEXT]
+                         the host is about to stop INSTANCE: its next
+                         SHUTDOWN within SECONDS [120, at most 3600] is the
+                         host's (verdict not-user, reason host-intent),
+                         whatever QMP says
+  {program} expect-stop --cancel INSTANCE
+                         withdraw that intent
+  {program} powerdown-all [--timeout SECONDS] [--by TEXT]
+                         press every monitored guest's power button, each
+                         stop recorded as the host's (by node-shutdown);
+                         wait until each QEMU is gone or SECONDS [120] pass
 
 Troubleshooting (kvmd running or not; the daemon's flags say where to look):
   {program} doctor [--json] [OPTION]... [INSTANCE]
@@ -687,5 +979,81 @@ mod tests {
             parse(args, Path::new("/")),
             Ok(Invocation::Version(text)) if text.starts_with("kvmd (kvmd) ")
         ));
+    }
+
+    #[test]
+    fn the_journal_flags() {
+        let config = run(&[]).expect("parses");
+        assert_eq!(config.journal_dir, config.state_dir);
+        assert_eq!(config.journal_max, 8 << 20);
+        let config = run(&["--state-dir", "s", "--journal-max=16M"]).expect("parses");
+        assert_eq!(config.journal_dir, Path::new("/work/s"));
+        assert_eq!(config.journal_max, 16 << 20);
+        let config = run(&["--journal-dir", "j", "--state-dir", "s"]).expect("parses");
+        assert_eq!(config.journal_dir, Path::new("/work/j"));
+        assert_eq!(
+            run(&["--journal-max", "1K"]).unwrap_err().to_string(),
+            "invalid value '1K' for option '--journal-max'"
+        );
+        assert!(run(&["--journal-dir="]).is_err());
+    }
+
+    fn history(args: &[&str]) -> Result<History, UsageError> {
+        let args = ["kvmd", "history"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        match parse(args, Path::new("/work"))? {
+            Invocation::History(history) => Ok(history),
+            other => panic!("expected history, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn history_finds_the_journal_as_the_daemon_does() {
+        let h = history(&[]).expect("parses");
+        assert_eq!(
+            h.journal_dir,
+            Path::new("/var/run/ganeti/kvm-hypervisor/kvmd-state")
+        );
+        assert!(!h.json && h.instance.is_none() && h.since.is_none());
+        let h = history(&["--ctrl-dir", "/run/kvmd/ctrl"]).expect("parses");
+        assert_eq!(h.journal_dir, Path::new("/run/kvmd/kvmd-state"));
+        let h = history(&["--ctrl-dir=/c/d", "--state-dir", "s"]).expect("parses");
+        assert_eq!(h.journal_dir, Path::new("/work/s"));
+        let h = history(&["--journal-dir", "j", "--state-dir", "s"]).expect("parses");
+        assert_eq!(h.journal_dir, Path::new("/work/j"));
+        let h = history(&["vm1", "--json", "--since", "2h"]).expect("parses");
+        assert!(h.json);
+        assert_eq!(h.instance.as_deref(), Some("vm1"));
+        assert_eq!(
+            h.since,
+            Some(crate::journal::Since::Ago(std::time::Duration::from_secs(
+                7200
+            )))
+        );
+        let h = history(&["--", "-odd-name"]).expect("parses");
+        assert_eq!(h.instance.as_deref(), Some("-odd-name"));
+    }
+
+    #[test]
+    fn history_usage_errors_name_the_flag() {
+        let error = |args: &[&str]| history(args).unwrap_err().to_string();
+        assert_eq!(
+            error(&["--since", "yesterday"]),
+            "invalid value 'yesterday' for option '--since'"
+        );
+        assert_eq!(error(&["--since"]), "option '--since' needs a value");
+        assert_eq!(
+            error(&["--since="]),
+            "invalid value '' for option '--since'"
+        );
+        assert_eq!(error(&["--follow"]), "unknown option '--follow'");
+        assert_eq!(error(&["--json=yes"]), "unknown option '--json'");
+        assert_eq!(error(&["vm1", "vm2"]), "unexpected argument 'vm2'");
+        assert_eq!(
+            error(&["--ctrl-dir", "/"]),
+            "invalid value '/' for option '--ctrl-dir'"
+        );
     }
 }

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::fleet::{
-    FileState, Fleet, HookEnd, InstanceView, Notice, PastVerdict, Phase, RecordError, WaitFor,
+    FileState, Fleet, HookEnd, InstanceView, IntentState, Notice, PastVerdict, Phase, RecordError,
+    WaitFor,
 };
 use crate::logging::Rfc3339;
 use crate::name::InstanceName;
@@ -47,7 +48,22 @@ pub enum Request {
     Status { instances: Vec<String> },
     /// Every notice from now on.
     Events,
+    /// `kvmd expect-stop`: the next SHUTDOWN of the instance's QEMU within
+    /// `seconds` is the host's.
+    ExpectStop {
+        instance: String,
+        seconds: u64,
+        by: String,
+    },
+    /// `kvmd expect-stop --cancel`.
+    CancelIntent { instance: String },
+    /// `kvmd powerdown-all`: press every monitored guest's power button,
+    /// with an intent for `seconds`; answered as the guests stop.
+    PowerdownAll { seconds: u64, by: String },
 }
+
+/// The `by` of `kvmd powerdown-all`'s intents when none is given.
+pub const POWERDOWN_BY: &str = "node-shutdown";
 
 /// Reads one request line.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
@@ -79,9 +95,62 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
             Ok(Request::Status { instances })
         }
         Some("events") => Ok(Request::Events),
+        Some("expect-stop") => Ok(Request::ExpectStop {
+            instance: instance(object)?,
+            seconds: seconds(object)?,
+            by: by(object, "expect-stop")?,
+        }),
+        Some("cancel-intent") => Ok(Request::CancelIntent {
+            instance: instance(object)?,
+        }),
+        Some("powerdown-all") => Ok(Request::PowerdownAll {
+            seconds: seconds(object)?,
+            by: by(object, POWERDOWN_BY)?,
+        }),
         Some(other) => Err(format!("unknown command {other:?}")),
         None => Err("a request names a command".to_owned()),
     }
+}
+
+type Object = serde_json::Map<String, Value>;
+
+fn instance(object: &Object) -> Result<String, String> {
+    match object.get("instance").and_then(Value::as_str) {
+        Some(name) if crate::name::InstanceName::new(name.as_ref()).is_some() => {
+            Ok(name.to_owned())
+        }
+        Some(_) => Err("an instance name is not empty and has no '/'".to_owned()),
+        None => Err("the request names no instance".to_owned()),
+    }
+}
+
+/// The window, checked as the fleet would (a clear answer before any).
+fn seconds(object: &Object) -> Result<u64, String> {
+    let seconds = match object.get("seconds") {
+        None | Some(Value::Null) => crate::fleet::DEFAULT_WINDOW.as_secs(),
+        Some(v) => v.as_u64().ok_or("seconds must be a whole number")?,
+    };
+    if !crate::fleet::valid_window(Duration::from_secs(seconds)) {
+        return Err(format!(
+            "a window of {seconds} s is not allowed (1 s to {} s)",
+            crate::fleet::MAX_WINDOW.as_secs()
+        ));
+    }
+    Ok(seconds)
+}
+
+fn by(object: &Object, default: &str) -> Result<String, String> {
+    let by = match object.get("by") {
+        None | Some(Value::Null) => default,
+        Some(v) => v.as_str().ok_or("by must be a string")?,
+    };
+    if by.is_empty() || !crate::fleet::valid_by(by) {
+        return Err(format!(
+            "by takes 1 to {} bytes of printable text",
+            crate::fleet::MAX_BY
+        ));
+    }
+    Ok(by.to_owned())
 }
 
 /// A request line, as a client sends it.
@@ -91,6 +160,18 @@ pub fn request_line(request: &Request) -> String {
             json!({"version": VERSION, "command": "status", "instances": instances})
         }
         Request::Events => json!({"version": VERSION, "command": "events"}),
+        Request::ExpectStop {
+            instance,
+            seconds,
+            by,
+        } => json!({"version": VERSION, "command": "expect-stop", "instance": instance,
+                    "seconds": seconds, "by": by}),
+        Request::CancelIntent { instance } => {
+            json!({"version": VERSION, "command": "cancel-intent", "instance": instance})
+        }
+        Request::PowerdownAll { seconds, by } => {
+            json!({"version": VERSION, "command": "powerdown-all", "seconds": seconds, "by": by})
+        }
     };
     format!("{value}\n")
 }
@@ -107,6 +188,9 @@ pub enum Refusal {
     BadRequest,
     /// A follower left too much unread.
     CutOff,
+    /// A command the daemon would not carry out (an intent for an
+    /// instance it does not monitor, say); the message says why.
+    Refused,
 }
 
 impl Refusal {
@@ -116,6 +200,7 @@ impl Refusal {
             Refusal::Busy => "busy",
             Refusal::BadRequest => "bad-request",
             Refusal::CutOff => "cut-off",
+            Refusal::Refused => "refused",
         }
     }
 }
@@ -131,6 +216,57 @@ pub fn error_line(refusal: Refusal, message: &str) -> String {
 /// The first line to a follower.
 pub fn following_line() -> String {
     format!("{}\n", json!({"version": VERSION, "following": true}))
+}
+
+/// The answer to `expect-stop`.
+pub fn intent_line(instance: &str, by: &str, seconds: u64, until: SystemTime) -> String {
+    let intent = json!({"instance": instance, "by": by, "seconds": seconds,
+                        "until": Rfc3339(until).to_string()});
+    format!("{}\n", json!({"version": VERSION, "intent": intent}))
+}
+
+/// The answer to `cancel-intent`.
+pub fn cancelled_line(instance: &str) -> String {
+    format!("{}\n", json!({"version": VERSION, "cancelled": instance}))
+}
+
+/// The first answer to `powerdown-all`: whose button was pressed, and who
+/// could not be (then come their verdicts as event lines, then
+/// [`done_line`]).
+pub fn powerdown_line(pressed: &[crate::fleet::Pressed]) -> String {
+    let (ok, refused): (Vec<_>, Vec<_>) = pressed.iter().partition(|p| p.result.is_ok());
+    let ok: Vec<Value> = ok
+        .iter()
+        .map(|p| {
+            json!({"instance": p.name.to_string(), "qemu_pid": p.qemu.map(|q| q.pid),
+                   "qemu_start": p.qemu.map(|q| q.start)})
+        })
+        .collect();
+    let refused: Vec<Value> = refused
+        .iter()
+        .map(|p| {
+            let why = p.result.as_ref().err().map(ToString::to_string);
+            json!({"instance": p.name.to_string(), "why": why})
+        })
+        .collect();
+    let powerdown = json!({"pressed": ok, "refused": refused});
+    format!("{}\n", json!({"version": VERSION, "powerdown": powerdown}))
+}
+
+/// The last line to `powerdown-all`: every pressed guest has stopped.
+pub fn done_line() -> String {
+    format!("{}\n", json!({"version": VERSION, "done": true}))
+}
+
+/// Whether `notice` is the verdict of its instance's QEMU (decided,
+/// written or not): what `powerdown-all` waits for.
+pub fn is_verdict(notice: &Notice) -> bool {
+    matches!(notice, Notice::Decided { .. } | Notice::Unrecorded { .. })
+}
+
+/// The instance a notice is about, as status names it.
+pub fn notice_instance(notice: &Notice) -> Option<String> {
+    instance_of(notice).map(ToString::to_string)
 }
 
 /// Turns the loop's monotonic times into wall-clock times.
@@ -217,6 +353,7 @@ pub fn verdict_json(past: &PastVerdict, clock: &Clock, now: Instant) -> Value {
         "age_seconds": now.saturating_duration_since(past.decided).as_secs(),
         "file": file,
         "file_error": error,
+        "intent_by": past.intent_by,
     })
 }
 
@@ -231,7 +368,24 @@ fn instance_json(v: &InstanceView<'_>, last: Option<&Value>, clock: &Clock, now:
             "paused": e.paused(),
             "panicked": e.panicked(),
             "resets": e.resets(),
+            "panics": e.panics(),
+            "crash_loads": e.crash_loads(),
             "restored": e.is_restored(),
+        })
+    });
+    let intent = v.intent.map(|i| {
+        json!({
+            "by": i.by,
+            "state": match i.state {
+                IntentState::Waiting => "waiting",
+                IntentState::Claimed => "claimed",
+            },
+            "given": clock.rfc3339(i.given),
+            "until": clock.rfc3339(i.until),
+            "expires_in_seconds": match i.state {
+                IntentState::Waiting => Some(i.until.saturating_duration_since(now).as_secs()),
+                IntentState::Claimed => None,
+            },
         })
     });
     json!({
@@ -244,6 +398,7 @@ fn instance_json(v: &InstanceView<'_>, last: Option<&Value>, clock: &Clock, now:
         "guest": v.state.map(|s| s.as_str()),
         "evidence": evidence,
         "malformed": v.malformed,
+        "intent": intent,
         "last_verdict": last,
     })
 }
@@ -439,6 +594,9 @@ fn kind(notice: &Notice) -> &'static str {
         Notice::ExitingUnrecorded { .. } => "exiting-unrecorded",
         Notice::HookEnded { .. } => "hook",
         Notice::HookSuperseded { .. } => "hook-superseded",
+        Notice::IntentGiven { .. } => "intent-given",
+        Notice::IntentCancelled { .. } => "intent-cancelled",
+        Notice::IntentExpired { .. } => "intent-expired",
     }
 }
 
@@ -460,7 +618,10 @@ fn instance_of(notice: &Notice) -> Option<&InstanceName> {
         | Notice::Moot { name, .. }
         | Notice::ExitingUnrecorded { name, .. }
         | Notice::HookEnded { name, .. }
-        | Notice::HookSuperseded { name, .. } => Some(name),
+        | Notice::HookSuperseded { name, .. }
+        | Notice::IntentGiven { name, .. }
+        | Notice::IntentCancelled { name, .. }
+        | Notice::IntentExpired { name, .. } => Some(name),
         Notice::OutOfDescriptors { .. } | Notice::DescriptorsFree => None,
     }
 }
@@ -505,6 +666,15 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
         object.insert("file".into(), json!(file));
     }
     if let (
+        Notice::IntentGiven { by, .. }
+        | Notice::IntentCancelled { by, .. }
+        | Notice::IntentExpired { by, .. },
+        Some(object),
+    ) = (notice, event.as_object_mut())
+    {
+        object.insert("by".into(), json!(by));
+    }
+    if let (
         Notice::HookEnded {
             user,
             reason,
@@ -546,6 +716,7 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
             Event::Stop => ("STOP", None, None),
             Event::Resume => ("RESUME", None, None),
             Event::GuestPanicked => ("GUEST_PANICKED", None, None),
+            Event::GuestCrashLoaded => ("GUEST_CRASHLOADED", None, None),
             Event::Negotiated | Event::Status { .. } => ("NEGOTIATED", None, None),
         };
         object.insert("event".into(), json!(name));

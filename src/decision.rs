@@ -51,6 +51,7 @@ struct Counts {
     stop: u32,
     resume: u32,
     panicked: u32,
+    crash_loaded: u32,
 }
 
 /// What a connection knows that QEMU will not tell a restarted daemon
@@ -159,6 +160,16 @@ impl Evidence {
         self.counts.reset
     }
 
+    /// GUEST_PANICKED events seen on this connection.
+    pub fn panics(&self) -> u32 {
+        self.counts.panicked
+    }
+
+    /// GUEST_CRASHLOADED events seen on this connection.
+    pub fn crash_loads(&self) -> u32 {
+        self.counts.crash_loaded
+    }
+
     /// Whether evidence from before a daemon restart was taken up.
     pub fn is_restored(&self) -> bool {
         self.restored.is_some()
@@ -200,6 +211,12 @@ impl Evidence {
                 counts.panicked = counts.panicked.saturating_add(1);
                 self.panicked = true;
             }
+            // The guest lives on in its crash kernel: worth a record, but
+            // whatever stops it later decides (a kdump guest reboots, or
+            // its user powers it off after the dump).
+            Event::GuestCrashLoaded => {
+                counts.crash_loaded = counts.crash_loaded.saturating_add(1);
+            }
         }
     }
 }
@@ -231,6 +248,7 @@ impl fmt::Display for Evidence {
             ("STOP", c.stop),
             ("RESUME", c.resume),
             ("GUEST_PANICKED", c.panicked),
+            ("GUEST_CRASHLOADED", c.crash_loaded),
         ] {
             if n > 0 {
                 write!(f, " {name}={n}")?;
@@ -283,6 +301,10 @@ pub enum Why {
     Paused,
     /// A reason this rule does not know as a user's.
     OtherReason(Reason),
+    /// The host said beforehand that it would stop this QEMU (`kvmd
+    /// expect-stop`, `kvmd powerdown-all`), and the first SHUTDOWN came
+    /// within that window: the host's, whatever QMP says.
+    HostIntent,
 }
 
 impl fmt::Display for Why {
@@ -302,6 +324,7 @@ impl fmt::Display for Why {
             Why::PowerButton => write!(f, "the ACPI power button was pressed"),
             Why::Paused => write!(f, "the guest was paused"),
             Why::OtherReason(reason) => write!(f, "shutdown reason {reason}"),
+            Why::HostIntent => write!(f, "the host said beforehand it would stop it"),
         }
     }
 }
@@ -330,6 +353,7 @@ impl Why {
             Why::PowerButton => "host-acpi",
             Why::Paused => "paused",
             Why::OtherReason(_) => "other-reason",
+            Why::HostIntent => "host-intent",
         }
     }
 }
@@ -409,6 +433,11 @@ pub const REASONS: &[(&str, bool, &str)] = &[
         "SHUTDOWN guest=true with a reason not the user's (subsystem-reset, or one this kvmd does not know)",
     ),
     (
+        "host-intent",
+        false,
+        "the host said beforehand it would stop this QEMU (kvmd expect-stop, kvmd powerdown-all) and the first SHUTDOWN came within that window, whatever it said",
+    ),
+    (
         "no-shutdown",
         false,
         "the connection ended without a SHUTDOWN: QEMU was killed or crashed",
@@ -455,9 +484,30 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// Whether the host said it would stop the QEMU before its first
+/// SHUTDOWN came (an intent, see `kvmd expect-stop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// Nobody said anything: QMP's evidence decides.
+    Nothing,
+    /// An intent was in force when the first SHUTDOWN came.
+    HostStop,
+}
+
 /// The rule (see the module documentation).
 pub fn decide(evidence: &Evidence) -> Verdict {
-    Verdict(why(evidence))
+    decide_expected(evidence, Expected::Nothing)
+}
+
+/// The rule, with what the host said beforehand: a SHUTDOWN the host
+/// announced is the host's even when QEMU cannot tell it from the user's
+/// (a guest agent's `guest-shutdown` ends in `guest: true` with no
+/// POWERDOWN). Without a SHUTDOWN the evidence decides as ever.
+pub fn decide_expected(evidence: &Evidence, expected: Expected) -> Verdict {
+    match (expected, evidence.first_shutdown) {
+        (Expected::HostStop, Some(_)) => Verdict(Why::HostIntent),
+        _ => Verdict(why(evidence)),
+    }
 }
 
 fn why(evidence: &Evidence) -> Why {
@@ -738,6 +788,27 @@ mod tests {
     }
 
     #[test]
+    fn an_announced_shutdown_is_the_hosts_whatever_qmp_says() {
+        let mut evidence = Evidence::new();
+        evidence.record(Event::Negotiated);
+        // Nothing announced and nothing seen: as ever.
+        assert_eq!(
+            decide_expected(&evidence, Expected::HostStop).why(),
+            Why::NoShutdown
+        );
+        // A guest agent's shutdown looks exactly like the user's own.
+        evidence.record(USER_OFF);
+        assert!(decide(&evidence).is_user_shutdown());
+        let verdict = decide_expected(&evidence, Expected::HostStop);
+        assert_eq!(verdict.why(), Why::HostIntent);
+        assert!(!verdict.is_user_shutdown());
+        assert_eq!(
+            decide_expected(&evidence, Expected::Nothing),
+            decide(&evidence)
+        );
+    }
+
+    #[test]
     fn never_negotiated_is_not_user() {
         assert_eq!(decide(&Evidence::new()).why(), Why::NeverNegotiated);
     }
@@ -790,6 +861,7 @@ mod tests {
             Why::PowerButton,
             Why::Paused,
             Why::OtherReason(Reason::Unknown),
+            Why::HostIntent,
         ];
         for why in reasons {
             let code = why.code();

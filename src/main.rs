@@ -22,8 +22,10 @@ fn main() -> ExitCode {
     let program = config::program_name(std::env::args_os().next().as_deref());
     match config::parse(std::env::args_os(), &cwd) {
         Ok(Invocation::Run(config)) => run(config),
+        Ok(Invocation::History(history)) => kvmd::history::run(&history),
         Ok(Invocation::Status(client)) => kvmd::client::status(&client),
         Ok(Invocation::Events(client)) => kvmd::client::events(&client),
+        Ok(Invocation::Order(order)) => kvmd::client::order(&order),
         Ok(Invocation::Doctor(doctor)) => kvmd::doctor::run(&doctor),
         Ok(Invocation::Help(text) | Invocation::Version(text)) => {
             print!("{text}");

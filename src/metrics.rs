@@ -19,6 +19,8 @@ pub struct Outside {
     pub started: SystemTime,
     pub watched: bool,
     pub inotify_overflows: u64,
+    /// Journal appends that failed.
+    pub journal_errors: u64,
 }
 
 const PHASES: [Phase; 5] = [
@@ -71,6 +73,18 @@ pub fn render(fleet: &Fleet, outside: &Outside) -> String {
             "kvmd_verdicts_total{{verdict=\"{verdict}\",reason=\"{code}\"}} {n}"
         );
     }
+    family(
+        &mut out,
+        "kvmd_guest_panics_total",
+        "counter",
+        "Guest crashes QEMU told of since kvmd started, by event (the guest may live on).",
+    );
+    for (event, n) in [
+        ("GUEST_PANICKED", counters.guest_panics),
+        ("GUEST_CRASHLOADED", counters.crash_loads),
+    ] {
+        let _ = writeln!(out, "kvmd_guest_panics_total{{event=\"{event}\"}} {n}");
+    }
     let simple = [
         (
             "kvmd_unwritten_verdicts",
@@ -113,6 +127,12 @@ pub fn render(fleet: &Fleet, outside: &Outside) -> String {
             "counter",
             "inotify queue overflows (each followed by a rescan).",
             outside.inotify_overflows,
+        ),
+        (
+            "kvmd_journal_write_errors_total",
+            "counter",
+            "Journal records that could not be written (the verdicts were decided all the same).",
+            outside.journal_errors,
         ),
         (
             "kvmd_control_dir_watched",
@@ -191,6 +211,7 @@ mod tests {
             started: UNIX_EPOCH + std::time::Duration::from_millis(1_500),
             watched: true,
             inotify_overflows: 2,
+            journal_errors: 0,
         };
         let text = render(&fleet, &outside);
         for line in [
@@ -199,6 +220,9 @@ mod tests {
             "kvmd_verdicts_total{verdict=\"user\",reason=\"guest-poweroff\"} 0",
             "kvmd_verdicts_total{verdict=\"not-user\",reason=\"no-shutdown\"} 0",
             "kvmd_inotify_overflows_total 2",
+            "kvmd_journal_write_errors_total 0",
+            "kvmd_guest_panics_total{event=\"GUEST_PANICKED\"} 0",
+            "kvmd_verdicts_total{verdict=\"not-user\",reason=\"host-intent\"} 0",
             "kvmd_control_dir_watched 1",
             "kvmd_start_time_seconds 1.500",
         ] {

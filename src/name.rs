@@ -18,6 +18,7 @@ const SOCKET_SUFFIX: &[u8] = b".kvmd";
 const SHUTDOWN_SUFFIX: &[u8] = b".shutdown";
 const STATE_SUFFIX: &[u8] = b".state";
 const HOOK_SUFFIX: &[u8] = b".hook";
+const INTENT_SUFFIX: &[u8] = b".intent";
 const TEMPORARY_SUFFIX: &[u8] = b".new";
 
 /// An instance's name: the non-empty stem of its socket `<instance>.kvmd`.
@@ -34,6 +35,16 @@ impl InstanceName {
     /// The instance a state-directory entry belongs to (`<instance>.state`).
     pub fn from_state_file(file_name: &OsStr) -> Option<InstanceName> {
         Self::with_suffix(file_name, STATE_SUFFIX)
+    }
+
+    /// The instance an intent file belongs to (`<instance>.intent`).
+    pub fn from_intent_file(file_name: &OsStr) -> Option<InstanceName> {
+        Self::with_suffix(file_name, INTENT_SUFFIX)
+    }
+
+    /// `<instance>.intent`: the host's intent to stop it (state directory).
+    pub fn intent_file(&self) -> OsString {
+        self.file(INTENT_SUFFIX)
     }
 
     /// The instance a hook file belongs to (`<instance>.hook`).

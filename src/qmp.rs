@@ -35,6 +35,8 @@ const KEEP_CAPACITY: usize = 4 * 1024;
 pub enum Command {
     Capabilities,
     QueryStatus,
+    /// The ACPI power button (`kvmd powerdown-all`).
+    SystemPowerdown,
 }
 
 impl Command {
@@ -43,6 +45,7 @@ impl Command {
         match self {
             Command::Capabilities => b"{\"execute\": \"qmp_capabilities\"}\r\n",
             Command::QueryStatus => b"{\"execute\": \"query-status\"}\r\n",
+            Command::SystemPowerdown => b"{\"execute\": \"system_powerdown\"}\r\n",
         }
     }
 
@@ -50,6 +53,7 @@ impl Command {
         match self {
             Command::Capabilities => "qmp_capabilities",
             Command::QueryStatus => "query-status",
+            Command::SystemPowerdown => "system_powerdown",
         }
     }
 }
@@ -132,6 +136,9 @@ pub enum Event {
     Stop,
     Resume,
     GuestPanicked,
+    /// `GUEST_CRASHLOADED` (QEMU 5.0+): the guest crashed and loaded its
+    /// crash kernel (kdump); it goes on running. Recorded, never decisive.
+    GuestCrashLoaded,
 }
 
 /// The guest's state as `query-status` gave it, for the log.
@@ -295,6 +302,23 @@ pub struct Connection {
     partial: Vec<u8>,
     /// Inside an oversized line: drop bytes until the next newline.
     discarding: bool,
+    /// Commands of the caller's sent once negotiated, oldest first, whose
+    /// replies are still to come (QMP answers in order). Bounded by
+    /// [`MAX_ASKED`].
+    asked: std::collections::VecDeque<Command>,
+}
+
+/// Commands of the caller's awaiting a reply at once, at most: a QEMU
+/// that never answers cannot make the list grow.
+pub const MAX_ASKED: usize = 4;
+
+/// Why [`Connection::execute`] sent nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSent {
+    /// Negotiation is not over: QEMU would take the command for part of it.
+    NotNegotiated,
+    /// [`MAX_ASKED`] commands are still unanswered.
+    TooManyUnanswered,
 }
 
 impl Default for Connection {
@@ -309,7 +333,25 @@ impl Connection {
             state: State::AwaitingGreeting,
             partial: Vec::new(),
             discarding: false,
+            asked: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Sends `command` (the power button) on a negotiated connection; its
+    /// reply is then expected, not a problem.
+    pub fn execute<F>(&mut self, command: Command, out: &mut F) -> Result<(), NotSent>
+    where
+        F: FnMut(Output<'_>),
+    {
+        if self.state != State::Events {
+            return Err(NotSent::NotNegotiated);
+        }
+        if self.asked.len() >= MAX_ASKED {
+            return Err(NotSent::TooManyUnanswered);
+        }
+        self.asked.push_back(command);
+        out(Output::Transmit(command));
+        Ok(())
     }
 
     /// Bytes held for an incomplete line (bounded by [`MAX_LINE`]).
@@ -472,6 +514,10 @@ impl Connection {
                 }
                 out(Output::Ready { qemu, state });
             }
+            // The reply to the caller's own command (QMP answers in order).
+            State::Events if !self.asked.is_empty() => {
+                self.asked.pop_front();
+            }
             State::AwaitingGreeting | State::Events => {
                 let what = "a reply to no command of ours";
                 out(Output::Problem(Problem::Unexpected { line, what }));
@@ -497,6 +543,11 @@ impl Connection {
                 let command = Command::QueryStatus;
                 out(Output::Problem(Problem::Refused { command, line }));
                 out(Output::Ready { qemu, state: None });
+            }
+            State::Events if !self.asked.is_empty() => {
+                if let Some(command) = self.asked.pop_front() {
+                    out(Output::Problem(Problem::Refused { command, line }));
+                }
             }
             State::AwaitingGreeting | State::Events => {
                 let what = "an error reply to no command of ours";
@@ -540,6 +591,7 @@ where
         "STOP" => Event::Stop,
         "RESUME" => Event::Resume,
         "GUEST_PANICKED" => Event::GuestPanicked,
+        "GUEST_CRASHLOADED" => Event::GuestCrashLoaded,
         _ => return,
     };
     out(Output::Event(event));
@@ -679,6 +731,42 @@ mod tests {
                 Seen::Event(Event::Status { paused: false }),
                 Seen::Ready(Some(V72), Some(RunState::Running))
             ]
+        );
+    }
+
+    #[test]
+    fn the_power_button_is_pressed_only_once_negotiated_and_its_reply_expected() {
+        let execute = |conn: &mut Connection| {
+            let mut seen = Vec::new();
+            let r = conn.execute(Command::SystemPowerdown, &mut |out| seen.push(own(out)));
+            (r, seen)
+        };
+        let mut conn = Connection::new();
+        assert_eq!(execute(&mut conn), (Err(NotSent::NotNegotiated), vec![]));
+        let mut conn = negotiated();
+        assert_eq!(
+            execute(&mut conn),
+            (Ok(()), vec![Seen::Transmit(Command::SystemPowerdown)])
+        );
+        // Its reply is no problem; a second, unasked one is.
+        assert_eq!(meaning(feed(&mut conn, RETURN)), vec![]);
+        assert_eq!(meaning(feed(&mut conn, RETURN)), vec![Seen::Unexpected]);
+        // QEMU's refusal is said, with the command it refused.
+        execute(&mut conn).0.expect("sent");
+        let error = b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}\r\n";
+        assert_eq!(
+            meaning(feed(&mut conn, error)),
+            vec![Seen::Refused(Command::SystemPowerdown)]
+        );
+        // A QEMU that never answers cannot make the list grow.
+        for _ in 0..MAX_ASKED {
+            execute(&mut conn).0.expect("sent");
+        }
+        assert_eq!(execute(&mut conn).0, Err(NotSent::TooManyUnanswered));
+        // Events still come through between the presses and the replies.
+        assert_eq!(
+            meaning(feed(&mut conn, b"{\"event\": \"GUEST_CRASHLOADED\"}\r\n")),
+            vec![Seen::Event(Event::GuestCrashLoaded)]
         );
     }
 

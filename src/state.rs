@@ -29,8 +29,10 @@ use nix::fcntl::{OFlag, open, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, mkdir, unlinkat};
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use crate::decision::{Carried, ShutdownSeen};
-use crate::fleet::HookJob;
+use crate::fleet::{HookJob, Intent, IntentState, Presses};
 use crate::name::InstanceName;
 use crate::qmp::Reason;
 
@@ -174,13 +176,35 @@ fn encode_hook(job: &HookJob) -> String {
     let running = job
         .running
         .map_or("-".to_owned(), |p| format!("{}:{}", p.pid, p.start));
+    // `by` is free text: hex keeps the line one line of space-separated
+    // fields. Absent in files of kvmd 1.0, which still read.
+    let by = match &job.intent_by {
+        None => String::new(),
+        Some(by) => format!(" by={}", hex(by.as_bytes())),
+    };
     format!(
-        "{HOOK_MAGIC} user={} reason={} qemu={} attempt={} running={running}\n",
+        "{HOOK_MAGIC} user={} reason={} qemu={} attempt={} running={running}{by}\n",
         u8::from(job.user),
         job.reason,
         number(job.qemu_pid),
         job.attempt
     )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) || text.len() > 2 * crate::fleet::MAX_BY {
+        return None;
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let by = String::from_utf8(bytes).ok()?;
+    crate::fleet::valid_by(&by).then_some(by)
 }
 
 fn decode_hook(name: &InstanceName, line: &str) -> Option<HookJob> {
@@ -209,6 +233,13 @@ fn decode_hook(name: &InstanceName, line: &str) -> Option<HookJob> {
             })
         }
     };
+    let intent_by = match fields.next() {
+        None => None,
+        Some(by) => Some(unhex(by.strip_prefix("by=")?)?),
+    };
+    if fields.next().is_some() {
+        return None;
+    }
     Some(HookJob {
         name: name.clone(),
         user,
@@ -216,7 +247,98 @@ fn decode_hook(name: &InstanceName, line: &str) -> Option<HookJob> {
         qemu_pid,
         attempt,
         running,
+        intent_by,
     })
+}
+
+/// An intent as its file keeps it: wall-clock times, so it means the
+/// same to a restarted kvmd (whose monotonic clock is another).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedIntent {
+    pub by: String,
+    /// Milliseconds since the epoch.
+    pub given_ms: u64,
+    pub until_ms: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub pid: Option<u32>,
+    pub start: Option<u64>,
+    /// `waiting` or `claimed`.
+    pub state: String,
+    /// `none` or `until-shutdown`.
+    pub presses: String,
+}
+
+impl SavedIntent {
+    /// The fleet's intent, its times told by `clock`.
+    pub fn from_intent(intent: &Intent, wall: impl Fn(Instant) -> SystemTime) -> SavedIntent {
+        let ms = |at: Instant| {
+            wall(at)
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        SavedIntent {
+            by: intent.by.clone(),
+            given_ms: ms(intent.given),
+            until_ms: ms(intent.until),
+            dev: intent.socket.dev,
+            ino: intent.socket.ino,
+            pid: intent.qemu.map(|q| q.pid),
+            start: intent.qemu.map(|q| q.start),
+            state: match intent.state {
+                IntentState::Waiting => "waiting",
+                IntentState::Claimed => "claimed",
+            }
+            .to_owned(),
+            presses: match intent.presses {
+                Presses::None => "none",
+                Presses::UntilShutdown => "until-shutdown",
+            }
+            .to_owned(),
+        }
+    }
+
+    /// Back to the fleet's intent: `now` and `wall_now` are one moment on
+    /// both clocks. None: not a valid intent (tampered, or from a kvmd
+    /// that knew other words).
+    pub fn to_intent(&self, now: Instant, wall_now: SystemTime) -> Option<Intent> {
+        let instant = |ms: u64| {
+            let at = UNIX_EPOCH.checked_add(Duration::from_millis(ms))?;
+            Some(match at.duration_since(wall_now) {
+                Ok(ahead) => now.checked_add(ahead)?,
+                Err(behind) => now.checked_sub(behind.duration())?,
+            })
+        };
+        if !crate::fleet::valid_by(&self.by) {
+            return None;
+        }
+        let qemu = match (self.pid, self.start) {
+            (Some(pid), Some(start)) => Some(Qemu { pid, start }),
+            (None, None) => None,
+            _ => return None,
+        };
+        Some(Intent {
+            by: self.by.clone(),
+            // A time before this boot's clock began is as good as "long ago".
+            given: instant(self.given_ms).unwrap_or(now),
+            until: instant(self.until_ms)?,
+            socket: SocketId {
+                dev: self.dev,
+                ino: self.ino,
+            },
+            qemu,
+            state: match self.state.as_str() {
+                "waiting" => IntentState::Waiting,
+                "claimed" => IntentState::Claimed,
+                _ => return None,
+            },
+            presses: match self.presses.as_str() {
+                "none" => Presses::None,
+                "until-shutdown" => Presses::UntilShutdown,
+                _ => return None,
+            },
+        })
+    }
 }
 
 const HOOK_MAGIC: &str = "kvmd-hook 1";
@@ -265,23 +387,30 @@ impl StateDir {
         }
     }
 
-    fn error(&self, instance: &InstanceName, errno: Errno) -> StateError {
-        StateError {
-            path: self.path.join(instance.state_file()),
-            errno,
-        }
-    }
-
     /// Writes `saved` for `instance`.
     pub fn save(&self, instance: &InstanceName, saved: &Saved) -> Result<(), StateError> {
-        let dir = self.open(true).map_err(|e| self.error(instance, e))?;
-        let name = instance.state_file();
+        self.replace(instance, &instance.state_file(), saved.encode().as_bytes())
+    }
+
+    /// Replaces `instance`'s file `name` with `bytes` atomically: written
+    /// to the instance's temporary file, then renamed over it.
+    fn replace(
+        &self,
+        instance: &InstanceName,
+        name: &OsStr,
+        bytes: &[u8],
+    ) -> Result<(), StateError> {
+        let error = |errno| StateError {
+            path: self.path.join(name),
+            errno,
+        };
+        let dir = self.open(true).map_err(error)?;
         let temporary = instance.temporary_state_file();
-        write_new(dir.as_fd(), &temporary, saved.encode().as_bytes())
+        write_new(dir.as_fd(), &temporary, bytes)
             .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
             .map_err(|e| {
                 let _ = unlinkat(&dir, temporary.as_bytes(), UnlinkatFlags::NoRemoveDir);
-                self.error(instance, e)
+                error(e)
             })
     }
 
@@ -317,35 +446,49 @@ impl StateDir {
             }
             return Ok(());
         }
-        let dir = self.open(true).map_err(|e| self.error(instance, e))?;
         let text: String = jobs.iter().map(encode_hook).collect();
-        let temporary = instance.temporary_state_file();
-        write_new(dir.as_fd(), &temporary, text.as_bytes())
-            .and_then(|()| renameat(&dir, temporary.as_bytes(), &dir, name.as_bytes()))
-            .map_err(|e| {
-                let _ = unlinkat(&dir, temporary.as_bytes(), UnlinkatFlags::NoRemoveDir);
-                self.error(instance, e)
+        self.replace(instance, &name, text.as_bytes())
+    }
+
+    /// Writes `instance`'s intent file (atomically).
+    pub fn save_intent(
+        &self,
+        instance: &InstanceName,
+        intent: &SavedIntent,
+    ) -> Result<(), StateError> {
+        let mut text = serde_json::to_string(intent).unwrap_or_default();
+        text.push('\n');
+        self.replace(instance, &instance.intent_file(), text.as_bytes())
+    }
+
+    /// Removes `instance`'s intent file, if there is one.
+    pub fn remove_intent(&self, instance: &InstanceName) {
+        if let Ok(dir) = self.open(false) {
+            let name = instance.intent_file();
+            let _ = unlinkat(&dir, name.as_bytes(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    /// Every intent file's instance and content; unreadable ones are
+    /// `None` (the caller removes them).
+    pub fn intents(&self) -> Vec<(InstanceName, Option<SavedIntent>)> {
+        self.names(InstanceName::from_intent_file)
+            .into_iter()
+            .map(|name| {
+                let saved = self
+                    .read_small(&name.intent_file(), 4 * MAX_FILE)
+                    .and_then(|text| serde_json::from_str(&text).ok());
+                (name, saved)
             })
+            .collect()
     }
 
     /// Every instance's unfinished hooks (unreadable lines are skipped).
     pub fn hooks(&self) -> Vec<(InstanceName, Vec<HookJob>)> {
-        let Ok(dir) = self.open(false) else {
-            return Vec::new();
-        };
-        let names: Vec<InstanceName> = match nix::dir::Dir::from_fd(dir) {
-            Ok(mut entries) => entries
-                .iter()
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    InstanceName::from_hook_file(OsStr::from_bytes(e.file_name().to_bytes()))
-                })
-                .collect(),
-            Err(_) => return Vec::new(),
-        };
+        let names = self.names(InstanceName::from_hook_file);
         let mut all = Vec::new();
         for name in names {
-            let Some(text) = self.read_small(&name.hook_file(), 4 * MAX_FILE) else {
+            let Some(text) = self.read_small(&name.hook_file(), 16 * MAX_FILE) else {
                 continue;
             };
             let jobs: Vec<HookJob> = text.lines().filter_map(|l| decode_hook(&name, l)).collect();
@@ -373,6 +516,11 @@ impl StateDir {
 
     /// The instances that have a state file.
     pub fn instances(&self) -> Vec<InstanceName> {
+        self.names(InstanceName::from_state_file)
+    }
+
+    /// The instances with a file of the kind `of` recognizes.
+    fn names(&self, of: fn(&OsStr) -> Option<InstanceName>) -> Vec<InstanceName> {
         let Ok(dir) = self.open(false) else {
             return Vec::new();
         };
@@ -382,10 +530,7 @@ impl StateDir {
         entries
             .iter()
             .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                InstanceName::from_state_file(name)
-            })
+            .filter_map(|entry| of(OsStr::from_bytes(entry.file_name().to_bytes())))
             .collect()
     }
 }

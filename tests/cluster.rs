@@ -21,6 +21,10 @@ use std::process::Command;
 
 type Results = BTreeMap<String, BTreeMap<String, String>>;
 
+/// The kvmd the intent scenarios' client runs (`kvmd expect-stop` from
+/// Ganeti's hook and from qga-shutdown), whichever daemon Ganeti runs.
+const KVMD_CLI: &str = env!("CARGO_BIN_EXE_kvmd");
+
 /// Where a cluster runs: on this machine, or in a throwaway overlay of the
 /// Debian 13 root.
 enum Release {
@@ -38,6 +42,7 @@ fn cluster(release: &Release, daemon: &str) -> Results {
         Release::Debian12 => Command::new(&script)
             .arg(daemon)
             .arg(work.path())
+            .arg(KVMD_CLI)
             .env("ONE_NODE_DOCTOR", env!("CARGO_BIN_EXE_kvmd"))
             .output()
             .expect("tests/cluster/one-node.sh"),
@@ -45,7 +50,7 @@ fn cluster(release: &Release, daemon: &str) -> Results {
             let script = script.to_str().expect("utf-8 path");
             let dir = work.path().to_str().expect("utf-8 path");
             let doctor = format!("ONE_NODE_DOCTOR={}", env!("CARGO_BIN_EXE_kvmd"));
-            let command = ["env", &doctor, script, daemon, dir];
+            let command = ["env", &doctor, script, daemon, dir, KVMD_CLI];
             common::trixie::enter(root, work.path(), &[], &command)
         }
     };
@@ -99,6 +104,16 @@ const KVMD: &[(&str, &str, &str)] = &[
     ("reset", "status", "ERROR_down"),
     ("reset", "file", "absent"),
     ("restart-daemon", "daemon", "running"),
+    // Intents: Ganeti's hook before gnt-instance shutdown, and qga-shutdown
+    // (a guest agent's shutdown, which QMP cannot tell from the user's).
+    ("intent-hook", "status", "ADMIN_down"),
+    ("intent-hook", "reason", "host-intent"),
+    ("intent-hook", "by", "gnt-instance_shutdown"),
+    ("intent-agent", "rc", "0"),
+    ("intent-agent", "status", "ERROR_down"),
+    ("intent-agent", "file", "absent"),
+    ("intent-agent", "reason", "host-intent"),
+    ("intent-agent", "by", "qga-shutdown_test"),
     // contrib/ganeti/qa-user-shutdown: a real poweroff from inside, twice.
     ("qa", "rc", "0"),
     ("qa", "poweroff", "USER_down"),
@@ -196,8 +211,20 @@ fn check_original(original: &Results) {
             eprintln!("the original missed the start before {scenario}: {key}={got}");
             continue;
         }
+        // The original takes no intent: its hook says so and Ganeti goes
+        // on; qga-shutdown then refuses to ask the agent (exit 1), and
+        // the guest runs on.
+        let intent = match (scenario, key) {
+            ("intent-hook", "status") | ("intent-agent", "file") => None,
+            ("intent-hook" | "intent-agent", "reason" | "by") => Some("-"),
+            ("intent-agent", "rc") => Some("1"),
+            ("intent-agent", "status") => Some("running"),
+            _ => None,
+        };
         let differs = matches!(scenario, "sigterm" | "reset");
-        if differs {
+        if let Some(wrong) = intent {
+            assert_eq!(got, wrong, "the original on {scenario} {key}");
+        } else if differs {
             let wrong = if key == "status" {
                 "USER_down"
             } else {
@@ -250,6 +277,16 @@ const ROWS: &[(&str, &str, &[&str])] = &[
         "restart-daemon",
         &["daemon"],
     ),
+    (
+        "`gnt-instance shutdown` with the `kvmd-expect-stop` hook",
+        "intent-hook",
+        &["status", "reason"],
+    ),
+    (
+        "`qga-shutdown` (the guest agent's poweroff, announced)",
+        "intent-agent",
+        &["rc", "status", "reason"],
+    ),
     ("`qa-user-shutdown`", "qa", &["verdict"]),
 ];
 
@@ -269,7 +306,7 @@ fn table(columns: &[(String, &Results)]) -> String {
             let mut cell: Vec<String> = keys
                 .iter()
                 .map(|&key| match key {
-                    "file" => format!("file {}", get(results, scenario, key)),
+                    "file" | "rc" => format!("{key} {}", get(results, scenario, key)),
                     _ => get(results, scenario, key).to_owned(),
                 })
                 .collect();

@@ -637,3 +637,40 @@ impl WaitOutput for std::process::Child {
         text
     }
 }
+
+#[test]
+fn a_host_intent_verdict_tells_the_hook_who_stopped_the_guest() {
+    let Some(qemu) = qemu() else { return };
+    let Some(hooks) = HookDir::new("intent") else {
+        return;
+    };
+    let world = World::new();
+    let hook = hooks.program("hook", "exit 0");
+    let daemon = start(&world, &hook, &[]);
+    let image = world.image("vm", &[program::WAIT_KEY, program::POWER_OFF]);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm", &image, Options::default());
+    daemon.wait_monitoring("vm");
+    guest.cont();
+    let pid_file = daemon.pid_file.to_str().expect("utf-8 path").to_owned();
+    let by = "gnt-instance shutdown --timeout=0 vm";
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmd"))
+        .args(["expect-stop", "vm", "--by", by, "--pid-file", &pid_file])
+        .output()
+        .expect("kvmd expect-stop");
+    assert!(out.status.success(), "{out:?}");
+    guest.press_key();
+    let runs = hooks.wait_runs("vm", 1);
+    let said = &runs[0].1;
+    assert!(said.contains("args: vm not-user host-intent\n"), "{said}");
+    assert!(
+        said.lines().any(|l| l == format!("KVMD_INTENT_BY={by}")),
+        "{said}"
+    );
+    // A verdict without an intent has no such variable.
+    let image = world.image("plain", &[program::POWER_OFF]);
+    let mut plain = Guest::start(&qemu, &world.ctrl, "plain", &image, Options::default());
+    daemon.wait_monitoring("plain");
+    plain.cont();
+    let runs = hooks.wait_runs("plain", 1);
+    assert!(!runs[0].1.contains("KVMD_INTENT_BY"), "{}", runs[0].1);
+}

@@ -7,150 +7,15 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::Stdio;
 
+use common::cli::{Follower, cli, instance, kvmd, metric, pid_file, promtool, status, wait_status};
 use common::{Daemon, Guest, Options, World, program, qemu, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-fn kvmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kvmd"))
-}
-
-/// `kvmd ARGS`: exit code, stdout, stderr.
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = kvmd().args(args).output().expect("run kvmd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn pid_file(daemon: &Daemon) -> String {
-    daemon.pid_file.display().to_string()
-}
-
-/// `kvmd status --json` of `daemon`'s control socket.
-fn status(daemon: &Daemon) -> Value {
-    let (code, out, err) = cli(&["status", "--json", "--pid-file", &pid_file(daemon)]);
-    assert_eq!(code, 0, "{err}");
-    let value: Value = serde_json::from_str(&out).expect("status is JSON");
-    assert_eq!(value["version"], 1);
-    value["status"].clone()
-}
-
-/// The instance `name` in a status, if listed.
-fn instance<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["instances"]
-        .as_array()?
-        .iter()
-        .find(|i| i["name"] == name)
-}
-
-/// Waits until `check` holds of `daemon`'s status; returns that status.
-fn wait_status(daemon: &Daemon, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    wait_until(what, || {
-        let status = status(daemon);
-        check(&status).then_some(status)
-    })
-}
-
-/// `kvmd events --json`, its lines collected as they come.
-struct Follower {
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Follower {
-    fn start(daemon: &Daemon) -> Follower {
-        let mut child = kvmd()
-            .args(["events", "--json", "--pid-file", &pid_file(daemon)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("kvmd events");
-        let stdout = child.stdout.take().expect("piped");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line).expect("events are JSON");
-                sink.lock().expect("lock").push(value);
-            }
-        });
-        Follower { child, lines }
-    }
-
-    /// The events so far (the lines less the first, `following`).
-    fn events(&self) -> Vec<Value> {
-        let lines = self.lines.lock().expect("lock");
-        lines
-            .iter()
-            .filter(|l| l.get("event").is_some())
-            .map(|l| l["event"].clone())
-            .collect()
-    }
-
-    /// Waits until the daemon took the follower on.
-    fn wait_attached(&self) {
-        wait_until("the follower taken on", || {
-            let lines = self.lines.lock().expect("lock");
-            lines.iter().any(|l| l["following"] == true).then_some(())
-        });
-    }
-
-    /// Waits for an event of `kind` (and `event`, for guest events).
-    fn wait(&self, kind: &str, event: Option<&str>) -> Value {
-        wait_until(&format!("a {kind} {event:?} event"), || {
-            self.events()
-                .into_iter()
-                .find(|e| e["kind"] == kind && event.is_none_or(|name| e["event"] == name))
-        })
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `promtool check metrics` on `file`: its verdict, or `None` without
-/// promtool (a failure under CI).
-fn promtool(file: &Path) -> Option<(bool, String)> {
-    let found = Command::new("promtool").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is missing (Debian package prometheus; tests/run.sh installs it)"
-        );
-        return None;
-    }
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(fs::File::open(file).expect("metrics file"))
-        .output()
-        .expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some((out.status.success(), said))
-}
-
-/// A metric's value in a Prometheus text file.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 #[test]
 fn status_events_and_metrics_follow_a_real_guest() {

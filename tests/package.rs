@@ -192,19 +192,23 @@ fn packages_install_work_and_purge_to_nothing() {
     assert_eq!(man.trim(), "/usr/share/man/man8/kvmd.8.gz");
     for file in [
         "/usr/lib/systemd/system/kvmd.service",
+        "/usr/lib/systemd/system/kvmd-powerdown.service",
         "/etc/logrotate.d/kvmd",
     ] {
         assert!(Path::new(file).is_file(), "{file} not installed");
     }
-    let verify = common::systemd_analyze()
-        .args(["verify", "/usr/lib/systemd/system/kvmd.service"])
-        .output()
-        .expect("systemd-analyze");
-    let said = String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && !said.contains("kvmd.service"),
-        "systemd-analyze verify: {said}"
-    );
+    for unit in ["kvmd.service", "kvmd-powerdown.service"] {
+        let verify = common::systemd_analyze()
+            .arg("verify")
+            .arg(format!("/usr/lib/systemd/system/{unit}"))
+            .output()
+            .expect("systemd-analyze");
+        let said = String::from_utf8_lossy(&verify.stderr);
+        assert!(
+            verify.status.success() && !said.contains(unit),
+            "systemd-analyze verify {unit}: {said}"
+        );
+    }
     // Its hardening, scored by systemd itself: exposure 1.5 of 10 ("OK")
     // today; above 2.0 fails (the threshold counts in tenths).
     let security = common::systemd_analyze()
@@ -217,10 +221,14 @@ fn packages_install_work_and_purge_to_nothing() {
         "kvmd.service's exposure is above 2.0:\n{}",
         String::from_utf8_lossy(&security.stdout)
     );
-    assert!(
-        !Path::new("/etc/systemd/system/multi-user.target.wants/kvmd.service").exists(),
-        "the package must not enable the standalone unit"
-    );
+    for unit in ["kvmd.service", "kvmd-powerdown.service"] {
+        assert!(
+            !Path::new("/etc/systemd/system/multi-user.target.wants")
+                .join(unit)
+                .exists(),
+            "the package must not enable {unit}"
+        );
+    }
     // Started by systemd itself, its sandbox and all; and kvmd-ganeti's
     // restarts of a ganeti-kvmd that systemd runs.
     if !Path::new("/lib/systemd/systemd").exists() {
@@ -228,6 +236,7 @@ fn packages_install_work_and_purge_to_nothing() {
     } else {
         if common::qemu().is_some() {
             service_under_systemd();
+            node_shutdown_under_systemd();
         }
         ganeti_unit_restarts_under_systemd(&ganeti_deb);
     }
@@ -279,9 +288,13 @@ fn packages_install_work_and_purge_to_nothing() {
 /// Boots a real systemd, as PID 1 of private namespaces on a throwaway
 /// root (tests/systemd/boot.sh), and runs `checks` (a script beside it)
 /// inside with `args`. `setup` fills the work directory first, which is
-/// /kvmd-test inside. Returns the script's output; fails the test if it
-/// failed or printed `RESULT timeout`.
-fn under_systemd(checks: &str, setup: impl FnOnce(&Path), args: &[&str]) -> String {
+/// /kvmd-test inside. Returns the script's output and the work directory;
+/// fails the test if it failed or printed `RESULT timeout`.
+fn under_systemd(
+    checks: &str,
+    setup: impl FnOnce(&Path),
+    args: &[&str],
+) -> (String, tempfile::TempDir) {
     let work = common::tmpfs_dir("kvmd-package-systemd");
     setup(work.path());
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd");
@@ -300,7 +313,7 @@ fn under_systemd(checks: &str, setup: impl FnOnce(&Path), args: &[&str]) -> Stri
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    results
+    (results, work)
 }
 
 /// Every line of `want` is in `results`.
@@ -319,7 +332,7 @@ fn service_under_systemd() {
         boot_image(work, "halt", &[]);
     };
     let args = ["/kvmd-test/poweroff.img", "/kvmd-test/halt.img"];
-    let results = under_systemd("kvmd-service.sh", images, &args);
+    let (results, _) = under_systemd("kvmd-service.sh", images, &args);
     assert_results(
         &results,
         &[
@@ -340,6 +353,53 @@ fn service_under_systemd() {
     );
 }
 
+/// The node going down with kvmd-powerdown.service enabled: a real
+/// systemd powers the system off while two guests that obey the ACPI
+/// power button run in Ganeti's unit (tests/systemd/kvmd-powerdown.sh).
+/// Each guest must be powered off cleanly (QEMU exits 0 after the guest's
+/// own S5, not SIGTERM from its unit's stop) and decided the host's.
+fn node_shutdown_under_systemd() {
+    let image = |work: &Path| {
+        boot_image(work, "obey", &[program::OBEY_BUTTON, program::POWER_OFF]);
+    };
+    let (results, work) = under_systemd("kvmd-powerdown.sh", image, &["/kvmd-test/obey.img"]);
+    assert_results(
+        &results,
+        &[
+            "RESULT boot system=running",
+            "RESULT enabled kvmd=active powerdown=active",
+            "RESULT guests monitored=2",
+            // A stop or restart while the system runs presses nothing.
+            "RESULT stopped-while-running said=2 powerdowns=0 decided=0 powerdown=active",
+            "RESULT poweroff finished=yes",
+        ],
+    );
+    let log = std::fs::read_to_string(work.path().join("kvmd-log/kvmd.log")).unwrap_or_default();
+    for guest in ["g1", "g2"] {
+        let exit = std::fs::read_to_string(work.path().join(format!("exits/{guest}"))).ok();
+        assert_eq!(
+            exit.as_deref().map(str::trim),
+            Some("0"),
+            "{guest}: QEMU did not end by the guest's own power-off\n{log}"
+        );
+        let decided = log
+            .lines()
+            .find(|l| l.contains(&format!(" {guest}: decided ")))
+            .unwrap_or_else(|| panic!("{guest} not decided:\n{log}"));
+        assert!(
+            decided.contains("decided not a user shutdown (host-intent)")
+                && decided.contains("POWERDOWN=")
+                && decided.contains("intent by node-shutdown"),
+            "{decided}"
+        );
+    }
+    assert!(
+        log.contains("powerdown-all (by node-shutdown): pressed the power button of 2 of 2"),
+        "{log}"
+    );
+    eprintln!("kvmd's log through the node's shutdown:\n{log}");
+}
+
 /// kvmd-ganeti's maintainer scripts on a node whose ganeti-kvmd is run by
 /// systemd (Ganeti's example unit): installing it restarts the unit onto
 /// kvmd, removing it back onto Debian's binary, through
@@ -353,7 +413,7 @@ fn ganeti_unit_restarts_under_systemd(ganeti_deb: &Path) {
     };
     let inside = Path::new("/kvmd-test").join(name);
     let inside = inside.to_str().expect("deb path");
-    let results = under_systemd("ganeti-kvmd-unit.sh", copy, &[inside]);
+    let (results, _) = under_systemd("ganeti-kvmd-unit.sh", copy, &[inside]);
     assert_results(
         &results,
         &[

@@ -211,3 +211,58 @@ fn dates_are_rendered_as_debian_wants_them() {
     assert_eq!(rfc5322((2026, 12, 4)), "Fri, 04 Dec 2026 12:00:00 +0000");
     assert_eq!(rfc5322((2000, 2, 29)), "Tue, 29 Feb 2000 12:00:00 +0000");
 }
+
+/// Every reason code kvmd can give is documented in README's table of
+/// reasons and in kvmd(8), and neither lists a code kvmd does not give:
+/// the list is kept in one place in the code (`decision::REASONS`, itself
+/// checked against `Why::code` by a unit test).
+#[test]
+fn the_reason_tables_list_exactly_the_reason_codes() {
+    let codes: std::collections::BTreeSet<&str> = kvmd::decision::REASONS
+        .iter()
+        .map(|(code, ..)| *code)
+        .collect();
+    // README: the first column of the table under "### Reasons", each
+    // code in backquotes (some rows name several).
+    let readme = read("README.md");
+    let section = readme
+        .split("### Reasons")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("README has a Reasons section");
+    let mut in_readme = std::collections::BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        for code in first.split('`').skip(1).step_by(2) {
+            in_readme.insert(code.to_owned());
+        }
+    }
+    // kvmd(8): the tagged paragraphs under ".SS Reasons", `.B code` or
+    // `.BR code ", " code ...`, with roff's escaped hyphens.
+    let man = read("contrib/kvmd.8");
+    let section = man
+        .split(".SS Reasons")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.SS ").next())
+        .expect("kvmd.8 has a Reasons section");
+    let mut in_man = std::collections::BTreeSet::new();
+    let lines: Vec<&str> = section.lines().collect();
+    for pair in lines.windows(2) {
+        if pair[0] != ".TP" {
+            continue;
+        }
+        let tag = pair[1]
+            .trim_start_matches(".BR ")
+            .trim_start_matches(".B ")
+            .replace("\\-", "-");
+        for code in tag
+            .split('"')
+            .filter(|p| !p.trim().is_empty() && p.trim() != ",")
+        {
+            in_man.insert(code.trim().to_owned());
+        }
+    }
+    let codes: std::collections::BTreeSet<String> = codes.iter().map(|c| c.to_string()).collect();
+    assert_eq!(in_readme, codes, "README's table of reasons");
+    assert_eq!(in_man, codes, "kvmd.8's Reasons");
+}

@@ -9,12 +9,18 @@
 //! # How the fleet is driven (as `Daemon::run` does)
 //! - start: crawl, hand each change to `handle_change` and drain the
 //!   actions after each, then `handle_dir`; then `handle_state_files` with
-//!   the model state directory's names; drain;
-//! - each turn: inotify's events (a crawl on overflow or a path change),
-//!   then connections in any order: bytes in arbitrary chunks through
-//!   `handle_bytes`, then `handle_hangup` at end-of-file, then one drain;
-//!   then `handle_timeout(now)` once and a drain. The control directory's
-//!   descriptor is opened at most once per turn, as `CtrlDir` does;
+//!   the model state directory's names; drain; then, if the state
+//!   directory holds intent files, `handle_intent_files` with them (each
+//!   through its form on disk, `SavedIntent`, and a virtual wall clock)
+//!   and a drain, as `Daemon::restore_intents` does;
+//! - each turn: the host's orders, as the control socket brings them
+//!   (`handle_expect_stop`, `handle_cancel_intent`, `handle_powerdown_all`),
+//!   each drained at once as `carry_out_orders` does; inotify's events (a
+//!   crawl on overflow or a path change), then connections in any order:
+//!   bytes in arbitrary chunks through `handle_bytes`, then `handle_hangup`
+//!   at end-of-file, then one drain; then `handle_timeout(now)` once and a
+//!   drain. The control directory's descriptor is opened at most once per
+//!   turn, as `CtrlDir` does;
 //! - every question is answered at once: `Look` → `handle_looked`,
 //!   `Connect` → `handle_connect`, `Record` → `handle_recorded`; `Rescan`
 //!   crawls (and drains, nested, as the daemon does).
@@ -54,7 +60,30 @@
 //! - **Daemon restarts**: the fleet is dropped without `handle_exit`
 //!   (SIGKILL), its connections close (each QEMU is free again and greets
 //!   its next client), unwritten verdicts are lost, and a new fleet starts
-//!   with the state directory that survived.
+//!   with the state directory that survived (state and intent files).
+//! - **The host** (drawn from a stream of its own, so that a seed's world
+//!   runs as before until the first intent changes it): now and then
+//!   `expect-stop` for a random name, monitored or not, with a window of
+//!   0 s to 3601 s and a `--by` sometimes too long or with control
+//!   characters; a cancel; `powerdown-all`. QEMU answers `system_powerdown`
+//!   with `{"return": {}}` (an error before negotiation) and POWERDOWN; its
+//!   guest obeys (SHUTDOWN guest=true guest-shutdown), ignores it, or
+//!   obeys only a later press (its button not enabled yet); its monitor
+//!   sometimes hangs, so presses pile up unanswered. Scripted stories, so
+//!   that every path is taken in every full run (the run asserts it): an
+//!   intent claimed by a guest agent's shutdown (no POWERDOWN: without the
+//!   intent, a user shutdown); one that expires unclaimed (the same
+//!   shutdown is the user's again); one cancelled; one whose QEMU is
+//!   replaced by another of the name, often on the same inode number (the
+//!   new one inherits nothing), or replaced while the daemon is down, the
+//!   new one not listening yet when it starts (the intent file fits the
+//!   socket, and is dropped at the connect that finds another QEMU); a
+//!   restart between the intent and the SHUTDOWN (honoured), at the
+//!   window's very end (`until == now`: expired), and between the SHUTDOWN
+//!   and the hang-up (still claimed, too late to cancel); `powerdown-all`
+//!   pressing again until the guest obeys; and `powerdown-all` while
+//!   `MAX_ASKED` presses go unanswered. Time jumps to the next deadline
+//!   at most 5 s at a time (an intent's window is up to an hour).
 //!
 //! # Invariants (checked after every step; the number is in the message)
 //! 1. At most one monitor per socket file: a QEMU never has two live
@@ -74,9 +103,11 @@
 //!      same fold, started again at each restart from `Evidence::restored`
 //!      of the state file it finds (or from nothing).
 //!
-//!    The verdict must be `decide(kept)` exactly, reason included. Without
-//!    a restart the three are one fold; after one, `decide(kept)` and
-//!    `decide(sent)` may differ only as the exceptions below say. Each
+//!    The verdict must be `decide_expected(kept, expected)` exactly, reason
+//!    included, where `expected` is what I1 says (`Nothing`, so
+//!    `decide(kept)`, unless an intent was claimed). Without a restart the
+//!    three are one fold; after one, they may differ only as the
+//!    exceptions below say (each fold read with the same `expected`). Each
 //!    difference is attributed with two counterfactual folds: *unswept*
 //!    (had no state file been swept) and *truth* (every event QEMU
 //!    emitted, whether a daemon was connected or not).
@@ -91,15 +122,18 @@
 //!    connecting instances whose file went (each looked at again at its
 //!    timer); at most one unrecorded verdict per name, the fleet's list
 //!    equal to the model's, ≤ names ever used; deferred names ≤ 3 per name
-//!    and only with their timer set; timers ≤ instances + verdicts + 3.
+//!    and only with their timer set; timers ≤ instances + intent timers +
+//!    verdicts + 3, each set for something tracked (an instance's connect,
+//!    window or presses; a verdict's retry; the three of the fleet's own).
 //! 5. `poll_timeout()` is `None` whenever nothing waits (no instance
 //!    connecting, no unrecorded verdict, nothing deferred, the watcher
-//!    following by events, no report of a change due; and (R) reports,
+//!    following by events, no report of a change due, no intent waiting
+//!    for its SHUTDOWN; and (R) reports,
 //!    for the metrics file and systemd, come at most one a second within
 //!    one daemon's life). Also (5b) `Some` whenever something waits,
 //!    except verdicts waiting for the control directory while it is away
-//!    (`handle_dir` wakes them, not a timer); and after a turn no deadline
-//!    is in the past.
+//!    (`handle_dir` wakes them, not a timer; a waiting intent is never
+//!    excused); and after a turn no deadline is in the past.
 //! 6. The shutdown file in the control directory matches the latest verdict
 //!    written for that name (absent if none was), unless an operator put
 //!    something there since or a non-mendable error left it; and verdicts
@@ -114,6 +148,40 @@
 //! - (S) The state file of every connection holds exactly what must
 //!   survive a restart (`Evidence::carried` of *kept*), and a state file
 //!   restored after a restart holds what the killed daemon had kept.
+//!
+//! Intents (`kvmd expect-stop`, `kvmd powerdown-all`). The model keeps,
+//! by its own reading of each request, the intent the daemon must hold
+//! for each name: given (for the instance monitoring the name, naming its
+//! QEMU) when `Monitoring`, the window 1 s to 3600 s, `--by` at most 200
+//! bytes without control characters, and no first SHUTDOWN read yet; gone
+//! when cancelled, expired (in the `handle_timeout(now)` with `until <=
+//! now`, as the fleet's timer fires), at its QEMU's hang-up, when its
+//! instance is given up, or at a restart; taken up again at a restart by
+//! the instance on the same socket, of the same QEMU once known (else
+//! dropped there or at the connect), unless expired; claimed when the
+//! daemon reads its QEMU's first SHUTDOWN while it waits, or at once at a
+//! restart if the restored evidence holds one.
+//! - (I1) The verdict of every QEMU is `decide_expected(kept, expected)`
+//!   (invariant 2's check), `expected` being `HostStop` exactly when the
+//!   daemon held a claimed intent for *that* QEMU at its hang-up: given for
+//!   it (not another QEMU of the name), in force when the daemon read its
+//!   first SHUTDOWN (not cancelled, not expired by an earlier
+//!   `handle_timeout`, not dropped at a restart), or carried across
+//!   restarts as claimed. An intent is told expired exactly when the model
+//!   expires it.
+//! - (I2) Requests are answered as the model reads them, the right
+//!   `IntentRefused` included (`powerdown-all`'s list too), and a refused
+//!   one writes and presses nothing. After every drain the intents the
+//!   model holds, the fleet's (`InstanceView::intent`, on that instance),
+//!   and the intent files are the same; after a hang-up's drain no intent
+//!   file names the QEMU that ended; intent files read back as written.
+//! - (I3) `Timer::Intent` is set exactly while an intent waits;
+//!   `Timer::Press` only while one waits. Every `system_powerdown` is for
+//!   a waiting `powerdown-all` intent, at most `MAX_ASKED` go unanswered,
+//!   presses again come at least 5 s apart, and every press due (5 s after
+//!   the last, its QEMU monitored, fewer than `MAX_ASKED` unanswered) goes
+//!   out in that turn; while such an intent waits on a monitored QEMU
+//!   whose presses were not refused, a press stays due (its timer set).
 //!
 //! At the end of each run (quiesce): faults stop, the directory is back,
 //! every QEMU is left time to be monitored, then ends; everything is
@@ -179,9 +247,26 @@
 //!   no creation event told of it: verdicts now also name their QEMU
 //!   process (`Connected::qemu`).
 //!
+//! Gaps the intents model found in kvmd, fixed since (one coming back
+//! fails every run):
+//! - **O1** (I2) an instance holding an intent is given up (`give_up`: it
+//!   only ever connects with an intent restored at start-up, and its QEMU
+//!   went meanwhile): the state file is removed, the intent file is left,
+//!   held by nobody, until a later restart drops it.
+//! - **O2** (I3) after a restart, `powerdown-all`'s presses stop for good:
+//!   `handle_intent_files` sets `Timer::Press` for now, it fires in the
+//!   first turn while the new connection still negotiates, `press` fails
+//!   (`CannotPress`) and is not set again; the guest that had not enabled
+//!   its button yet is never pressed again.
+//! - **O3** (I2) `powerdown-all` answers `CannotPress` for a QEMU with
+//!   `MAX_ASKED` presses unanswered, yet gave it an intent first (saved,
+//!   its window's timer set): the caller is told refused, and the next
+//!   SHUTDOWN is the host's anyway.
+//!
 //! # Running
 //! `cargo test --test simulation` runs 250 seeds of 4,000 steps (and their
-//! quiescing), over a million steps. `KVMD_SIM_SEED=N` runs one seed and
+//! quiescing), over a million steps, and asserts that every path of
+//! intents was taken (each refusal, claims, expiries, restores, presses). `KVMD_SIM_SEED=N` runs one seed and
 //! prints its trace as it goes; `KVMD_SIM_STEPS=N` changes the steps per
 //! seed, `KVMD_SIM_SEEDS=N` the number of seeds, `KVMD_SIM_STRICT=1` fails
 //! on the gaps above. A failure prints the seed, the step, the invariant
@@ -191,17 +276,18 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kvmd::decision::{Carried, Evidence, Verdict, Why, decide};
+use kvmd::decision::{Carried, Evidence, Expected, Verdict, Why, decide_expected};
 use kvmd::fleet::{
-    Action, Change, ConnectError, Connected, Fleet, Follow, GiveUp, InstanceKey, Look, Notice,
-    Phase, Reach, RecordError, Timer, VerdictKey,
+    Action, Change, ConnectError, Connected, Fleet, Follow, GiveUp, InstanceKey, Intent,
+    IntentRefused, IntentState, Look, MAX_WINDOW, Notice, Phase, Pressed, Presses, Reach,
+    RecordError, Timer, VerdictKey,
 };
 use kvmd::name::InstanceName;
-use kvmd::qmp::{Command, Event, Reason};
+use kvmd::qmp::{Command, Event, MAX_ASKED, Reason};
 use kvmd::shutdown_file::Outcome;
-use kvmd::state::{Qemu, Saved, SocketId};
+use kvmd::state::{Qemu, Saved, SavedIntent, SocketId};
 use nix::errno::Errno;
 
 // --- Parameters -------------------------------------------------------------
@@ -226,6 +312,12 @@ const GRACE_STALLED: Duration = Duration::from_secs(12);
 const LATENCY: Duration = Duration::from_millis(50);
 /// Trace lines kept for a failure report: the last this many steps.
 const TRACE_STEPS: u64 = 30;
+/// kvmd presses a waiting guest's power button again this often (the
+/// spec's number: `intents::PRESS_AGAIN` is not exported).
+const PRESS_AGAIN: Duration = Duration::from_secs(5);
+/// The wall clock's reading at `base` (for intent files, which hold wall
+/// time): the virtual clock's start, some day in 2025.
+const WALL_AT_BASE: Duration = Duration::from_secs(1_764_000_000);
 
 // --- A small generator --------------------------------------------------------
 
@@ -405,6 +497,49 @@ enum Act {
     Noise,
     /// The daemon is killed and restarted (in a scripted row).
     Restart,
+    /// (Scripted) the host says it will stop this QEMU
+    /// (`kvmd expect-stop`), once kvmd monitors it: a window of 120 s.
+    ExpectStop,
+    /// (Scripted) the same, for a window of 1 s.
+    ExpectStopBriefly,
+    /// (Scripted) the host withdraws its intent (`--cancel`).
+    CancelIntent,
+    /// (Scripted) waits until the daemon's intent for this QEMU is gone
+    /// (expired).
+    AwaitExpiry,
+    /// (Scripted) waits until the daemon read everything sent so far.
+    AwaitRead,
+    /// (Scripted) `kvmd powerdown-all`, once kvmd monitors this QEMU.
+    PowerdownAll,
+    /// (Scripted) an idle guest: waits for the power button, or for its
+    /// intent to end.
+    AwaitButton,
+    /// (Scripted) waits until `MAX_ASKED` presses went unanswered (its
+    /// monitor hangs), or its intent ended.
+    AwaitUnanswered,
+    /// (Scripted) a new QEMU of the same name takes the socket's place
+    /// (often its inode number), and this one ends.
+    Replace,
+    /// (Scripted) the same while the daemon is down: killed, this QEMU
+    /// ends, the new one binds its inode number (not listening yet), and
+    /// the daemon starts: the intent file fits the socket, the QEMU is
+    /// known only once connected.
+    ReplaceWhileDown,
+    /// (Scripted) the daemon restarts at the very end of this QEMU's
+    /// intent's window (`until == now`: expired).
+    RestartAtWindowEnd,
+}
+
+/// What a guest does with the power button (`system_powerdown`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Button {
+    /// Shuts down (an ACPI-enabled guest).
+    Obeys,
+    /// Ignores it (no ACPI, or a guest that hangs).
+    Ignores,
+    /// Loses presses until this one (a guest still booting, its button not
+    /// enabled yet): kvmd's presses again are what make it shut down.
+    ObeysFrom(u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -476,6 +611,18 @@ struct QemuProc {
     monitorable_since: Option<Instant>,
     stalled_meanwhile: bool,
     excused: Option<&'static str>,
+    /// What its guest does with the power button.
+    button: Button,
+    /// Power button presses it took (`system_powerdown` answered).
+    presses: u32,
+    /// Its monitor answers no command until then (a QEMU whose main loop is
+    /// stuck on a slow disk): kvmd's presses pile up unanswered.
+    deaf_until: Option<Instant>,
+    /// Its monitor hangs for 40 s at the first press (scripted).
+    hangs_when_pressed: bool,
+    /// I1: what the host said of its stop, as the model says the daemon
+    /// knew it at its hang-up.
+    expected: Expected,
 }
 
 impl QemuProc {
@@ -492,12 +639,12 @@ impl QemuProc {
 }
 
 /// A line's JSON ends at `json_end`, its newline at `line_end`; reading it
-/// gives the fleet `event`.
+/// gives the fleet `event` (none: it is the reply to a power button press).
 #[derive(Clone, Copy, Debug)]
 struct Mark {
     json_end: usize,
     line_end: usize,
-    event: Event,
+    event: Option<Event>,
 }
 
 struct Conn {
@@ -510,6 +657,9 @@ struct Conn {
     marks: VecDeque<Mark>,
     /// Commands the daemon sent, not yet answered.
     cmds: VecDeque<Command>,
+    /// Power button presses sent whose replies the daemon has not read
+    /// (I3: at most `MAX_ASKED`).
+    asked: usize,
     greet_pending: bool,
     /// QEMU's side: it answered `qmp_capabilities`, events flow.
     negotiated: bool,
@@ -572,10 +722,79 @@ struct PendingV {
     b3: bool,
 }
 
+/// An intent as the model says the daemon holds it, by instance name
+/// (invariants I1 to I3).
+#[derive(Clone, Debug)]
+struct HeldIntent {
+    /// The instance holding it.
+    key: InstanceKey,
+    /// What the fleet's `InstanceView::intent`, and the intent file, must
+    /// say.
+    intent: Intent,
+    /// When the button was last pressed for it (I3: presses again come
+    /// `PRESS_AGAIN` apart).
+    last_press: Option<Instant>,
+    /// A press was refused because `MAX_ASKED` went unanswered: kvmd
+    /// presses no more, by design.
+    presses_over: bool,
+    /// A press came due while its instance was not monitored yet (after a
+    /// restart): when the next one comes is kvmd's choice; that one comes
+    /// is invariant I3's liveness.
+    press_unsure: bool,
+}
+
+/// How an intent's story went (counted for the summary).
+#[derive(Clone, Debug, Default)]
+struct IntentStats {
+    given: u64,
+    claimed: u64,
+    expired: u64,
+    cancelled: u64,
+    /// Dropped at a restart (expired, or another QEMU) or at a connect.
+    dropped: u64,
+    /// Of them, at the connect that found another QEMU.
+    dropped_at_connect: u64,
+    /// Taken up again after a restart.
+    restored: u64,
+    /// Restored already claimed, or claimed at once at restoring.
+    restored_claimed: u64,
+    /// Dropped at a restart as expired, exactly at the window's end.
+    dropped_at_until: u64,
+    /// Presses sent; of them, presses again (from the timer).
+    presses: u64,
+    presses_again: u64,
+    /// Presses kvmd refused: `MAX_ASKED` unanswered.
+    presses_refused: u64,
+    powerdowns_all: u64,
+    /// Requests refused, by the reason the fleet gave.
+    refused: BTreeMap<String, u64>,
+}
+
+impl IntentStats {
+    fn add(&mut self, o: &IntentStats) {
+        self.given += o.given;
+        self.claimed += o.claimed;
+        self.expired += o.expired;
+        self.cancelled += o.cancelled;
+        self.dropped += o.dropped;
+        self.dropped_at_connect += o.dropped_at_connect;
+        self.restored += o.restored;
+        self.restored_claimed += o.restored_claimed;
+        self.dropped_at_until += o.dropped_at_until;
+        self.presses += o.presses;
+        self.presses_again += o.presses_again;
+        self.presses_refused += o.presses_refused;
+        self.powerdowns_all += o.powerdowns_all;
+        for (k, v) in &o.refused {
+            *self.refused.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
 /// The exceptions and gaps of the module documentation: the invariant
 /// each one is about, whether it is a gap in kvmd (fails under strict),
 /// and what it is.
-const CLASSES: [(&str, &str, bool, &str); 13] = [
+const CLASSES: [(&str, &str, bool, &str); 16] = [
     (
         "E1",
         "2",
@@ -649,6 +868,24 @@ const CLASSES: [(&str, &str, bool, &str); 13] = [
         false,
         "a verdict mooted before its first write",
     ),
+    (
+        "O1",
+        "I2",
+        true,
+        "(fixed) an instance holding an intent given up, its intent file left",
+    ),
+    (
+        "O2",
+        "I3",
+        true,
+        "(fixed) powerdown-all's presses stopped while its intent waits",
+    ),
+    (
+        "O3",
+        "I2",
+        true,
+        "(fixed) powerdown-all refused (CannotPress), yet gave an intent (a recurrence fails I2)",
+    ),
 ];
 
 /// How often one exception happened, and where first.
@@ -679,6 +916,7 @@ struct Stats {
     lifetime_total: Duration,
     why: BTreeMap<String, u64>,
     exceptions: BTreeMap<&'static str, Tally>,
+    intents: IntentStats,
 }
 
 impl Stats {
@@ -709,6 +947,7 @@ impl Stats {
                 mine.first.clone_from(&t.first);
             }
         }
+        self.intents.add(&o.intents);
     }
 }
 
@@ -731,6 +970,10 @@ enum DirErr {
 
 struct Sim {
     rng: Rng,
+    /// Every choice about intents is drawn from its own stream, so that a
+    /// seed's world runs as it did before intents until the first intent
+    /// changes it.
+    intent_rng: Rng,
     seed: u64,
     step: u64,
     profile: Profile,
@@ -761,6 +1004,28 @@ struct Sim {
     /// on (its `given_up`, as far as the actions tell).
     last_connect: BTreeMap<Name, SocketId>,
     given_up: BTreeMap<Name, (SocketId, GiveUp)>,
+    /// The daemon's intents, as the model says it holds them (lost at a
+    /// restart; the files survive).
+    intents: BTreeMap<Name, HeldIntent>,
+    /// The state directory's intent files.
+    intent_files: BTreeMap<Name, Intent>,
+    /// Names whose instance was given up while it held an intent, in the
+    /// drain being carried out.
+    forgotten: BTreeSet<Name>,
+    /// O1: intent files left by an instance given up, tolerated as long
+    /// as they stay as they were (a restart hands them back).
+    orphans: BTreeMap<Name, Intent>,
+    /// Intents whose window the model says ends in this `handle_timeout`:
+    /// each must be told expired.
+    expiring: BTreeSet<Name>,
+    /// SaveIntent, RemoveIntent and presses carried out so far (a refused
+    /// request must add none).
+    intent_actions: u64,
+    /// Inside `handle_powerdown_all` (its presses are not presses again).
+    pressing_all: bool,
+    /// A daemon's start-up until it handed the intent files back: the
+    /// files are not the fleet's yet (I2 waits).
+    starting: bool,
     hangups: u64,
     faults: Faults,
     names: Vec<Name>,
@@ -785,6 +1050,7 @@ macro_rules! trace {
 impl Sim {
     fn new(seed: u64, tracing: bool, echo: bool, strict: bool) -> Sim {
         let mut rng = Rng(seed ^ 0x6B76_6D64_5349_4D00);
+        let intent_rng = Rng(seed ^ 0x696E_7465_6E74_5300);
         let profile = Profile {
             restarts: [0, 2, 5, 12, 30][rng.index(5)],
             faults: [0, 10, 30, 80][rng.index(4)],
@@ -800,6 +1066,7 @@ impl Sim {
         let base = Instant::now();
         let mut sim = Sim {
             rng,
+            intent_rng,
             seed,
             step: 0,
             profile,
@@ -830,6 +1097,14 @@ impl Sim {
             last_written: BTreeMap::new(),
             last_connect: BTreeMap::new(),
             given_up: BTreeMap::new(),
+            intents: BTreeMap::new(),
+            intent_files: BTreeMap::new(),
+            forgotten: BTreeSet::new(),
+            orphans: BTreeMap::new(),
+            expiring: BTreeSet::new(),
+            intent_actions: 0,
+            pressing_all: false,
+            starting: false,
             hangups: 0,
             faults: Faults::default(),
             names,
@@ -895,6 +1170,7 @@ impl Sim {
 
     fn startup(&mut self) {
         trace!(self, "daemon: start (crawl, state files)");
+        self.starting = true;
         self.dir_fd_open = false;
         let changes = self.watcher_crawl();
         self.apply(changes);
@@ -928,6 +1204,9 @@ impl Sim {
         }
         self.fleet.handle_state_files(names);
         self.carry_out();
+        self.restore_intents();
+        self.starting = false;
+        self.check_intents_held();
         self.dir_fd_open = false;
         for (name, seq) in live {
             if !self.state.contains_key(&name) {
@@ -978,6 +1257,9 @@ impl Sim {
         self.watcher.since = None;
         self.fleet = Fleet::new(vec![TRUSTED]);
         self.given_up.clear();
+        // Its intents were memory; their files survive.
+        self.intents.clear();
+        self.expiring.clear();
         self.told_reach = Reach::Away;
         self.told_follow = Follow::Events;
         self.startup();
@@ -1004,8 +1286,17 @@ impl Sim {
                 self.service(key, all);
             }
         }
+        let presses = self.intents_due();
         self.fleet.handle_timeout(self.now);
         self.carry_out();
+        self.check_pressed(&presses, "a press was due");
+        if !self.expiring.is_empty() {
+            let names = std::mem::take(&mut self.expiring);
+            self.fail(
+                "I1",
+                format!("intents of {names:?} expired in the model, not told expired"),
+            );
+        }
         self.dir_fd_open = false;
     }
 
@@ -1158,8 +1449,23 @@ impl Sim {
         }
         let conn = &self.conns[&key];
         let eof = conn.closed && conn.read == conn.out.len();
+        let mut ended = None;
         if eof {
             self.fold_read(key, true);
+            // I1: what the daemon holds for this QEMU at its hang-up
+            // decides (a SHUTDOWN in the last line has claimed already).
+            let held = self.intents.get(&name).filter(|h| h.key == key);
+            let expected = match held.map(|h| h.intent.state) {
+                Some(IntentState::Claimed) => Expected::HostStop,
+                _ => Expected::Nothing,
+            };
+            if held.is_some() {
+                self.intents.remove(&name);
+            }
+            if let Some(q) = self.qemus.get_mut(&seq) {
+                q.expected = expected;
+                ended = Some(q.qemu());
+            }
             self.hangups += 1;
             self.stats.hangups += 1;
             let hangup = self.hangups;
@@ -1189,6 +1495,7 @@ impl Sim {
                 );
                 self.awaiting.remove(&name);
             }
+            self.check_intent_ended(&name, seq, ended);
         }
         if let Some(conn) = self.conns.get_mut(&key)
             && conn.read == conn.out.len()
@@ -1207,25 +1514,36 @@ impl Sim {
             return;
         };
         let mut events = Vec::new();
+        let mut replies = 0;
         while let Some(mark) = conn.marks.front() {
             let whole = mark.line_end <= conn.read;
             let last = eof && mark.json_end <= conn.read;
             if !whole && !last {
                 break;
             }
-            events.push(mark.event);
+            match mark.event {
+                Some(event) => events.push(event),
+                None => replies += 1,
+            }
             conn.marks.pop_front();
         }
         if eof {
             conn.marks.clear();
         }
-        let seq = conn.qemu;
+        conn.asked = conn.asked.saturating_sub(replies);
+        let (seq, name) = (conn.qemu, conn.name.clone());
+        let mut first_shutdown = false;
         if let Some(q) = self.qemus.get_mut(&seq) {
             for event in events {
+                first_shutdown |=
+                    matches!(event, Event::Shutdown { .. }) && q.kept.first_shutdown().is_none();
                 q.read.record(event);
                 q.kept.record(event);
                 q.unswept.record(event);
             }
+        }
+        if first_shutdown {
+            self.first_shutdown_read(key, &name);
         }
     }
 
@@ -1257,13 +1575,28 @@ impl Sim {
                     self.last_connect.insert(name.clone(), socket);
                     let result = self.connect(key, &name, socket);
                     trace!(self, "  {name}: connect {key:?} {socket:?} -> {result:?}");
+                    let reached = result.as_ref().ok().and_then(|c| c.qemu);
                     self.fleet.handle_connect(self.now, key, result);
+                    // An intent taken up at start-up for another QEMU goes.
+                    if let Some(reached) = reached
+                        && let Some(held) = self.intents.get(&name)
+                        && held.key == key
+                        && held.intent.qemu.is_some_and(|then| then != reached)
+                    {
+                        trace!(self, "  {name}: the model: kept intent was another QEMU's");
+                        self.intents.remove(&name);
+                        self.stats.intents.dropped += 1;
+                        self.stats.intents.dropped_at_connect += 1;
+                    }
                 }
                 Action::Transmit { key, command } => {
                     trace!(self, "  transmit {key:?} {command:?}");
                     match self.conns.get_mut(&key) {
                         Some(conn) => conn.cmds.push_back(command),
                         None => self.fail("4", format!("transmit on no connection: {key:?}")),
+                    }
+                    if command == Command::SystemPowerdown {
+                        self.press_sent(key);
                     }
                 }
                 Action::Close { key } => {
@@ -1292,6 +1625,23 @@ impl Sim {
                     self.apply(changes);
                 }
                 Action::Notify(notice) => self.notice(notice),
+                // The journal is I/O this model has no part of.
+                Action::Journal(_) => {}
+                Action::SaveIntent { name, intent } => {
+                    trace!(
+                        self,
+                        "  {name}: save intent {:?} by {:?}", intent.state, intent.by
+                    );
+                    self.intent_actions += 1;
+                    self.orphans.remove(&name);
+                    self.intent_files.insert(name, intent);
+                }
+                Action::RemoveIntent { name } => {
+                    trace!(self, "  {name}: remove intent");
+                    self.intent_actions += 1;
+                    self.orphans.remove(&name);
+                    self.intent_files.remove(&name);
+                }
                 Action::RunHook { .. } | Action::SignalHook { .. } | Action::SaveHooks { .. } => {
                     self.fail("H", "a hook action from a fleet without hooks".to_owned());
                 }
@@ -1311,6 +1661,7 @@ impl Sim {
                 }
             }
         }
+        self.check_intents_held();
     }
 
     /// `CtrlDir::get`: opened once per turn, if the watched directory is
@@ -1460,6 +1811,7 @@ impl Sim {
                 read: 0,
                 marks: VecDeque::new(),
                 cmds: VecDeque::new(),
+                asked: 0,
                 greet_pending: greet,
                 negotiated: false,
                 closed: false,
@@ -1581,11 +1933,15 @@ impl Sim {
             );
         }
         let q = &self.qemus[&seq];
-        let kept = decide(&q.kept);
-        let sent = decide(&q.sent);
-        let read = decide(&q.read);
-        let unswept = decide(&q.unswept);
-        let truth = decide(&q.truth);
+        // I1: the host's intent, claimed while the daemon held it, makes
+        // the verdict; without one, `decide(kept)` is the reference. Every
+        // fold is read with it (the exceptions compare the folds).
+        let expected = q.expected;
+        let kept = decide_expected(&q.kept, expected);
+        let sent = decide_expected(&q.sent, expected);
+        let read = decide_expected(&q.read, expected);
+        let unswept = decide_expected(&q.unswept, expected);
+        let truth = decide_expected(&q.truth, expected);
         let (drops, swept, unread, gap) = (q.drops, q.swept, q.unread_at_kill, q.lost_in_gap);
         let swept_at_start = q.swept_at_start;
         let Some(socket) = q.hung_up_on else {
@@ -1606,10 +1962,15 @@ impl Sim {
             self.stats.not_user += 1;
         }
         if verdict != kept {
+            let invariant = if verdict.why() == Why::HostIntent || expected == Expected::HostStop {
+                "2/I1"
+            } else {
+                "2"
+            };
             self.fail(
-                "2",
+                invariant,
                 format!(
-                    "{name}: q{seq} decided {verdict}, but what the daemon read says {kept} (reference: {sent})"
+                    "{name}: q{seq} decided {verdict}, but what the daemon read says {kept} with {expected:?} (reference: {sent})"
                 ),
             );
         }
@@ -1699,9 +2060,23 @@ impl Sim {
                 self.stats.unrecordable += 1;
             }
             Notice::NotMonitored { name, why } => {
+                // The instance is forgotten, and any intent it held.
+                if self.intents.remove(&name).is_some() {
+                    trace!(self, "  {name}: the model: intent gone with its instance");
+                    self.stats.intents.dropped += 1;
+                    self.forgotten.insert(name.clone());
+                }
                 if let Some(&socket) = self.last_connect.get(&name) {
                     self.given_up.insert(name, (socket, why));
                 }
+            }
+            // Told expired: the model must have expired it in this turn (the
+            // guard takes it off the list).
+            Notice::IntentExpired { name, .. } if !self.expiring.remove(&name) => {
+                self.fail(
+                    "I1",
+                    format!("{name}: told its intent expired, the model says it holds"),
+                );
             }
             Notice::Moot { name, .. } => {
                 if let Some(pv) = self.verdicts.remove(&name) {
@@ -1996,53 +2371,22 @@ impl Sim {
             Ver::Guest,
             Ver::Legacy,
         ][self.rng.index(5)];
-        let mut q = QemuProc {
-            seq,
-            name: name.clone(),
-            pid: 1000 + u32::try_from(seq).expect("a pid"),
-            start: 50_000 + 7 * seq as u64,
-            ino,
-            owner,
-            ver,
-            no_shutdown: self.rng.chance(1, 4),
-            no_reboot: self.rng.chance(1, 5),
-            panic_pause: self.rng.chance(1, 10),
-            life: if self.rng.chance(2, 5) {
-                Life::Listening
-            } else {
-                Life::Bound
-            },
-            run: if self.rng.chance(3, 5) {
-                Run::Prelaunch
-            } else {
-                Run::Running
-            },
-            bound_at: self.now,
-            in_dir: true,
-            client: None,
-            script: VecDeque::new(),
-            sent: Evidence::new(),
-            read: Evidence::new(),
-            truth: Evidence::new(),
-            kept: Evidence::new(),
-            carried_at_drop: None,
-            unswept: Evidence::new(),
-            unswept_at_drop: None,
-            drops: 0,
-            swept: false,
-            swept_at_start: false,
-            unread_at_kill: false,
-            lost_in_gap: false,
-            negotiated_once: false,
-            creation_told: false,
-            hangup: None,
-            hung_up_on: None,
-            verdict: VState::None,
-            monitorable_since: None,
-            stalled_meanwhile: false,
-            excused: None,
+        let mut q = self.new_qemu(seq, name.clone(), ino, owner, ver);
+        q.no_shutdown = self.rng.chance(1, 4);
+        q.no_reboot = self.rng.chance(1, 5);
+        q.panic_pause = self.rng.chance(1, 10);
+        q.life = if self.rng.chance(2, 5) {
+            Life::Listening
+        } else {
+            Life::Bound
+        };
+        q.run = if self.rng.chance(3, 5) {
+            Run::Prelaunch
+        } else {
+            Run::Running
         };
         self.script(&mut q);
+        self.intent_script(&mut q);
         let entry = Entry {
             ino,
             kind: Kind::Socket {
@@ -2083,6 +2427,110 @@ impl Sim {
         }
         self.entry_event(&name, true);
         self.qemus.insert(seq, q);
+    }
+
+    /// A QEMU process as it starts: listening, its guest running, no
+    /// option (`spawn` draws them), its guest's button drawn from the
+    /// intents' stream.
+    fn new_qemu(&mut self, seq: usize, name: Name, ino: u64, owner: u32, ver: Ver) -> QemuProc {
+        let button = match self.intent_rng.below(4) {
+            0 | 1 => Button::Obeys,
+            2 => Button::Ignores,
+            _ => Button::ObeysFrom(2 + u32::try_from(self.intent_rng.below(2)).expect("small")),
+        };
+        QemuProc {
+            seq,
+            name,
+            pid: 1000 + u32::try_from(seq).expect("a pid"),
+            start: 50_000 + 7 * seq as u64,
+            ino,
+            owner,
+            ver,
+            no_shutdown: false,
+            no_reboot: false,
+            panic_pause: false,
+            life: Life::Listening,
+            run: Run::Running,
+            bound_at: self.now,
+            in_dir: true,
+            client: None,
+            script: VecDeque::new(),
+            sent: Evidence::new(),
+            read: Evidence::new(),
+            truth: Evidence::new(),
+            kept: Evidence::new(),
+            carried_at_drop: None,
+            unswept: Evidence::new(),
+            unswept_at_drop: None,
+            drops: 0,
+            swept: false,
+            swept_at_start: false,
+            unread_at_kill: false,
+            lost_in_gap: false,
+            negotiated_once: false,
+            creation_told: false,
+            hangup: None,
+            hung_up_on: None,
+            verdict: VState::None,
+            monitorable_since: None,
+            stalled_meanwhile: false,
+            excused: None,
+            button,
+            presses: 0,
+            deaf_until: None,
+            hangs_when_pressed: false,
+            expected: Expected::Nothing,
+        }
+    }
+
+    /// Some QEMUs play a story of intents (drawn from the intents' stream,
+    /// so the rows of README's table keep their share).
+    fn intent_script(&mut self, q: &mut QemuProc) {
+        use Act::*;
+        let rows: [&[Act]; 10] = [
+            // A guest agent's shutdown (no POWERDOWN): host-intent.
+            &[ExpectStop, Poweroff],
+            // Expired unclaimed: the same shutdown is a user shutdown.
+            &[ExpectStopBriefly, AwaitExpiry, Poweroff],
+            // Cancelled: a user shutdown.
+            &[ExpectStop, CancelIntent, Poweroff],
+            // Another QEMU takes the name: it inherits nothing.
+            &[ExpectStop, Replace],
+            // A restart between the intent and the SHUTDOWN: honoured.
+            &[ExpectStop, Restart, Poweroff],
+            // A restart between the SHUTDOWN and the hang-up: still claimed
+            // (and too late to cancel).
+            &[ExpectStop, Poweroff, AwaitRead, CancelIntent, Restart, Quit],
+            // powerdown-all, pressed again until the guest obeys.
+            &[PowerdownAll, AwaitButton],
+            // powerdown-all while `MAX_ASKED` presses are unanswered.
+            &[PowerdownAll, AwaitUnanswered, PowerdownAll, AwaitButton],
+            // Replaced while the daemon is down: the intent file fits the
+            // socket, then the connect finds another QEMU.
+            &[ExpectStop, ReplaceWhileDown],
+            // A restart at the window's very end: expired, not taken up.
+            &[ExpectStopBriefly, RestartAtWindowEnd, Poweroff],
+        ];
+        if !self.intent_rng.chance(1, 16) {
+            return;
+        }
+        let row = self.intent_rng.index(rows.len());
+        match row {
+            5 => q.no_shutdown = true,
+            6 => {
+                q.button = if self.intent_rng.chance(3, 4) {
+                    Button::ObeysFrom(2)
+                } else {
+                    Button::Ignores
+                };
+            }
+            7 => {
+                q.button = Button::Ignores;
+                q.hangs_when_pressed = true;
+            }
+            _ => {}
+        }
+        q.script = rows[row].iter().copied().collect();
     }
 
     /// Some QEMUs play a row of README's decision table, act by act.
@@ -2143,7 +2591,7 @@ impl Sim {
             conn.marks.push_back(Mark {
                 json_end,
                 line_end: conn.out.len(),
-                event,
+                event: Some(event),
             });
             if let Some(q) = self.qemus.get_mut(&seq) {
                 q.sent.record(event);
@@ -2325,7 +2773,7 @@ impl Sim {
                         } else {
                             usize::MAX
                         },
-                        event: Event::Powerdown,
+                        event: Some(Event::Powerdown),
                     });
                 }
                 trace!(
@@ -2460,7 +2908,38 @@ impl Sim {
                 self.lifecycle(seq, "RTC_CHANGE", Some(data), None);
             }
             Act::Restart => self.restart(),
+            Act::ExpectStop
+            | Act::ExpectStopBriefly
+            | Act::CancelIntent
+            | Act::AwaitExpiry
+            | Act::AwaitRead
+            | Act::PowerdownAll
+            | Act::AwaitButton
+            | Act::AwaitUnanswered
+            | Act::Replace
+            | Act::ReplaceWhileDown
+            | Act::RestartAtWindowEnd => {
+                self.intent_act(seq, act);
+            }
         }
+    }
+
+    /// Whether `act` is a step of an intents story (`intent_act`).
+    fn is_intent_act(act: Act) -> bool {
+        matches!(
+            act,
+            Act::ExpectStop
+                | Act::ExpectStopBriefly
+                | Act::CancelIntent
+                | Act::AwaitExpiry
+                | Act::AwaitRead
+                | Act::PowerdownAll
+                | Act::AwaitButton
+                | Act::AwaitUnanswered
+                | Act::Replace
+                | Act::ReplaceWhileDown
+                | Act::RestartAtWindowEnd
+        )
     }
 
     /// A random QEMU does something: its script's next act once its client
@@ -2477,6 +2956,28 @@ impl Sim {
         }
         let seq = alive[self.rng.index(alive.len())];
         let q = &self.qemus[&seq];
+        if let Some(&next) = q.script.front()
+            && Self::is_intent_act(next)
+            && q.life == Life::Listening
+            && q.run != Run::Exiting
+        {
+            if self.intent_act(seq, next) {
+                if let Some(q) = self.qemus.get_mut(&seq)
+                    && q.script.front() == Some(&next)
+                {
+                    q.script.pop_front();
+                }
+            } else {
+                // Never monitored (an untrusted owner, a name too long), or
+                // waiting too long: the story is given up.
+                let q = &self.qemus[&seq];
+                let never = q.owner != TRUSTED || !q.name.fits();
+                if never || self.intent_rng.chance(1, 20) {
+                    self.qemus.get_mut(&seq).expect("q").script.clear();
+                }
+            }
+            return;
+        }
         if let Some(&next) = q.script.front() {
             let negotiated = q
                 .client
@@ -2572,9 +3073,15 @@ impl Sim {
             trace!(self, "world: q{seq} greets");
             return self.send(seq, greeting, None, false);
         }
+        if self.qemus[&seq].deaf_until.is_some_and(|t| self.now < t) {
+            return;
+        }
         let Some(command) = conn.cmds.pop_front() else {
             return;
         };
+        if command == Command::SystemPowerdown {
+            return self.take_press(seq, key);
+        }
         let refuse = self.rng.chance(1, 60);
         match command {
             Command::Capabilities if refuse => {
@@ -2592,6 +3099,7 @@ impl Sim {
                     q.negotiated_once = true;
                 }
             }
+            Command::SystemPowerdown => unreachable!("taken above"),
             Command::QueryStatus if refuse => {
                 trace!(self, "world: q{seq} refuses query-status");
                 let line = b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}";
@@ -2614,6 +3122,677 @@ impl Sim {
                 self.send(seq, line.as_bytes(), Some(Event::Status { paused }), false);
             }
         }
+    }
+
+    // --- The world: intents (the host, through the control socket) ----------------------
+
+    /// The wall clock at `at` (intent files hold wall time).
+    fn wall(&self, at: Instant) -> SystemTime {
+        UNIX_EPOCH + WALL_AT_BASE + (at - self.base)
+    }
+
+    /// Now and then, the host says something of a stop: an intent for a
+    /// name (monitored or not, some requests malformed), a cancel, or
+    /// `powerdown-all`.
+    fn intent_world(&mut self) {
+        let roll = self.intent_rng.below(10_000);
+        if roll >= 37 {
+            return;
+        }
+        let name = if self.intent_rng.chance(1, 40) {
+            self.names[NAMES.len()].clone()
+        } else {
+            self.names[self.intent_rng.index(NAMES.len())].clone()
+        };
+        if roll < 25 {
+            const WINDOWS: [u64; 8] = [0, 1, 2, 5, 30, 120, 3600, 3601];
+            let window = Duration::from_secs(WINDOWS[self.intent_rng.index(WINDOWS.len())]);
+            let by = self.random_by();
+            trace!(
+                self,
+                "world: host: expect-stop {name} for {window:?} by {by:?}"
+            );
+            let _ = self.expect_stop(&name, window, by);
+        } else if roll < 35 {
+            trace!(self, "world: host: expect-stop --cancel {name}");
+            self.cancel_intent(&name);
+        } else {
+            const WINDOWS: [u64; 5] = [0, 3, 20, 120, 3601];
+            let window = Duration::from_secs(WINDOWS[self.intent_rng.index(WINDOWS.len())]);
+            let by = self.random_by();
+            trace!(self, "world: host: powerdown-all for {window:?} by {by:?}");
+            self.powerdown_all(window, &by);
+        }
+    }
+
+    /// Who says so: mostly fine, sometimes too long or with control
+    /// characters (refused: `BadBy`).
+    fn random_by(&mut self) -> String {
+        let choices = [
+            "ganeti-watcher".to_owned(),
+            String::new(),
+            "gnt-node modify --offline=yes node2".to_owned(),
+            "opérateur".to_owned(),
+            "line\nbreak".to_owned(),
+            "tab\there".to_owned(),
+            "x".repeat(201),
+            "y".repeat(200),
+        ];
+        let i = if self.intent_rng.chance(3, 4) {
+            0
+        } else {
+            self.intent_rng.index(choices.len())
+        };
+        choices[i].clone()
+    }
+
+    /// Whether kvmd must take `by` (the spec: at most 200 bytes of text
+    /// without control characters).
+    fn by_allowed(by: &str) -> bool {
+        by.len() <= 200 && !by.chars().any(char::is_control)
+    }
+
+    /// The intent kvmd must give `name`'s instance at `key`, or why not:
+    /// the model's own reading of the request.
+    fn predict_give(
+        &self,
+        key: InstanceKey,
+        window: Duration,
+        by: &str,
+        presses: Presses,
+    ) -> Result<HeldIntent, IntentRefused> {
+        if window.is_zero() || window > MAX_WINDOW {
+            return Err(IntentRefused::BadWindow(window));
+        }
+        if !Self::by_allowed(by) {
+            return Err(IntentRefused::BadBy);
+        }
+        let Some(conn) = self.conns.get(&key) else {
+            return Err(IntentRefused::NotYetMonitoring);
+        };
+        let q = &self.qemus[&conn.qemu];
+        // What the daemon read (`kept`) already holds the first SHUTDOWN.
+        if q.kept.first_shutdown().is_some() {
+            return Err(IntentRefused::AlreadyShutDown);
+        }
+        Ok(HeldIntent {
+            key,
+            intent: Intent {
+                by: by.to_owned(),
+                given: self.now,
+                until: self.now + window,
+                socket: conn.socket,
+                qemu: Some(q.qemu()),
+                state: IntentState::Waiting,
+                presses,
+            },
+            last_press: None,
+            presses_over: false,
+            press_unsure: false,
+        })
+    }
+
+    fn refused(&mut self, why: &IntentRefused) {
+        let kind = format!("{why:?}");
+        let kind = kind.split('(').next().unwrap_or_default().to_owned();
+        *self.stats.intents.refused.entry(kind).or_default() += 1;
+    }
+
+    /// `kvmd expect-stop NAME`: a control-socket order, drained at once.
+    fn expect_stop(
+        &mut self,
+        name: &Name,
+        window: Duration,
+        by: String,
+    ) -> Result<(), IntentRefused> {
+        let predicted = match self.fleet.instance(name) {
+            None => Err(IntentRefused::NotMonitored),
+            Some((_, phase, _)) if phase != Phase::Monitoring => {
+                Err(IntentRefused::NotYetMonitoring)
+            }
+            Some((key, _, _)) => self.predict_give(key, window, &by, Presses::None),
+        };
+        let before = self.intent_actions;
+        let result = self
+            .fleet
+            .handle_expect_stop(self.now, name, window, by.clone());
+        trace!(self, "  fleet <- expect-stop {name} -> {result:?}");
+        let want = predicted.as_ref().map(|_| ()).map_err(Clone::clone);
+        if result != want {
+            self.fail(
+                "I2",
+                format!("{name}: expect-stop for {window:?} by {by:?}: {result:?}, the model says {want:?}"),
+            );
+        }
+        match predicted {
+            Ok(held) => {
+                self.stats.intents.given += 1;
+                self.intents.insert(name.clone(), held);
+            }
+            Err(why) => self.refused(&why),
+        }
+        self.carry_out();
+        if result.is_err() && self.intent_actions != before {
+            self.fail(
+                "I2",
+                format!("{name}: a refused expect-stop wrote or pressed something"),
+            );
+        }
+        result
+    }
+
+    /// `kvmd expect-stop --cancel NAME`.
+    fn cancel_intent(&mut self, name: &Name) {
+        let instance = self.fleet.instance(name).map(|(key, _, _)| key);
+        let held = instance.and_then(|key| self.intents.get(name).filter(|h| h.key == key));
+        let want = match (instance, held) {
+            (None, _) => Err(IntentRefused::NotMonitored),
+            (Some(_), None) => Err(IntentRefused::NoIntent),
+            (Some(_), Some(h)) if h.intent.state == IntentState::Claimed => {
+                Err(IntentRefused::AlreadyClaimed)
+            }
+            (Some(_), Some(_)) => Ok(()),
+        };
+        let before = self.intent_actions;
+        let result = self.fleet.handle_cancel_intent(self.now, name);
+        trace!(self, "  fleet <- cancel {name} -> {result:?}");
+        if result != want {
+            self.fail(
+                "I2",
+                format!("{name}: cancel: {result:?}, the model says {want:?}"),
+            );
+        }
+        match &want {
+            Ok(()) => {
+                self.stats.intents.cancelled += 1;
+                self.intents.remove(name);
+            }
+            Err(why) => self.refused(why),
+        }
+        self.carry_out();
+        if result.is_err() && self.intent_actions != before {
+            self.fail(
+                "I2",
+                format!("{name}: a refused cancel wrote or pressed something"),
+            );
+        }
+    }
+
+    /// `kvmd powerdown-all`: an intent for every monitored instance, and
+    /// its button pressed.
+    fn powerdown_all(&mut self, window: Duration, by: &str) {
+        self.stats.intents.powerdowns_all += 1;
+        let instances: Vec<(Name, InstanceKey, Phase)> = self
+            .fleet
+            .each_instance()
+            .map(|(name, key, phase, _)| (name.clone(), key, phase))
+            .collect();
+        let mut want: Vec<Pressed> = Vec::new();
+        for (name, key, phase) in instances {
+            let qemu = self
+                .conns
+                .get(&key)
+                .and_then(|c| self.qemus.get(&c.qemu))
+                .map(QemuProc::qemu);
+            let result = if phase == Phase::Monitoring {
+                match self.predict_give(key, window, by, Presses::UntilShutdown) {
+                    Ok(held) => {
+                        let asked = self.conns.get(&key).map_or(0, |c| c.asked);
+                        if asked >= MAX_ASKED {
+                            // Refused before anything is given (O3, fixed):
+                            // whatever intent it held stays as it was.
+                            self.stats.intents.presses_refused += 1;
+                            Err(IntentRefused::CannotPress)
+                        } else {
+                            self.stats.intents.given += 1;
+                            self.intents.insert(name.clone(), held);
+                            Ok(())
+                        }
+                    }
+                    Err(why) => Err(why),
+                }
+            } else {
+                Err(IntentRefused::NotYetMonitoring)
+            };
+            if let Err(why) = &result {
+                self.refused(why);
+            }
+            want.push(Pressed { name, qemu, result });
+        }
+        self.pressing_all = true;
+        let pressed = self.fleet.handle_powerdown_all(self.now, window, by);
+        trace!(self, "  fleet <- powerdown-all -> {pressed:?}");
+        if pressed != want {
+            self.fail(
+                "I2",
+                format!(
+                    "powerdown-all for {window:?} by {by:?}: {pressed:?}, the model says {want:?}"
+                ),
+            );
+        }
+        self.carry_out();
+        self.pressing_all = false;
+        let pressed: Vec<Name> = want
+            .iter()
+            .filter(|p| p.result.is_ok())
+            .map(|p| p.name.clone())
+            .collect();
+        self.check_pressed(&pressed, "powerdown-all said pressed");
+    }
+
+    /// The intent the daemon holds for `seq`'s connection, if any.
+    fn intent_of(&self, seq: usize) -> Option<&HeldIntent> {
+        let q = self.qemus.get(&seq)?;
+        let key = q.client?;
+        self.intents.get(&q.name).filter(|h| h.key == key)
+    }
+
+    /// One scripted act about intents (`Act::ExpectStop` ...): `true` once
+    /// done, `false` while it waits.
+    fn intent_act(&mut self, seq: usize, act: Act) -> bool {
+        let q = &self.qemus[&seq];
+        let name = q.name.clone();
+        let client = q.client;
+        let monitored = client.is_some_and(|client| {
+            self.fleet
+                .instance(&name)
+                .is_some_and(|(key, phase, _)| key == client && phase == Phase::Monitoring)
+        });
+        match act {
+            Act::ExpectStop | Act::ExpectStopBriefly | Act::PowerdownAll if !monitored => false,
+            Act::ExpectStop => {
+                let by = "gnt-instance shutdown --agent".to_owned();
+                let _ = self.expect_stop(&name, Duration::from_secs(120), by);
+                true
+            }
+            Act::ExpectStopBriefly => {
+                let _ = self.expect_stop(&name, Duration::from_secs(1), "qa".to_owned());
+                true
+            }
+            Act::PowerdownAll => {
+                self.powerdown_all(Duration::from_secs(30), "gnt-node power-off");
+                true
+            }
+            Act::CancelIntent => {
+                self.cancel_intent(&name);
+                true
+            }
+            Act::AwaitExpiry | Act::AwaitButton => self.intent_of(seq).is_none(),
+            Act::AwaitUnanswered => {
+                self.intent_of(seq).is_none()
+                    || client
+                        .and_then(|key| self.conns.get(&key))
+                        .is_some_and(|c| c.asked >= MAX_ASKED)
+            }
+            Act::AwaitRead => client
+                .and_then(|key| self.conns.get(&key))
+                .is_none_or(|c| c.marks.is_empty()),
+            Act::Replace => {
+                self.replace(seq, false);
+                true
+            }
+            Act::ReplaceWhileDown => {
+                self.replace(seq, true);
+                true
+            }
+            Act::RestartAtWindowEnd => {
+                // The world's moment: this step happens at the window's
+                // end (no daemon turn ran since the step began).
+                if let Some(until) = self.intent_of(seq).map(|h| h.intent.until)
+                    && until > self.now
+                {
+                    self.now = until;
+                    trace!(
+                        self,
+                        "world: (the clock is at the intent's end, t={:.3}s)",
+                        self.t()
+                    );
+                }
+                self.restart();
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// A new QEMU of `seq`'s name takes its place: `seq` ends (killed, or
+    /// exits), and the new one binds, with the old inode number when it is
+    /// free (two times in three), and soon powers off from inside. While
+    /// the daemon is down (`while_down`): it is killed first and started
+    /// last, the new QEMU not listening yet, on the old inode number.
+    fn replace(&mut self, seq: usize, while_down: bool) {
+        if self.dir.is_none() {
+            return;
+        }
+        let q = &self.qemus[&seq];
+        let (name, ino, owner, ver) = (q.name.clone(), q.ino, q.owner, q.ver);
+        let clean = self.intent_rng.chance(1, 2);
+        self.die(seq, clean);
+        let its_own = |e: &Entry| {
+            e.kind
+                == Kind::Socket {
+                    owner,
+                    qemu: Some(seq),
+                }
+        };
+        if self
+            .dir
+            .as_ref()
+            .and_then(|d| d.kvmd.get(&name))
+            .is_some_and(its_own)
+        {
+            self.unlink(&name);
+        }
+        let there = self.dir.as_ref().and_then(|d| d.kvmd.get(&name)).copied();
+        if there.is_some_and(|e| e.kind == Kind::Dir) {
+            return;
+        }
+        let reuse = while_down || self.intent_rng.chance(2, 3);
+        let ino = if !self.inos_in_use().contains(&ino) && reuse {
+            ino
+        } else {
+            match self.alloc_ino() {
+                Some(ino) => ino,
+                None => return,
+            }
+        };
+        let new = self.next_seq;
+        self.next_seq += 1;
+        self.stats.qemus += 1;
+        let mut q = self.new_qemu(new, name.clone(), ino, owner, ver);
+        q.life = if while_down {
+            Life::Bound
+        } else {
+            Life::Listening
+        };
+        q.run = Run::Running;
+        q.script = VecDeque::from([Act::Poweroff]);
+        trace!(
+            self,
+            "world: q{new} {name} replaces q{seq} (ino {ino}) {ver:?}"
+        );
+        self.unlink(&name);
+        self.dir.as_mut().expect("a dir").kvmd.insert(
+            name.clone(),
+            Entry {
+                ino,
+                kind: Kind::Socket {
+                    owner,
+                    qemu: Some(new),
+                },
+                born: self.step,
+            },
+        );
+        self.entry_event(&name, true);
+        self.qemus.insert(new, q);
+        if while_down {
+            self.restart();
+        }
+    }
+
+    /// QEMU takes a `system_powerdown`: `{"return": {}}` (an error before
+    /// negotiation), then POWERDOWN; the guest obeys or not. Sometimes its
+    /// monitor then hangs a while, so presses pile up unanswered.
+    fn take_press(&mut self, seq: usize, key: InstanceKey) {
+        let negotiated = self.conns.get(&key).is_some_and(|c| c.negotiated);
+        if !negotiated {
+            trace!(
+                self,
+                "world: q{seq} refuses system_powerdown before negotiation"
+            );
+            let line = b"{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting capabilities negotiation with 'qmp_capabilities'\"}}";
+            return self.send_press_reply(key, line);
+        }
+        self.send_press_reply(key, b"{\"return\": {}}");
+        self.lifecycle(seq, "POWERDOWN", None, Some(Event::Powerdown));
+        let q = self.qemus.get_mut(&seq).expect("q");
+        q.presses += 1;
+        let obeys = match q.button {
+            Button::Obeys => true,
+            Button::Ignores => false,
+            Button::ObeysFrom(n) => q.presses >= n,
+        };
+        let presses = q.presses;
+        if obeys && q.run == Run::Running {
+            q.script = VecDeque::from([Act::Poweroff]);
+        }
+        let hangs = std::mem::take(&mut self.qemus.get_mut(&seq).expect("q").hangs_when_pressed);
+        if hangs || self.intent_rng.chance(1, 10) {
+            let hang = Duration::from_secs(if hangs {
+                40
+            } else {
+                10 + self.intent_rng.below(30)
+            });
+            self.qemus.get_mut(&seq).expect("q").deaf_until = Some(self.now + hang);
+            trace!(self, "world: q{seq}'s monitor hangs for {hang:?}");
+        }
+        trace!(
+            self,
+            "world: q{seq} pressed (#{presses}): the guest {}",
+            if obeys { "obeys" } else { "ignores it" }
+        );
+    }
+
+    /// A reply to a press, marked so that reading it counts it answered.
+    fn send_press_reply(&mut self, key: InstanceKey, json: &[u8]) {
+        let crlf = !self.intent_rng.chance(1, 20);
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.closed {
+            return;
+        }
+        conn.since.get_or_insert(self.now);
+        conn.out.extend_from_slice(json);
+        let json_end = conn.out.len();
+        conn.out
+            .extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+        conn.marks.push_back(Mark {
+            json_end,
+            line_end: conn.out.len(),
+            event: None,
+        });
+    }
+
+    /// The daemon sent a press on `key`'s connection (I3).
+    fn press_sent(&mut self, key: InstanceKey) {
+        self.intent_actions += 1;
+        self.stats.intents.presses += 1;
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return; // invariant 4 fails on it already
+        };
+        conn.asked += 1;
+        let (asked, name) = (conn.asked, conn.name.clone());
+        if asked > MAX_ASKED {
+            self.fail(
+                "I3",
+                format!("{name}: {asked} presses unanswered, more than {MAX_ASKED}"),
+            );
+        }
+        let now = self.now;
+        let again = !self.pressing_all;
+        let held = self.intents.get_mut(&name).filter(|h| h.key == key);
+        let wrong = match held {
+            Some(h)
+                if h.intent.state == IntentState::Waiting
+                    && h.intent.presses == Presses::UntilShutdown =>
+            {
+                let last = h.last_press.replace(now);
+                h.press_unsure = false;
+                match last {
+                    Some(last) if again && now < last + PRESS_AGAIN => Some(format!(
+                        "pressed again {:?} after the last press",
+                        now - last
+                    )),
+                    _ => None,
+                }
+            }
+            other => Some(format!(
+                "a press with no waiting powerdown-all intent (the model holds {:?})",
+                other.map(|h| (h.intent.state, h.intent.presses))
+            )),
+        };
+        if again {
+            self.stats.intents.presses_again += 1;
+        }
+        if let Some(wrong) = wrong {
+            self.fail("I3", format!("{name}: {wrong}"));
+        }
+    }
+
+    /// The daemon read the first SHUTDOWN of `key`'s QEMU: an intent
+    /// waiting for it is claimed (I1).
+    fn first_shutdown_read(&mut self, key: InstanceKey, name: &Name) {
+        if let Some(held) = self.intents.get_mut(name)
+            && held.key == key
+            && held.intent.state == IntentState::Waiting
+        {
+            held.intent.state = IntentState::Claimed;
+            self.stats.intents.claimed += 1;
+            trace!(
+                self,
+                "  {name}: the model: intent by {:?} claimed", held.intent.by
+            );
+        }
+    }
+
+    /// Before `handle_timeout(now)`: waiting intents whose window is over
+    /// expire in it (their timer is due: `until <= now`); a press due now
+    /// on a QEMU with `MAX_ASKED` presses unanswered is refused, and kvmd
+    /// presses no more.
+    fn intents_due(&mut self) -> Vec<Name> {
+        let now = self.now;
+        let mut expired = Vec::new();
+        let mut presses = Vec::new();
+        for (name, held) in &mut self.intents {
+            if held.intent.state != IntentState::Waiting {
+                continue;
+            }
+            let press_due = held.intent.presses == Presses::UntilShutdown
+                && !held.presses_over
+                && held.last_press.is_none_or(|last| last + PRESS_AGAIN <= now);
+            let asked = self.conns.get(&held.key).map_or(0, |c| c.asked);
+            if press_due && asked >= MAX_ASKED {
+                held.presses_over = true;
+                self.stats.intents.presses_refused += 1;
+            }
+            let monitored = self
+                .fleet
+                .instance(name)
+                .is_some_and(|(key, phase, _)| key == held.key && phase == Phase::Monitoring);
+            if held.intent.until <= now {
+                expired.push(name.clone());
+            } else if press_due && !monitored {
+                held.press_unsure = true;
+            } else if press_due && asked < MAX_ASKED && !held.press_unsure {
+                presses.push(name.clone());
+            }
+        }
+        for name in expired {
+            trace!(self, "  {name}: the model: intent expires");
+            self.intents.remove(&name);
+            self.stats.intents.expired += 1;
+            self.expiring.insert(name);
+        }
+        presses
+    }
+
+    /// I3: every press the model said was due went out.
+    fn check_pressed(&mut self, names: &[Name], what: &str) {
+        let now = self.now;
+        let missed = names.iter().find(|name| {
+            self.intents
+                .get(*name)
+                .is_some_and(|h| h.last_press != Some(now))
+        });
+        if let Some(name) = missed {
+            let name = name.clone();
+            self.fail("I3", format!("{name}: {what}, and no press was sent"));
+        }
+    }
+
+    /// `Daemon::restore_intents`, right after the state files' drain: the
+    /// intent files, through their form on disk, handed back once. The
+    /// model says which are taken up: by the instance on the same socket,
+    /// of the same QEMU once it is known, and only while the window is
+    /// open (or claimed); claimed at once if that QEMU's restored evidence
+    /// already has its first SHUTDOWN.
+    fn restore_intents(&mut self) {
+        let now = self.now;
+        let wall_now = self.wall(now);
+        let mut files = Vec::new();
+        for (name, intent) in &self.intent_files {
+            let saved = SavedIntent::from_intent(intent, |at| self.wall(at));
+            files.push((name.clone(), intent.clone(), saved.to_intent(now, wall_now)));
+        }
+        let mut handed = Vec::new();
+        for (name, intent, back) in files {
+            if back.as_ref() != Some(&intent) {
+                return self.fail(
+                    "I2",
+                    format!("{name}: the intent file of {intent:?} reads back as {back:?}"),
+                );
+            }
+            handed.push((name, intent));
+        }
+        if handed.is_empty() {
+            return;
+        }
+        for (name, intent) in &handed {
+            let instance = self.fleet.instance(name);
+            let connected = instance.and_then(|(key, _, _)| self.conns.get(&key));
+            let qemu = connected.map(|c| self.qemus[&c.qemu].qemu());
+            let shut_down =
+                connected.is_some_and(|c| self.qemus[&c.qemu].kept.first_shutdown().is_some());
+            let fits = instance.is_some_and(|(_, _, socket)| socket == intent.socket)
+                && match (qemu, intent.qemu) {
+                    (Some(now), Some(then)) => now == then,
+                    _ => true,
+                };
+            let expired = intent.state == IntentState::Waiting && intent.until <= now;
+            if intent.state == IntentState::Waiting && intent.until == now {
+                self.stats.intents.dropped_at_until += 1;
+            }
+            let Some((key, _, _)) = instance.filter(|_| fits && !expired) else {
+                trace!(
+                    self,
+                    "  {name}: the model: kept intent dropped (fits={fits}, expired={expired})"
+                );
+                self.stats.intents.dropped += 1;
+                continue;
+            };
+            let mut intent = intent.clone();
+            if shut_down {
+                intent.state = IntentState::Claimed;
+            }
+            self.stats.intents.restored += 1;
+            if intent.state == IntentState::Claimed {
+                self.stats.intents.restored_claimed += 1;
+            }
+            trace!(
+                self,
+                "  {name}: the model: kept intent taken up ({:?})", intent.state
+            );
+            self.intents.insert(
+                name.clone(),
+                HeldIntent {
+                    key,
+                    intent,
+                    last_press: None,
+                    presses_over: false,
+                    press_unsure: false,
+                },
+            );
+        }
+        trace!(
+            self,
+            "  fleet <- intent files {:?}",
+            handed.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+        // Each is taken up or removed now.
+        self.orphans.clear();
+        self.fleet.handle_intent_files(now, handed);
+        self.carry_out();
     }
 
     // --- The world: faults ---------------------------------------------------------------
@@ -2699,8 +3878,11 @@ impl Sim {
             0..=39 => Duration::ZERO,
             40..=79 => Duration::from_millis(1 + self.rng.below(20)),
             80..=94 => Duration::from_millis(20 + self.rng.below(480)),
+            // To the next deadline, but no further than 5 s: every timer but
+            // an intent's is that close, and a world that sleeps through an
+            // intent's hour is a world where nothing happens.
             _ => match self.fleet.poll_timeout() {
-                Some(at) if at > self.now => at - self.now,
+                Some(at) if at > self.now => (at - self.now).min(Duration::from_secs(5)),
                 _ => Duration::from_millis(1 + self.rng.below(3000)),
             },
         };
@@ -2724,6 +3906,7 @@ impl Sim {
         } else if roll < 4000 + churn + restart {
             self.restart();
         }
+        self.intent_world();
         self.qemu_turns(false);
         self.faults_tick();
         self.daemon_turn(false);
@@ -2831,6 +4014,19 @@ impl Sim {
             let left = at.saturating_duration_since(self.now);
             self.fail("end", format!("a timer still set, due in {left:?}"));
         }
+        let files: Vec<String> = self
+            .intent_files
+            .keys()
+            .filter(|name| !self.orphans.contains_key(*name))
+            .map(ToString::to_string)
+            .collect();
+        if !self.intents.is_empty() || !files.is_empty() {
+            let held: Vec<String> = self.intents.keys().map(ToString::to_string).collect();
+            self.fail(
+                "end/I2",
+                format!("intents outlive every QEMU: held {held:?}, files {files:?}"),
+            );
+        }
         let hung_up: Vec<(usize, VState)> = self
             .qemus
             .values()
@@ -2845,6 +4041,185 @@ impl Sim {
     }
 
     // --- Invariants -----------------------------------------------------------------------
+
+    /// I2, after every drain: the intents the model says the daemon holds,
+    /// the fleet's (`InstanceView::intent`, on the instance the model
+    /// says), and the intent files are one and the same.
+    fn check_intents_held(&mut self) {
+        if self.failure.is_some() || self.starting {
+            return;
+        }
+        // Nothing held anywhere, the common case: the fleet must hold
+        // nothing either (no allocation, no lookup by name).
+        if self.intents.is_empty() && self.intent_files.is_empty() && self.forgotten.is_empty() {
+            let held = self.fleet.views().find(|v| v.intent.is_some()).map(|v| {
+                format!(
+                    "{}: the fleet holds {:?}, the model and the files nothing",
+                    v.name, v.intent
+                )
+            });
+            if let Some(what) = held {
+                self.fail("I2", what);
+            }
+            return;
+        }
+        let mut orphaned = Vec::new();
+        let mut wrong = None;
+        let mut tracked: Vec<&Name> = Vec::new();
+        // The instances (a slab position is the instance's key).
+        for (position, view) in self.fleet.views_from(0) {
+            tracked.push(view.name);
+            let name = view.name;
+            let model = self.intents.get(name);
+            let file = self.intent_files.get(name);
+            if let (None, None, Some(file)) = (model, view.intent, file) {
+                if self.orphans.get(name) != Some(file) && self.forgotten.contains(name) {
+                    orphaned.push((name.clone(), file.clone()));
+                } else if self.orphans.get(name) != Some(file) {
+                    wrong = Some(format!(
+                        "{name}: the intent file {file:?} is held by nobody"
+                    ));
+                }
+                continue;
+            }
+            let model_key = model.map(|h| h.key);
+            let same = model.map(|h| &h.intent) == view.intent
+                && view.intent == file
+                && model_key.is_none_or(|key| key.0 == position);
+            if !same {
+                wrong = Some(format!(
+                    "{name}: the model holds {:?} on {model_key:?}; the fleet {:?} on {position}; the file {file:?}",
+                    model.map(|h| &h.intent),
+                    view.intent
+                ));
+            }
+        }
+        // Names no instance has: nothing held, no file but an orphan.
+        for (name, held) in &self.intents {
+            if !tracked.contains(&name) {
+                wrong = Some(format!(
+                    "{name}: the model holds {:?}, no instance does",
+                    held.intent
+                ));
+            }
+        }
+        for (name, file) in &self.intent_files {
+            if tracked.contains(&name) || self.orphans.get(name) == Some(file) {
+                continue;
+            }
+            if self.forgotten.contains(name) {
+                orphaned.push((name.clone(), file.clone()));
+            } else {
+                wrong = Some(format!(
+                    "{name}: the intent file {file:?} is held by nobody"
+                ));
+            }
+        }
+        self.forgotten.clear();
+        if let Some(wrong) = wrong {
+            return self.fail("I2", wrong);
+        }
+        for (name, file) in orphaned {
+            self.exception(
+                "O1",
+                format!(
+                    "{name}: its instance was given up holding an intent; the intent file is left: {file:?}"
+                ),
+            );
+            self.orphans.insert(name, file);
+        }
+    }
+
+    /// I2, after a hang-up's drain: no intent file is left for the QEMU
+    /// that ended (`qemu`); only a newer QEMU's may stand at its name.
+    fn check_intent_ended(&mut self, name: &Name, seq: usize, qemu: Option<Qemu>) {
+        let Some(qemu) = qemu else {
+            return;
+        };
+        if let Some(file) = self.intent_files.get(name)
+            && file.qemu == Some(qemu)
+            && self.orphans.get(name) != Some(file)
+        {
+            let file = file.clone();
+            self.fail(
+                "I2",
+                format!("{name}: q{seq} hung up, its intent file is left: {file:?}"),
+            );
+        }
+    }
+
+    /// I3: the window's timer is set exactly while an intent waits, the
+    /// presses' only while one waits (for `powerdown-all`); and while kvmd
+    /// may press (the QEMU monitored, fewer than `MAX_ASKED` unanswered,
+    /// none refused) the presses go on. Returns how many intent timers are
+    /// set.
+    fn check_intent_timers(&mut self) -> usize {
+        // Holding none, the fleet must set none: the exact count of
+        // invariant 4 finds a stray one without a lookup per instance.
+        if self.intents.is_empty() {
+            return 0;
+        }
+        let mut set = 0;
+        let mut wrong = None;
+        let mut presses_stopped = Vec::new();
+        for (name, key, phase, _) in self.fleet.each_instance() {
+            let held = self.intents.get(name).filter(|h| h.key == key);
+            let waiting = held.filter(|h| h.intent.state == IntentState::Waiting);
+            let window = self.fleet.timer_is_set(Timer::Intent(key));
+            let press = self.fleet.timer_is_set(Timer::Press(key));
+            set += usize::from(window) + usize::from(press);
+            if window != waiting.is_some() {
+                wrong = Some(format!(
+                    "{name}: the window's timer set={window}, the model holds {:?}",
+                    held.map(|h| h.intent.state)
+                ));
+            }
+            let pressing = waiting.filter(|h| h.intent.presses == Presses::UntilShutdown);
+            if press && waiting.is_none() {
+                wrong = Some(format!(
+                    "{name}: the presses' timer is set, the model holds {:?}",
+                    held.map(|h| (h.intent.state, h.intent.presses))
+                ));
+            }
+            let asked = self.conns.get(&key).map_or(0, |c| c.asked);
+            if let Some(h) = pressing
+                && !press
+                && !h.presses_over
+                && phase == Phase::Monitoring
+                && asked < MAX_ASKED
+            {
+                presses_stopped.push((
+                    name.clone(),
+                    format!(
+                        "{name}: powerdown-all's intent{} waits {:?} more, its QEMU monitored, {asked} presses unanswered, and no press is due",
+                        if h.press_unsure {
+                            " (restored at a restart, a press due while it negotiated)"
+                        } else {
+                            ""
+                        },
+                        h.intent.until - self.now
+                    ),
+                    h.press_unsure,
+                ));
+            }
+        }
+        if let Some(wrong) = wrong {
+            self.fail("I3", wrong);
+        }
+        for (name, what, after_restart) in presses_stopped {
+            // O2's very trigger only: any other stop is a failure.
+            if !after_restart {
+                self.fail("I3", what);
+                break;
+            }
+            // Counted once per intent: the model expects no more presses.
+            if let Some(held) = self.intents.get_mut(&name) {
+                held.presses_over = true;
+            }
+            self.exception("O2", what);
+        }
+        set
+    }
 
     fn check(&mut self) {
         if self.failure.is_some() {
@@ -2950,24 +4325,55 @@ impl Sim {
         if deferred > 0 && !self.fleet.timer_is_set(Timer::Descriptors) {
             return self.fail("4", format!("{deferred} names deferred, no timer"));
         }
+        // Timers: at most three per instance (its connect, and an intent's
+        // window and presses), one per verdict, and three of the fleet's
+        // own; each one set for something tracked.
         let timers = self.fleet.timers();
-        if timers > instances + unrecorded.len() + 3 {
+        let intent_timers = self.check_intent_timers();
+        if self.failure.is_some() {
+            return;
+        }
+        if timers > instances + intent_timers + unrecorded.len() + 3 {
             return self.fail(
                 "4",
                 format!(
-                    "{timers} timers for {instances} instances, {} verdicts",
+                    "{timers} timers for {instances} instances ({intent_timers} for intents), {} verdicts",
                     unrecorded.len()
                 ),
+            );
+        }
+        // Each connecting instance has its connect timer (checked above);
+        // the intent timers were counted instance by instance.
+        let tracked = connecting.len()
+            + intent_timers
+            + self
+                .verdicts
+                .values()
+                .filter(|v| self.fleet.timer_is_set(Timer::Record(v.key)))
+                .count()
+            + [Timer::Descriptors, Timer::Rescan, Timer::Report]
+                .into_iter()
+                .filter(|&t| self.fleet.timer_is_set(t))
+                .count();
+        if timers != tracked {
+            return self.fail(
+                "4",
+                format!("{timers} timers set, {tracked} of them for something tracked"),
             );
         }
         // 5
         // A report of what changed is made at most a second after it.
         let report_due = self.fleet.timer_is_set(Timer::Report);
+        let intent_waits = self
+            .intents
+            .values()
+            .any(|h| h.intent.state == IntentState::Waiting);
         let waits = !connecting.is_empty()
             || !unrecorded.is_empty()
             || deferred > 0
             || self.told_follow == Follow::Rescans
-            || report_due;
+            || report_due
+            || intent_waits;
         let next = self.fleet.poll_timeout();
         if !waits && next.is_some() {
             return self.fail("5", format!("nothing waits, yet a timeout: {next:?}"));
@@ -2980,11 +4386,11 @@ impl Sim {
                 .verdicts
                 .values()
                 .all(|v| v.last_error == Some(RecordError::DirAway));
-        if waits && next.is_none() && !only_dir_waits {
+        if waits && next.is_none() && (!only_dir_waits || intent_waits) {
             return self.fail(
                 "5b",
                 format!(
-                    "something waits (connecting {}, verdicts {}, deferred {deferred}, {:?}) with no timeout",
+                    "something waits (connecting {}, verdicts {}, deferred {deferred}, {:?}, intent waiting {intent_waits}) with no timeout",
                     connecting.len(),
                     unrecorded.len(),
                     self.told_follow
@@ -3194,6 +4600,25 @@ fn report(total: &Stats, elapsed: Duration) {
         total.max_deferred,
     );
     eprintln!("simulation: verdicts by reason {:?}", total.why);
+    let i = &total.intents;
+    eprintln!(
+        "simulation: intents: {} given, {} claimed, {} expired, {} cancelled, {} dropped ({} at a connect), \
+         {} restored ({} claimed), {} powerdown-all, {} presses ({} again, {} refused: {MAX_ASKED} unanswered); \
+         requests refused {:?}",
+        i.given,
+        i.claimed,
+        i.expired,
+        i.cancelled,
+        i.dropped,
+        i.dropped_at_connect,
+        i.restored,
+        i.restored_claimed,
+        i.powerdowns_all,
+        i.presses,
+        i.presses_again,
+        i.presses_refused,
+        i.refused,
+    );
     for (class, invariant, gap, what) in CLASSES {
         let Some(tally) = total.exceptions.get(class) else {
             continue;
@@ -3243,7 +4668,55 @@ fn simulate(strict: bool) {
         return;
     }
     let seeds = env_u64("KVMD_SIM_SEEDS").unwrap_or(SEEDS);
-    run_many(0..seeds, steps, strict);
+    let total = run_many(0..seeds, steps, strict);
+    if seeds >= SEEDS && steps >= STEPS {
+        intents_covered(&total);
+    }
+}
+
+/// A full run takes every path of intents (the scripted stories make
+/// sure): a path no run takes is one no invariant checks.
+fn intents_covered(total: &Stats) {
+    let i = &total.intents;
+    let paths = [
+        ("given", i.given),
+        ("claimed", i.claimed),
+        ("expired", i.expired),
+        ("cancelled", i.cancelled),
+        ("dropped", i.dropped),
+        ("dropped at a connect", i.dropped_at_connect),
+        ("dropped at the window's very end", i.dropped_at_until),
+        ("restored", i.restored),
+        ("restored claimed", i.restored_claimed),
+        ("powerdown-all", i.powerdowns_all),
+        ("pressed", i.presses),
+        ("pressed again", i.presses_again),
+        ("press refused", i.presses_refused),
+        (
+            "host-intent verdicts",
+            total.why.get("HostIntent").copied().unwrap_or(0),
+        ),
+    ];
+    let refusals = [
+        "NotMonitored",
+        "NotYetMonitoring",
+        "AlreadyShutDown",
+        "BadWindow",
+        "BadBy",
+        "NoIntent",
+        "AlreadyClaimed",
+        "CannotPress",
+    ];
+    let missing: Vec<&str> = paths
+        .iter()
+        .filter(|(_, n)| *n == 0)
+        .map(|(what, _)| *what)
+        .chain(refusals.into_iter().filter(|r| !i.refused.contains_key(*r)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "paths of intents no seed took: {missing:?}"
+    );
 }
 
 #[test]

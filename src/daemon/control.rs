@@ -21,7 +21,7 @@ use nix::sys::stat::{Mode, umask};
 use slab::Slab;
 
 use crate::control::{self, Clock, DaemonInfo, Refusal, Request, StatusStream};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Notice};
 
 /// Where a client's conversation is.
 enum Talk {
@@ -31,8 +31,23 @@ enum Talk {
     Status(Box<StatusStream>),
     /// Following events.
     Following,
+    /// Asked something that changes the fleet: waiting for the loop to
+    /// carry it out ([`ControlServer::take_orders`], then
+    /// [`ControlServer::answer`]).
+    Ordered(Request),
+    /// `powerdown-all`: waiting for these instances' verdicts.
+    Awaiting(HashSet<String>),
     /// Its last line is on its way; closed once sent.
     Closing,
+}
+
+/// How the loop answers an order.
+pub enum Answer {
+    /// One line, then the connection is closed.
+    Last(String),
+    /// A first line, then the verdicts of these instances as they come,
+    /// then [`control::done_line`].
+    AwaitVerdicts(String, HashSet<String>),
 }
 
 struct Client {
@@ -159,7 +174,44 @@ impl ControlServer {
     pub fn has_followers(&self) -> bool {
         self.clients
             .iter()
-            .any(|(_, c)| matches!(c.mode, Talk::Following))
+            .any(|(_, c)| matches!(c.mode, Talk::Following | Talk::Awaiting(_)))
+    }
+
+    /// Requests that change the fleet, read since the last call: the loop
+    /// carries each out and answers with [`ControlServer::answer`].
+    pub fn take_orders(&mut self) -> Vec<(usize, Request)> {
+        let mut orders = Vec::new();
+        for (key, client) in self.clients.iter_mut() {
+            if matches!(client.mode, Talk::Ordered(_)) {
+                let Talk::Ordered(request) = std::mem::replace(&mut client.mode, Talk::Closing)
+                else {
+                    continue;
+                };
+                orders.push((key, request));
+            }
+        }
+        orders
+    }
+
+    /// Answers the order of client `key`.
+    pub fn answer(&mut self, key: usize, answer: Answer, registry: &Registry, ctx: &Context<'_>) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        match answer {
+            Answer::Last(line) => {
+                client.unsent.extend_from_slice(line.as_bytes());
+                client.mode = Talk::Closing;
+            }
+            Answer::AwaitVerdicts(line, names) => {
+                client.unsent.extend_from_slice(line.as_bytes());
+                client.mode = Talk::Awaiting(names);
+                client.done_if_nothing_awaited();
+            }
+        }
+        if !client.write(ctx) || !client.sync_interest(registry, Token(self.base + key)) {
+            self.close(key, registry);
+        }
     }
 
     /// Takes every pending connection.
@@ -233,7 +285,7 @@ impl ControlServer {
             Talk::Closing => Some(0),
             Talk::Reading => Some(1),
             Talk::Status(_) if !c.unsent.is_empty() => Some(2),
-            Talk::Status(_) | Talk::Following => None,
+            Talk::Status(_) | Talk::Following | Talk::Ordered(_) | Talk::Awaiting(_) => None,
         };
         let oldest = self
             .clients
@@ -268,10 +320,35 @@ impl ControlServer {
         }
     }
 
-    /// Sends `line` to every follower; cuts off those that fell behind.
-    pub fn broadcast(&mut self, line: &str, registry: &Registry, ctx: &Context<'_>) {
+    /// Sends `line` (the event line of `notice`) to every follower, and a
+    /// verdict to the `powerdown-all` client waiting for it; cuts off
+    /// followers that fell behind.
+    pub fn broadcast(
+        &mut self,
+        notice: &Notice,
+        line: &str,
+        registry: &Registry,
+        ctx: &Context<'_>,
+    ) {
         let mut closed = Vec::new();
+        let verdict_of = control::is_verdict(notice)
+            .then(|| control::notice_instance(notice))
+            .flatten();
         for (key, client) in self.clients.iter_mut() {
+            if let Talk::Awaiting(names) = &mut client.mode {
+                // Bounded: one line per pressed instance, then done.
+                if let Some(name) = &verdict_of
+                    && names.remove(name)
+                {
+                    client.unsent.extend_from_slice(line.as_bytes());
+                    client.done_if_nothing_awaited();
+                    if !client.write(ctx) || !client.sync_interest(registry, Token(self.base + key))
+                    {
+                        closed.push(key);
+                    }
+                }
+                continue;
+            }
             if !matches!(client.mode, Talk::Following) {
                 continue;
             }
@@ -315,6 +392,16 @@ impl Drop for ControlServer {
 }
 
 impl Client {
+    /// A `powerdown-all` client with no verdict left to wait for gets its
+    /// last line.
+    fn done_if_nothing_awaited(&mut self) {
+        if matches!(&self.mode, Talk::Awaiting(names) if names.is_empty()) {
+            self.unsent
+                .extend_from_slice(control::done_line().as_bytes());
+            self.mode = Talk::Closing;
+        }
+    }
+
     /// Registers WRITABLE while output waits (or a status is being
     /// produced), and drops it after. False: the poll refused.
     fn sync_interest(&mut self, registry: &Registry, token: Token) -> bool {
@@ -351,10 +438,11 @@ impl Client {
                         // The request's end, without its newline.
                         Talk::Reading => self.take_request(ctx),
                         // A follower that leaves is closed now, not at the
-                        // next event.
-                        Talk::Following => false,
-                        // A status client may close its side once asked.
-                        Talk::Status(_) | Talk::Closing => true,
+                        // next event (so is a powerdown-all client: the
+                        // presses stand, nobody waits for them).
+                        Talk::Following | Talk::Awaiting(_) => false,
+                        // A client may close its side once asked.
+                        Talk::Status(_) | Talk::Ordered(_) | Talk::Closing => true,
                     };
                 }
                 Ok(n) => {
@@ -405,6 +493,11 @@ impl Client {
                     .extend_from_slice(control::following_line().as_bytes());
                 self.mode = Talk::Following;
             }
+            Ok(
+                order @ (Request::ExpectStop { .. }
+                | Request::CancelIntent { .. }
+                | Request::PowerdownAll { .. }),
+            ) => self.mode = Talk::Ordered(order),
             Err(why) => self.refuse(&why),
         }
         self.request = Vec::new();
@@ -429,7 +522,9 @@ impl Client {
                         }
                     }
                     Talk::Closing => return false,
-                    Talk::Reading | Talk::Following => return true,
+                    Talk::Reading | Talk::Following | Talk::Ordered(_) | Talk::Awaiting(_) => {
+                        return true;
+                    }
                 }
                 if self.unsent.is_empty() {
                     continue;

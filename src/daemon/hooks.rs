@@ -156,6 +156,9 @@ impl HookRunner {
         if let Some(pid) = job.qemu_pid {
             command.env("KVMD_QEMU_PID", pid.to_string());
         }
+        if let Some(by) = &job.intent_by {
+            command.env("KVMD_INTENT_BY", by);
+        }
         // SAFETY: only async-signal-safe system calls between fork and exec:
         // kvmd blocks TERM, INT and HUP (read from a signalfd) and a hook
         // must not inherit that; and every descriptor above 2 is marked

@@ -18,6 +18,7 @@ mod control;
 mod error;
 mod files;
 mod hooks;
+mod journal;
 mod notify;
 mod report;
 mod signals;
@@ -27,19 +28,22 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
 use crate::config::Config;
-use crate::control::{Clock, DaemonInfo};
-use crate::fleet::{Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, Reach};
-use crate::state::{Qemu, StateDir};
+use crate::control::{Clock, DaemonInfo, Request};
+use crate::fleet::{
+    Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused, Reach,
+};
+use crate::name::InstanceName;
+use crate::state::{Qemu, SavedIntent, StateDir};
 use crate::watch::Watcher;
 
-use control::{Context, ControlServer};
+use control::{Answer, Context, ControlServer};
 use files::CtrlDir;
 use hooks::HookRunner;
 use notify::Notifier;
@@ -95,6 +99,12 @@ pub struct Daemon {
     overflows: u64,
     /// `--on-verdict`'s program and the hooks running.
     hooks: Option<HookRunner>,
+    /// Every verdict and guest crash, durably (`--journal-dir`).
+    journal: crate::journal::Journal,
+    /// An append failed, and none succeeded since (told once).
+    journal_failing: bool,
+    /// Appends that failed (for the metrics).
+    journal_errors: u64,
 }
 
 impl Daemon {
@@ -155,6 +165,14 @@ impl Daemon {
             started_wall,
             overflows: 0,
             hooks,
+            journal: crate::journal::Journal::new(
+                config.journal_dir.clone(),
+                crate::journal::Limits {
+                    max_total: config.journal_max,
+                },
+            ),
+            journal_failing: false,
+            journal_errors: 0,
         })
     }
 
@@ -167,6 +185,7 @@ impl Daemon {
         // Every state file whose socket is not monitored now is stale.
         self.fleet.handle_state_files(self.state.instances());
         self.carry_out(now);
+        self.restore_intents(now);
         // Hooks a killed kvmd had not finished run again (or wait, kept,
         // for --on-verdict to be given again).
         let files = self.state.hooks();
@@ -238,6 +257,7 @@ impl Daemon {
                             now,
                         };
                         self.control.handle(token, self.poll.registry(), &ctx);
+                        self.carry_out_orders(now);
                     }
                     Token(token) => self.service(now, InstanceKey(token - FIRST_CONNECTION)),
                 }
@@ -378,6 +398,15 @@ impl Daemon {
                     }
                 }
                 Action::RemoveState { name } => self.state.remove(&name),
+                Action::SaveIntent { name, intent } => {
+                    let clock = self.clock;
+                    let saved = SavedIntent::from_intent(&intent, |at| clock.wall(at));
+                    if let Err(e) = self.state.save_intent(&name, &saved) {
+                        error!("{name}: {e}; a kvmd restart would forget the intent");
+                    }
+                }
+                Action::RemoveIntent { name } => self.state.remove_intent(&name),
+                Action::Journal(record) => self.journal(record),
                 Action::Rescan => self.crawl(now),
                 Action::Report => self.report(),
                 Action::RunHook { id, job } => {
@@ -411,10 +440,108 @@ impl Daemon {
                             clock: self.clock,
                             now,
                         };
-                        self.control.broadcast(&event, self.poll.registry(), &ctx);
+                        self.control
+                            .broadcast(&notice, &event, self.poll.registry(), &ctx);
                     }
                 }
             }
+        }
+    }
+
+    /// Intents a previous run kept: handed to the fleet, which keeps those
+    /// whose QEMU is still the one they were given for.
+    fn restore_intents(&mut self, now: Instant) {
+        let wall_now = self.clock.wall(now);
+        let mut intents = Vec::new();
+        for (name, saved) in self.state.intents() {
+            match saved.and_then(|s| s.to_intent(now, wall_now)) {
+                Some(intent) => intents.push((name, intent)),
+                None => {
+                    warn!("{name}: its intent file cannot be read; removed");
+                    self.state.remove_intent(&name);
+                }
+            }
+        }
+        if !intents.is_empty() {
+            self.fleet.handle_intent_files(now, intents);
+            self.carry_out(now);
+        }
+    }
+
+    /// Carries out what control clients asked that changes the fleet, and
+    /// answers each.
+    fn carry_out_orders(&mut self, now: Instant) {
+        for (client, request) in self.control.take_orders() {
+            let answer = self.order(now, request);
+            self.carry_out(now);
+            let ctx = Context {
+                fleet: &self.fleet,
+                info: &self.info,
+                clock: self.clock,
+                now,
+            };
+            self.control
+                .answer(client, answer, self.poll.registry(), &ctx);
+        }
+    }
+
+    fn order(&mut self, now: Instant, request: Request) -> Answer {
+        use crate::control::{Refusal, error_line};
+        let refused = |instance: &str, e: IntentRefused| {
+            Answer::Last(error_line(Refusal::Refused, &format!("{instance}: {e}")))
+        };
+        match request {
+            Request::ExpectStop {
+                instance,
+                seconds,
+                by,
+            } => {
+                let Some(name) = InstanceName::new(instance.as_ref()) else {
+                    return refused(&instance, IntentRefused::NotMonitored);
+                };
+                let window = Duration::from_secs(seconds);
+                match self
+                    .fleet
+                    .handle_expect_stop(now, &name, window, by.clone())
+                {
+                    Ok(()) => Answer::Last(crate::control::intent_line(
+                        &name.to_string(),
+                        &by,
+                        seconds,
+                        self.clock.wall(now + window),
+                    )),
+                    Err(e) => refused(&name.to_string(), e),
+                }
+            }
+            Request::CancelIntent { instance } => {
+                let Some(name) = InstanceName::new(instance.as_ref()) else {
+                    return refused(&instance, IntentRefused::NotMonitored);
+                };
+                match self.fleet.handle_cancel_intent(now, &name) {
+                    Ok(()) => Answer::Last(crate::control::cancelled_line(&name.to_string())),
+                    Err(e) => refused(&name.to_string(), e),
+                }
+            }
+            Request::PowerdownAll { seconds, by } => {
+                let window = Duration::from_secs(seconds);
+                let pressed = self.fleet.handle_powerdown_all(now, window, &by);
+                info!(
+                    "powerdown-all (by {by}): pressed the power button of {} of {} instances",
+                    pressed.iter().filter(|p| p.result.is_ok()).count(),
+                    pressed.len()
+                );
+                let waiting = pressed
+                    .iter()
+                    .filter(|p| p.result.is_ok())
+                    .map(|p| p.name.to_string())
+                    .collect();
+                Answer::AwaitVerdicts(crate::control::powerdown_line(&pressed), waiting)
+            }
+            // Answered by the control socket itself.
+            Request::Status { .. } | Request::Events => Answer::Last(error_line(
+                Refusal::BadRequest,
+                "not a command that changes anything",
+            )),
         }
     }
 

@@ -14,6 +14,7 @@ impl Daemon {
                 started: self.started_wall,
                 watched: self.watcher.is_watching(),
                 inotify_overflows: self.watcher.overflows(),
+                journal_errors: self.journal_errors,
             };
             let text = metrics::render(&self.fleet, &outside);
             match files::replace(path, text.as_bytes()) {

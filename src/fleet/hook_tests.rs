@@ -276,6 +276,7 @@ fn hooks_left_by_a_killed_kvmd_run_again_counting_their_runs() {
         qemu_pid: Some(7),
         attempt,
         running: Some(PROCESS),
+        intent_by: None,
     };
     h.fleet.handle_hook_files(
         h.now,

@@ -51,6 +51,8 @@ pub struct HookJob {
     /// The process of the run in progress, once spawned: a restarted kvmd
     /// ends it before running the hook again (its outcome is unknown).
     pub running: Option<Qemu>,
+    /// Who said beforehand it would stop the QEMU (`KVMD_INTENT_BY`).
+    pub intent_by: Option<String>,
 }
 
 impl HookJob {
@@ -216,6 +218,7 @@ impl Fleet {
         name: &InstanceName,
         verdict: Verdict,
         qemu: Option<Qemu>,
+        intent_by: Option<String>,
     ) {
         let Some(hooks) = &mut self.hooks else {
             return;
@@ -230,6 +233,7 @@ impl Fleet {
             qemu_pid: qemu.map(|q| q.pid),
             attempt: 0,
             running: None,
+            intent_by,
         };
         let mut superseded = None;
         match hooks.queues.get_mut(name) {

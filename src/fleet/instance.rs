@@ -59,6 +59,8 @@ pub(super) struct Instance {
     pub link: Link,
     /// When it entered its current phase.
     pub since: Instant,
+    /// What the host said of its stop beforehand (`kvmd expect-stop`).
+    pub intent: Option<super::Intent>,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,7 @@ impl Instance {
                 waits_for: WaitFor::Nothing,
             },
             since: now,
+            intent: None,
         }
     }
 

@@ -15,6 +15,10 @@ use crate::decision::{self, Carried, Evidence};
 use crate::qmp::{self, Event, Output, RunState};
 use crate::state::Saved;
 
+/// Guest crashes (GUEST_PANICKED, GUEST_CRASHLOADED) journaled and told
+/// per connection; more are only counted.
+pub const MAX_CRASH_RECORDS: u32 = 8;
+
 /// What the peer did, for the QMP state machine.
 enum Feed<'a> {
     Bytes(&'a [u8]),
@@ -110,6 +114,7 @@ impl Fleet {
         if restored {
             self.notify(Notice::Restored { name });
         }
+        self.check_intent_qemu(key);
     }
 
     fn connect_failed(&mut self, now: Instant, key: InstanceKey, since: Instant, e: ConnectError) {
@@ -191,10 +196,16 @@ impl Fleet {
             name: instance.name.clone(),
             why,
         });
-        // Whatever an earlier run kept for this socket is stale now.
+        // Whatever an earlier run kept for this socket is stale now: its
+        // evidence, and an intent restored for it at start-up.
         self.act(Action::RemoveState {
             name: instance.name.clone(),
         });
+        if instance.intent.is_some() {
+            self.act(Action::RemoveIntent {
+                name: instance.name.clone(),
+            });
+        }
         // A rescan finds this very socket again; only a new one is tried.
         // Not for a socket that went away (or a directory away): whatever
         // stands there later is another file, even with the same inode
@@ -226,8 +237,9 @@ impl Fleet {
         let name = &instance.name;
         let since = &mut instance.since;
         let queue = &mut self.queue;
-        let malformed = &mut self.counters.malformed;
+        let counters = &mut self.counters;
         let mut changed = false;
+        let had_shutdown = conv.evidence.first_shutdown().is_some();
         let Conversation {
             qmp,
             evidence,
@@ -235,8 +247,10 @@ impl Fleet {
             ready,
             version,
             state,
+            qemu,
             ..
         } = &mut **conv;
+        let qemu = *qemu;
         let mut out = |output: Output<'_>| match output {
             Output::Line(line) => debug!("{name}: QMP <- {}", line.escape_ascii()),
             Output::Transmit(command) => {
@@ -262,7 +276,32 @@ impl Fleet {
                         *state = Some(RunState::ShutDown);
                         true
                     }
-                    Event::Powerdown | Event::GuestPanicked => true,
+                    Event::GuestPanicked | Event::GuestCrashLoaded => {
+                        // Recorded as it comes: a guest that lives on in
+                        // its crash kernel, or with a panic action of
+                        // `none` or `pause`, leaves no verdict behind.
+                        match event {
+                            Event::GuestPanicked => counters.guest_panics += 1,
+                            _ => counters.crash_loads += 1,
+                        }
+                        // A guest that keeps panicking (panic=none) must not
+                        // flood the journal, each line fsync'd, nor rotate
+                        // real verdicts out of it: the first few are
+                        // recorded, the rest counted (status, metrics, the
+                        // verdict's evidence).
+                        let seen = evidence.panics().saturating_add(evidence.crash_loads());
+                        if seen <= MAX_CRASH_RECORDS {
+                            let record = super::JournalRecord {
+                                name: name.clone(),
+                                qemu,
+                                at: now,
+                                what: super::Recorded::Crash(event),
+                            };
+                            queue.push_back(super::Step::Act(Action::Journal(record)));
+                        }
+                        seen <= MAX_CRASH_RECORDS
+                    }
+                    Event::Powerdown => true,
                     Event::Reset | Event::Negotiated | Event::Status { .. } => false,
                 };
                 if told {
@@ -293,7 +332,7 @@ impl Fleet {
             }
             Output::Problem(problem) => {
                 *problems = problems.saturating_add(1);
-                *malformed += 1;
+                counters.malformed += 1;
                 changed = true;
                 if *problems == 1 {
                     let name = name.clone();
@@ -318,6 +357,13 @@ impl Fleet {
         }
         if changed {
             self.changed();
+        }
+        let shut_down = self.instances.get(key.0).is_some_and(|i| match &i.link {
+            Link::Connected(c) => c.evidence.first_shutdown().is_some(),
+            Link::Connecting { .. } => false,
+        });
+        if shut_down && !had_shutdown {
+            self.claim_intent(key);
         }
     }
 
@@ -369,14 +415,23 @@ impl Fleet {
         // Closed first: its descriptor is then free for the directory even
         // in a shortage.
         self.act(Action::Close { key });
-        let verdict = decision::decide(&conv.evidence);
-        let grounds = match conv.problems {
+        let (expected, intent) = instance.expected();
+        let verdict = decision::decide_expected(&conv.evidence, expected);
+        let mut grounds = match conv.problems {
             0 => conv.evidence.to_string(),
             n => format!("{}; {n} unusable messages", conv.evidence),
         };
-        self.decided(now, &instance, conv.qemu, verdict, grounds);
+        if let Some(intent) = &intent {
+            grounds.push_str(&format!("; intent by {}", intent.by));
+        }
+        self.decided(now, &instance, conv.qemu, verdict, grounds, intent);
         if instance.saved != Carried::default() {
             self.act(Action::RemoveState {
+                name: instance.name.clone(),
+            });
+        }
+        if instance.intent.is_some() {
+            self.act(Action::RemoveIntent {
                 name: instance.name.clone(),
             });
         }

@@ -44,6 +44,7 @@
 
 mod hooks;
 mod instance;
+mod intents;
 mod link;
 mod notice;
 mod sighting;
@@ -69,6 +70,10 @@ use crate::state::{Qemu, Saved, SocketId};
 
 pub use hooks::{HookCounts, HookEnd, HookExit, HookId, HookJob, HookPolicy, HookSignal, HookView};
 pub use instance::{Phase, Succession, WaitFor};
+pub use intents::{
+    DEFAULT_WINDOW, Intent, IntentNote, IntentRefused, IntentState, MAX_BY, MAX_WINDOW, Pressed,
+    Presses, valid_by, valid_window,
+};
 pub use notice::{GiveUp, Ignored, Notice, RecordError};
 pub use timers::Timer;
 pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
@@ -224,12 +229,44 @@ pub enum Action {
         name: InstanceName,
         jobs: Vec<HookJob>,
     },
+    /// Append to the journal, and make it durable, before anything else
+    /// the record's verdict causes (its shutdown file, its hook).
+    Journal(JournalRecord),
+    /// Write the instance's intent file (atomically).
+    SaveIntent { name: InstanceName, intent: Intent },
+    /// Remove the instance's intent file, if there is one.
+    RemoveIntent { name: InstanceName },
     /// Tell the operator.
     Notify(Notice),
     /// Something an operator sees changed: rewrite the metrics file and
     /// systemd's status line. At most once per [`timers::REPORT_EVERY`],
     /// and never while nothing changes.
     Report,
+}
+
+/// One journal line, as the fleet knows it (the caller adds wall-clock
+/// times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalRecord {
+    pub name: InstanceName,
+    pub qemu: Option<Qemu>,
+    /// When it was decided, or the event came.
+    pub at: Instant,
+    pub what: Recorded,
+}
+
+/// What a journal line records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// A verdict, with its evidence and the intent that made it, if any.
+    Verdict {
+        verdict: Verdict,
+        grounds: String,
+        intent: Option<IntentNote>,
+    },
+    /// A guest crash that left the guest running (GUEST_PANICKED with a
+    /// panic action of `none` or `pause`, GUEST_CRASHLOADED).
+    Crash(crate::qmp::Event),
 }
 
 /// What is queued for the caller. Questions about an instance or a verdict
@@ -402,6 +439,8 @@ impl Fleet {
                 Timer::HookTimeout(id) => self.hook_timed_out(now, id),
                 Timer::HookKill(id) => self.hook_kill_due(id),
                 Timer::HookRetry => self.hook_retry_due(now),
+                Timer::Intent(key) => self.intent_expired(key),
+                Timer::Press(key) => self.press_due(key),
             }
         }
     }

@@ -171,6 +171,22 @@ pub enum Notice {
         /// When it is tried again, if it is.
         retry_in: Option<Duration>,
     },
+    /// An intent was given (`kvmd expect-stop`, `kvmd powerdown-all`).
+    IntentGiven {
+        name: InstanceName,
+        by: String,
+        window: Duration,
+    },
+    /// An intent was withdrawn (`kvmd expect-stop --cancel`).
+    IntentCancelled {
+        name: InstanceName,
+        by: String,
+    },
+    /// An intent's window ended with no SHUTDOWN.
+    IntentExpired {
+        name: InstanceName,
+        by: String,
+    },
     /// A verdict's hook waiting behind another was replaced by a newer
     /// verdict's (at most one waits per instance).
     HookSuperseded {
@@ -183,7 +199,14 @@ pub enum Notice {
 impl Notice {
     pub fn level(&self) -> Level {
         match self {
+            Notice::Guest {
+                event: Event::GuestPanicked | Event::GuestCrashLoaded,
+                ..
+            } => Level::Warn,
             Notice::StillUnrecorded { .. } | Notice::Guest { .. } => Level::Debug,
+            Notice::IntentGiven { .. }
+            | Notice::IntentCancelled { .. }
+            | Notice::IntentExpired { .. } => Level::Info,
             Notice::HookEnded {
                 end: HookEnd::Exited(0),
                 ..
@@ -267,6 +290,12 @@ impl fmt::Display for Line<'_> {
                     Event::Resume => write!(f, "guest resumed (RESUME)"),
                     Event::Powerdown => write!(f, "ACPI power button pressed (POWERDOWN)"),
                     Event::GuestPanicked => write!(f, "guest panicked (GUEST_PANICKED)"),
+                    Event::GuestCrashLoaded => {
+                        write!(
+                            f,
+                            "guest crashed and loaded its crash kernel (GUEST_CRASHLOADED)"
+                        )
+                    }
                     Event::Shutdown { guest, reason } => {
                         write!(f, "guest shut down (SHUTDOWN")?;
                         if let Some(guest) = guest {
@@ -445,6 +474,18 @@ impl fmt::Display for Line<'_> {
                      verdict's replaces it"
                 )
             }
+            Notice::IntentGiven { name, by, window } => write!(
+                f,
+                "{name}: the host will stop it (by {by}): its next SHUTDOWN within {} s is the host's",
+                window.as_secs()
+            ),
+            Notice::IntentCancelled { name, by } => {
+                write!(f, "{name}: intent by {by} cancelled")
+            }
+            Notice::IntentExpired { name, by } => write!(
+                f,
+                "{name}: intent by {by} expired with no SHUTDOWN; QMP's evidence decides again"
+            ),
             Notice::ExitingUnrecorded { name, verdict } => {
                 let shown = name.shutdown_file_shown();
                 let (_, done) = doing(*verdict);

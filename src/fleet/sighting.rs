@@ -179,6 +179,8 @@ impl Fleet {
         self.by_name.remove(&instance.name);
         self.changed();
         self.timers.cancel(super::Timer::Connect(key));
+        self.timers.cancel(super::Timer::Intent(key));
+        self.timers.cancel(super::Timer::Press(key));
         Some(instance)
     }
 

@@ -1278,3 +1278,5 @@ fn every_notice_renders_as_one_line() {
         assert_eq!(notice.line(ctrl).to_string(), line);
     }
 }
+
+mod intents;

@@ -31,6 +31,10 @@ pub enum Timer {
     HookKill(HookId),
     /// A failed hook's back-off is over (the earliest of them).
     HookRetry,
+    /// An instance's intent window is over, unclaimed.
+    Intent(InstanceKey),
+    /// Press an instance's power button again (`kvmd powerdown-all`).
+    Press(InstanceKey),
 }
 
 /// The fleet's deadlines. See the module documentation.

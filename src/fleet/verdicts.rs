@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use super::instance::Instance;
 use super::view::{FileState, PastVerdict};
-use super::{Action, Fleet, Look, Notice, Purpose, Reach, RecordError, Step, Timer, VerdictKey};
+use super::{
+    Action, Fleet, IntentNote, JournalRecord, Look, Notice, Purpose, Reach, RecordError, Recorded,
+    Step, Timer, VerdictKey,
+};
 use crate::decision::Verdict;
 use crate::name::InstanceName;
 use crate::shutdown_file::Outcome;
@@ -29,6 +32,8 @@ pub(super) struct PendingVerdict {
     pub wait: Wait,
     /// Its entry in the history.
     pub serial: u64,
+    /// Who said beforehand it would stop the QEMU, if anyone did.
+    pub intent_by: Option<String>,
 }
 
 /// What an unwritten verdict waits for.
@@ -52,9 +57,22 @@ impl Fleet {
         qemu: Option<Qemu>,
         verdict: Verdict,
         grounds: String,
+        intent: Option<IntentNote>,
     ) {
         // An older QEMU's verdict still unwritten says nothing of this one.
         self.moot(&instance.name);
+        // In the journal, durably, before the shutdown file is touched:
+        // the record of a stop never misses one Ganeti acted on.
+        self.act(Action::Journal(JournalRecord {
+            name: instance.name.clone(),
+            qemu,
+            at: now,
+            what: Recorded::Verdict {
+                verdict,
+                grounds: grounds.clone(),
+                intent: intent.clone(),
+            },
+        }));
         self.serial += 1;
         let serial = self.serial;
         *self
@@ -68,6 +86,7 @@ impl Fleet {
             decided: now,
             file: FileState::Writing,
             serial,
+            intent_by: intent.as_ref().map(|i| i.by.clone()),
         });
         let key = VerdictKey(self.verdicts.insert(PendingVerdict {
             name: instance.name.clone(),
@@ -78,6 +97,7 @@ impl Fleet {
             attempts: 0,
             wait: Wait::Nothing,
             serial,
+            intent_by: intent.map(|i| i.by),
         }));
         self.verdict_by_name.insert(instance.name.clone(), key);
         self.queue.push_back(Step::Record(key));
@@ -114,6 +134,7 @@ impl Fleet {
                     grounds,
                     attempts,
                     qemu,
+                    intent_by,
                     ..
                 }) = v
                 else {
@@ -136,7 +157,7 @@ impl Fleet {
                     },
                 };
                 self.notify(notice);
-                return self.verdict_hook(&hook_for, verdict, qemu);
+                return self.verdict_hook(&hook_for, verdict, qemu, intent_by);
             }
             Err(error) => error,
         };

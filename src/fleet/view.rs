@@ -34,6 +34,8 @@ pub struct InstanceView<'a> {
     pub evidence: Option<&'a Evidence>,
     /// Messages that could not be used.
     pub malformed: u32,
+    /// What the host said of its stop beforehand.
+    pub intent: Option<&'a super::Intent>,
 }
 
 /// Where a verdict's shutdown file stands.
@@ -59,6 +61,9 @@ pub struct PastVerdict {
     pub file: FileState,
     /// Which verdict this is, to find it again (keys are reused).
     pub(super) serial: u64,
+    /// Who said beforehand it would stop the QEMU (a `host-intent`
+    /// verdict).
+    pub intent_by: Option<String>,
 }
 
 /// Running totals since the daemon started (for the metrics).
@@ -74,6 +79,10 @@ pub struct Counters {
     pub given_up: u64,
     /// Descriptor-shortage episodes.
     pub descriptor_shortages: u64,
+    /// GUEST_PANICKED events.
+    pub guest_panics: u64,
+    /// GUEST_CRASHLOADED events.
+    pub crash_loads: u64,
 }
 
 /// The past verdicts, newest last, bounded by [`HISTORY`].
@@ -112,6 +121,7 @@ impl Instance {
             state,
             evidence,
             malformed,
+            intent: self.intent.as_ref(),
         }
     }
 }

@@ -9,7 +9,11 @@
 # /var/lib/ganeti, /var/log/ganeti and /etc/ganeti are never touched: all
 # of them are private to the namespace, which dies with this script.
 #
-#   tests/cluster/one-node.sh DAEMON WORKDIR
+#   tests/cluster/one-node.sh DAEMON WORKDIR [KVMD]
+#
+# KVMD: a kvmd binary for the intent scenarios' client (`kvmd expect-stop`
+# from Ganeti's hook and qga-shutdown); default DAEMON, unless that is
+# "original" (with ONE_NODE_INSTALL, the package's /usr/sbin/kvmd).
 set -euo pipefail
 
 if [ "${1:-}" != --inside ]; then
@@ -19,7 +23,8 @@ if [ "${1:-}" != --inside ]; then
         timeout "${ONE_NODE_TIMEOUT:-360}" "$0" --inside "$@"
 fi
 shift
-daemon=$1 work=$2
+daemon=$1 work=$2 kvmd_cli=${3:-}
+if [ -z "$kvmd_cli" ] && [ "$daemon" != original ]; then kvmd_cli=$daemon; fi
 log() { echo "one-node: $*" >&2; }
 
 # --- isolation -------------------------------------------------------------
@@ -120,8 +125,11 @@ python3 - "$work" <<'PY'
 import sys
 wait = bytes([0xB4, 0x86, 0xB9, 0x2D, 0x00, 0xBA, 0xC0, 0xC6, 0xCD, 0x15])
 halt = bytes([0xF4, 0xEB, 0xFD])
+key = bytes([0x31, 0xC0, 0xCD, 0x16])  # BIOS int 16h: wait for a key
 programs = {
     "poweroff": wait + bytes([0xBA, 0x04, 0x06, 0xB8, 0x00, 0x20, 0xEF]),  # out 0x604, 0x2000
+    # Powers off when a key comes: a guest agent's shutdown, as QMP sees it.
+    "agent": key + bytes([0xBA, 0x04, 0x06, 0xB8, 0x00, 0x20, 0xEF]),
     "halt": b"",
     "reset": wait + bytes([0xB0, 0xFE, 0xE6, 0x64]),  # keyboard controller reset
 }
@@ -274,6 +282,90 @@ start deaf
 result restart-daemon daemon="$(daemon_pid >/dev/null && echo running || echo absent)"
 gnt-instance shutdown --timeout=0 deaf >&2 || true
 result attach starts=$starts watched=$attached
+
+# Intents (kvmd expect-stop), as an operator wires them (contrib/ganeti):
+# the hook that tells kvmd before gnt-instance shutdown, and qga-shutdown,
+# which tells kvmd before it asks the guest agent to power the guest off.
+# kvmd's client is the binary under test (KVMD), at the path the
+# hook looks for it (Ganeti gives hooks PATH=/sbin:/bin:/usr/sbin:/usr/bin);
+# with the package installed it is there already.
+contrib=$(dirname "$0")/../../contrib/ganeti
+if [ -z "${ONE_NODE_INSTALL:-}" ] && [ -n "$kvmd_cli" ]; then
+    mkdir "$work/sbin-upper" "$work/sbin-work"
+    mount -t overlay kvmd-test-sbin \
+        -o "lowerdir=/usr/sbin,upperdir=$work/sbin-upper,workdir=$work/sbin-work" /usr/sbin
+    cp "$kvmd_cli" /usr/sbin/kvmd
+fi
+mkdir -p /etc/ganeti/hooks/instance-stop-pre.d
+install -m 755 "${ONE_NODE_HOOK:-$contrib/hooks/kvmd-expect-stop}" \
+    /etc/ganeti/hooks/instance-stop-pre.d/kvmd-expect-stop
+decided_reason() { # name: the reason code of the daemon's last verdict, or -
+    grep -F " $1: decided " /var/log/ganeti/kvm-daemon.log 2>/dev/null | tail -1 |
+        sed -n 's/.*: decided [^(]*(\([a-z-]*\)).*/\1/p' | grep . || echo -
+}
+decided_by() { # name: who said beforehand, or -
+    grep -F " $1: decided " /var/log/ganeti/kvm-daemon.log 2>/dev/null | tail -1 |
+        sed -n 's/.*; intent by \([^]]*\)\].*/\1/p' | tr ' ' _ | grep . || echo -
+}
+# gnt-instance shutdown of a guest that ignores the button: SIGTERM, with
+# the hook's intent before it.
+add stopped "$halt"
+start stopped
+gnt-instance shutdown --timeout=0 stopped >&2 || true
+result intent-hook status="$(state stopped | cut -d' ' -f1)" \
+    reason="$(decided_reason stopped)" by="$(decided_by stopped)"
+# The guest agent's path. The agent (inside a real guest it would carry
+# out guest-shutdown itself) is played by a stub on the agent's socket
+# that presses the key the guest waits for, through Ganeti's QMP socket.
+agent_stub() { # agent-socket qmp-socket
+    python3 - "$1" "$2" <<'PY'
+import json, os, socket, sys, time
+agent, qmp = sys.argv[1:3]
+server = socket.socket(socket.AF_UNIX)
+server.bind(agent)
+server.listen(1)
+server.settimeout(120)
+conn, _ = server.accept()
+request = json.loads(conn.makefile().readline())
+if request.get("execute") != "guest-shutdown":
+    sys.exit(f"agent stub: unexpected {request}")
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        with socket.socket(socket.AF_UNIX) as q:
+            q.settimeout(5)
+            q.connect(qmp)
+            f = q.makefile("rw")
+            f.readline()
+            for cmd in ({"execute": "qmp_capabilities"},
+                        {"execute": "send-key",
+                         "arguments": {"keys": [{"type": "qcode", "data": "ret"}]}}):
+                f.write(json.dumps(cmd) + "\n")
+                f.flush()
+                while not {"return", "error"} & set(json.loads(f.readline())):
+                    pass
+    except (OSError, ValueError):
+        break  # QEMU is gone
+    time.sleep(0.2)
+PY
+}
+add agent "$work/agent.img"
+start agent
+rm -f "$work/agent.qga"
+agent_stub "$work/agent.qga" "$ctrl/agent.qmp" &
+stub=$!
+until [ -S "$work/agent.qga" ] || ! kill -0 "$stub" 2>/dev/null; do sleep 0.1; done
+agent_rc=0
+"$contrib/qga-shutdown" --socket "$work/agent.qga" --by "qga-shutdown test" agent >&2 || agent_rc=$?
+if [ "$agent_rc" = 0 ]; then
+    wait_down agent || true
+else
+    kill "$stub" 2>/dev/null # refused: nothing was sent
+fi
+wait "$stub" 2>/dev/null || true
+result intent-agent rc=$agent_rc status="$(state agent | cut -d' ' -f1)" file="$(file agent)" \
+    reason="$(decided_reason agent)" by="$(decided_by agent)"
+gnt-instance shutdown --timeout=0 agent >&2 || true
 
 # contrib/ganeti/qa-user-shutdown, the operator's end-to-end check (a real
 # poweroff from inside the guest, where Ganeti's own QA sends SIGTERM), run

@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test file uses a different part of this
 
 pub mod bound;
+pub mod cli;
 pub mod peer;
 pub mod trixie;
 
@@ -142,6 +143,8 @@ pub mod program {
     pub const RESET: &[u8] = &[0xB0, 0xFE, 0xE6, 0x64];
     /// Write 1 to pvpanic's port: "guest panicked".
     pub const PANIC: &[u8] = &[0xB0, 0x01, 0xBA, 0x05, 0x05, 0xEE];
+    /// Write 2 to pvpanic's port: "crash kernel loaded" (kdump).
+    pub const CRASH_LOADED: &[u8] = &[0xB0, 0x02, 0xBA, 0x05, 0x05, 0xEE];
     /// On the first boot, mark CMOS byte 0x7E (kept across a reset) and
     /// reset; on the next boot, go on after this code.
     pub const RESET_ONCE: &[u8] = &[
@@ -389,6 +392,8 @@ pub struct Options {
     pub no_reboot: bool,
     pub no_shutdown: bool,
     pub pvpanic: bool,
+    /// `-action panic=none`: a panicked guest runs on (QEMU 6.0+).
+    pub panic_runs_on: bool,
 }
 
 /// A real QEMU guest, started paused (`-S`) with two QMP sockets in the
@@ -431,6 +436,9 @@ impl Guest {
         }
         if options.pvpanic {
             command.args(["-device", "pvpanic"]);
+        }
+        if options.panic_runs_on {
+            command.args(["-action", "panic=none"]);
         }
         let child = command
             .stdin(Stdio::null())

@@ -10,7 +10,9 @@
 # WORK, a host directory, is /kvmd-test inside. CHECKS is copied there and
 # run as `bash /kvmd-test/checks.sh ARGS...` in every namespace (nsenter);
 # its output and exit status are this script's. WORK also gets console.log
-# (systemd's console) and journal.txt.
+# (systemd's console) and journal.txt. Checks that power the system off
+# touch WORK/powering-off first: boot.sh then waits for systemd to finish
+# (there is no journal to save afterwards).
 #
 # Meant to leave the host as it was, for well-behaved code inside (this is
 # a test bed, not a security boundary: everything inside is root with
@@ -211,5 +213,13 @@ set +e
 wait "$checks_pid"
 rc=$?
 set -e
+if [ -e "$work/powering-off" ]; then
+    # The checks powered the system off: systemd stops every unit, then
+    # (in a container) exits. Its console says what it did.
+    while container_pid1 && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    if container_pid1; then finished=no; else finished=yes; fi
+    echo "RESULT poweroff finished=$finished"
+    exit "$rc"
+fi
 inside journalctl -b --no-pager -o short-monotonic > "$work/journal.txt" 2>&1 || true
 exit "$rc"

@@ -1,0 +1,511 @@
+//! Intents: the host saying, before it stops a QEMU, that the stop is its
+//! own (`kvmd expect-stop`, `kvmd powerdown-all`).
+//!
+//! Some host-initiated stops look like the user's to QMP: a guest agent's
+//! `guest-shutdown` ends in `SHUTDOWN {"guest": true, "reason":
+//! "guest-shutdown"}` with no POWERDOWN before it. An intent closes that
+//! gap without guessing from timing: it names one QEMU process (its socket
+//! and, when known, its pid and start time, so a new QEMU of the same name
+//! inherits nothing), it holds for a window, and the first SHUTDOWN of
+//! that QEMU within the window *claims* it. A claimed intent makes the
+//! verdict `host-intent` at the hang-up, whatever the SHUTDOWN said; an
+//! intent never claimed expires (or ends with its QEMU) and changes
+//! nothing.
+//!
+//! Intents are kept in the state directory ([`Action::SaveIntent`]), so a
+//! restarted kvmd honours them; the caller hands them back with
+//! [`Fleet::handle_intent_files`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::instance::{Instance, Link};
+use super::{Action, Fleet, InstanceKey, Notice, Phase, Timer};
+use crate::decision::Expected;
+use crate::name::InstanceName;
+use crate::qmp::Command;
+use crate::state::{Qemu, SocketId};
+
+/// The window when none is given.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
+/// The longest window: an intent is for a stop about to happen, not a
+/// standing exemption (an hour covers the slowest guest's shutdown).
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+/// The longest `--by` text (it goes into log lines, hooks and the journal).
+pub const MAX_BY: usize = 200;
+/// While `kvmd powerdown-all` waits, the power button is pressed again
+/// this often: a guest that had not yet enabled its button when it was
+/// first pressed loses that press (Ganeti's own stop presses every 10 s).
+pub const PRESS_AGAIN: Duration = Duration::from_secs(5);
+
+/// Where an intent stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntentState {
+    /// Given; no SHUTDOWN yet. Expires at `until`.
+    Waiting,
+    /// The first SHUTDOWN came within the window: the verdict is the
+    /// host's. Never expires; ends with its QEMU.
+    Claimed,
+}
+
+/// Whether the power button is pressed again while the intent waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presses {
+    /// `kvmd expect-stop`: the caller stops the guest its own way.
+    None,
+    /// `kvmd powerdown-all`: kvmd presses the button until the guest obeys.
+    UntilShutdown,
+}
+
+/// One intent. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// Who said so (`--by`): shown in the log, status, events, hooks and
+    /// the journal.
+    pub by: String,
+    pub given: Instant,
+    pub until: Instant,
+    /// The QEMU it was given for: its socket ...
+    pub socket: SocketId,
+    /// ... and its process, when known.
+    pub qemu: Option<Qemu>,
+    pub state: IntentState,
+    pub presses: Presses,
+}
+
+/// A claimed intent, as a verdict carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntentNote {
+    pub by: String,
+    pub given: Instant,
+}
+
+/// Why an intent was not given (or withdrawn).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntentRefused {
+    /// kvmd does not monitor an instance of that name.
+    NotMonitored,
+    /// It is still connecting or negotiating: which QEMU it is is not
+    /// known yet.
+    NotYetMonitoring,
+    /// Its guest already shut down: the SHUTDOWN that decides came before.
+    AlreadyShutDown,
+    /// Zero, or longer than [`MAX_WINDOW`].
+    BadWindow(Duration),
+    /// `--by` too long or with control characters.
+    BadBy,
+    /// Nothing to cancel.
+    NoIntent,
+    /// Too late to cancel: the SHUTDOWN it covers came.
+    AlreadyClaimed,
+    /// The QEMU would not take the power button now.
+    CannotPress,
+}
+
+impl fmt::Display for IntentRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntentRefused::NotMonitored => {
+                write!(f, "kvmd does not monitor an instance of that name")
+            }
+            IntentRefused::NotYetMonitoring => write!(
+                f,
+                "kvmd is still connecting to it; try again once `kvmd status` says monitoring"
+            ),
+            IntentRefused::AlreadyShutDown => write!(
+                f,
+                "its guest has already shut down; the SHUTDOWN that decides came before"
+            ),
+            IntentRefused::BadWindow(window) => write!(
+                f,
+                "a window of {} s is not allowed (1 s to {} s)",
+                window.as_secs(),
+                MAX_WINDOW.as_secs()
+            ),
+            IntentRefused::BadBy => {
+                write!(f, "--by takes at most {MAX_BY} bytes of printable text")
+            }
+            IntentRefused::NoIntent => write!(f, "no intent is given for it"),
+            IntentRefused::AlreadyClaimed => write!(
+                f,
+                "too late: the SHUTDOWN it covers already came, and the verdict will be the host's"
+            ),
+            IntentRefused::CannotPress => {
+                write!(f, "its QEMU cannot take the power button now")
+            }
+        }
+    }
+}
+
+impl std::error::Error for IntentRefused {}
+
+/// Whether `by` may be kept and shown as it is.
+pub fn valid_by(by: &str) -> bool {
+    by.len() <= MAX_BY && !by.chars().any(char::is_control)
+}
+
+/// Whether `window` is one an intent may have.
+pub fn valid_window(window: Duration) -> bool {
+    !window.is_zero() && window <= MAX_WINDOW
+}
+
+/// What [`Fleet::handle_powerdown_all`] did for one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pressed {
+    pub name: InstanceName,
+    pub qemu: Option<Qemu>,
+    pub result: Result<(), IntentRefused>,
+}
+
+impl Fleet {
+    /// `kvmd expect-stop NAME --for WINDOW --by BY`: the next SHUTDOWN of
+    /// `name`'s current QEMU within `window` is the host's. A second call
+    /// replaces the first.
+    pub fn handle_expect_stop(
+        &mut self,
+        now: Instant,
+        name: &InstanceName,
+        window: Duration,
+        by: String,
+    ) -> Result<(), IntentRefused> {
+        self.tick(now);
+        let key = self.monitored(name)?;
+        self.give_intent(now, key, window, by, Presses::None)
+    }
+
+    /// `kvmd expect-stop --cancel NAME`: withdraws a waiting intent.
+    pub fn handle_cancel_intent(
+        &mut self,
+        now: Instant,
+        name: &InstanceName,
+    ) -> Result<(), IntentRefused> {
+        self.tick(now);
+        let key = *self.by_name.get(name).ok_or(IntentRefused::NotMonitored)?;
+        let instance = self
+            .instances
+            .get_mut(key.0)
+            .ok_or(IntentRefused::NotMonitored)?;
+        match &instance.intent {
+            None => return Err(IntentRefused::NoIntent),
+            Some(intent) if intent.state == IntentState::Claimed => {
+                return Err(IntentRefused::AlreadyClaimed);
+            }
+            Some(_) => {}
+        }
+        let Some(intent) = instance.intent.take() else {
+            return Err(IntentRefused::NoIntent);
+        };
+        self.timers.cancel(Timer::Intent(key));
+        self.timers.cancel(Timer::Press(key));
+        let name = name.clone();
+        self.act(Action::RemoveIntent { name: name.clone() });
+        self.notify(Notice::IntentCancelled {
+            name,
+            by: intent.by,
+        });
+        Ok(())
+    }
+
+    /// `kvmd powerdown-all`: an intent `by` for `window` on every monitored
+    /// guest, and its power button pressed (again every [`PRESS_AGAIN`]
+    /// until it shuts down or the window ends). Instances not monitored
+    /// yet are listed as refused.
+    pub fn handle_powerdown_all(
+        &mut self,
+        now: Instant,
+        window: Duration,
+        by: &str,
+    ) -> Vec<Pressed> {
+        self.tick(now);
+        let keys: Vec<InstanceKey> = self.instances.iter().map(|(k, _)| InstanceKey(k)).collect();
+        let mut pressed = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(instance) = self.instances.get(key.0) else {
+                continue;
+            };
+            let name = instance.name.clone();
+            let qemu = match &instance.link {
+                Link::Connected(c) => c.qemu,
+                Link::Connecting { .. } => None,
+            };
+            // Pressed first, the intent given only once the press went
+            // out: a QEMU that cannot take the button gets no intent
+            // either (it is told refused, and nothing changes for it).
+            let result = match instance.phase() {
+                Phase::Monitoring => self
+                    .check_intent(key, window, by)
+                    .and_then(|()| self.press(key))
+                    .and_then(|()| {
+                        self.give_intent(now, key, window, by.to_owned(), Presses::UntilShutdown)
+                    }),
+                _ => Err(IntentRefused::NotYetMonitoring),
+            };
+            pressed.push(Pressed { name, qemu, result });
+        }
+        pressed
+    }
+
+    /// Intents a previous run kept, once at start-up after the first
+    /// crawl's connects: each is taken up by the instance it was given
+    /// for, or dropped (its QEMU is gone, or it expired meanwhile).
+    pub fn handle_intent_files(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
+        self.tick(now);
+        for (name, intent) in intents {
+            let key = self.by_name.get(&name).copied();
+            let instance = key.and_then(|key| self.instances.get(key.0));
+            let fits = instance.is_some_and(|i| intent_fits(i, &intent));
+            let expired = intent.state == IntentState::Waiting && intent.until <= now;
+            let (Some(key), true, false) = (key, fits, expired) else {
+                log::debug!("{name}: a kept intent no longer applies; removed");
+                self.act(Action::RemoveIntent { name });
+                continue;
+            };
+            let shut_down = self.instances.get(key.0).is_some_and(|i| match &i.link {
+                Link::Connected(c) => c.evidence.first_shutdown().is_some(),
+                Link::Connecting { .. } => false,
+            });
+            let mut intent = intent;
+            // A SHUTDOWN read by the previous run (kept with the evidence)
+            // while the intent was in force claims it now.
+            if shut_down && intent.state == IntentState::Waiting {
+                intent.state = IntentState::Claimed;
+                self.save_intent(&name, &intent);
+            }
+            if intent.state == IntentState::Waiting {
+                self.timers.set(Timer::Intent(key), intent.until);
+                if intent.presses == Presses::UntilShutdown {
+                    self.timers.set(Timer::Press(key), now);
+                }
+            }
+            if let Some(instance) = self.instances.get_mut(key.0) {
+                instance.intent = Some(intent);
+            }
+        }
+    }
+
+    /// The key of `name`'s instance, if it is monitored.
+    fn monitored(&self, name: &InstanceName) -> Result<InstanceKey, IntentRefused> {
+        let key = *self.by_name.get(name).ok_or(IntentRefused::NotMonitored)?;
+        let instance = self
+            .instances
+            .get(key.0)
+            .ok_or(IntentRefused::NotMonitored)?;
+        match instance.phase() {
+            Phase::Monitoring => Ok(key),
+            _ => Err(IntentRefused::NotYetMonitoring),
+        }
+    }
+
+    /// Whether `key` may be given an intent for `window` by `by`.
+    fn check_intent(
+        &self,
+        key: InstanceKey,
+        window: Duration,
+        by: &str,
+    ) -> Result<(), IntentRefused> {
+        if !valid_window(window) {
+            return Err(IntentRefused::BadWindow(window));
+        }
+        if !valid_by(by) {
+            return Err(IntentRefused::BadBy);
+        }
+        let instance = self
+            .instances
+            .get(key.0)
+            .ok_or(IntentRefused::NotMonitored)?;
+        let Link::Connected(conv) = &instance.link else {
+            return Err(IntentRefused::NotYetMonitoring);
+        };
+        if conv.evidence.first_shutdown().is_some() {
+            return Err(IntentRefused::AlreadyShutDown);
+        }
+        Ok(())
+    }
+
+    fn give_intent(
+        &mut self,
+        now: Instant,
+        key: InstanceKey,
+        window: Duration,
+        by: String,
+        presses: Presses,
+    ) -> Result<(), IntentRefused> {
+        self.check_intent(key, window, &by)?;
+        let instance = self
+            .instances
+            .get_mut(key.0)
+            .ok_or(IntentRefused::NotMonitored)?;
+        let Link::Connected(conv) = &instance.link else {
+            return Err(IntentRefused::NotYetMonitoring);
+        };
+        let intent = Intent {
+            by: by.clone(),
+            given: now,
+            until: now + window,
+            socket: instance.socket,
+            qemu: conv.qemu,
+            state: IntentState::Waiting,
+            presses,
+        };
+        let name = instance.name.clone();
+        instance.intent = Some(intent.clone());
+        self.timers.set(Timer::Intent(key), intent.until);
+        // An intent that presses nothing replaces one that did (an
+        // expect-stop over powerdown-all's): its presses end with it.
+        if presses == Presses::None {
+            self.timers.cancel(Timer::Press(key));
+        }
+        self.save_intent(&name, &intent);
+        self.notify(Notice::IntentGiven { name, by, window });
+        Ok(())
+    }
+
+    fn save_intent(&mut self, name: &InstanceName, intent: &Intent) {
+        self.act(Action::SaveIntent {
+            name: name.clone(),
+            intent: intent.clone(),
+        });
+    }
+
+    /// Presses `key`'s power button, and sets the timer to press again.
+    fn press(&mut self, key: InstanceKey) -> Result<(), IntentRefused> {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return Err(IntentRefused::NotMonitored);
+        };
+        let Link::Connected(conv) = &mut instance.link else {
+            return Err(IntentRefused::NotYetMonitoring);
+        };
+        let mut sent = None;
+        conv.qmp
+            .execute(Command::SystemPowerdown, &mut |out| {
+                if let crate::qmp::Output::Transmit(command) = out {
+                    sent = Some(command);
+                }
+            })
+            .map_err(|_| IntentRefused::CannotPress)?;
+        if let Some(command) = sent {
+            self.act(Action::Transmit { key, command });
+        }
+        if let Some(now) = self.clock {
+            self.timers.set(Timer::Press(key), now + PRESS_AGAIN);
+        }
+        Ok(())
+    }
+
+    /// [`Timer::Press`]: the guest has not shut down yet; press again. A
+    /// QEMU that leaves a press unanswered is not pressed more (the
+    /// presses are bounded by [`crate::qmp::MAX_ASKED`]).
+    pub(super) fn press_due(&mut self, key: InstanceKey) {
+        let waiting = self.instances.get(key.0).is_some_and(|i| {
+            i.intent.as_ref().is_some_and(|intent| {
+                intent.state == IntentState::Waiting && intent.presses == Presses::UntilShutdown
+            })
+        });
+        if !waiting {
+            return;
+        }
+        if let Err(e) = self.press(key) {
+            // Not negotiated yet (a restarted kvmd), or QEMU has not
+            // answered the last presses: tried again while the intent
+            // waits (its expiry cancels this timer).
+            log::debug!("power button not pressed now ({e}); again in {PRESS_AGAIN:?}");
+            if let Some(now) = self.clock {
+                self.timers.set(Timer::Press(key), now + PRESS_AGAIN);
+            }
+        }
+    }
+
+    /// [`Timer::Intent`]: a waiting intent's window is over.
+    pub(super) fn intent_expired(&mut self, key: InstanceKey) {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        if !instance
+            .intent
+            .as_ref()
+            .is_some_and(|i| i.state == IntentState::Waiting)
+        {
+            return;
+        }
+        let Some(intent) = instance.intent.take() else {
+            return;
+        };
+        self.timers.cancel(Timer::Press(key));
+        let name = instance.name.clone();
+        self.act(Action::RemoveIntent { name: name.clone() });
+        self.notify(Notice::IntentExpired {
+            name,
+            by: intent.by,
+        });
+    }
+
+    /// The first SHUTDOWN of `key`'s QEMU came: a waiting intent is
+    /// claimed (its window is still open: an expired one is gone).
+    pub(super) fn claim_intent(&mut self, key: InstanceKey) {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        let Some(intent) = instance.intent.as_mut() else {
+            return;
+        };
+        if intent.state != IntentState::Waiting {
+            return;
+        }
+        intent.state = IntentState::Claimed;
+        let (name, intent) = (instance.name.clone(), intent.clone());
+        self.timers.cancel(Timer::Intent(key));
+        self.timers.cancel(Timer::Press(key));
+        self.save_intent(&name, &intent);
+    }
+
+    /// A connection learned which QEMU is behind the socket: an intent
+    /// (restored at start-up before it connected) for another QEMU goes.
+    pub(super) fn check_intent_qemu(&mut self, key: InstanceKey) {
+        let Some(instance) = self.instances.get_mut(key.0) else {
+            return;
+        };
+        let fits = instance
+            .intent
+            .as_ref()
+            .is_none_or(|intent| intent_fits(instance, intent));
+        if fits {
+            return;
+        }
+        instance.intent = None;
+        let name = instance.name.clone();
+        self.timers.cancel(Timer::Intent(key));
+        self.timers.cancel(Timer::Press(key));
+        self.act(Action::RemoveIntent { name });
+    }
+}
+
+impl Instance {
+    /// What the host said of this QEMU's stop, for the decision, and the
+    /// intent to record with the verdict.
+    pub(super) fn expected(&self) -> (Expected, Option<IntentNote>) {
+        match &self.intent {
+            Some(intent) if intent.state == IntentState::Claimed => (
+                Expected::HostStop,
+                Some(IntentNote {
+                    by: intent.by.clone(),
+                    given: intent.given,
+                }),
+            ),
+            _ => (Expected::Nothing, None),
+        }
+    }
+}
+
+/// Whether `intent` was given for the QEMU `instance` monitors: the same
+/// socket, and (once both are known) the same process.
+fn intent_fits(instance: &Instance, intent: &Intent) -> bool {
+    let qemu = match &instance.link {
+        Link::Connected(c) => c.qemu,
+        Link::Connecting { .. } => None,
+    };
+    instance.socket == intent.socket
+        && match (qemu, intent.qemu) {
+            (Some(now), Some(then)) => now == then,
+            _ => true,
+        }
+}

@@ -1,0 +1,375 @@
+//! Intents (`kvmd expect-stop`, `kvmd powerdown-all`) in the fleet alone:
+//! given, claimed, expired, cancelled, refused, carried over a restart,
+//! and never inherited by a new QEMU of the same name.
+
+use super::*;
+use crate::decision::Why;
+
+const PANICKED: &[u8] = b"{\"event\": \"GUEST_PANICKED\", \"data\": {\"action\": \"run\"}}\r\n";
+const CRASHLOADED: &[u8] =
+    b"{\"event\": \"GUEST_CRASHLOADED\", \"data\": {\"action\": \"run\"}}\r\n";
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn expect(h: &mut Harness, n: &str, window: Duration) -> Result<Vec<Action>, IntentRefused> {
+    let r = h
+        .fleet
+        .handle_expect_stop(h.now, &name(n), window, "test".to_owned());
+    r.map(|()| h.drain())
+}
+
+fn saved_intent(actions: &[Action]) -> Option<&Intent> {
+    actions.iter().find_map(|a| match a {
+        Action::SaveIntent { intent, .. } => Some(intent),
+        _ => None,
+    })
+}
+
+fn removes_intent(actions: &[Action], n: &str) -> bool {
+    actions
+        .iter()
+        .any(|a| *a == Action::RemoveIntent { name: name(n) })
+}
+
+fn journaled_verdict(actions: &[Action]) -> (Verdict, Option<IntentNote>) {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Journal(JournalRecord {
+                what: Recorded::Verdict {
+                    verdict, intent, ..
+                },
+                ..
+            }) => Some((*verdict, intent.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no journal record in {actions:?}"))
+}
+
+#[test]
+fn an_intent_makes_a_guest_agent_shutdown_the_hosts() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    let given = expect(&mut h, "vm", secs(120)).expect("given");
+    let intent = saved_intent(&given).expect("kept in the state directory");
+    assert_eq!(
+        (intent.state, intent.qemu, intent.socket),
+        (IntentState::Waiting, Some(QEMU), socket(1))
+    );
+    assert_eq!(intent.until, h.now + secs(120));
+    assert!(h.fleet.timer_is_set(Timer::Intent(key)));
+    // The guest agent's shutdown: exactly what the user's own looks like.
+    let seen = h.bytes(key, USER_OFF);
+    let claimed = saved_intent(&seen).expect("the claim is kept");
+    assert_eq!(claimed.state, IntentState::Claimed);
+    assert!(
+        !h.fleet.timer_is_set(Timer::Intent(key)),
+        "a claim never expires"
+    );
+    let ended = h.hangup(key);
+    let (verdict, intent) = journaled_verdict(&ended);
+    assert_eq!(verdict.why(), Why::HostIntent);
+    assert_eq!(intent.map(|i| i.by), Some("test".to_owned()));
+    // Journaled before the shutdown file is touched.
+    let journal = ended.iter().position(|a| matches!(a, Action::Journal(_)));
+    let record = ended
+        .iter()
+        .position(|a| matches!(a, Action::Record { .. }));
+    assert!(journal < record, "{ended:?}");
+    assert_eq!(record_of(&ended).1.why(), Why::HostIntent);
+    assert!(!record_of(&ended).1.is_user_shutdown());
+    assert!(removes_intent(&ended, "vm"));
+    let last = h.fleet.last_verdict(&name("vm")).expect("kept for status");
+    assert_eq!(last.intent_by.as_deref(), Some("test"));
+}
+
+#[test]
+fn an_unclaimed_intent_expires_and_qmp_decides_again() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    let given_at = h.now;
+    expect(&mut h, "vm", secs(2)).expect("given");
+    assert_eq!(h.quiet(), Some(given_at + secs(2)));
+    let expired = h.advance(given_at + secs(2) - h.now);
+    assert!(removes_intent(&expired, "vm"), "{expired:?}");
+    assert!(matches!(
+        notices(&expired).as_slice(),
+        [Notice::IntentExpired { .. }]
+    ));
+    assert_eq!(h.quiet(), None, "nothing waits any more");
+    h.bytes(key, USER_OFF);
+    let ended = h.hangup(key);
+    assert_eq!(record_of(&ended).1.why(), Why::GuestPoweredOff);
+}
+
+#[test]
+fn intents_are_refused_for_what_they_cannot_cover() {
+    let mut h = Harness::watching();
+    let refused = |h: &mut Harness, n: &str, w| expect(h, n, w).expect_err("refused");
+    assert_eq!(
+        refused(&mut h, "nobody", secs(60)),
+        IntentRefused::NotMonitored
+    );
+    let key = h.attach("vm", 1);
+    assert_eq!(
+        refused(&mut h, "vm", secs(60)),
+        IntentRefused::NotYetMonitoring
+    );
+    let ok = Ok(Connected {
+        qemu: Some(QEMU),
+        saved: None,
+    });
+    h.connect(key, ok);
+    h.negotiate(key);
+    assert_eq!(
+        refused(&mut h, "vm", secs(0)),
+        IntentRefused::BadWindow(secs(0))
+    );
+    let ten_days = secs(10 * 86_400);
+    assert_eq!(
+        refused(&mut h, "vm", ten_days),
+        IntentRefused::BadWindow(ten_days)
+    );
+    for by in ["", "a\nb", &"x".repeat(MAX_BY + 1)] {
+        let r = h
+            .fleet
+            .handle_expect_stop(h.now, &name("vm"), secs(60), by.to_owned());
+        let expected = if by.is_empty() {
+            Ok(())
+        } else {
+            Err(IntentRefused::BadBy)
+        };
+        assert_eq!(r, expected, "{by:?}");
+    }
+    h.drain();
+    // Cancelling: a waiting intent goes; nothing to cancel is said.
+    h.fleet
+        .handle_cancel_intent(h.now, &name("vm"))
+        .expect("cancelled");
+    assert!(removes_intent(&h.drain(), "vm"));
+    assert!(!h.fleet.timer_is_set(Timer::Intent(key)));
+    assert_eq!(
+        h.fleet.handle_cancel_intent(h.now, &name("vm")),
+        Err(IntentRefused::NoIntent)
+    );
+    // Once the guest shut down, it is too late either way.
+    expect(&mut h, "vm", secs(60)).expect("given again");
+    h.bytes(key, USER_OFF);
+    assert_eq!(
+        h.fleet.handle_cancel_intent(h.now, &name("vm")),
+        Err(IntentRefused::AlreadyClaimed)
+    );
+    h.drain();
+    let mut other = Harness::watching();
+    let key = other.monitor("vm", 1);
+    other.bytes(key, USER_OFF);
+    assert_eq!(
+        refused(&mut other, "vm", secs(60)),
+        IntentRefused::AlreadyShutDown
+    );
+    assert!(
+        refused(&mut other, "vm", secs(60))
+            .to_string()
+            .contains("already shut down")
+    );
+}
+
+#[test]
+fn a_new_qemu_of_the_same_name_inherits_nothing() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    expect(&mut h, "vm", secs(120)).expect("given");
+    // Killed: no SHUTDOWN, nothing claimed.
+    let ended = h.hangup(key);
+    assert_eq!(record_of(&ended).1.why(), Why::NoShutdown);
+    assert!(removes_intent(&ended, "vm"));
+    assert!(!h.fleet.timer_is_set(Timer::Intent(key)));
+    let (vkey, _) = record_of(&ended);
+    h.recorded(vkey, Ok(Outcome::WasAbsent));
+    // The successor, on another inode.
+    h.looked(
+        "vm",
+        Purpose::Successor {
+            ended: socket(1),
+            renewed: false,
+        },
+        Look::Absent,
+    );
+    let key = h.monitor("vm", 2);
+    assert!(h.fleet.view(&name("vm")).expect("tracked").intent.is_none());
+    h.bytes(key, USER_OFF);
+    let ended = h.hangup(key);
+    assert_eq!(record_of(&ended).1.why(), Why::GuestPoweredOff);
+}
+
+#[test]
+fn intents_survive_a_restart_for_the_same_qemu_only() {
+    let mut before = Harness::watching();
+    before.monitor("vm", 1);
+    let given = expect(&mut before, "vm", secs(60)).expect("given");
+    let kept = saved_intent(&given).expect("kept").clone();
+
+    // A restarted kvmd, connected again to the same QEMU.
+    let mut after = Harness::watching();
+    after.now = before.now + secs(5);
+    let key = after.monitor("vm", 1);
+    after
+        .fleet
+        .handle_intent_files(after.now, vec![(name("vm"), kept.clone())]);
+    assert_eq!(after.drain(), vec![]);
+    assert!(after.fleet.timer_is_set(Timer::Intent(key)));
+    after.bytes(key, USER_OFF);
+    assert_eq!(record_of(&after.hangup(key)).1.why(), Why::HostIntent);
+
+    // Another QEMU behind the same socket, or an expired one: dropped.
+    let mut other = Harness::watching();
+    let key = other.attach("vm", 1);
+    let someone_else = Qemu { pid: 7, start: 1 };
+    other.connect(
+        key,
+        Ok(Connected {
+            qemu: Some(someone_else),
+            saved: None,
+        }),
+    );
+    other.negotiate(key);
+    other
+        .fleet
+        .handle_intent_files(other.now, vec![(name("vm"), kept.clone())]);
+    assert!(removes_intent(&other.drain(), "vm"));
+    let mut late = Harness::watching();
+    late.now = kept.until;
+    late.monitor("vm", 1);
+    late.fleet
+        .handle_intent_files(late.now, vec![(name("vm"), kept.clone())]);
+    assert!(removes_intent(&late.drain(), "vm"));
+    // For a name nobody monitors: dropped too.
+    let mut gone = Harness::watching();
+    gone.fleet
+        .handle_intent_files(gone.now, vec![(name("vm"), kept.clone())]);
+    assert!(removes_intent(&gone.drain(), "vm"));
+}
+
+#[test]
+fn a_shutdown_read_before_a_restart_claims_the_kept_intent() {
+    let mut before = Harness::watching();
+    let key = before.monitor("vm", 1);
+    let given = expect(&mut before, "vm", secs(60)).expect("given");
+    let kept = saved_intent(&given).expect("kept").clone();
+    // The SHUTDOWN was read and kept with the evidence, but the claim's
+    // own write was lost (a kill between the two).
+    before.bytes(key, USER_OFF);
+    let carried = match before.fleet.view(&name("vm")).and_then(|v| v.evidence) {
+        Some(evidence) => evidence.carried(),
+        None => panic!("connected"),
+    };
+    let mut after = Harness::watching();
+    let key = after.attach("vm", 1);
+    let saved = Saved {
+        socket: socket(1),
+        qemu: QEMU,
+        carried,
+    };
+    after.connect(
+        key,
+        Ok(Connected {
+            qemu: Some(QEMU),
+            saved: Some(saved),
+        }),
+    );
+    after
+        .fleet
+        .handle_intent_files(after.now, vec![(name("vm"), kept)]);
+    let claimed = after.drain();
+    assert_eq!(
+        saved_intent(&claimed).map(|i| i.state),
+        Some(IntentState::Claimed)
+    );
+    assert_eq!(record_of(&after.hangup(key)).1.why(), Why::HostIntent);
+}
+
+#[test]
+fn powerdown_all_presses_every_monitored_guest_until_it_obeys() {
+    let mut h = Harness::watching();
+    let a = h.monitor("a", 1);
+    let b = h.monitor("b", 2);
+    h.attach("c", 3);
+    let mut pressed = h
+        .fleet
+        .handle_powerdown_all(h.now, secs(60), "node-shutdown");
+    pressed.sort_by(|x, y| x.name.cmp(&y.name));
+    let results: Vec<_> = pressed
+        .iter()
+        .map(|p| (p.name.to_string(), p.result.clone()))
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            ("a".to_owned(), Ok(())),
+            ("b".to_owned(), Ok(())),
+            ("c".to_owned(), Err(IntentRefused::NotYetMonitoring)),
+        ]
+    );
+    let actions = h.drain();
+    for key in [a, b] {
+        assert!(
+            actions.contains(&transmit(key, Command::SystemPowerdown)),
+            "{actions:?}"
+        );
+    }
+    // QEMU's answer to the press is expected, not a malformed message.
+    assert_eq!(h.bytes(a, RETURN), vec![]);
+    assert_eq!(h.bytes(b, RETURN), vec![]);
+    // The guests had not enabled their button yet: pressed again.
+    let again = h.advance(crate::fleet::intents::PRESS_AGAIN);
+    assert!(
+        again.contains(&transmit(a, Command::SystemPowerdown)),
+        "{again:?}"
+    );
+    h.bytes(a, RETURN);
+    h.bytes(b, RETURN);
+    // a obeys: no more presses for it.
+    h.bytes(a, POWERDOWN);
+    h.bytes(a, USER_OFF);
+    let again = h.advance(crate::fleet::intents::PRESS_AGAIN);
+    assert!(!again.contains(&transmit(a, Command::SystemPowerdown)));
+    assert!(again.contains(&transmit(b, Command::SystemPowerdown)));
+    let ended = h.hangup(a);
+    assert_eq!(record_of(&ended).1.why(), Why::HostIntent);
+    assert_eq!(
+        journaled_verdict(&ended).1.map(|i| i.by),
+        Some("node-shutdown".to_owned())
+    );
+    // A QEMU that never answers is not pressed past the bound.
+    for _ in 0..10 {
+        h.advance(crate::fleet::intents::PRESS_AGAIN);
+    }
+    assert_eq!(h.fleet.counters().malformed, 0);
+}
+
+#[test]
+fn guest_crashes_are_counted_and_journaled_while_the_guest_lives_on() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    for event in [PANICKED, CRASHLOADED] {
+        let actions = h.bytes(key, event);
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                Action::Journal(JournalRecord {
+                    what: Recorded::Crash(_),
+                    qemu: Some(QEMU),
+                    ..
+                })
+            )),
+            "{actions:?}"
+        );
+    }
+    let counters = h.fleet.counters();
+    assert_eq!((counters.guest_panics, counters.crash_loads), (1, 1));
+    let view = h.fleet.view(&name("vm")).expect("tracked");
+    let evidence = view.evidence.expect("connected");
+    assert_eq!((evidence.panics(), evidence.crash_loads()), (1, 1));
+}

@@ -1,0 +1,18 @@
+//! The journal: the durable record of every verdict and of guest crashes
+//! that decided nothing (issue #17), readable with `kvmd history` whether
+//! kvmd runs or not.
+//!
+//! This module owns the journal directory's files (`journal`,
+//! `journal.1` ... `journal.3`) and their format. [`record`] is pure: the
+//! entry type, its one-line JSON codec, filters, time parsing. [`file`] is
+//! the thin I/O around it: appending with an fsync and rotation within a
+//! bound, and reading back, skipping whatever is not a well-formed line.
+
+pub mod file;
+pub mod record;
+
+pub use file::{Journal, JournalError, Op, Read, Skipped, read};
+pub use record::{
+    DEFAULT_MAX_TOTAL, Entry, FILES, FileKind, Filter, IntentNote, Limits, MAX_LINE, Since,
+    SkipReason, What, parse_max_total, parse_rfc3339, parse_since,
+};
