@@ -9,6 +9,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CTRL_DIR: &str = "/var/run/ganeti/kvm-hypervisor/ctrl";
+/// The journal on a node: the Debian packages' units use it too, so
+/// `kvmd history` finds it with no flag.
+pub const DURABLE_JOURNAL_DIR: &str = "/var/lib/kvmd";
 pub const DEFAULT_SSCONF_DIR: &str = "/var/lib/ganeti";
 pub const DEFAULT_PID_FILE: &str = "/var/run/ganeti/ganeti-kvmd.pid";
 pub const DEFAULT_LOG_FILE: &str = "/var/log/ganeti/kvm-daemon.log";
@@ -394,8 +397,10 @@ where
             value: "/".to_owned(),
         });
     }
+    config.journal_dir = journal_dir
+        .or_else(|| state_dir.clone())
+        .unwrap_or_else(|| default_journal_dir(&config.ctrl_dir));
     config.state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config.ctrl_dir));
-    config.journal_dir = journal_dir.unwrap_or_else(|| config.state_dir.clone());
     config.control_socket =
         control_socket.unwrap_or_else(|| default_control_socket(&config.pid_file));
     Ok(Invocation::Run(config))
@@ -634,6 +639,20 @@ pub fn default_state_dir(ctrl_dir: &Path) -> PathBuf {
         .join("kvmd-state")
 }
 
+/// Where the journal is when neither `--journal-dir` nor `--state-dir`
+/// says: on a Ganeti node (Ganeti's control directory), on disk in
+/// [`DURABLE_JOURNAL_DIR`], since the state directory is on a tmpfs and a
+/// record of every stop must outlive a reboot (Ganeti starts ganeti-kvmd
+/// with its own flags, so this default is what a node gets); elsewhere
+/// beside the state, as a non-root run may write nowhere else.
+pub fn default_journal_dir(ctrl_dir: &Path) -> PathBuf {
+    if ctrl_dir == Path::new(DEFAULT_CTRL_DIR) {
+        PathBuf::from(DURABLE_JOURNAL_DIR)
+    } else {
+        default_state_dir(ctrl_dir)
+    }
+}
+
 /// `kvmd history [--json] [INSTANCE] [--since TIME]`, with the daemon's
 /// path flags to find the journal.
 fn parse_history<I>(program: String, args: I, cwd: &Path) -> Result<History, UsageError>
@@ -702,7 +721,7 @@ where
     }
     history.journal_dir = journal_dir
         .or(state_dir)
-        .unwrap_or_else(|| default_state_dir(&ctrl_dir));
+        .unwrap_or_else(|| default_journal_dir(&ctrl_dir));
     Ok(history)
 }
 
@@ -984,6 +1003,8 @@ mod tests {
     #[test]
     fn the_journal_flags() {
         let config = run(&[]).expect("parses");
+        assert_eq!(config.journal_dir, Path::new("/var/lib/kvmd"));
+        let config = run(&["--ctrl-dir", "/run/kvmd"]).expect("parses");
         assert_eq!(config.journal_dir, config.state_dir);
         assert_eq!(config.journal_max, 8 << 20);
         let config = run(&["--state-dir", "s", "--journal-max=16M"]).expect("parses");
@@ -1012,10 +1033,9 @@ mod tests {
     #[test]
     fn history_finds_the_journal_as_the_daemon_does() {
         let h = history(&[]).expect("parses");
-        assert_eq!(
-            h.journal_dir,
-            Path::new("/var/run/ganeti/kvm-hypervisor/kvmd-state")
-        );
+        assert_eq!(h.journal_dir, Path::new("/var/lib/kvmd"));
+        let h = history(&["--ctrl-dir", "/var/run/ganeti/kvm-hypervisor/ctrl"]).expect("parses");
+        assert_eq!(h.journal_dir, Path::new("/var/lib/kvmd"));
         assert!(!h.json && h.instance.is_none() && h.since.is_none());
         let h = history(&["--ctrl-dir", "/run/kvmd/ctrl"]).expect("parses");
         assert_eq!(h.journal_dir, Path::new("/run/kvmd/kvmd-state"));

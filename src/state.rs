@@ -321,7 +321,9 @@ impl SavedIntent {
             by: self.by.clone(),
             // A time before this boot's clock began is as good as "long ago".
             given: instant(self.given_ms).unwrap_or(now),
-            until: instant(self.until_ms)?,
+            // A wall clock set back since it was kept would stretch the
+            // window; no intent outlasts the longest window from now.
+            until: instant(self.until_ms)?.min(now + crate::fleet::MAX_WINDOW),
             socket: SocketId {
                 dev: self.dev,
                 ino: self.ino,
@@ -646,5 +648,34 @@ mod tests {
         assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
         std::os::unix::fs::symlink(&victim, dir.path().join("vm2.state")).expect("symlink");
         assert_eq!(dir.load(&named("vm2")), None);
+    }
+
+    #[test]
+    fn a_kept_intent_comes_back_on_this_runs_clock_and_never_longer_than_a_window() {
+        use crate::fleet::{IntentState, MAX_WINDOW, Presses};
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let intent = Intent {
+            by: "ops".to_owned(),
+            given: now,
+            until: now + Duration::from_secs(60),
+            socket: SocketId { dev: 1, ino: 2 },
+            qemu: None,
+            state: IntentState::Waiting,
+            presses: Presses::None,
+        };
+        let kept = SavedIntent::from_intent(&intent, |at| wall + (at - now));
+        // Read back by a run whose clocks stand 10 s later.
+        let later = now + Duration::from_secs(10);
+        let back = kept
+            .to_intent(later, wall + Duration::from_secs(10))
+            .expect("valid");
+        assert_eq!(back.until, now + Duration::from_secs(60));
+        // The wall clock set back a day meanwhile: the window would be a day
+        // longer; it is cut to the longest one.
+        let back = kept
+            .to_intent(later, wall - Duration::from_secs(86_400))
+            .expect("valid");
+        assert_eq!(back.until, later + MAX_WINDOW);
     }
 }

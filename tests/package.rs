@@ -266,6 +266,14 @@ fn packages_install_work_and_purge_to_nothing() {
     assert_eq!(divert.trim(), "kvmd-ganeti");
     let named = stdout(Command::new(GANETI_KVMD).arg("--version"));
     assert!(named.starts_with("ganeti-kvmd (kvmd)"), "{named}");
+    // The doctor tells the package's diversion from one made by hand.
+    let doctor = Command::new("/usr/sbin/kvmd")
+        .args(["doctor", "--json"])
+        .output()
+        .expect("kvmd doctor runs");
+    let doctor = String::from_utf8_lossy(&doctor.stdout);
+    let said = format!("diverted by kvmd-ganeti: Debian's binary kept at {diverted}");
+    assert!(doctor.contains(&said), "{said}\nnot in:\n{doctor}");
 
     // Removing the Ganeti package puts Debian's binary back at once.
     run(Command::new("dpkg").args(["--remove", "kvmd-ganeti"]));

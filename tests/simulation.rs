@@ -159,8 +159,9 @@
 //! instance is given up, or at a restart; taken up again at a restart by
 //! the instance on the same socket, of the same QEMU once known (else
 //! dropped there or at the connect), unless expired; claimed when the
-//! daemon reads its QEMU's first SHUTDOWN while it waits, or at once at a
-//! restart if the restored evidence holds one.
+//! daemon reads its QEMU's first SHUTDOWN while it waits within its window
+//! (read at `until` or later, before the timer fired, it expires there),
+//! or at once at a restart if the restored evidence holds one.
 //! - (I1) The verdict of every QEMU is `decide_expected(kept, expected)`
 //!   (invariant 2's check), `expected` being `HostStop` exactly when the
 //!   daemon held a claimed intent for *that* QEMU at its hang-up: given for
@@ -3641,8 +3642,21 @@ impl Sim {
     }
 
     /// The daemon read the first SHUTDOWN of `key`'s QEMU: an intent
-    /// waiting for it is claimed (I1).
+    /// waiting for it is claimed (I1), or expires then if its window is
+    /// over and its timer has not fired yet.
     fn first_shutdown_read(&mut self, key: InstanceKey, name: &Name) {
+        let now = self.now;
+        if let Some(held) = self.intents.get(name)
+            && held.key == key
+            && held.intent.state == IntentState::Waiting
+            && held.intent.until <= now
+        {
+            trace!(self, "  {name}: the model: intent expires at the SHUTDOWN");
+            self.intents.remove(name);
+            self.stats.intents.expired += 1;
+            self.expiring.insert(name.clone());
+            return;
+        }
         if let Some(held) = self.intents.get_mut(name)
             && held.key == key
             && held.intent.state == IntentState::Waiting

@@ -220,6 +220,11 @@ impl Daemon {
                 return Err(DaemonError::Poll(e));
             }
             let now = Instant::now();
+            // The wall clock read afresh at each wake-up: the times written
+            // (the journal's, an intent's) stay right across a step of the
+            // wall clock (NTP, an operator), which one reading at start
+            // would carry on for ever.
+            self.clock = Clock::new(now, SystemTime::now());
             for event in events.iter() {
                 match event.token() {
                     INOTIFY => {

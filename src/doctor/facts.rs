@@ -378,18 +378,20 @@ pub struct Diversion {
     pub by: Option<String>,
 }
 
-/// Parses `/var/lib/dpkg/diversions`: three lines per diversion (the
-/// path, where it goes, the package or `:` for a local one).
-pub fn parse_diversions(text: &str) -> Vec<Diversion> {
-    let lines: Vec<&str> = text.lines().collect();
-    lines
-        .chunks_exact(3)
-        .map(|d| Diversion {
-            path: d[0].to_owned(),
-            to: d[1].to_owned(),
-            by: (d[2] != ":").then(|| d[2].to_owned()),
-        })
-        .collect()
+/// The diversion of `path` from what `dpkg-divert --listpackage` and
+/// `--truename` print for it: the package (`LOCAL` for a local diversion,
+/// nothing when there is none) and the name the file really has.
+pub fn diversion_of(path: &str, package: &str, truename: &str) -> Option<Diversion> {
+    let package = package.trim_end_matches('\n');
+    let to = truename.trim_end_matches('\n');
+    if package.is_empty() || package.contains('\n') || to.is_empty() || to == path {
+        return None;
+    }
+    Some(Diversion {
+        path: path.to_owned(),
+        to: to.to_owned(),
+        by: (package != "LOCAL").then(|| package.to_owned()),
+    })
 }
 
 /// The control directory itself.
@@ -811,13 +813,20 @@ mod tests {
 
     #[test]
     fn diversions_and_ssconf_maps() {
-        let text = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd\n\
-            /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.distrib\nkvmd-ganeti\n\
-            /usr/bin/x\n/usr/bin/x.haskell\n:\n/truncated\n";
-        let all = parse_diversions(text);
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].by.as_deref(), Some("kvmd-ganeti"));
-        assert_eq!(all[1].by, None);
+        let path = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd";
+        let by_package = diversion_of(path, "kvmd-ganeti\n", &format!("{path}.distrib\n"));
+        assert_eq!(
+            by_package.as_ref().map(|d| d.to.as_str()),
+            Some(&*format!("{path}.distrib"))
+        );
+        assert_eq!(
+            by_package.and_then(|d| d.by).as_deref(),
+            Some("kvmd-ganeti")
+        );
+        let local = diversion_of(path, "LOCAL\n", "/usr/bin/x.haskell\n");
+        assert_eq!(local.map(|d| d.by), Some(None));
+        assert_eq!(diversion_of(path, "", &format!("{path}\n")), None);
+        assert_eq!(diversion_of(path, "odd\nlines\n", "/x\n"), None);
         let hv = "acpi=True\nuser_shutdown=False\nkvm_path=/usr/bin/kvm\n";
         assert_eq!(ssconf_value(hv, "user_shutdown"), Some("False"));
         assert_eq!(ssconf_value(hv, "missing"), None);

@@ -32,10 +32,10 @@ use nix::sys::stat::{Mode as FileMode, fstatat};
 
 use super::checks::{HVPARAMS_KVM, MASTER_NODE, PROBE_SECONDS};
 use super::facts::{
-    Control, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, GanetiBinary,
-    GanetiFacts, GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile, MetricsProblem,
-    PidFile, Probed, ProcessFacts, QemuArgs, QemuFacts, QmpSocket, Role, StatusFacts, UnixSockets,
-    binary_kind, escaped, fdinfo_watches, fs_kind, parse_diversions, parse_gnt_instances,
+    Control, DaemonFacts, DirFacts, Entries, Entry, EntryKind, Exe, GanetiBinary, GanetiFacts,
+    GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile, MetricsProblem, PidFile,
+    Probed, ProcessFacts, QemuArgs, QemuFacts, QmpSocket, Role, StatusFacts, UnixSockets,
+    binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
     parse_metrics, parse_proc_net_unix, parse_qemu_cmdline, role, shortened,
 };
 use crate::control::{self, Request};
@@ -46,9 +46,9 @@ pub const PROBE: Duration = Duration::from_secs(PROBE_SECONDS);
 pub const GNT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Where Ganeti starts its daemon from (`daemon-util`, its systemd unit).
 pub const GANETI_KVMD: &str = "/usr/sbin/ganeti-kvmd";
-/// dpkg's record of diversions.
-const DIVERSIONS: &str = "/var/lib/dpkg/diversions";
-/// The most of a small file (pid file, ssconf, metrics) read.
+/// dpkg's tool for diversions: asked rather than its database read, which
+/// is dpkg's own business (its format is not an interface).
+const DPKG_DIVERT: &str = "/usr/bin/dpkg-divert";
 const SMALL_FILE: u64 = 1 << 20;
 /// The most of a status answer read: 10,000 instances are a few MB.
 const MAX_ANSWER: usize = 256 << 20;
@@ -483,13 +483,12 @@ fn ganeti_binary() -> GanetiBinary {
         Err(_) => super::facts::BinaryKind::Unknown,
     };
     let diversion = target.as_ref().ok().and_then(|target| {
-        let Small::Text(text) = read_small(Path::new(DIVERSIONS), false) else {
+        let target = target.to_str()?;
+        if !Path::new(DPKG_DIVERT).exists() {
             return None;
-        };
-        let target = target.to_string_lossy();
-        parse_diversions(&text)
-            .into_iter()
-            .find(|d: &Diversion| d.path == target)
+        }
+        let ask = |what| run_bounded(DPKG_DIVERT, &[what, target], PROBE).ok();
+        diversion_of(target, &ask("--listpackage")?, &ask("--truename")?)
     });
     GanetiBinary {
         path: GANETI_KVMD.to_owned(),

@@ -440,8 +440,12 @@ impl Fleet {
     }
 
     /// The first SHUTDOWN of `key`'s QEMU came: a waiting intent is
-    /// claimed (its window is still open: an expired one is gone).
+    /// claimed if its window is still open. One whose window ended expires
+    /// now: its timer may not have fired yet (the daemon reads sockets
+    /// before it runs due timers), and a SHUTDOWN after the window is not
+    /// the one the host announced.
     pub(super) fn claim_intent(&mut self, key: InstanceKey) {
+        let now = self.clock;
         let Some(instance) = self.instances.get_mut(key.0) else {
             return;
         };
@@ -449,6 +453,10 @@ impl Fleet {
             return;
         };
         if intent.state != IntentState::Waiting {
+            return;
+        }
+        if now.is_some_and(|now| intent.until <= now) {
+            self.intent_expired(key);
             return;
         }
         intent.state = IntentState::Claimed;

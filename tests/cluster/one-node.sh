@@ -53,7 +53,9 @@ mount --bind /var/lib "$hostvarlib"
 mount -t tmpfs tmpfs /var/lib
 for entry in "$hostvarlib"/*; do
     name=${entry##*/}
-    [ "$name" = ganeti ] && continue
+    # kvmd's journal (/var/lib/kvmd, its default on a Ganeti node) is the
+    # cluster's own too: nothing the cluster's daemon records reaches the host.
+    [ "$name" = ganeti ] || [ "$name" = kvmd ] && continue
     if [ -L "$entry" ]; then
         cp -a "$entry" /var/lib/
     elif [ -d "$entry" ]; then
@@ -363,8 +365,16 @@ else
     kill "$stub" 2>/dev/null # refused: nothing was sent
 fi
 wait "$stub" 2>/dev/null || true
+journaled() { # name: the reason code of the last record `kvmd history` reads, or -
+    # With no flag, as an operator asks on a node: kvmd, run by Ganeti with
+    # Ganeti's flags, keeps its journal where this finds it.
+    local cli=$kvmd_cli
+    [ -n "$cli" ] || [ ! -x /usr/sbin/kvmd ] || cli=/usr/sbin/kvmd
+    [ -n "$cli" ] || { echo -; return; }
+    "$cli" history "$1" 2>/dev/null | tail -1 | awk '{print $4}' | grep . || echo -
+}
 result intent-agent rc=$agent_rc status="$(state agent | cut -d' ' -f1)" file="$(file agent)" \
-    reason="$(decided_reason agent)" by="$(decided_by agent)"
+    reason="$(decided_reason agent)" by="$(decided_by agent)" journal="$(journaled agent)"
 gnt-instance shutdown --timeout=0 agent >&2 || true
 
 # contrib/ganeti/qa-user-shutdown, the operator's end-to-end check (a real

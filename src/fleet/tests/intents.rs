@@ -381,3 +381,31 @@ fn guest_crashes_are_counted_and_journaled_while_the_guest_lives_on() {
     let evidence = view.evidence.expect("connected");
     assert_eq!((evidence.panics(), evidence.crash_loads()), (1, 1));
 }
+
+#[test]
+fn an_intent_is_claimed_within_its_window_and_expires_at_its_end() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    expect(&mut h, "vm", secs(1)).expect("given");
+    // Within the window: the guest agent's SHUTDOWN claims it.
+    h.now += ms(999);
+    h.bytes(key, USER_OFF);
+    let (_, verdict) = record_of(&h.hangup(key));
+    assert_eq!(verdict.why(), Why::HostIntent);
+
+    // At the window's end, read before the expiry timer ran (the daemon
+    // reads sockets first): the SHUTDOWN is not the announced one.
+    let key = h.monitor("vm2", 2);
+    expect(&mut h, "vm2", secs(1)).expect("given");
+    h.now += secs(1);
+    let read = h.bytes(key, USER_OFF);
+    assert!(removes_intent(&read, "vm2"), "{read:?}");
+    assert!(
+        notices(&read)
+            .iter()
+            .any(|n| matches!(n, Notice::IntentExpired { name: n, .. } if *n == name("vm2"))),
+        "{read:?}"
+    );
+    let (_, verdict) = record_of(&h.hangup(key));
+    assert_eq!(verdict.why(), Why::GuestPoweredOff);
+}
