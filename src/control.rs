@@ -577,6 +577,7 @@ fn kind(notice: &Notice) -> &'static str {
     match notice {
         Notice::Monitoring { .. } => "monitoring",
         Notice::Malformed { .. } => "malformed",
+        Notice::PressRefused { .. } => "press-refused",
         Notice::Guest { .. } => "guest",
         Notice::Restored { .. } => "restored",
         Notice::Ignored { .. } => "ignored",
@@ -604,6 +605,7 @@ fn instance_of(notice: &Notice) -> Option<&InstanceName> {
     match notice {
         Notice::Monitoring { name, .. }
         | Notice::Malformed { name, .. }
+        | Notice::PressRefused { name, .. }
         | Notice::Guest { name, .. }
         | Notice::Restored { name }
         | Notice::Ignored { name, .. }
@@ -673,6 +675,15 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
     ) = (notice, event.as_object_mut())
     {
         object.insert("by".into(), json!(by));
+    }
+    // A verdict's intent (`null` when none applied), so a follower need
+    // not read it out of the message.
+    if let (
+        Notice::Decided { intent_by, .. } | Notice::RecordedAtLast { intent_by, .. },
+        Some(object),
+    ) = (notice, event.as_object_mut())
+    {
+        object.insert("intent_by".into(), json!(intent_by));
     }
     if let (
         Notice::HookEnded {

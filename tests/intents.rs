@@ -86,8 +86,16 @@ fn an_announced_guest_agent_shutdown_is_the_hosts() {
     assert!(!world.tmp.path().join("kvmd-state/vm1.intent").exists());
     let decided = follower.wait("decided", None);
     assert_eq!(
-        (&decided["verdict"], &decided["reason"]),
-        (&"not-user".into(), &"host-intent".into())
+        (
+            &decided["verdict"],
+            &decided["reason"],
+            &decided["intent_by"]
+        ),
+        (
+            &"not-user".into(),
+            &"host-intent".into(),
+            &"qga shutdown".into()
+        )
     );
     let after = wait_status(&daemon, "the verdict in status", |s| {
         s["verdicts"].as_array().is_some_and(|v| !v.is_empty())

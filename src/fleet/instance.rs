@@ -86,6 +86,9 @@ pub(super) struct Conversation {
     /// Messages that could not be used: the first is told as a warning,
     /// the rest at debug, and the count goes with the decision.
     pub problems: u32,
+    /// Power-button presses QEMU refused (`kvmd powerdown-all`): a
+    /// guest's answer, not an unusable message. The first is told.
+    pub presses_refused: u32,
     pub ready: Readiness,
     /// From the greeting.
     pub version: Option<Version>,

@@ -123,7 +123,11 @@ impl fmt::Display for IntentRefused {
                 MAX_WINDOW.as_secs()
             ),
             IntentRefused::BadBy => {
-                write!(f, "--by takes at most {MAX_BY} bytes of printable text")
+                write!(
+                    f,
+                    "--by takes at most {MAX_BY} bytes of printable text (no control, \
+                     bidirectional or invisible characters)"
+                )
             }
             IntentRefused::NoIntent => write!(f, "no intent is given for it"),
             IntentRefused::AlreadyClaimed => write!(
@@ -139,9 +143,36 @@ impl fmt::Display for IntentRefused {
 
 impl std::error::Error for IntentRefused {}
 
-/// Whether `by` may be kept and shown as it is.
+/// Whether `by` may be kept and shown as it is: no control character,
+/// and none that reorders or hides text (bidirectional overrides such as
+/// U+202E, zero-width characters, line and paragraph separators), which
+/// would let a `--by` forge what a log line or `kvmd history` seems to say.
 pub fn valid_by(by: &str) -> bool {
-    by.len() <= MAX_BY && !by.chars().any(char::is_control)
+    by.len() <= MAX_BY
+        && !by
+            .chars()
+            .any(|c| c.is_control() || is_format_or_separator(c))
+}
+
+/// Unicode's format characters (Cf) and line/paragraph separators (Zl,
+/// Zp) that text may carry: what a terminal draws invisibly or reorders.
+fn is_format_or_separator(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 /// Whether `window` is one an intent may have.

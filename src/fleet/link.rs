@@ -12,7 +12,7 @@ use super::{
     timers,
 };
 use crate::decision::{self, Carried, Evidence};
-use crate::qmp::{self, Event, Output, RunState};
+use crate::qmp::{self, Command, Event, Output, Problem, RunState, Snippet};
 use crate::state::Saved;
 
 /// Guest crashes (GUEST_PANICKED, GUEST_CRASHLOADED) journaled and told
@@ -105,6 +105,7 @@ impl Fleet {
             evidence,
             qemu,
             problems: 0,
+            presses_refused: 0,
             ready: Readiness::Negotiating,
             version: None,
             state: None,
@@ -244,6 +245,7 @@ impl Fleet {
             qmp,
             evidence,
             problems,
+            presses_refused,
             ready,
             version,
             state,
@@ -329,6 +331,23 @@ impl Fleet {
                 };
                 queue.push_back(super::Step::Act(Action::Notify(notice)));
                 changed = true;
+            }
+            // QEMU may refuse the power button (a guest not running, a
+            // machine without one): its answer, told once, is no fault of
+            // the peer's and counts in neither the metrics nor the grounds.
+            Output::Problem(Problem::Refused {
+                command: Command::SystemPowerdown,
+                line,
+            }) => {
+                *presses_refused = presses_refused.saturating_add(1);
+                let reply = Snippet(line).to_string();
+                if *presses_refused == 1 {
+                    let name = name.clone();
+                    let notice = Notice::PressRefused { name, reply };
+                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                } else {
+                    debug!("{name}: QEMU refused system_powerdown again: {reply}");
+                }
             }
             Output::Problem(problem) => {
                 *problems = problems.saturating_add(1);

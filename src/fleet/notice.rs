@@ -84,6 +84,12 @@ pub enum Notice {
         name: InstanceName,
         problem: String,
     },
+    /// QEMU refused the power button kvmd pressed (`kvmd powerdown-all`);
+    /// the first refusal of a connection.
+    PressRefused {
+        name: InstanceName,
+        reply: String,
+    },
     /// A lifecycle event of a monitored guest that changes its state or
     /// the evidence (STOP, RESUME, POWERDOWN, GUEST_PANICKED, SHUTDOWN; a
     /// reset storm is only counted). A debug line; `kvmd events` shows it.
@@ -117,6 +123,8 @@ pub enum Notice {
         verdict: Verdict,
         grounds: String,
         outcome: Outcome,
+        /// The host intent that applied (`--by`), for followers.
+        intent_by: Option<String>,
     },
     /// A verdict written after the file system refused it.
     RecordedAtLast {
@@ -124,6 +132,7 @@ pub enum Notice {
         verdict: Verdict,
         outcome: Outcome,
         tries: u32,
+        intent_by: Option<String>,
     },
     /// A verdict the file system refused at the first try.
     Unrecorded {
@@ -218,6 +227,7 @@ impl Notice {
             | Notice::RecordedAtLast { .. }
             | Notice::DescriptorsFree => Level::Info,
             Notice::Malformed { .. }
+            | Notice::PressRefused { .. }
             | Notice::Ignored { .. }
             | Notice::CannotLook { .. }
             | Notice::NotMonitored { .. }
@@ -283,6 +293,11 @@ impl fmt::Display for Line<'_> {
                 }
             }
             Notice::Malformed { name, problem } => write!(f, "{name}: {problem}"),
+            Notice::PressRefused { name, reply } => write!(
+                f,
+                "{name}: QEMU refused the power button (system_powerdown): {reply}; \
+                 pressed again while the intent waits"
+            ),
             Notice::Guest { name, event } => {
                 write!(f, "{name}: ")?;
                 match event {
@@ -352,6 +367,7 @@ impl fmt::Display for Line<'_> {
                 verdict,
                 grounds,
                 outcome,
+                ..
             } => {
                 let shown = name.shutdown_file_shown();
                 write!(
@@ -364,6 +380,7 @@ impl fmt::Display for Line<'_> {
                 verdict,
                 outcome,
                 tries,
+                ..
             } => {
                 let shown = name.shutdown_file_shown();
                 write!(

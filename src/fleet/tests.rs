@@ -1192,6 +1192,11 @@ fn every_notice_renders_as_one_line() {
             verdict,
             grounds: "g".into(),
             outcome: Outcome::Created,
+            intent_by: Some("a\nb".into()),
+        },
+        Notice::PressRefused {
+            name: hostile.clone(),
+            reply: "r".into(),
         },
         Notice::Unrecorded {
             name: hostile.clone(),

@@ -148,12 +148,14 @@ impl Fleet {
                         verdict,
                         grounds,
                         outcome,
+                        intent_by: intent_by.clone(),
                     },
                     n => Notice::RecordedAtLast {
                         name,
                         verdict,
                         outcome,
                         tries: n.saturating_add(1),
+                        intent_by: intent_by.clone(),
                     },
                 };
                 self.notify(notice);

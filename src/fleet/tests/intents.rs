@@ -132,7 +132,14 @@ fn intents_are_refused_for_what_they_cannot_cover() {
         refused(&mut h, "vm", ten_days),
         IntentRefused::BadWindow(ten_days)
     );
-    for by in ["", "a\nb", &"x".repeat(MAX_BY + 1)] {
+    for by in [
+        "",
+        "a\nb",
+        &"x".repeat(MAX_BY + 1),
+        "ops\u{202E}nimda",
+        "a\u{2028}b",
+        "zero\u{200B}width",
+    ] {
         let r = h
             .fleet
             .handle_expect_stop(h.now, &name("vm"), secs(60), by.to_owned());
@@ -143,6 +150,11 @@ fn intents_are_refused_for_what_they_cannot_cover() {
         };
         assert_eq!(r, expected, "{by:?}");
     }
+    // Letters of any script are text.
+    let r = h
+        .fleet
+        .handle_expect_stop(h.now, &name("vm"), secs(60), "Jörg Ødegård".to_owned());
+    assert_eq!(r, Ok(()));
     h.drain();
     // Cancelling: a waiting intent goes; nothing to cancel is said.
     h.fleet
