@@ -291,10 +291,7 @@ impl Fleet {
                 self.act(Action::RemoveIntent { name });
                 continue;
             };
-            let shut_down = self.instances.get(key.0).is_some_and(|i| match &i.link {
-                Link::Connected(c) => c.evidence.first_shutdown().is_some(),
-                Link::Connecting { .. } => false,
-            });
+            let shut_down = self.shut_down(key);
             let mut intent = intent;
             // A SHUTDOWN read by the previous run (kept with the evidence)
             // while the intent was in force claims it now.

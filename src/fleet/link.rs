@@ -116,6 +116,20 @@ impl Fleet {
             self.notify(Notice::Restored { name });
         }
         self.check_intent_qemu(key);
+        // A SHUTDOWN the previous run read (kept with the evidence) claims
+        // an intent restored before this connect, as it would have had
+        // the connect come first (see `handle_intent_files`).
+        if restored && self.shut_down(key) {
+            self.claim_intent(key);
+        }
+    }
+
+    /// Whether `key`'s QEMU has sent (or an earlier run read) its SHUTDOWN.
+    pub(super) fn shut_down(&self, key: InstanceKey) -> bool {
+        self.instances.get(key.0).is_some_and(|i| match &i.link {
+            Link::Connected(c) => c.evidence.first_shutdown().is_some(),
+            Link::Connecting { .. } => false,
+        })
     }
 
     fn connect_failed(&mut self, now: Instant, key: InstanceKey, since: Instant, e: ConnectError) {
@@ -377,11 +391,7 @@ impl Fleet {
         if changed {
             self.changed();
         }
-        let shut_down = self.instances.get(key.0).is_some_and(|i| match &i.link {
-            Link::Connected(c) => c.evidence.first_shutdown().is_some(),
-            Link::Connecting { .. } => false,
-        });
-        if shut_down && !had_shutdown {
+        if !had_shutdown && self.shut_down(key) {
             self.claim_intent(key);
         }
     }

@@ -284,6 +284,7 @@ fn a_shutdown_read_before_a_restart_claims_the_kept_intent() {
         qemu: QEMU,
         carried,
     };
+    let (kept_again, saved_again) = (kept.clone(), saved.clone());
     after.connect(
         key,
         Ok(Connected {
@@ -300,6 +301,35 @@ fn a_shutdown_read_before_a_restart_claims_the_kept_intent() {
         Some(IntentState::Claimed)
     );
     assert_eq!(record_of(&after.hangup(key)).1.why(), Why::HostIntent);
+
+    // The same, with the intent handed back while the connect was still
+    // to be made (the first try refused: QEMU busy): the connect's
+    // restored SHUTDOWN claims it.
+    let mut slow = Harness::watching();
+    let key = slow.attach("vm", 1);
+    slow.fleet
+        .handle_intent_files(slow.now, vec![(name("vm"), kept_again)]);
+    assert_eq!(slow.drain(), vec![]);
+    slow.connect(key, Err(ConnectError::Connect(Errno::EAGAIN)));
+    let retry = slow.next_deadline();
+    assert!(
+        retry.iter().any(|a| matches!(a, Action::Connect { .. })),
+        "{retry:?}"
+    );
+    let connected = slow.connect(
+        key,
+        Ok(Connected {
+            qemu: Some(QEMU),
+            saved: Some(saved_again),
+        }),
+    );
+    assert_eq!(
+        saved_intent(&connected).map(|i| i.state),
+        Some(IntentState::Claimed),
+        "{connected:?}"
+    );
+    slow.negotiate(key);
+    assert_eq!(record_of(&slow.hangup(key)).1.why(), Why::HostIntent);
 }
 
 #[test]
@@ -420,4 +450,36 @@ fn an_intent_is_claimed_within_its_window_and_expires_at_its_end() {
     );
     let (_, verdict) = record_of(&h.hangup(key));
     assert_eq!(verdict.why(), Why::GuestPoweredOff);
+}
+
+#[test]
+fn a_refused_press_is_told_once_and_is_no_malformed_message() {
+    let mut h = Harness::watching();
+    let key = h.monitor("vm", 1);
+    let pressed = h
+        .fleet
+        .handle_powerdown_all(h.now, secs(60), "node-shutdown");
+    assert_eq!(pressed.len(), 1);
+    h.drain();
+    const REFUSED: &[u8] =
+        b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"no power button\"}}\r\n";
+    let told = h.bytes(key, REFUSED);
+    assert!(
+        matches!(notices(&told).as_slice(), [Notice::PressRefused { reply, .. }] if reply.contains("no power button")),
+        "{told:?}"
+    );
+    // Pressed again, refused again: not told again.
+    let again = h.advance(crate::fleet::intents::PRESS_AGAIN);
+    assert!(again.contains(&transmit(key, Command::SystemPowerdown)));
+    assert_eq!(notices(&h.bytes(key, REFUSED)), Vec::<&Notice>::new());
+    assert_eq!(h.fleet.counters().malformed, 0);
+    // Nor is it an unusable message in the verdict's grounds.
+    h.bytes(key, QUIT);
+    let ended = h.hangup(key);
+    let (vkey, _) = record_of(&ended);
+    let told = h.recorded(vkey, Ok(Outcome::Removed));
+    assert!(
+        matches!(notices(&told).as_slice(), [Notice::Decided { grounds, .. }] if !grounds.contains("unusable")),
+        "{told:?}"
+    );
 }
