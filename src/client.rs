@@ -382,6 +382,8 @@ pub fn order(order: &Order) -> ExitCode {
 /// A guest `powerdown-all` lists, and the QEMU process it names.
 struct Listed<'a> {
     name: &'a str,
+    /// Why kvmd did not press its button (refused guests only).
+    why: &'a str,
     /// Its pid and start time, when kvmd knows them.
     qemu: Option<(u64, u64)>,
 }
@@ -390,14 +392,16 @@ impl<'a> Listed<'a> {
     fn of(value: &'a Value) -> Listed<'a> {
         Listed {
             name: str_of(&value["instance"]),
+            why: str_of(&value["why"]),
             qemu: value["qemu_pid"].as_u64().zip(value["qemu_start"].as_u64()),
         }
     }
 }
 
 /// Follows `powerdown-all` until every pressed guest's QEMU is gone (its
-/// verdict came) or the reader's deadline; says which did not stop. Exit
-/// 0 when all stopped, 1 otherwise.
+/// verdict came) or the reader's deadline; says which did not stop, and
+/// which guests kvmd did not press are still running. Exit 0 when none
+/// runs, 1 otherwise.
 fn await_powerdown(order: &Order, powerdown: &Value, mut reader: BufReader<Answers>) -> ExitCode {
     let deadline = reader.get_ref().deadline.unwrap_or_else(Instant::now);
     let empty = Vec::new();
@@ -408,23 +412,27 @@ fn await_powerdown(order: &Order, powerdown: &Value, mut reader: BufReader<Answe
         .map(Listed::of)
         .collect();
     let mut waiting: Vec<&str> = pressed.iter().map(|p| p.name).collect();
-    let refused = powerdown["refused"].as_array().unwrap_or(&empty);
+    let refused: Vec<Listed> = powerdown["refused"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(Listed::of)
+        .collect();
     if !order.json {
+        // Refused for any of IntentRefused's reasons (not monitored yet,
+        // already shut down, a QEMU that does not answer): each says its
+        // own below.
         println!(
             "pressed the power button of {} guests{}",
             waiting.len(),
             if refused.is_empty() {
                 String::new()
             } else {
-                format!("; {} not monitored yet, not pressed", refused.len())
+                format!("; {} not pressed", refused.len())
             }
         );
-        for r in refused {
-            println!(
-                "{}: not pressed: {}",
-                str_of(&r["instance"]),
-                str_of(&r["why"])
-            );
+        for r in &refused {
+            println!("{}: not pressed: {}", r.name, r.why);
         }
     }
     while !waiting.is_empty() {
@@ -465,15 +473,33 @@ fn await_powerdown(order: &Order, powerdown: &Value, mut reader: BufReader<Answe
         }
     }
     let _ = io::stdout().flush();
-    if waiting.is_empty() {
+    // A guest kvmd could not press is as much a guest still running as one
+    // that ignored the button: whatever stops next kills it.
+    let unpressed: Vec<String> = refused
+        .iter()
+        .filter_map(|r| match r.qemu {
+            Some((pid, start)) => {
+                process_alive(pid, start).then(|| format!("{} (QEMU pid {pid}; {})", r.name, r.why))
+            }
+            // Not connected yet: kvmd does not know its process, and
+            // cannot say it is gone.
+            None => Some(format!("{} (its QEMU unknown to kvmd; {})", r.name, r.why)),
+        })
+        .collect();
+    if waiting.is_empty() && unpressed.is_empty() {
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "{}: {} guests still running: {}",
-        order.program,
-        waiting.len(),
-        waiting.join(", ")
-    );
+    if !waiting.is_empty() {
+        eprintln!(
+            "{}: {} guests still running: {}",
+            order.program,
+            waiting.len(),
+            waiting.join(", ")
+        );
+    }
+    for guest in &unpressed {
+        eprintln!("{}: not pressed and still running: {guest}", order.program);
+    }
     ExitCode::FAILURE
 }
 

@@ -245,8 +245,11 @@ pub fn powerdown_line(pressed: &[crate::fleet::Pressed]) -> String {
     let refused: Vec<Value> = refused
         .iter()
         .map(|p| {
+            // Its QEMU too, when known: the client tells whether a guest
+            // it could not press is still running at the end.
             let why = p.result.as_ref().err().map(ToString::to_string);
-            json!({"instance": p.name.to_string(), "why": why})
+            json!({"instance": p.name.to_string(), "why": why,
+                   "qemu_pid": p.qemu.map(|q| q.pid), "qemu_start": p.qemu.map(|q| q.start)})
         })
         .collect();
     let powerdown = json!({"pressed": ok, "refused": refused});

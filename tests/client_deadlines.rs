@@ -174,21 +174,33 @@ fn a_peer_that_never_accepts_costs_the_connect_its_bound() {
     drop(fd);
 }
 
-/// A daemon that answers `powerdown-all` (the guest it pressed) and then
-/// says nothing more: the client waits the timeout and its margin, no
-/// longer, and names the guest still running. The test process plays
-/// the running QEMU (it is alive).
+/// A daemon that answers `powerdown-all` (the guests it pressed, those it
+/// did not) and then says nothing more: the client waits the timeout and
+/// its margin, no longer, and names every guest still running, pressed
+/// or not. The test process plays the running QEMUs (it is alive; a
+/// finished child is a QEMU that is gone).
 #[test]
 fn powerdown_all_waits_its_timeout_then_names_every_guest_still_running() {
     let work = tmpfs_dir("kvmd-client-powerdown");
     let socket = work.path().join("kvmd.sock");
     let listener = UnixListener::bind(&socket).expect("bind");
     let me = std::process::id();
+    let mut gone = Command::new("true").spawn().expect("true");
+    let gone_pid = gone.id();
+    let gone_start = start_time(gone_pid);
+    gone.wait().expect("wait");
     let answer = json!({"version": 1, "powerdown": {
         "pressed": [
             {"instance": "deaf", "qemu_pid": me, "qemu_start": start_time(me)},
         ],
-        "refused": [],
+        "refused": [
+            {"instance": "booting", "why": "kvmd is not monitoring it yet (still connecting to its QEMU); \
+              try again once `kvmd status` says monitoring", "qemu_pid": null, "qemu_start": null},
+            {"instance": "hung", "why": "its QEMU has not answered kvmd's last commands (hung?); \
+              its power button was not pressed", "qemu_pid": me, "qemu_start": start_time(me)},
+            {"instance": "down", "why": "its guest has already shut down; the SHUTDOWN that decides \
+              came before", "qemu_pid": gone_pid, "qemu_start": gone_start},
+        ],
     }});
     let peer = std::thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept");
@@ -221,13 +233,28 @@ fn powerdown_all_waits_its_timeout_then_names_every_guest_still_running() {
         serde_json::from_str(&peer.join().expect("peer")).expect("a JSON request");
     assert_eq!(request["command"], "powerdown-all");
     assert!(
-        stdout.contains("pressed the power button of 1 guests\n"),
+        stdout.contains("pressed the power button of 1 guests; 3 not pressed\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("booting: not pressed: kvmd is not monitoring it yet"),
         "{stdout}"
     );
     assert!(
         err.contains("kvmd: 1 guests still running: deaf\n"),
         "{err}"
     );
+    assert!(
+        err.contains(&format!(
+            "kvmd: not pressed and still running: hung (QEMU pid {me}; its QEMU has not answered"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("kvmd: not pressed and still running: booting (its QEMU unknown to kvmd;"),
+        "{err}"
+    );
+    assert!(!err.contains("down"), "its QEMU is gone: {err}");
 }
 
 /// A directory for the `kvmd` the hook finds first on PATH.

@@ -407,3 +407,88 @@ fn guest_crashes_that_leave_the_guest_running_are_counted_and_shown() {
     guest.quit();
     assert!(daemon.wait_decision("vm1").contains("(guest-panic)"));
 }
+
+/// Guests `powerdown-all` could not press are not passed over in silence:
+/// one whose guest had already shut down while its QEMU lives on
+/// (`-no-shutdown`), and one kvmd is still negotiating with (a peer that
+/// never greets, played by the test, so its "QEMU" is this process). Each
+/// is named with kvmd's reason, and since their QEMUs still run at the end
+/// the command fails, though every guest it pressed stopped.
+#[test]
+fn powerdown_all_names_the_guests_it_could_not_press_that_still_run() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("g1", &[program::OBEY_BUTTON, program::POWER_OFF]);
+    let mut g1 = Guest::start(&qemu, &world.ctrl, "g1", &image, Options::default());
+    let image = world.image("off", &[program::POWER_OFF]);
+    let no_shutdown = Options {
+        no_shutdown: true,
+        ..Options::default()
+    };
+    let mut off = Guest::start(&qemu, &world.ctrl, "off", &image, no_shutdown);
+    let listener = common::peer::listen(&world.ctrl.join("stuck.kvmd"));
+    let stuck = std::thread::spawn(move || {
+        // Connected, never greeted: negotiating for as long as it holds.
+        let mut peer = common::peer::Peer::accept(&listener);
+        let mut byte = [0u8; 1];
+        let _ = std::io::Read::read(peer.stream(), &mut byte);
+    });
+    daemon.wait_monitoring("g1");
+    daemon.wait_monitoring("off");
+    g1.cont();
+    off.cont();
+    let now = wait_status(&daemon, "off shut down and stuck negotiating", |s| {
+        instance(s, "off").is_some_and(|i| !i["evidence"]["shutdown"].is_null())
+            && instance(s, "stuck").is_some_and(|i| i["phase"] == "negotiating")
+    });
+    let off_pid = instance(&now, "off").expect("listed")["qemu_pid"].clone();
+    let me = std::process::id();
+
+    let (code, out, err) = cli(&[
+        "powerdown-all",
+        "--timeout",
+        "60",
+        "--pid-file",
+        &pid_file(&daemon),
+    ]);
+    assert_eq!(code, 1, "two guests not pressed still run: {out}{err}");
+    assert!(
+        out.contains("pressed the power button of 1 guests; 2 not pressed\n"),
+        "{out}"
+    );
+    assert!(out.contains("g1: stopped: not-user (host-intent)"), "{out}");
+    g1.wait_exit();
+    assert!(
+        out.contains(
+            "off: not pressed: its guest has already shut down; the SHUTDOWN that decides came before"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("stuck: not pressed: kvmd is not monitoring it yet (still connecting"),
+        "{out}"
+    );
+    assert!(!err.contains("guests still running"), "g1 stopped: {err}");
+    assert!(
+        err.contains(&format!(
+            "kvmd: not pressed and still running: off (QEMU pid {off_pid}; its guest has already shut down"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "kvmd: not pressed and still running: stuck (QEMU pid {me}; kvmd is not monitoring it yet"
+        )),
+        "{err}"
+    );
+    // Gone, it is no longer named: off's QEMU quits (stuck's peer stays).
+    off.quit();
+    daemon.wait_decision("off");
+    let (code, out, err) = cli(&["powerdown-all", "--pid-file", &pid_file(&daemon)]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!err.contains("off"), "{err}");
+    assert!(err.contains("still running: stuck"), "{err}");
+    drop(daemon);
+    stuck.join().expect("the stuck peer");
+}

@@ -98,7 +98,8 @@ pub enum IntentRefused {
     NoIntent,
     /// Too late to cancel: the SHUTDOWN it covers came.
     AlreadyClaimed,
-    /// The QEMU would not take the power button now.
+    /// The QEMU has left the last presses (or other commands)
+    /// unanswered: another would only pile up.
     CannotPress,
 }
 
@@ -108,9 +109,11 @@ impl fmt::Display for IntentRefused {
             IntentRefused::NotMonitored => {
                 write!(f, "kvmd does not monitor an instance of that name")
             }
+            // Connecting or negotiating: either way not monitored yet.
             IntentRefused::NotYetMonitoring => write!(
                 f,
-                "kvmd is still connecting to it; try again once `kvmd status` says monitoring"
+                "kvmd is not monitoring it yet (still connecting to its QEMU); try again once \
+                 `kvmd status` says monitoring"
             ),
             IntentRefused::AlreadyShutDown => write!(
                 f,
@@ -134,9 +137,13 @@ impl fmt::Display for IntentRefused {
                 f,
                 "too late: the SHUTDOWN it covers already came, and the verdict will be the host's"
             ),
-            IntentRefused::CannotPress => {
-                write!(f, "its QEMU cannot take the power button now")
-            }
+            // In `Monitoring`, the only way a press is not sent: the last
+            // ones are still unanswered (`qmp::MAX_ASKED`).
+            IntentRefused::CannotPress => write!(
+                f,
+                "its QEMU has not answered kvmd's last commands (hung?); its power button \
+                 was not pressed"
+            ),
         }
     }
 }
@@ -413,7 +420,10 @@ impl Fleet {
                     sent = Some(command);
                 }
             })
-            .map_err(|_| IntentRefused::CannotPress)?;
+            .map_err(|e| match e {
+                crate::qmp::NotSent::NotNegotiated => IntentRefused::NotYetMonitoring,
+                crate::qmp::NotSent::TooManyUnanswered => IntentRefused::CannotPress,
+            })?;
         if let Some(command) = sent {
             self.act(Action::Transmit { key, command });
         }
