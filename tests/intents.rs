@@ -492,3 +492,77 @@ fn powerdown_all_names_the_guests_it_could_not_press_that_still_run() {
     drop(daemon);
     stuck.join().expect("the stuck peer");
 }
+
+/// An interrupted `powerdown-all` (its client killed, as Ctrl-C or a
+/// killed ExecStop would) stops kvmd pressing: the guest that ignores its
+/// button gets the one press it had, not one every 5 s until the window
+/// ends. The intents stay: a guest that goes down within its window is
+/// still the host's doing.
+#[test]
+fn an_interrupted_powerdown_all_stops_pressing_and_keeps_its_intents() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("deaf", &[program::HALT]);
+    let mut deaf = Guest::start(&qemu, &world.ctrl, "deaf", &image, Options::default());
+    let mut agent = agent_like_guest(&world, &qemu, "agent");
+    daemon.wait_monitoring("deaf");
+    daemon.wait_monitoring("agent");
+    // The test's own QMP connections (made by `cont`) see every POWERDOWN.
+    deaf.cont();
+    agent.cont();
+
+    // Presses would come again 5 s and 10 s in; the window ends at 12 s.
+    let mut client = common::cli::kvmd()
+        .args(["powerdown-all", "--json", "--timeout", "12", "--pid-file"])
+        .arg(pid_file(&daemon))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kvmd powerdown-all");
+    let stdout = client.stdout.take().expect("piped");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
+        .expect("the answer");
+    let answer: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(
+        answer["powerdown"]["pressed"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    client.kill().expect("kill the client");
+    client.wait().expect("wait");
+
+    for name in ["deaf", "agent"] {
+        daemon.wait_log(
+            &format!(
+                "{name}: powerdown-all (by node-shutdown) went away before it stopped: its power \
+                 button is not pressed again; the intent stands until its window ends"
+            ),
+            1,
+        );
+    }
+    let now = status(&daemon);
+    for name in ["deaf", "agent"] {
+        let intent = &instance(&now, name).expect("listed")["intent"];
+        assert_eq!(
+            (&intent["state"], &intent["pressing"], &intent["by"]),
+            (&"waiting".into(), &false.into(), &"node-shutdown".into()),
+            "{name}: {intent}"
+        );
+    }
+    let kept = fs::read_to_string(world.tmp.path().join("kvmd-state/deaf.intent"))
+        .expect("the intent file");
+    assert!(kept.contains("\"presses\":\"none\""), "{kept}");
+
+    // The intent stands: the agent-like guest going down now is the host's.
+    agent.press_key();
+    let line = daemon.wait_decision("agent");
+    assert!(line.contains("(host-intent)"), "{line}");
+    assert!(line.contains("intent by node-shutdown"), "{line}");
+
+    // The deaf guest's window ends with the one press it had.
+    daemon.wait_log("deaf: intent by node-shutdown expired", 1);
+    assert_eq!(deaf.qmp().count_events("POWERDOWN"), 1);
+    assert!(!deaf.exited());
+}

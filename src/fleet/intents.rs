@@ -283,6 +283,40 @@ impl Fleet {
         pressed
     }
 
+    /// The `kvmd powerdown-all` that gave `names` their intents went away
+    /// before they stopped (killed, interrupted, timed out): nobody waits
+    /// for those presses any more, and a node shutdown that was called off
+    /// must not leave kvmd pressing power buttons every [`PRESS_AGAIN`]
+    /// until the windows end. The presses stop; the intents stay, since a
+    /// guest already shutting down from a press is still the host's doing.
+    /// Names without a waiting, pressing intent are left alone.
+    pub fn handle_orders_abandoned(&mut self, now: Instant, names: &[InstanceName]) {
+        self.tick(now);
+        for name in names {
+            let Some(&key) = self.by_name.get(name) else {
+                continue;
+            };
+            let Some(instance) = self.instances.get_mut(key.0) else {
+                continue;
+            };
+            let Some(intent) = instance.intent.as_mut() else {
+                continue;
+            };
+            if intent.state != IntentState::Waiting || intent.presses != Presses::UntilShutdown {
+                continue;
+            }
+            intent.presses = Presses::None;
+            let intent = intent.clone();
+            self.timers.cancel(Timer::Press(key));
+            // Kept so: a restarted kvmd does not start pressing again.
+            self.save_intent(name, &intent);
+            self.notify(Notice::PressesStopped {
+                name: name.clone(),
+                by: intent.by,
+            });
+        }
+    }
+
     /// Intents a previous run kept, once at start-up after the first
     /// crawl's connects: each is taken up by the instance it was given
     /// for, or dropped (its QEMU is gone, or it expired meanwhile).
