@@ -1,16 +1,22 @@
 //! `kvmd status` and `kvmd events`: the same binary as a client of the
 //! running daemon's control socket. Blocking I/O is fine here: this is a
-//! short-lived command, not the daemon.
+//! short-lived command, not the daemon. But every wait is bounded: the
+//! client runs in a Ganeti hook and in systemd's `ExecStop` at node
+//! shutdown, where a daemon that accepts and never answers (hung, or not
+//! kvmd at all) must not hold anything up for ever.
 //!
-//! Exit status (LSB's for status): 0 answered; 1 the daemon said no, or
-//! cut a follower off; 3 no daemon answers where it looked; 4 not allowed
-//! to ask.
+//! Exit status (LSB's for status): 0 answered; 1 the daemon said no, cut a
+//! follower off, or did not answer in time; 3 no daemon answers where it
+//! looked; 4 not allowed to ask.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, socket};
 use serde_json::Value;
 
 use std::time::{Duration, Instant};
@@ -22,25 +28,139 @@ use crate::control::{self, Request};
 /// MB; this leaves room and still bounds a confused peer).
 const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 
+/// How long the daemon has to take the connection and send its whole
+/// first answer. kvmd answers from its event loop in milliseconds (a
+/// status of thousands of instances in well under a second); a peer
+/// silent this long is hung, or is not kvmd.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long `powerdown-all` waits past its `--timeout` for the last
+/// verdicts: a guest that obeys at the very end of its window is decided
+/// at QEMU's hang-up a moment later, and its process is gone a moment
+/// after that.
+pub const POWERDOWN_MARGIN: Duration = Duration::from_secs(5);
+
 enum Failure {
     NotRunning(Vec<PathBuf>),
     Denied(PathBuf),
     /// The daemon refused who is asking (its peer credentials).
     Refused(String),
+    /// Something at `place` took the connection (or left it waiting to be
+    /// accepted) and said nothing by the deadline.
+    NoAnswer {
+        place: PathBuf,
+        within: Duration,
+    },
     Other(String),
 }
 
-fn connect(control_socket: &Option<PathBuf>) -> Result<UnixStream, Failure> {
+/// The daemon's side of the conversation, read against a deadline: every
+/// read gets the time left, so a peer trickling a byte now and then
+/// cannot stretch it either.
+struct Answers {
+    stream: UnixStream,
+    place: PathBuf,
+    /// `None`: no limit (`kvmd events` following, once attached).
+    deadline: Option<Instant>,
+    /// What the deadline was set to be, for the message.
+    within: Duration,
+}
+
+impl Answers {
+    fn set_deadline(&mut self, within: Option<Duration>) {
+        self.deadline = within.map(|w| Instant::now() + w);
+        if let Some(within) = within {
+            self.within = within;
+        }
+    }
+
+    fn no_answer(&self) -> Failure {
+        Failure::NoAnswer {
+            place: self.place.clone(),
+            within: self.within,
+        }
+    }
+}
+
+impl Read for Answers {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = match self.deadline {
+            None => None,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                Some(left)
+            }
+        };
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.read(buf)
+    }
+}
+
+/// Whether `e` is a read or write that ran out of time (a socket timeout
+/// says `EAGAIN`).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Connects to `place` by `deadline`. The send timeout bounds the connect
+/// too: a listener whose queue is full (a stuck peer that never accepts)
+/// keeps a blocking connect waiting until there is room, and the kernel
+/// gives up with `EAGAIN` at the timeout.
+fn connect_to(place: &Path, deadline: Instant) -> Result<UnixStream, Errno> {
+    let address = UnixAddr::new(place)?;
+    let fd: OwnedFd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let stream = UnixStream::from(fd);
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Errno::EAGAIN);
+    }
+    stream
+        .set_write_timeout(Some(left))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    loop {
+        match nix::sys::socket::connect(stream.as_raw_fd(), &address) {
+            Ok(()) => return Ok(stream),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn connect(control_socket: &Option<PathBuf>, deadline: Instant) -> Result<Answers, Failure> {
     let places: Vec<PathBuf> = match control_socket {
         Some(path) => vec![path.clone()],
         None => DEFAULT_CONTROL_SOCKETS.iter().map(PathBuf::from).collect(),
     };
     for place in &places {
-        match UnixStream::connect(place) {
-            Ok(stream) => return Ok(stream),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(Failure::Denied(place.clone()));
+        match connect_to(place, deadline) {
+            Ok(stream) => {
+                return Ok(Answers {
+                    stream,
+                    place: place.clone(),
+                    deadline: Some(deadline),
+                    within: ANSWER_WITHIN,
+                });
             }
+            Err(Errno::EACCES | Errno::EPERM) => return Err(Failure::Denied(place.clone())),
+            // Something listens there and did not take us in time.
+            Err(Errno::EAGAIN) => {
+                return Err(Failure::NoAnswer {
+                    place: place.clone(),
+                    within: ANSWER_WITHIN,
+                });
+            }
+            // Nothing there, or nothing listening: the next place.
             Err(_) => {}
         }
     }
@@ -68,6 +188,14 @@ fn fail(program: &str, failure: Failure) -> ExitCode {
             eprintln!("{program}: {why}");
             ExitCode::from(4)
         }
+        Failure::NoAnswer { place, within } => {
+            eprintln!(
+                "{program}: kvmd did not answer within {} s at {} (hung, or something else listens there); gave up",
+                within.as_secs(),
+                place.display()
+            );
+            ExitCode::FAILURE
+        }
         Failure::Other(why) => {
             eprintln!("{program}: {why}");
             ExitCode::FAILURE
@@ -75,13 +203,14 @@ fn fail(program: &str, failure: Failure) -> ExitCode {
     }
 }
 
-/// Sends `request` and returns a reader of the answer lines.
-fn ask(
-    control_socket: &Option<PathBuf>,
-    request: &Request,
-) -> Result<BufReader<UnixStream>, Failure> {
-    let mut stream = connect(control_socket)?;
-    match stream.write_all(control::request_line(request).as_bytes()) {
+/// Sends `request` and returns a reader of the answer lines, which must
+/// begin within [`ANSWER_WITHIN`] of now (connecting included).
+fn ask(control_socket: &Option<PathBuf>, request: &Request) -> Result<BufReader<Answers>, Failure> {
+    let mut answers = connect(control_socket, Instant::now() + ANSWER_WITHIN)?;
+    match answers
+        .stream
+        .write_all(control::request_line(request).as_bytes())
+    {
         Ok(()) => {}
         // Refused before the request was read (another user, too many
         // clients): the reason is waiting to be read.
@@ -90,19 +219,27 @@ fn ask(
                 e.kind(),
                 io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
             ) => {}
+        Err(e) if timed_out(&e) => return Err(answers.no_answer()),
         Err(e) => return Err(Failure::Other(format!("cannot ask kvmd: {e}"))),
     }
-    Ok(BufReader::new(stream))
+    Ok(BufReader::new(answers))
 }
 
-/// Reads one answer line as JSON; an `error` answer is a failure.
-fn answer(reader: &mut impl BufRead) -> Result<Option<(String, Value)>, Failure> {
+/// Reads one answer line as JSON; an `error` answer is a failure, and so
+/// is silence past the reader's deadline.
+fn answer(reader: &mut BufReader<Answers>) -> Result<Option<(String, Value)>, Failure> {
     let mut line = String::new();
     let read = reader
         .by_ref()
         .take(MAX_ANSWER)
         .read_line(&mut line)
-        .map_err(|e| Failure::Other(format!("cannot read kvmd's answer: {e}")))?;
+        .map_err(|e| {
+            if timed_out(&e) {
+                reader.get_ref().no_answer()
+            } else {
+                Failure::Other(format!("cannot read kvmd's answer: {e}"))
+            }
+        })?;
     if read == 0 {
         return Ok(None);
     }
@@ -148,6 +285,10 @@ pub fn events(client: &Client) -> ExitCode {
     loop {
         match answer(&mut reader) {
             Ok(Some((line, value))) => {
+                // Attached: from now on events come when they happen,
+                // which may be hours apart; a follower waits as long as
+                // whoever runs it likes.
+                reader.get_mut().set_deadline(None);
                 // In JSON every line is passed on, the first ("following":
                 // attached) too; people see only the events.
                 let text = if client.json {
@@ -229,56 +370,72 @@ pub fn order(order: &Order) -> ExitCode {
             ExitCode::SUCCESS
         }
         OrderKind::PowerdownAll { seconds, .. } => {
-            let deadline = Instant::now() + Duration::from_secs(*seconds);
-            await_powerdown(order, &value["powerdown"], reader, deadline)
+            // The intents' window began as kvmd answered: each guest has
+            // `seconds` to stop, and its verdict and exit a moment more.
+            let within = Duration::from_secs(*seconds) + POWERDOWN_MARGIN;
+            reader.get_mut().set_deadline(Some(within));
+            await_powerdown(order, &value["powerdown"], reader)
+        }
+    }
+}
+
+/// A guest `powerdown-all` lists, and the QEMU process it names.
+struct Listed<'a> {
+    name: &'a str,
+    /// Why kvmd did not press its button (refused guests only).
+    why: &'a str,
+    /// Its pid and start time, when kvmd knows them.
+    qemu: Option<(u64, u64)>,
+}
+
+impl<'a> Listed<'a> {
+    fn of(value: &'a Value) -> Listed<'a> {
+        Listed {
+            name: str_of(&value["instance"]),
+            why: str_of(&value["why"]),
+            qemu: value["qemu_pid"].as_u64().zip(value["qemu_start"].as_u64()),
         }
     }
 }
 
 /// Follows `powerdown-all` until every pressed guest's QEMU is gone (its
-/// verdict came) or `deadline`; says which did not stop. Exit 0 when all
-/// stopped, 1 otherwise.
-fn await_powerdown(
-    order: &Order,
-    powerdown: &Value,
-    mut reader: BufReader<UnixStream>,
-    deadline: Instant,
-) -> ExitCode {
+/// verdict came) or the reader's deadline; says which did not stop, and
+/// which guests kvmd did not press are still running. Exit 0 when none
+/// runs, 1 otherwise.
+fn await_powerdown(order: &Order, powerdown: &Value, mut reader: BufReader<Answers>) -> ExitCode {
+    let deadline = reader.get_ref().deadline.unwrap_or_else(Instant::now);
     let empty = Vec::new();
-    let pressed = powerdown["pressed"].as_array().unwrap_or(&empty);
-    let mut waiting: Vec<String> = pressed
+    let pressed: Vec<Listed> = powerdown["pressed"]
+        .as_array()
+        .unwrap_or(&empty)
         .iter()
-        .map(|p| str_of(&p["instance"]).to_owned())
+        .map(Listed::of)
         .collect();
-    let refused = powerdown["refused"].as_array().unwrap_or(&empty);
+    let mut waiting: Vec<&str> = pressed.iter().map(|p| p.name).collect();
+    let refused: Vec<Listed> = powerdown["refused"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(Listed::of)
+        .collect();
     if !order.json {
+        // Refused for any of IntentRefused's reasons (not monitored yet,
+        // already shut down, a QEMU that does not answer): each says its
+        // own below.
         println!(
             "pressed the power button of {} guests{}",
             waiting.len(),
             if refused.is_empty() {
                 String::new()
             } else {
-                format!("; {} not monitored yet, not pressed", refused.len())
+                format!("; {} not pressed", refused.len())
             }
         );
-        for r in refused {
-            println!(
-                "{}: not pressed: {}",
-                str_of(&r["instance"]),
-                str_of(&r["why"])
-            );
+        for r in &refused {
+            println!("{}: not pressed: {}", r.name, r.why);
         }
     }
     while !waiting.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        // A bounded wait: a daemon that stops answering cannot hold the
-        // node's shutdown past the timeout.
-        if reader.get_ref().set_read_timeout(Some(left)).is_err() {
-            break;
-        }
         match answer(&mut reader) {
             Ok(Some((line, value))) => {
                 if order.json {
@@ -292,13 +449,16 @@ fn await_powerdown(
                 // The verdict comes at the hang-up, a moment before QEMU's
                 // process is gone: wait for that too, so that whatever
                 // stops next (Ganeti's unit, the init system) finds it gone.
-                let qemu = pressed.iter().find(|p| str_of(&p["instance"]) == name);
-                if let Some(qemu) = qemu
-                    && !process_gone(&qemu["qemu_pid"], &qemu["qemu_start"], deadline)
+                let qemu = pressed.iter().find(|p| p.name == name);
+                if let Some(Listed {
+                    qemu: Some((pid, start)),
+                    ..
+                }) = qemu
+                    && !process_gone(*pid, *start, deadline)
                 {
                     continue;
                 }
-                waiting.retain(|w| w != name);
+                waiting.retain(|w| *w != name);
                 if !order.json {
                     println!(
                         "{name}: stopped: {} ({})",
@@ -313,46 +473,63 @@ fn await_powerdown(
         }
     }
     let _ = io::stdout().flush();
-    if waiting.is_empty() {
+    // A guest kvmd could not press is as much a guest still running as one
+    // that ignored the button: whatever stops next kills it.
+    let unpressed: Vec<String> = refused
+        .iter()
+        .filter_map(|r| match r.qemu {
+            Some((pid, start)) => {
+                process_alive(pid, start).then(|| format!("{} (QEMU pid {pid}; {})", r.name, r.why))
+            }
+            // Not connected yet: kvmd does not know its process, and
+            // cannot say it is gone.
+            None => Some(format!("{} (its QEMU unknown to kvmd; {})", r.name, r.why)),
+        })
+        .collect();
+    if waiting.is_empty() && unpressed.is_empty() {
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "{}: {} guests still running: {}",
-        order.program,
-        waiting.len(),
-        waiting.join(", ")
-    );
+    if !waiting.is_empty() {
+        eprintln!(
+            "{}: {} guests still running: {}",
+            order.program,
+            waiting.len(),
+            waiting.join(", ")
+        );
+    }
+    for guest in &unpressed {
+        eprintln!("{}: not pressed and still running: {guest}", order.program);
+    }
     ExitCode::FAILURE
 }
 
-/// Waits until process `pid` started at `start` (clock ticks since boot,
-/// as /proc says) is gone, or `deadline`. Whether it is gone. Without a pid
-/// there is nothing to wait for.
-fn process_gone(pid: &Value, start: &Value, deadline: Instant) -> bool {
-    let (Some(pid), Some(start)) = (pid.as_u64(), start.as_u64()) else {
-        return true;
-    };
-    let alive = || {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // Field 22, counted after the command name (which may hold spaces);
-        // a reused pid has another start time. A zombie is gone for us.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            return false;
-        };
-        let mut fields = rest.split(' ');
-        let state = fields.next();
-        let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
-        state != Some("Z") && started == Some(start)
-    };
-    while alive() {
+/// Waits until process `pid` started at `start` is gone, or `deadline`.
+/// Whether it is gone.
+fn process_gone(pid: u64, start: u64, deadline: Instant) -> bool {
+    while process_alive(pid, start) {
         if Instant::now() >= deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     true
+}
+
+/// Whether process `pid` started at `start` (clock ticks since boot, as
+/// /proc says) is alive. A reused pid has another start time; a zombie
+/// is gone for us.
+fn process_alive(pid: u64, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Field 22, counted after the command name (which may hold spaces).
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return false;
+    };
+    let mut fields = rest.split(' ');
+    let state = fields.next();
+    let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
+    state != Some("Z") && started == Some(start)
 }
 
 fn str_of(value: &Value) -> &str {

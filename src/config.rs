@@ -165,6 +165,13 @@ pub enum UsageError {
         flag: &'static str,
         value: String,
     },
+    /// `--for` or `--timeout` that is not a whole number of seconds in
+    /// the range an intent may have: said with the range, since this is
+    /// often a value from a configuration file (`KVMD_POWERDOWN_TIMEOUT`).
+    BadSeconds {
+        flag: &'static str,
+        value: String,
+    },
     UnexpectedArgument(String),
 }
 
@@ -178,6 +185,11 @@ impl fmt::Display for UsageError {
             UsageError::BadValue { flag, value } => {
                 write!(f, "invalid value '{value}' for option '{flag}'")
             }
+            UsageError::BadSeconds { flag, value } => write!(
+                f,
+                "invalid value '{value}' for option '{flag}': a whole number of seconds from 1 to {}",
+                crate::fleet::MAX_WINDOW.as_secs()
+            ),
             UsageError::UnexpectedArgument(arg) => write!(f, "unexpected argument '{arg}'"),
         }
     }
@@ -470,6 +482,16 @@ where
     Ok(client)
 }
 
+/// An empty value given for `flag`, as the text to judge (and refuse with
+/// the range: `KVMD_POWERDOWN_TIMEOUT=` in a file is the usual way to get
+/// one); any other error as it is.
+fn empty_is_text(error: UsageError, flag: &'static str) -> Result<String, UsageError> {
+    match error {
+        UsageError::BadValue { flag: f, value } if f == flag && value.is_empty() => Ok(value),
+        other => Err(other),
+    }
+}
+
 /// `kvmd expect-stop [--cancel] INSTANCE [--for S] [--by TEXT]` and
 /// `kvmd powerdown-all [--timeout S] [--by TEXT]`.
 fn parse_order<I>(
@@ -513,18 +535,30 @@ where
                     None => Err(UsageError::MissingValue(flag)),
                 }
             };
+            // Digits only: `parse` would also take a sign (`+120`), and
+            // nothing else may pass for a number of seconds.
             let window = |flag: &'static str, value: String| -> Result<u64, UsageError> {
+                let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
                 match value.parse::<u64>() {
-                    Ok(n) if crate::fleet::valid_window(std::time::Duration::from_secs(n)) => Ok(n),
-                    _ => Err(UsageError::BadValue { flag, value }),
+                    Ok(n)
+                        if digits
+                            && crate::fleet::valid_window(std::time::Duration::from_secs(n)) =>
+                    {
+                        Ok(n)
+                    }
+                    _ => Err(UsageError::BadSeconds { flag, value }),
                 }
             };
             match name.as_str() {
                 "--json" if inline.is_none() => json = true,
                 "--cancel" if inline.is_none() && !powerdown => cancel = true,
-                "--for" if !powerdown => seconds = Some(window("--for", value("--for")?)?),
+                "--for" if !powerdown => {
+                    let given = value("--for").or_else(|e| empty_is_text(e, "--for"))?;
+                    seconds = Some(window("--for", given)?);
+                }
                 "--timeout" if powerdown => {
-                    seconds = Some(window("--timeout", value("--timeout")?)?);
+                    let given = value("--timeout").or_else(|e| empty_is_text(e, "--timeout"))?;
+                    seconds = Some(window("--timeout", given)?);
                 }
                 "--by" => {
                     let text = value("--by")?;
@@ -860,6 +894,85 @@ mod tests {
             Invocation::Run(config) => Ok(config),
             other => panic!("expected a run, got {other:?}"),
         }
+    }
+
+    fn order(args: &[&str]) -> Result<Order, UsageError> {
+        let args = std::iter::once("kvmd")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        match parse(args, Path::new("/work"))? {
+            Invocation::Order(order) => Ok(order),
+            other => panic!("expected an order, got {other:?}"),
+        }
+    }
+
+    /// `KVMD_POWERDOWN_TIMEOUT` reaches `--timeout` from a file an operator
+    /// edits: anything but 1 to 3600 plain digits is refused, with the
+    /// range, never taken for some other timeout or none.
+    #[test]
+    fn a_powerdown_timeout_is_whole_seconds_within_the_range() {
+        for (given, seconds) in [("1", 1), ("120", 120), ("0300", 300), ("3600", 3600)] {
+            let parsed = order(&["powerdown-all", "--timeout", given]).expect("parses");
+            assert!(
+                matches!(parsed.what, OrderKind::PowerdownAll { seconds: s, .. } if s == seconds),
+                "{given}: {parsed:?}"
+            );
+        }
+        let parsed = order(&["powerdown-all"]).expect("parses");
+        assert!(matches!(
+            parsed.what,
+            OrderKind::PowerdownAll { seconds: 120, .. }
+        ));
+        for bad in [
+            "",
+            "0",
+            "3601",
+            "+120",
+            "-1",
+            "120 ",
+            " 120",
+            "2m",
+            "1e3",
+            "120s",
+            "0x10",
+            "99999999999999999999",
+        ] {
+            for flag in ["--timeout", "--timeout="] {
+                let args: Vec<String> = if flag.ends_with('=') {
+                    vec!["powerdown-all".into(), format!("{flag}{bad}")]
+                } else {
+                    vec!["powerdown-all".into(), flag.into(), bad.into()]
+                };
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let error = order(&args).expect_err(bad);
+                assert_eq!(
+                    error,
+                    UsageError::BadSeconds {
+                        flag: "--timeout",
+                        value: bad.to_owned()
+                    },
+                    "{args:?}"
+                );
+                assert_eq!(
+                    error.to_string(),
+                    format!(
+                        "invalid value '{bad}' for option '--timeout': a whole number of seconds \
+                         from 1 to 3600"
+                    )
+                );
+            }
+        }
+        assert_eq!(
+            order(&["powerdown-all", "--timeout"]).expect_err("no value"),
+            UsageError::MissingValue("--timeout")
+        );
+        assert_eq!(
+            order(&["expect-stop", "vm1", "--for", "+5"]).expect_err("a sign"),
+            UsageError::BadSeconds {
+                flag: "--for",
+                value: "+5".to_owned()
+            }
+        );
     }
 
     #[test]

@@ -245,8 +245,11 @@ pub fn powerdown_line(pressed: &[crate::fleet::Pressed]) -> String {
     let refused: Vec<Value> = refused
         .iter()
         .map(|p| {
+            // Its QEMU too, when known: the client tells whether a guest
+            // it could not press is still running at the end.
             let why = p.result.as_ref().err().map(ToString::to_string);
-            json!({"instance": p.name.to_string(), "why": why})
+            json!({"instance": p.name.to_string(), "why": why,
+                   "qemu_pid": p.qemu.map(|q| q.pid), "qemu_start": p.qemu.map(|q| q.start)})
         })
         .collect();
     let powerdown = json!({"pressed": ok, "refused": refused});
@@ -386,6 +389,10 @@ fn instance_json(v: &InstanceView<'_>, last: Option<&Value>, clock: &Clock, now:
                 IntentState::Waiting => Some(i.until.saturating_duration_since(now).as_secs()),
                 IntentState::Claimed => None,
             },
+            // Whether kvmd presses its power button again while it waits
+            // (a `powerdown-all` whose client is still there).
+            "pressing": i.state == IntentState::Waiting
+                && i.presses == crate::fleet::Presses::UntilShutdown,
         })
     });
     json!({
@@ -598,6 +605,7 @@ fn kind(notice: &Notice) -> &'static str {
         Notice::IntentGiven { .. } => "intent-given",
         Notice::IntentCancelled { .. } => "intent-cancelled",
         Notice::IntentExpired { .. } => "intent-expired",
+        Notice::PressesStopped { .. } => "presses-stopped",
     }
 }
 
@@ -623,7 +631,8 @@ fn instance_of(notice: &Notice) -> Option<&InstanceName> {
         | Notice::HookSuperseded { name, .. }
         | Notice::IntentGiven { name, .. }
         | Notice::IntentCancelled { name, .. }
-        | Notice::IntentExpired { name, .. } => Some(name),
+        | Notice::IntentExpired { name, .. }
+        | Notice::PressesStopped { name, .. } => Some(name),
         Notice::OutOfDescriptors { .. } | Notice::DescriptorsFree => None,
     }
 }
@@ -670,7 +679,8 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
     if let (
         Notice::IntentGiven { by, .. }
         | Notice::IntentCancelled { by, .. }
-        | Notice::IntentExpired { by, .. },
+        | Notice::IntentExpired { by, .. }
+        | Notice::PressesStopped { by, .. },
         Some(object),
     ) = (notice, event.as_object_mut())
     {

@@ -407,3 +407,162 @@ fn guest_crashes_that_leave_the_guest_running_are_counted_and_shown() {
     guest.quit();
     assert!(daemon.wait_decision("vm1").contains("(guest-panic)"));
 }
+
+/// Guests `powerdown-all` could not press are not passed over in silence:
+/// one whose guest had already shut down while its QEMU lives on
+/// (`-no-shutdown`), and one kvmd is still negotiating with (a peer that
+/// never greets, played by the test, so its "QEMU" is this process). Each
+/// is named with kvmd's reason, and since their QEMUs still run at the end
+/// the command fails, though every guest it pressed stopped.
+#[test]
+fn powerdown_all_names_the_guests_it_could_not_press_that_still_run() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("g1", &[program::OBEY_BUTTON, program::POWER_OFF]);
+    let mut g1 = Guest::start(&qemu, &world.ctrl, "g1", &image, Options::default());
+    let image = world.image("off", &[program::POWER_OFF]);
+    let no_shutdown = Options {
+        no_shutdown: true,
+        ..Options::default()
+    };
+    let mut off = Guest::start(&qemu, &world.ctrl, "off", &image, no_shutdown);
+    let listener = common::peer::listen(&world.ctrl.join("stuck.kvmd"));
+    let stuck = std::thread::spawn(move || {
+        // Connected, never greeted: negotiating for as long as it holds.
+        let mut peer = common::peer::Peer::accept(&listener);
+        let mut byte = [0u8; 1];
+        let _ = std::io::Read::read(peer.stream(), &mut byte);
+    });
+    daemon.wait_monitoring("g1");
+    daemon.wait_monitoring("off");
+    g1.cont();
+    off.cont();
+    let now = wait_status(&daemon, "off shut down and stuck negotiating", |s| {
+        instance(s, "off").is_some_and(|i| !i["evidence"]["shutdown"].is_null())
+            && instance(s, "stuck").is_some_and(|i| i["phase"] == "negotiating")
+    });
+    let off_pid = instance(&now, "off").expect("listed")["qemu_pid"].clone();
+    let me = std::process::id();
+
+    let (code, out, err) = cli(&[
+        "powerdown-all",
+        "--timeout",
+        "60",
+        "--pid-file",
+        &pid_file(&daemon),
+    ]);
+    assert_eq!(code, 1, "two guests not pressed still run: {out}{err}");
+    assert!(
+        out.contains("pressed the power button of 1 guests; 2 not pressed\n"),
+        "{out}"
+    );
+    assert!(out.contains("g1: stopped: not-user (host-intent)"), "{out}");
+    g1.wait_exit();
+    assert!(
+        out.contains(
+            "off: not pressed: its guest has already shut down; the SHUTDOWN that decides came before"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("stuck: not pressed: kvmd is not monitoring it yet (still connecting"),
+        "{out}"
+    );
+    assert!(!err.contains("guests still running"), "g1 stopped: {err}");
+    assert!(
+        err.contains(&format!(
+            "kvmd: not pressed and still running: off (QEMU pid {off_pid}; its guest has already shut down"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "kvmd: not pressed and still running: stuck (QEMU pid {me}; kvmd is not monitoring it yet"
+        )),
+        "{err}"
+    );
+    // Gone, it is no longer named: off's QEMU quits (stuck's peer stays).
+    off.quit();
+    daemon.wait_decision("off");
+    let (code, out, err) = cli(&["powerdown-all", "--pid-file", &pid_file(&daemon)]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!err.contains("off"), "{err}");
+    assert!(err.contains("still running: stuck"), "{err}");
+    drop(daemon);
+    stuck.join().expect("the stuck peer");
+}
+
+/// An interrupted `powerdown-all` (its client killed, as Ctrl-C or a
+/// killed ExecStop would) stops kvmd pressing: the guest that ignores its
+/// button gets the one press it had, not one every 5 s until the window
+/// ends. The intents stay: a guest that goes down within its window is
+/// still the host's doing.
+#[test]
+fn an_interrupted_powerdown_all_stops_pressing_and_keeps_its_intents() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("deaf", &[program::HALT]);
+    let mut deaf = Guest::start(&qemu, &world.ctrl, "deaf", &image, Options::default());
+    let mut agent = agent_like_guest(&world, &qemu, "agent");
+    daemon.wait_monitoring("deaf");
+    daemon.wait_monitoring("agent");
+    // The test's own QMP connections (made by `cont`) see every POWERDOWN.
+    deaf.cont();
+    agent.cont();
+
+    // Presses would come again 5 s and 10 s in; the window ends at 12 s.
+    let mut client = common::cli::kvmd()
+        .args(["powerdown-all", "--json", "--timeout", "12", "--pid-file"])
+        .arg(pid_file(&daemon))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kvmd powerdown-all");
+    let stdout = client.stdout.take().expect("piped");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
+        .expect("the answer");
+    let answer: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(
+        answer["powerdown"]["pressed"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    client.kill().expect("kill the client");
+    client.wait().expect("wait");
+
+    for name in ["deaf", "agent"] {
+        daemon.wait_log(
+            &format!(
+                "{name}: powerdown-all (by node-shutdown) went away before it stopped: its power \
+                 button is not pressed again; the intent stands until its window ends"
+            ),
+            1,
+        );
+    }
+    let now = status(&daemon);
+    for name in ["deaf", "agent"] {
+        let intent = &instance(&now, name).expect("listed")["intent"];
+        assert_eq!(
+            (&intent["state"], &intent["pressing"], &intent["by"]),
+            (&"waiting".into(), &false.into(), &"node-shutdown".into()),
+            "{name}: {intent}"
+        );
+    }
+    let kept = fs::read_to_string(world.tmp.path().join("kvmd-state/deaf.intent"))
+        .expect("the intent file");
+    assert!(kept.contains("\"presses\":\"none\""), "{kept}");
+
+    // The intent stands: the agent-like guest going down now is the host's.
+    agent.press_key();
+    let line = daemon.wait_decision("agent");
+    assert!(line.contains("(host-intent)"), "{line}");
+    assert!(line.contains("intent by node-shutdown"), "{line}");
+
+    // The deaf guest's window ends with the one press it had.
+    daemon.wait_log("deaf: intent by node-shutdown expired", 1);
+    assert_eq!(deaf.qmp().count_events("POWERDOWN"), 1);
+    assert!(!deaf.exited());
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -430,7 +431,12 @@ fn systemd_units_pass_systemd_analyze_verify() {
     // The units as shipped, with their binaries pointed at the build (verify
     // checks that ExecStart exists), next to stand-ins for Ganeti's units
     // and with the man page they document on MANPATH.
-    for unit in ["kvmd.service", "ganeti-kvmd.service"] {
+    let units = [
+        "kvmd.service",
+        "ganeti-kvmd.service",
+        "kvmd-powerdown.service",
+    ];
+    for unit in units {
         let text = fs::read_to_string(contrib(&format!("systemd/{unit}"))).expect("unit");
         let text = text
             .replace("/usr/sbin/kvmd", env!("CARGO_BIN_EXE_kvmd"))
@@ -447,7 +453,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
     fs::copy(contrib("kvmd.8"), man8.join("kvmd.8")).expect("man page");
     let out = common::systemd_analyze()
         .arg("verify")
-        .args(["kvmd.service", "ganeti-kvmd.service"].map(|unit| tmp.path().join(unit)))
+        .args(units.map(|unit| tmp.path().join(unit)))
         .env("SYSTEMD_UNIT_PATH", format!("{}:", tmp.path().display()))
         .env("MANPATH", tmp.path().join("man"))
         .output()
@@ -456,6 +462,108 @@ fn systemd_units_pass_systemd_analyze_verify() {
     // a finding.
     let said = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     assert!(out.status.success() && said.is_empty(), "{said}");
+}
+
+/// The shell script of kvmd-powerdown.service's `ExecStop`, as systemd
+/// hands it to `/bin/sh -c`: continued lines joined with a space, `$$`
+/// made `$`. The unit's line has one shape: `/bin/sh -c '...' NAME ARG`.
+fn powerdown_script() -> String {
+    let unit = fs::read_to_string(contrib("systemd/kvmd-powerdown.service")).expect("unit");
+    let joined = unit.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStop="))
+        .expect("an ExecStop line");
+    let quoted = line.strip_prefix("/bin/sh -c '").expect("/bin/sh -c '...'");
+    let (script, rest) = quoted.split_once('\'').expect("the closing quote");
+    assert_eq!(rest, " kvmd-powerdown ${KVMD_POWERDOWN_TIMEOUT}");
+    script.replace("$$", "$")
+}
+
+/// What kvmd-powerdown.service does at shutdown with the value
+/// `KVMD_POWERDOWN_TIMEOUT` has (`${...}` is one argument, empty
+/// included): kvmd judges it, and a value it refuses costs the guests
+/// nothing but the default's wait. kvmd is the built binary, pointed at a
+/// control socket of the test's own where no daemon answers (it must not
+/// find a real one on this machine); `systemctl` says what the system is
+/// doing.
+#[test]
+fn the_powerdown_unit_takes_the_timeout_kvmd_accepts_and_else_the_default() {
+    let tmp = common::tmpfs_dir("kvmd-powerdown-unit");
+    let bin = tmp.path().join("bin");
+    fs::create_dir(&bin).expect("mkdir");
+    let calls = tmp.path().join("calls");
+    let nobody = tmp.path().join("nobody.sock");
+    let kvmd = bin.join("kvmd");
+    fs::write(
+        &kvmd,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\" --control-socket {}\n",
+            calls.display(),
+            env!("CARGO_BIN_EXE_kvmd"),
+            nobody.display()
+        ),
+    )
+    .expect("write");
+    let script = powerdown_script().replace("/usr/sbin/kvmd", &kvmd.display().to_string());
+    for (value, system, calls_made, status, said) in [
+        (
+            "300",
+            "stopping",
+            &["powerdown-all --timeout 300"][..],
+            3,
+            "kvmd is not running",
+        ),
+        (
+            "",
+            "stopping",
+            &["powerdown-all --timeout ", "powerdown-all --timeout 120"],
+            3,
+            "KVMD_POWERDOWN_TIMEOUT= is not a number of seconds from 1 to 3600 \
+             (kvmd said why above): 120 s instead",
+        ),
+        (
+            "5m",
+            "stopping",
+            &["powerdown-all --timeout 5m", "powerdown-all --timeout 120"],
+            3,
+            "invalid value '5m' for option '--timeout': a whole number of seconds from 1 to 3600",
+        ),
+        (
+            "7200",
+            "stopping",
+            &[
+                "powerdown-all --timeout 7200",
+                "powerdown-all --timeout 120",
+            ],
+            3,
+            "KVMD_POWERDOWN_TIMEOUT=7200 is not",
+        ),
+        // Stopped while the system runs (an upgrade, a removal).
+        (
+            "300",
+            "running",
+            &[],
+            0,
+            "the system is not shutting down: no guest powered down",
+        ),
+    ] {
+        let systemctl = bin.join("systemctl");
+        fs::write(&systemctl, format!("#!/bin/sh\necho {system}\n")).expect("write");
+        for program in [&kvmd, &systemctl] {
+            fs::set_permissions(program, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let _ = fs::remove_file(&calls);
+        let out = run(Command::new("/bin/sh")
+            .args(["-c", &script, "kvmd-powerdown", value])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display())));
+        let said_all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert_eq!(out.status.code(), Some(status), "{value:?}: {said_all}");
+        assert!(said_all.contains(said), "{value:?}: {said_all}");
+        let made = fs::read_to_string(&calls).unwrap_or_default();
+        let made: Vec<&str> = made.lines().collect();
+        assert_eq!(made, calls_made, "{value:?}: {said_all}");
+    }
 }
 
 #[test]

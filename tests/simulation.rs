@@ -65,7 +65,10 @@
 //!   runs as before until the first intent changes it): now and then
 //!   `expect-stop` for a random name, monitored or not, with a window of
 //!   0 s to 3601 s and a `--by` sometimes too long or with control
-//!   characters; a cancel; `powerdown-all`. QEMU answers `system_powerdown`
+//!   characters; a cancel; `powerdown-all`; a `powerdown-all` client going
+//!   away before its guests stopped (`handle_orders_abandoned` with the
+//!   names it waited for, less those another client still waits for: its
+//!   intents stay, their presses stop). QEMU answers `system_powerdown`
 //!   with `{"return": {}}` (an error before negotiation) and POWERDOWN; its
 //!   guest obeys (SHUTDOWN guest=true guest-shutdown), ignores it, or
 //!   obeys only a later press (its button not enabled yet); its monitor
@@ -183,6 +186,8 @@
 //!   the last, its QEMU monitored, fewer than `MAX_ASKED` unanswered) goes
 //!   out in that turn; while such an intent waits on a monitored QEMU
 //!   whose presses were not refused, a press stays due (its timer set).
+//!   Once its client went away the intent presses nothing (told
+//!   `PressesStopped` exactly when the model stops them).
 //!
 //! At the end of each run (quiesce): faults stop, the directory is back,
 //! every QEMU is left time to be monitored, then ends; everything is
@@ -512,6 +517,8 @@ enum Act {
     AwaitRead,
     /// (Scripted) `kvmd powerdown-all`, once kvmd monitors this QEMU.
     PowerdownAll,
+    /// (Scripted) the last `powerdown-all`'s client goes away.
+    AbandonPowerdown,
     /// (Scripted) an idle guest: waits for the power button, or for its
     /// intent to end.
     AwaitButton,
@@ -767,6 +774,10 @@ struct IntentStats {
     /// Presses kvmd refused: `MAX_ASKED` unanswered.
     presses_refused: u64,
     powerdowns_all: u64,
+    /// `powerdown-all` clients that went away before their guests stopped;
+    /// intents whose presses that stopped.
+    abandoned: u64,
+    presses_stopped: u64,
     /// Requests refused, by the reason the fleet gave.
     refused: BTreeMap<String, u64>,
 }
@@ -786,6 +797,8 @@ impl IntentStats {
         self.presses_again += o.presses_again;
         self.presses_refused += o.presses_refused;
         self.powerdowns_all += o.powerdowns_all;
+        self.abandoned += o.abandoned;
+        self.presses_stopped += o.presses_stopped;
         for (k, v) in &o.refused {
             *self.refused.entry(k.clone()).or_default() += v;
         }
@@ -1024,6 +1037,12 @@ struct Sim {
     intent_actions: u64,
     /// Inside `handle_powerdown_all` (its presses are not presses again).
     pressing_all: bool,
+    /// The `powerdown-all` clients still connected: the names each was
+    /// pressed for. They go with the daemon that answered them.
+    powerdown_clients: Vec<Vec<Name>>,
+    /// Intents whose presses the model says stop in this
+    /// `handle_orders_abandoned`: each must be told.
+    stopping: BTreeSet<Name>,
     /// A daemon's start-up until it handed the intent files back: the
     /// files are not the fleet's yet (I2 waits).
     starting: bool,
@@ -1105,6 +1124,8 @@ impl Sim {
             expiring: BTreeSet::new(),
             intent_actions: 0,
             pressing_all: false,
+            powerdown_clients: Vec::new(),
+            stopping: BTreeSet::new(),
             starting: false,
             hangups: 0,
             faults: Faults::default(),
@@ -1258,8 +1279,10 @@ impl Sim {
         self.watcher.since = None;
         self.fleet = Fleet::new(vec![TRUSTED]);
         self.given_up.clear();
-        // Its intents were memory; their files survive.
+        // Its intents were memory; their files survive. Its control
+        // clients are cut off with it.
         self.intents.clear();
+        self.powerdown_clients.clear();
         self.expiring.clear();
         self.told_reach = Reach::Away;
         self.told_follow = Follow::Events;
@@ -2079,6 +2102,12 @@ impl Sim {
                     format!("{name}: told its intent expired, the model says it holds"),
                 );
             }
+            Notice::PressesStopped { name, .. } if !self.stopping.remove(&name) => {
+                self.fail(
+                    "I3",
+                    format!("{name}: told its presses stopped, the model says otherwise"),
+                );
+            }
             Notice::Moot { name, .. } => {
                 if let Some(pv) = self.verdicts.remove(&name) {
                     self.stats.mooted += 1;
@@ -2488,7 +2517,7 @@ impl Sim {
     /// so the rows of README's table keep their share).
     fn intent_script(&mut self, q: &mut QemuProc) {
         use Act::*;
-        let rows: [&[Act]; 10] = [
+        let rows: [&[Act]; 11] = [
             // A guest agent's shutdown (no POWERDOWN): host-intent.
             &[ExpectStop, Poweroff],
             // Expired unclaimed: the same shutdown is a user shutdown.
@@ -2511,6 +2540,9 @@ impl Sim {
             &[ExpectStop, ReplaceWhileDown],
             // A restart at the window's very end: expired, not taken up.
             &[ExpectStopBriefly, RestartAtWindowEnd, Poweroff],
+            // powerdown-all whose client goes away while the guest ignores
+            // the button: no more presses; the intent waits out its window.
+            &[PowerdownAll, AbandonPowerdown, AwaitExpiry],
         ];
         if !self.intent_rng.chance(1, 16) {
             return;
@@ -2529,6 +2561,7 @@ impl Sim {
                 q.button = Button::Ignores;
                 q.hangs_when_pressed = true;
             }
+            10 => q.button = Button::Ignores,
             _ => {}
         }
         q.script = rows[row].iter().copied().collect();
@@ -2915,6 +2948,7 @@ impl Sim {
             | Act::AwaitExpiry
             | Act::AwaitRead
             | Act::PowerdownAll
+            | Act::AbandonPowerdown
             | Act::AwaitButton
             | Act::AwaitUnanswered
             | Act::Replace
@@ -2935,6 +2969,7 @@ impl Sim {
                 | Act::AwaitExpiry
                 | Act::AwaitRead
                 | Act::PowerdownAll
+                | Act::AbandonPowerdown
                 | Act::AwaitButton
                 | Act::AwaitUnanswered
                 | Act::Replace
@@ -3137,7 +3172,14 @@ impl Sim {
     /// `powerdown-all`.
     fn intent_world(&mut self) {
         let roll = self.intent_rng.below(10_000);
+        if roll >= 40 {
+            return;
+        }
         if roll >= 37 {
+            if !self.powerdown_clients.is_empty() {
+                let client = self.intent_rng.index(self.powerdown_clients.len());
+                self.abandon_powerdown(client);
+            }
             return;
         }
         let name = if self.intent_rng.chance(1, 40) {
@@ -3379,6 +3421,42 @@ impl Sim {
             .map(|p| p.name.clone())
             .collect();
         self.check_pressed(&pressed, "powerdown-all said pressed");
+        self.powerdown_clients.push(pressed);
+    }
+
+    /// The `powerdown-all` client `client` goes away (killed, interrupted) before its
+    /// guests stopped: the daemon hands the fleet the names it was waiting
+    /// for, less those another client still waits for (as
+    /// `ControlServer::take_abandoned` does). Each waiting intent that
+    /// presses stops pressing and is kept (I2 compares it, presses
+    /// included, with the fleet's and the file; I3 then wants no press).
+    fn abandon_powerdown(&mut self, client: usize) {
+        let mut names = self.powerdown_clients.swap_remove(client);
+        names.retain(|name| !self.powerdown_clients.iter().any(|c| c.contains(name)));
+        self.stats.intents.abandoned += 1;
+        trace!(
+            self,
+            "world: host: a powerdown-all client goes away ({names:?})"
+        );
+        for name in &names {
+            if let Some(held) = self.intents.get_mut(name)
+                && held.intent.state == IntentState::Waiting
+                && held.intent.presses == Presses::UntilShutdown
+            {
+                held.intent.presses = Presses::None;
+                self.stats.intents.presses_stopped += 1;
+                self.stopping.insert(name.clone());
+            }
+        }
+        self.fleet.handle_orders_abandoned(self.now, &names);
+        self.carry_out();
+        if !self.stopping.is_empty() {
+            let names = std::mem::take(&mut self.stopping);
+            self.fail(
+                "I3",
+                format!("presses of {names:?} stopped in the model, not told stopped"),
+            );
+        }
     }
 
     /// The intent the daemon holds for `seq`'s connection, if any.
@@ -3412,6 +3490,13 @@ impl Sim {
             }
             Act::PowerdownAll => {
                 self.powerdown_all(Duration::from_secs(30), "gnt-node power-off");
+                true
+            }
+            Act::AbandonPowerdown => {
+                let last = self.powerdown_clients.len().checked_sub(1);
+                if let Some(last) = last {
+                    self.abandon_powerdown(last);
+                }
                 true
             }
             Act::CancelIntent => {
@@ -4617,8 +4702,8 @@ fn report(total: &Stats, elapsed: Duration) {
     let i = &total.intents;
     eprintln!(
         "simulation: intents: {} given, {} claimed, {} expired, {} cancelled, {} dropped ({} at a connect), \
-         {} restored ({} claimed), {} powerdown-all, {} presses ({} again, {} refused: {MAX_ASKED} unanswered); \
-         requests refused {:?}",
+         {} restored ({} claimed), {} powerdown-all ({} abandoned, {} presses stopped), {} presses \
+         ({} again, {} refused: {MAX_ASKED} unanswered); requests refused {:?}",
         i.given,
         i.claimed,
         i.expired,
@@ -4628,6 +4713,8 @@ fn report(total: &Stats, elapsed: Duration) {
         i.restored,
         i.restored_claimed,
         i.powerdowns_all,
+        i.abandoned,
+        i.presses_stopped,
         i.presses,
         i.presses_again,
         i.presses_refused,
@@ -4706,6 +4793,8 @@ fn intents_covered(total: &Stats) {
         ("pressed", i.presses),
         ("pressed again", i.presses_again),
         ("press refused", i.presses_refused),
+        ("powerdown-all abandoned", i.abandoned),
+        ("presses stopped", i.presses_stopped),
         (
             "host-intent verdicts",
             total.why.get("HostIntent").copied().unwrap_or(0),

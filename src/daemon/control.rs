@@ -82,6 +82,9 @@ pub struct ControlServer {
     base: usize,
     /// Clients accepted so far.
     accepted: u64,
+    /// Instances a `powerdown-all` client was still waiting for when it
+    /// went away ([`ControlServer::take_abandoned`]).
+    abandoned: Vec<String>,
 }
 
 /// Why the control socket could not be set up.
@@ -162,6 +165,7 @@ impl ControlServer {
             refused: HashSet::new(),
             base,
             accepted: 0,
+            abandoned: Vec::new(),
         })
     }
 
@@ -377,7 +381,29 @@ impl ControlServer {
     fn close(&mut self, key: usize, registry: &Registry) {
         if let Some(mut client) = self.clients.try_remove(key) {
             let _ = registry.deregister(&mut client.stream);
+            // A `powerdown-all` that leaves before its guests stopped (its
+            // client killed, or its socket broken): whoever ordered the
+            // presses no longer waits for them.
+            if let Talk::Awaiting(names) = client.mode {
+                self.abandoned.extend(names);
+            }
         }
+    }
+
+    /// Instances whose `powerdown-all` client went away before they
+    /// stopped, since the last call, less those another `powerdown-all`
+    /// client still waits for (its presses are its own).
+    pub fn take_abandoned(&mut self) -> Vec<String> {
+        let mut abandoned = std::mem::take(&mut self.abandoned);
+        abandoned.sort();
+        abandoned.dedup();
+        abandoned.retain(|name| {
+            !self
+                .clients
+                .iter()
+                .any(|(_, c)| matches!(&c.mode, Talk::Awaiting(names) if names.contains(name)))
+        });
+        abandoned
     }
 }
 
@@ -438,8 +464,8 @@ impl Client {
                         // The request's end, without its newline.
                         Talk::Reading => self.take_request(ctx),
                         // A follower that leaves is closed now, not at the
-                        // next event (so is a powerdown-all client: the
-                        // presses stand, nobody waits for them).
+                        // next event (so is a powerdown-all client: its
+                        // presses stop, see `ControlServer::close`).
                         Talk::Following | Talk::Awaiting(_) => false,
                         // A client may close its side once asked.
                         Talk::Status(_) | Talk::Ordered(_) | Talk::Closing => true,

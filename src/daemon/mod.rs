@@ -273,6 +273,9 @@ impl Daemon {
                 }
                 self.service(now, key);
             }
+            // Before the timers: a press due this very turn for a client
+            // that went away is not sent.
+            self.abandon_orders(now);
             self.fleet.handle_timeout(now);
             self.carry_out(now);
             self.dir.close();
@@ -488,6 +491,22 @@ impl Daemon {
             self.control
                 .answer(client, answer, self.poll.registry(), &ctx);
         }
+    }
+
+    /// Tells the fleet of `powerdown-all` clients that went away before
+    /// their guests stopped: their presses end.
+    fn abandon_orders(&mut self, now: Instant) {
+        let names: Vec<InstanceName> = self
+            .control
+            .take_abandoned()
+            .iter()
+            .filter_map(|name| InstanceName::new(name.as_ref()))
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        self.fleet.handle_orders_abandoned(now, &names);
+        self.carry_out(now);
     }
 
     fn order(&mut self, now: Instant, request: Request) -> Answer {

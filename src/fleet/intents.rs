@@ -98,7 +98,8 @@ pub enum IntentRefused {
     NoIntent,
     /// Too late to cancel: the SHUTDOWN it covers came.
     AlreadyClaimed,
-    /// The QEMU would not take the power button now.
+    /// The QEMU has left the last presses (or other commands)
+    /// unanswered: another would only pile up.
     CannotPress,
 }
 
@@ -108,9 +109,11 @@ impl fmt::Display for IntentRefused {
             IntentRefused::NotMonitored => {
                 write!(f, "kvmd does not monitor an instance of that name")
             }
+            // Connecting or negotiating: either way not monitored yet.
             IntentRefused::NotYetMonitoring => write!(
                 f,
-                "kvmd is still connecting to it; try again once `kvmd status` says monitoring"
+                "kvmd is not monitoring it yet (still connecting to its QEMU); try again once \
+                 `kvmd status` says monitoring"
             ),
             IntentRefused::AlreadyShutDown => write!(
                 f,
@@ -134,9 +137,13 @@ impl fmt::Display for IntentRefused {
                 f,
                 "too late: the SHUTDOWN it covers already came, and the verdict will be the host's"
             ),
-            IntentRefused::CannotPress => {
-                write!(f, "its QEMU cannot take the power button now")
-            }
+            // In `Monitoring`, the only way a press is not sent: the last
+            // ones are still unanswered (`qmp::MAX_ASKED`).
+            IntentRefused::CannotPress => write!(
+                f,
+                "its QEMU has not answered kvmd's last commands (hung?); its power button \
+                 was not pressed"
+            ),
         }
     }
 }
@@ -276,6 +283,40 @@ impl Fleet {
         pressed
     }
 
+    /// The `kvmd powerdown-all` that gave `names` their intents went away
+    /// before they stopped (killed, interrupted, timed out): nobody waits
+    /// for those presses any more, and a node shutdown that was called off
+    /// must not leave kvmd pressing power buttons every [`PRESS_AGAIN`]
+    /// until the windows end. The presses stop; the intents stay, since a
+    /// guest already shutting down from a press is still the host's doing.
+    /// Names without a waiting, pressing intent are left alone.
+    pub fn handle_orders_abandoned(&mut self, now: Instant, names: &[InstanceName]) {
+        self.tick(now);
+        for name in names {
+            let Some(&key) = self.by_name.get(name) else {
+                continue;
+            };
+            let Some(instance) = self.instances.get_mut(key.0) else {
+                continue;
+            };
+            let Some(intent) = instance.intent.as_mut() else {
+                continue;
+            };
+            if intent.state != IntentState::Waiting || intent.presses != Presses::UntilShutdown {
+                continue;
+            }
+            intent.presses = Presses::None;
+            let intent = intent.clone();
+            self.timers.cancel(Timer::Press(key));
+            // Kept so: a restarted kvmd does not start pressing again.
+            self.save_intent(name, &intent);
+            self.notify(Notice::PressesStopped {
+                name: name.clone(),
+                by: intent.by,
+            });
+        }
+    }
+
     /// Intents a previous run kept, once at start-up after the first
     /// crawl's connects: each is taken up by the instance it was given
     /// for, or dropped (its QEMU is gone, or it expired meanwhile).
@@ -410,7 +451,10 @@ impl Fleet {
                     sent = Some(command);
                 }
             })
-            .map_err(|_| IntentRefused::CannotPress)?;
+            .map_err(|e| match e {
+                crate::qmp::NotSent::NotNegotiated => IntentRefused::NotYetMonitoring,
+                crate::qmp::NotSent::TooManyUnanswered => IntentRefused::CannotPress,
+            })?;
         if let Some(command) = sent {
             self.act(Action::Transmit { key, command });
         }

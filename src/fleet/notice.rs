@@ -196,6 +196,12 @@ pub enum Notice {
         name: InstanceName,
         by: String,
     },
+    /// The `powerdown-all` that pressed its power button went away before
+    /// the guest stopped: no more presses; the intent stands.
+    PressesStopped {
+        name: InstanceName,
+        by: String,
+    },
     /// A verdict's hook waiting behind another was replaced by a newer
     /// verdict's (at most one waits per instance).
     HookSuperseded {
@@ -215,7 +221,8 @@ impl Notice {
             Notice::StillUnrecorded { .. } | Notice::Guest { .. } => Level::Debug,
             Notice::IntentGiven { .. }
             | Notice::IntentCancelled { .. }
-            | Notice::IntentExpired { .. } => Level::Info,
+            | Notice::IntentExpired { .. }
+            | Notice::PressesStopped { .. } => Level::Info,
             Notice::HookEnded {
                 end: HookEnd::Exited(0),
                 ..
@@ -502,6 +509,11 @@ impl fmt::Display for Line<'_> {
             Notice::IntentExpired { name, by } => write!(
                 f,
                 "{name}: intent by {by} expired with no SHUTDOWN; QMP's evidence decides again"
+            ),
+            Notice::PressesStopped { name, by } => write!(
+                f,
+                "{name}: powerdown-all (by {by}) went away before it stopped: its power button is \
+                 not pressed again; the intent stands until its window ends"
             ),
             Notice::ExitingUnrecorded { name, verdict } => {
                 let shown = name.shutdown_file_shown();

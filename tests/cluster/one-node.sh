@@ -318,7 +318,10 @@ result intent-hook status="$(state stopped | cut -d' ' -f1)" \
     reason="$(decided_reason stopped)" by="$(decided_by stopped)"
 # The guest agent's path. The agent (inside a real guest it would carry
 # out guest-shutdown itself) is played by a stub on the agent's socket
-# that presses the key the guest waits for, through Ganeti's QMP socket.
+# that answers qga-shutdown's ping (guest-sync with its id, or
+# guest-ping) and, at guest-shutdown, presses the key the guest waits
+# for, through Ganeti's QMP socket. Requests come one a line, on one
+# connection or several.
 agent_stub() { # agent-socket qmp-socket
     python3 - "$1" "$2" <<'PY'
 import json, os, socket, sys, time
@@ -327,10 +330,26 @@ server = socket.socket(socket.AF_UNIX)
 server.bind(agent)
 server.listen(1)
 server.settimeout(120)
-conn, _ = server.accept()
-request = json.loads(conn.makefile().readline())
-if request.get("execute") != "guest-shutdown":
-    sys.exit(f"agent stub: unexpected {request}")
+
+def shutdown_asked():
+    while True:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rw") as f:
+            for line in f:
+                request = json.loads(line)
+                command = request.get("execute")
+                if command in ("guest-sync", "guest-sync-delimited"):
+                    f.write(json.dumps({"return": request["arguments"]["id"]}) + "\n")
+                    f.flush()
+                elif command == "guest-ping":
+                    f.write(json.dumps({"return": {}}) + "\n")
+                    f.flush()
+                elif command == "guest-shutdown":
+                    return
+                else:
+                    sys.exit(f"agent stub: unexpected {request}")
+
+shutdown_asked()
 deadline = time.time() + 60
 while time.time() < deadline:
     try:

@@ -340,6 +340,8 @@ impl Drop for Daemon {
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// The events read so far (between the replies), oldest first.
+    events: Vec<Value>,
 }
 
 impl Qmp {
@@ -354,6 +356,7 @@ impl Qmp {
         let mut qmp = Qmp {
             reader: BufReader::new(stream),
             writer,
+            events: Vec::new(),
         };
         let greeting = qmp.next_message().expect("greeting");
         assert!(greeting.get("QMP").is_some(), "no greeting: {greeting}");
@@ -364,10 +367,21 @@ impl Qmp {
 
     fn next_message(&mut self) -> Option<Value> {
         let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(serde_json::from_str(&line).expect("QEMU sends JSON")),
+        let message: Value = match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => serde_json::from_str(&line).expect("QEMU sends JSON"),
+        };
+        if message.get("event").is_some() {
+            self.events.push(message.clone());
         }
+        Some(message)
+    }
+
+    /// How many `event`s QEMU sent this connection up to now: a command's
+    /// reply comes after every event emitted before it.
+    pub fn count_events(&mut self, event: &str) -> usize {
+        self.execute("query-status", json!({}));
+        self.events.iter().filter(|e| e["event"] == event).count()
     }
 
     /// Runs a command; `None` when QEMU hung up first (as `quit` may).

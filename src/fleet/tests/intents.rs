@@ -400,6 +400,78 @@ fn powerdown_all_presses_every_monitored_guest_until_it_obeys() {
 }
 
 #[test]
+fn an_abandoned_powerdown_all_stops_pressing_but_keeps_its_intents() {
+    let mut h = Harness::watching();
+    let a = h.monitor("a", 1);
+    let b = h.monitor("b", 2);
+    let c = h.monitor("c", 3);
+    let pressed = h
+        .fleet
+        .handle_powerdown_all(h.now, secs(60), "node-shutdown");
+    assert!(pressed.iter().all(|p| p.result.is_ok()), "{pressed:?}");
+    h.drain();
+    for key in [a, b, c] {
+        h.bytes(key, RETURN);
+    }
+    // c is handed over to an expect-stop: it presses nothing anyway.
+    expect(&mut h, "c", secs(60)).expect("given");
+    // The client went away before a and b stopped; a name that is not
+    // monitored (gone meanwhile) is passed over.
+    h.fleet
+        .handle_orders_abandoned(h.now, &[name("a"), name("b"), name("c"), name("gone")]);
+    let stopped = h.drain();
+    for n in ["a", "b"] {
+        let saved = stopped.iter().find_map(|act| match act {
+            Action::SaveIntent { name: s, intent } if *s == name(n) => Some(intent),
+            _ => None,
+        });
+        let saved = saved.unwrap_or_else(|| panic!("{n}: no intent saved in {stopped:?}"));
+        // Kept, so that a restarted kvmd does not press again either.
+        assert_eq!(
+            (saved.state, saved.presses),
+            (IntentState::Waiting, Presses::None)
+        );
+        assert!(
+            notices(&stopped).iter().any(
+                |no| matches!(no, Notice::PressesStopped { name: x, by } if *x == name(n) && by == "node-shutdown")
+            ),
+            "{stopped:?}"
+        );
+    }
+    assert_eq!(
+        notices(&stopped).len(),
+        2,
+        "c and gone are left alone: {stopped:?}"
+    );
+    // No press again, however long the windows last.
+    for _ in 0..4 {
+        let later = h.advance(crate::fleet::intents::PRESS_AGAIN);
+        assert!(
+            !later
+                .iter()
+                .any(|act| matches!(act, Action::Transmit { .. })),
+            "{later:?}"
+        );
+    }
+    // The intents stand: a guest obeying a press it had already been
+    // given is the host's doing.
+    h.bytes(b, USER_OFF);
+    assert_eq!(record_of(&h.hangup(b)).1.why(), Why::HostIntent);
+    let ended = h.advance(secs(60));
+    assert!(
+        notices(&ended)
+            .iter()
+            .any(|no| matches!(no, Notice::IntentExpired { name: x, .. } if *x == name("a"))),
+        "{ended:?}"
+    );
+    assert!(
+        !ended
+            .iter()
+            .any(|act| matches!(act, Action::Transmit { .. }))
+    );
+}
+
+#[test]
 fn guest_crashes_are_counted_and_journaled_while_the_guest_lives_on() {
     let mut h = Harness::watching();
     let key = h.monitor("vm", 1);
