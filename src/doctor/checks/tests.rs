@@ -3,10 +3,12 @@
 
 use super::*;
 use crate::doctor::facts::{
-    DaemonFacts, Diversion, GanetiBinary, HookFacts, MetricsFacts, MetricsFile, QmpSocket,
-    StatusVerdict, UnixSockets,
+    DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, FsKind, GanetiBinary,
+    GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile,
+    MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance, StatusVerdict, UnixSockets,
 };
-use crate::doctor::findings::{Report, Severity};
+use crate::doctor::findings::{Check, Report, Severity};
+use crate::ssconf;
 
 const CTRL: &str = "/run/kvmd";
 

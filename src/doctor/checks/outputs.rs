@@ -1,0 +1,136 @@
+//! `hooks.*` and `metrics.file`: what kvmd runs and writes besides the
+//! shutdown files.
+
+use super::{Found, PROBE_SECONDS};
+use crate::control::age;
+use crate::doctor::facts::{Facts, MetricsProblem, Probed};
+use crate::doctor::findings::{Check, Finding};
+
+/// Metrics written within this many seconds of the daemon's start are its.
+const START_SLACK_SECONDS: f64 = 2.0;
+
+pub(super) fn hooks(facts: &Facts, out: &mut Vec<Finding>) {
+    let Some(hook) = &facts.hook else {
+        out.push(Finding::ok(
+            Check::HookProgram,
+            "no --on-verdict hook (none given, none in the running kvmd's command line)",
+        ));
+        return;
+    };
+    let h = match hook {
+        Probed::Got(h) => h,
+        Probed::NoAnswer => {
+            out.push(Finding::fail(
+                Check::HookProgram,
+                format!("checking the hook program gave no answer within {PROBE_SECONDS} s"),
+            ));
+            return;
+        }
+    };
+    let whose = if h.from_daemon {
+        " (the running kvmd's --on-verdict)"
+    } else {
+        ""
+    };
+    out.push(match &h.check {
+        Ok(real) => Finding::ok(
+            Check::HookProgram,
+            format!("{}{whose} ({real}) passes kvmd's safety checks", h.program),
+        ),
+        Err(why) => Finding::fail(
+            Check::HookProgram,
+            format!("{why}{whose}: kvmd refuses to start with it (it would run as root)"),
+        )
+        .advice(
+            "an absolute path to an executable file owned by root, not writable by group or \
+             others, in directories likewise (chown root; chmod go-w)",
+        ),
+    });
+    out.push(match &h.state_dir {
+        Ok(()) => Finding::ok(
+            Check::HookStateDir,
+            "the state directory (which says what runs again) is kvmd's alone",
+        ),
+        Err(why) => Finding::fail(
+            Check::HookStateDir,
+            format!("{why}: kvmd refuses to start with hooks"),
+        )
+        .advice("chown root and chmod 700 the state directory"),
+    });
+}
+
+pub(super) fn metrics(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>) {
+    let Some(metrics) = &facts.metrics else {
+        out.push(Finding::ok(
+            Check::MetricsFile,
+            "no --metrics-file (none given, none in the running kvmd's command line)",
+        ));
+        return;
+    };
+    let m = match metrics {
+        Probed::Got(m) => m,
+        Probed::NoAnswer => {
+            out.push(Finding::warn(
+                Check::MetricsFile,
+                format!("the metrics file gave no answer within {PROBE_SECONDS} s"),
+            ));
+            return;
+        }
+    };
+    let path = &m.path;
+    let started = running.started(facts.now);
+    let kvmd = matches!(running, Found::Kvmd { .. } | Found::Silent { .. });
+    out.push(match &m.file {
+        Ok(file) => match (file.start_time, started) {
+            (None, _) => Finding::warn(
+                Check::MetricsFile,
+                format!("{path} is not kvmd's metrics (no kvmd_start_time_seconds)"),
+            ),
+            (Some(written), Some(started))
+                if kvmd && (written - started).abs() <= START_SLACK_SECONDS =>
+            {
+                Finding::ok(
+                    Check::MetricsFile,
+                    format!(
+                        "{path} is the running kvmd's, written {} ago (at every change)",
+                        age(std::time::Duration::from_secs_f64(
+                            file.age_seconds.max(0.0)
+                        ))
+                    ),
+                )
+            }
+            (Some(_), Some(_)) if kvmd => Finding::warn(
+                Check::MetricsFile,
+                format!(
+                    "{path} was written by an earlier kvmd, not by the running one: it cannot \
+                     write there, and node_exporter exports old numbers"
+                ),
+            )
+            .advice("kvmd's log says why it cannot write it (\"cannot write\")"),
+            _ => Finding::warn(
+                Check::MetricsFile,
+                format!(
+                    "{path} was left by a kvmd that is no longer running: node_exporter exports \
+                     its last numbers as if they were current"
+                ),
+            )
+            .advice(format!("start kvmd, or rm {path}")),
+        },
+        Err(MetricsProblem::Missing) if kvmd => Finding::warn(
+            Check::MetricsFile,
+            format!("{path} does not exist: kvmd writes it at start and at every change"),
+        )
+        .advice("give kvmd --metrics-file with this path, or see its log (\"cannot write\")"),
+        Err(MetricsProblem::Missing) => Finding::ok(
+            Check::MetricsFile,
+            format!("{path} does not exist (kvmd is not running)"),
+        ),
+        Err(MetricsProblem::NotAFile(kind)) => Finding::warn(
+            Check::MetricsFile,
+            format!("{path} is {kind}, not a metrics file: kvmd replaces it when it writes"),
+        ),
+        Err(MetricsProblem::Unreadable(e)) => {
+            Finding::warn(Check::MetricsFile, format!("cannot read {path}: {e}"))
+        }
+    });
+}
