@@ -213,13 +213,25 @@ pub(super) fn ganeti(
 
     let b = &g.binary;
     let diversion = match &b.diversion {
-        Some(d) => match &d.by {
-            Some(package) => format!(", diverted by {package}: Debian's binary kept at {}", d.to),
-            None => format!(
-                ", a local diversion (contrib/ganeti/install-kvmd): Debian's binary kept at {}",
-                d.to
-            ),
-        },
+        Some(d) => {
+            // kvmd-ganeti diverts a link on the way (Ganeti's versioned
+            // path), not the file the way ends at: name it.
+            let what = match &b.target {
+                Ok(target) if *target == d.path => String::new(),
+                _ => format!(" through {},", d.path),
+            };
+            match &d.by {
+                Some(package) => format!(
+                    ",{what} diverted by {package}: Debian's binary kept at {}",
+                    d.to
+                ),
+                None => format!(
+                    ",{what} a local diversion (contrib/ganeti/install-kvmd): Debian's binary \
+                     kept at {}",
+                    d.to
+                ),
+            }
+        }
         None => String::new(),
     };
     out.push(match (&b.target, b.kind) {

@@ -805,7 +805,8 @@ fn ganeti_facts() -> GanetiFacts {
         }]),
         binary: GanetiBinary {
             path: "/usr/sbin/ganeti-kvmd".to_owned(),
-            target: Ok("/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd".to_owned()),
+            // kvmd-ganeti's layout: the diverted path is a link to kvmd.
+            target: Ok("/usr/sbin/kvmd".to_owned()),
             kind: BinaryKind::Kvmd,
             id: Some((1, 2)),
             diversion: Some(Diversion {
@@ -853,7 +854,24 @@ fn a_healthy_ganeti_node_is_all_ok() {
         Check::GanetiKvmdBinary,
         None,
         Severity::Ok,
-        "diverted by kvmd-ganeti",
+        "/usr/sbin/ganeti-kvmd is kvmd (/usr/sbin/kvmd, through \
+         /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd, diverted by kvmd-ganeti: Debian's binary \
+         kept at /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.distrib)",
+    );
+    // install-kvmd's: kvmd itself at the diverted path.
+    let mut local = facts.clone();
+    let g = ganeti_mut(&mut local);
+    g.binary.target = Ok("/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd".to_owned());
+    if let Some(d) = &mut g.binary.diversion {
+        d.by = None;
+        d.to = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.haskell".to_owned();
+    }
+    assert_finding(
+        &local,
+        Check::GanetiKvmdBinary,
+        None,
+        Severity::Ok,
+        "(/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd, a local diversion",
     );
     assert_finding(
         &facts,
