@@ -154,7 +154,12 @@ pub(super) fn daemon(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>) 
                 PidFile::NotAFile(kind) => format!("{pid_file} is {kind}, not a pid file"),
                 PidFile::Missing => format!("no pid file at {pid_file}"),
                 PidFile::Garbage(text) => format!("{pid_file} holds no pid ({text:?})"),
-                PidFile::Pid(pid) => format!("{pid_file} names pid {pid}"),
+                PidFile::Pid(pid) => match &daemon.process {
+                    Some(p) => format!("{pid_file} names pid {pid}, which is {}, not kvmd", p.comm),
+                    None => format!(
+                        "{pid_file} names pid {pid}, which is gone or hidden from this user"
+                    ),
+                },
             };
             Finding::warn(
                 Check::DaemonRunning,

@@ -76,6 +76,13 @@ fn running(facts: &Facts) -> Found<'_> {
             process: daemon.process.as_ref(),
         };
     }
+    // Something took the connection or refused this user: a daemon runs,
+    // whatever the pid file says (a process of another user is invisible
+    // under `hidepid`, and a pid file may be another daemon's).
+    let listens = matches!(
+        daemon.control,
+        Control::Denied | Control::Busy | Control::NoAnswer | Control::Garbled(_)
+    );
     match (&daemon.pid, &daemon.process) {
         (_, Some(p)) if p.is_daemon() => match p.kind {
             BinaryKind::GanetiOriginal => Found::Original { process: p },
@@ -84,6 +91,7 @@ fn running(facts: &Facts) -> Found<'_> {
                 why: &daemon.control,
             },
         },
+        _ if listens => Found::Unknown,
         // A live process that is no daemon: the pid file is stale and its
         // number was reused.
         (_, Some(_)) | (PidFile::Pid(_), None) => Found::Stopped,

@@ -280,6 +280,44 @@ fn a_pid_file_naming_a_dead_or_foreign_process_or_garbage() {
 }
 
 #[test]
+fn a_listener_on_the_control_socket_is_no_stopped_daemon() {
+    // Another user under hidepid: the pid file's process cannot be seen,
+    // and the control socket refuses this user. Something runs.
+    let mut facts = healthy();
+    facts.doctor_uid = 1000;
+    let daemon = daemon_mut(&mut facts);
+    daemon.process = None;
+    daemon.control = Control::Denied;
+    let f = assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Warn,
+        "cannot tell whether kvmd runs: /run/kvmd.pid names pid 100, which is gone or hidden",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("run the doctor as root"))
+    );
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("vm1"),
+        Severity::Warn,
+        "cannot tell whether kvmd monitors it",
+    );
+    // Nobody listens: then the pid file is stale.
+    daemon_mut(&mut facts).control = Control::Refused;
+    assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Fail,
+        "which is gone",
+    );
+}
+
+#[test]
 fn a_daemon_that_cannot_be_asked_is_judged_by_its_connections() {
     let mut facts = healthy();
     let daemon = daemon_mut(&mut facts);
