@@ -73,24 +73,40 @@ pub(super) fn ctrl_dir(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>
     out.push(Finding::ok(Check::CtrlDir, format!("{dir} exists")));
     let daemon_uid = running.process().and_then(|p| p.uid).unwrap_or(0);
     let shown_mode = format!("{:04o}", mode & 0o7777);
+    // Who acts on the shutdown files: Ganeti, or whatever reads them.
+    let reader = match facts.mode {
+        Mode::Ganeti => "Ganeti",
+        Mode::Standalone => "whatever reads them",
+    };
     out.push(if uid != 0 && uid != daemon_uid {
         Finding::warn(
             Check::CtrlDirOwner,
             format!(
                 "{dir} is owned by uid {uid} (mode {shown_mode}): that user can make and remove \
-                 the shutdown files Ganeti reads"
+                 the shutdown files, and {reader} would believe them"
             ),
         )
         .advice(format!("chown root {dir}"))
-    } else if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+    } else if mode & 0o002 != 0 {
+        // The sticky bit keeps others from removing kvmd's files, not from
+        // creating a name that is not there yet: a running instance's.
+        let sticky = if mode & 0o1000 != 0 {
+            " (the sticky bit only keeps others from removing kvmd's files)"
+        } else {
+            ""
+        };
         Finding::warn(
             Check::CtrlDirOwner,
             format!(
-                "{dir} is writable by anyone (mode {shown_mode}): anyone can create \
-                 <instance>.shutdown, and Ganeti would take a crash for its user's shutdown"
+                "{dir} is writable by anyone (mode {shown_mode}){sticky}: anyone can create \
+                 <instance>.shutdown for a running instance, and after a crash {reader} would \
+                 take it for its user's shutdown"
             ),
         )
-        .advice(format!("chmod o-w {dir}"))
+        .advice(format!(
+            "chmod o-w {dir} (QEMU run as another user needs its group to write there, not \
+             everyone)"
+        ))
     } else {
         Finding::ok(
             Check::CtrlDirOwner,

@@ -735,7 +735,21 @@ fn the_control_directory() {
         mode: 0o41777,
         fs: FsKind::Tmpfs,
     });
-    assert_finding(&facts, Check::CtrlDirOwner, None, Severity::Ok, "mode 1777");
+    // Sticky: others' files are safe, a name not there yet is not.
+    let f = assert_finding(
+        &facts,
+        Check::CtrlDirOwner,
+        None,
+        Severity::Warn,
+        "writable by anyone (mode 1777) (the sticky bit only",
+    );
+    assert!(f.summary.contains("whatever reads them"), "{f:#?}");
+    facts.dir = Probed::Got(DirFacts::Dir {
+        uid: 0,
+        mode: 0o41775,
+        fs: FsKind::Tmpfs,
+    });
+    assert_finding(&facts, Check::CtrlDirOwner, None, Severity::Ok, "mode 1775");
     facts.dir = Probed::Got(DirFacts::Symlink);
     assert_finding(&facts, Check::CtrlDir, None, Severity::Fail, "is a symlink");
     facts.dir = Probed::Got(DirFacts::Missing);
