@@ -51,6 +51,9 @@ pub struct Facts {
     pub mode: Mode,
     /// The control directory asked about, as given.
     pub ctrl_dir: String,
+    /// kvmd's log file, as configured (escaped): where it says why it
+    /// stopped.
+    pub log_file: String,
     /// inotify watches kvmd needs for it: one per directory from `/` down.
     pub watches_needed: u64,
     /// Who runs the doctor (what it may read depends on it).

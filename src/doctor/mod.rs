@@ -184,6 +184,7 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Option<u32>) -> Facts {
     Facts {
         mode,
         ctrl_dir: escaped(ctrl.as_os_str().as_bytes()),
+        log_file: escaped(config.log_file.as_os_str().as_bytes()),
         watches_needed: watches_needed(&ctrl),
         doctor_uid: nix::unistd::geteuid().as_raw(),
         socket_owners: config.socket_owners.clone(),

@@ -5,26 +5,46 @@ use crate::control::age;
 use crate::doctor::facts::{BinaryKind, Control, Exe, Facts, Mode, PidFile, Probed, ProcessFacts};
 use crate::doctor::findings::{Check, Finding};
 
-/// What to do to start the daemon, in this mode.
-fn start_advice(facts: &Facts) -> String {
+/// What to do to start the daemon, in this mode. `blockers`: the checks
+/// of Ganeti's start-up conditions that fail (the daemon would exit at
+/// once: those come first).
+fn start_advice(facts: &Facts, blockers: &[Check]) -> String {
     match facts.mode {
-        Mode::Ganeti => "start it as Ganeti does: /usr/lib/ganeti/daemon-util start ganeti-kvmd \
-             (systemd: systemctl start ganeti-kvmd); Ganeti also starts it with the next \
-             instance start"
-            .to_owned(),
+        Mode::Ganeti if !blockers.is_empty() => {
+            let ids: Vec<&str> = blockers.iter().map(|c| c.id()).collect();
+            format!(
+                "it would exit at start as things are: fix {} first (below); then start it as \
+                 Ganeti does: {START_GANETI_KVMD}",
+                ids.join(", ")
+            )
+        }
+        Mode::Ganeti => format!(
+            "start it as Ganeti does: {START_GANETI_KVMD}; if it does not stay up, {} says why",
+            facts.log_file
+        ),
         Mode::Standalone => {
             let pid_file = match &facts.daemon {
                 Probed::Got(d) => d.pid_file.clone(),
                 Probed::NoAnswer => "FILE".to_owned(),
             };
+            // kvmd.service watches /run/kvmd: it is no answer for
+            // another directory.
+            let unit = if facts.ctrl_dir == "/run/kvmd" {
+                " (or systemctl start kvmd)"
+            } else {
+                ""
+            };
             format!(
-                "start it: kvmd --no-ssconf --ctrl-dir {} --pid-file {pid_file} \
-                 (or systemctl start kvmd)",
+                "start it: kvmd --no-ssconf --ctrl-dir {} --pid-file {pid_file}{unit}",
                 facts.ctrl_dir
             )
         }
     }
 }
+
+/// How Ganeti starts its daemon (`daemon-util` asks systemd where systemd
+/// runs Ganeti).
+const START_GANETI_KVMD: &str = "/usr/lib/ganeti/daemon-util start ganeti-kvmd";
 
 fn control_said(control: &Control, socket: &str) -> String {
     match control {
@@ -39,7 +59,12 @@ fn control_said(control: &Control, socket: &str) -> String {
     }
 }
 
-pub(super) fn daemon(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>) {
+pub(super) fn daemon(
+    facts: &Facts,
+    running: Found<'_>,
+    blockers: &[Check],
+    out: &mut Vec<Finding>,
+) {
     let daemon = match &facts.daemon {
         Probed::Got(daemon) => daemon,
         Probed::NoAnswer => {
@@ -146,7 +171,7 @@ pub(super) fn daemon(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>) 
                     control_said(&daemon.control, socket)
                 ),
             )
-            .advice(start_advice(facts))
+            .advice(start_advice(facts, blockers))
         }
         Found::Unknown => {
             let why = match &daemon.pid {

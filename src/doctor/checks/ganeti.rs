@@ -5,8 +5,31 @@ use super::{Found, HVPARAMS_KVM, PROBE_SECONDS, RESTART_GANETI_KVMD};
 use crate::doctor::facts::{
     BinaryKind, Exe, Facts, GanetiFacts, GntInstances, Probed, ssconf_value,
 };
-use crate::doctor::findings::{Check, Finding};
+use crate::doctor::findings::{Check, Finding, Severity};
 use crate::ssconf;
+
+/// The checks among `findings` that fail on one of the conditions Ganeti's
+/// daemon checks at start (kvm enabled, user shutdown on, this node VM
+/// capable, ssconf readable): with any, it exits at once.
+pub(super) fn start_blockers(findings: &[Finding]) -> Vec<Check> {
+    let mut blockers: Vec<Check> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Fail)
+        .map(|f| f.check)
+        .filter(|c| {
+            matches!(
+                c,
+                Check::GanetiSsconf
+                    | Check::GanetiHypervisor
+                    | Check::GanetiUserShutdown
+                    | Check::GanetiNode
+            )
+        })
+        .collect();
+    blockers.sort();
+    blockers.dedup();
+    blockers
+}
 
 fn file_text<'a>(g: &'a GanetiFacts, name: &str) -> Result<&'a str, String> {
     match g.file(name) {

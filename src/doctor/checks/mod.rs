@@ -109,10 +109,19 @@ fn running(facts: &Facts) -> Found<'_> {
 pub fn evaluate(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     let running = running(facts);
-    daemon::daemon(facts, running, &mut out);
+    // Ganeti's first: a daemon that is not running is told what keeps it
+    // from starting.
+    let mut of_ganeti = Vec::new();
     if let Some(ganeti) = &facts.ganeti {
-        ganeti::ganeti(facts, ganeti, running, &mut out);
+        ganeti::ganeti(facts, ganeti, running, &mut of_ganeti);
     }
+    daemon::daemon(
+        facts,
+        running,
+        &ganeti::start_blockers(&of_ganeti),
+        &mut out,
+    );
+    out.extend(of_ganeti);
     ctrl_dir::ctrl_dir(facts, running, &mut out);
     ctrl_dir::inotify(facts, running, &mut out);
     instances::instances(facts, running, &mut out);

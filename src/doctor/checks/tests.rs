@@ -78,6 +78,7 @@ fn healthy() -> Facts {
     Facts {
         mode: Mode::Standalone,
         ctrl_dir: CTRL.to_owned(),
+        log_file: "/var/log/kvmd/kvmd.log".to_owned(),
         watches_needed: 3,
         doctor_uid: 0,
         socket_owners: Vec::new(),
@@ -988,6 +989,57 @@ fn user_shutdown_off_in_ssconf() {
         None,
         Severity::Fail,
         "Permission denied",
+    );
+}
+
+#[test]
+fn a_daemon_that_would_exit_at_start_is_not_just_to_be_started() {
+    let mut facts = ganeti_node();
+    not_running(&mut facts);
+    let f = assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Fail,
+        "start it as Ganeti does: /usr/lib/ganeti/daemon-util start ganeti-kvmd",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("/var/log/kvmd/kvmd.log says why")),
+        "{facts:#?}"
+    );
+    // As `gnt-cluster modify --user-shutdown=no` leaves it: started, it
+    // would exit at once.
+    set_file(&mut facts, "ssconf_enabled_user_shutdown", Ok("False\n"));
+    set_file(&mut facts, "ssconf_hypervisor_list", Ok("xen-pvm\n"));
+    assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Fail,
+        "it would exit at start as things are: fix ganeti.hypervisor, ganeti.user-shutdown \
+         first",
+    );
+}
+
+#[test]
+fn the_standalone_unit_is_advised_only_for_its_directory() {
+    let mut facts = healthy();
+    not_running(&mut facts);
+    let f = finding(&facts, Check::DaemonRunning, None);
+    assert!(
+        f.advice
+            .as_deref()
+            .is_some_and(|a| a.ends_with("--pid-file /run/kvmd.pid (or systemctl start kvmd)")),
+        "{f:#?}"
+    );
+    facts.ctrl_dir = "/srv/ctrl".to_owned();
+    let f = finding(&facts, Check::DaemonRunning, None);
+    assert!(
+        f.advice
+            .as_deref()
+            .is_some_and(|a| a.ends_with("--ctrl-dir /srv/ctrl --pid-file /run/kvmd.pid")),
+        "{f:#?}"
     );
 }
 
