@@ -62,8 +62,8 @@ pub struct Facts {
     pub socket_owners: Vec<u32>,
     /// Only this instance (escaped), when one was named.
     pub instance: Option<String>,
-    /// The flags were taken from the running daemon's command line.
-    pub adopted: Option<u32>,
+    /// Whether the flags were taken from a running daemon's command line.
+    pub adopted: Adoption,
     pub daemon: Probed<DaemonFacts>,
     pub ganeti: Option<Probed<GanetiFacts>>,
     pub dir: Probed<DirFacts>,
@@ -76,6 +76,19 @@ pub struct Facts {
     pub metrics: Option<Probed<MetricsFacts>>,
     /// Seconds since the epoch, when the facts were gathered.
     pub now: f64,
+}
+
+/// Where the doctor's paths came from, when it was given no flags.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Adoption {
+    /// From its flags, or their defaults (no daemon answered elsewhere).
+    Flags,
+    /// From the command line of kvmd `pid`, which answered on a default
+    /// control socket.
+    Daemon { pid: u32 },
+    /// A daemon holds another default control socket (escaped) but did
+    /// not say where it looks: the defaults may not be its paths.
+    Unasked { socket: String, control: Control },
 }
 
 /// The pid file, the process it names, and the control socket.

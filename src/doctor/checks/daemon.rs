@@ -2,7 +2,9 @@
 
 use super::{Found, PROBE_SECONDS, RESTART_GANETI_KVMD};
 use crate::control::age;
-use crate::doctor::facts::{BinaryKind, Control, Exe, Facts, Mode, PidFile, Probed, ProcessFacts};
+use crate::doctor::facts::{
+    Adoption, BinaryKind, Control, Exe, Facts, Mode, PidFile, Probed, ProcessFacts,
+};
 use crate::doctor::findings::{Check, Finding};
 
 /// What to do to start the daemon, in this mode. `blockers`: the checks
@@ -205,14 +207,31 @@ pub(super) fn daemon(
     if let Some(process) = running.process() {
         out.push(binary(facts, running, process));
     }
-    if let Some(pid) = facts.adopted {
-        out.push(Finding::ok(
+    match &facts.adopted {
+        Adoption::Flags => {}
+        Adoption::Daemon { pid } => out.push(Finding::ok(
             Check::DaemonConfig,
             format!(
                 "looked where kvmd (pid {pid}) looks: no flags were given, so its own command \
                  line said where"
             ),
-        ));
+        )),
+        Adoption::Unasked { socket, control } => out.push(
+            Finding::warn(
+                Check::DaemonConfig,
+                format!(
+                    "a daemon holds another default control socket ({}) and did not say \
+                     where it looks: this report is for the default paths ({} and \
+                     {pid_file}), which may not be its",
+                    control_said(control, socket),
+                    facts.ctrl_dir
+                ),
+            )
+            .advice(match control {
+                Control::Denied => "run the doctor as root, or give it the daemon's own flags",
+                _ => "give the doctor the daemon's own flags (from its unit or command line)",
+            }),
+        ),
     }
     if let Found::Kvmd { status, .. } = running {
         if status.same_dir == Some(false) {

@@ -3,9 +3,10 @@
 
 use super::*;
 use crate::doctor::facts::{
-    DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, FsKind, GanetiBinary,
-    GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile,
-    MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance, StatusVerdict, UnixSockets,
+    Adoption, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, FsKind,
+    GanetiBinary, GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts, MetricsFacts,
+    MetricsFile, MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance, StatusVerdict,
+    UnixSockets,
 };
 use crate::doctor::findings::{Check, Report, Severity};
 use crate::ssconf;
@@ -83,7 +84,7 @@ fn healthy() -> Facts {
         doctor_uid: 0,
         socket_owners: Vec::new(),
         instance: None,
-        adopted: None,
+        adopted: Adoption::Flags,
         daemon: Probed::Got(DaemonFacts {
             pid_file: "/run/kvmd.pid".to_owned(),
             pid: PidFile::Pid(100),
@@ -315,6 +316,38 @@ fn a_listener_on_the_control_socket_is_no_stopped_daemon() {
         None,
         Severity::Fail,
         "which is gone",
+    );
+}
+
+#[test]
+fn a_daemon_on_another_default_socket_that_would_not_say_where_it_looks() {
+    // kvmd.service runs; another user runs the doctor with no flags: the
+    // daemon refuses it, and the report is for Ganeti's paths.
+    let mut facts = healthy();
+    not_running(&mut facts);
+    facts.adopted = Adoption::Unasked {
+        socket: "/run/kvmd-daemon/kvmd.sock".to_owned(),
+        control: Control::Denied,
+    };
+    let f = assert_finding(
+        &facts,
+        Check::DaemonConfig,
+        None,
+        Severity::Warn,
+        "a daemon holds another default control socket (not allowed to ask it at \
+         /run/kvmd-daemon/kvmd.sock) and did not say where it looks",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("run the doctor as root"))
+    );
+    facts.adopted = Adoption::Daemon { pid: 100 };
+    assert_finding(
+        &facts,
+        Check::DaemonConfig,
+        None,
+        Severity::Ok,
+        "looked where kvmd (pid 100) looks",
     );
 }
 
