@@ -417,10 +417,12 @@ pub fn daemon(pid_path: &Path, socket: &Path, ctrl_dir: &Path) -> DaemonFacts {
             _ => None,
         };
     }
-    // The pid file's process; else the one that answered.
-    let named = match (&pid, &control) {
-        (PidFile::Pid(pid), _) => Some(*pid),
-        (_, Control::Status(status)) => Some(status.pid),
+    // The process that answered: it is the daemon, whatever the pid file
+    // says (the checks tell of a pid file naming another). Else the pid
+    // file's, to tell a live daemon from a stale file.
+    let named = match (&control, &pid) {
+        (Control::Status(status), _) => Some(status.pid),
+        (_, PidFile::Pid(pid)) => Some(*pid),
         _ => None,
     };
     DaemonFacts {
@@ -974,6 +976,38 @@ mod tests {
         let looped = root.join("loop");
         symlink("loop", &looped).expect("symlink");
         assert_eq!(link_chain(&looped).len(), MAX_LINKS);
+    }
+
+    #[test]
+    fn the_daemon_is_the_process_that_answered_not_a_stale_pid_file() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("kvmd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let me = std::process::id();
+        // A daemon that answers a status, as this very process.
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut line = String::new();
+            let mut reader = io::BufReader::new(&stream);
+            reader.read_line(&mut line).expect("request");
+            let answer = format!(
+                "{{\"status\": {{\"kvmd\": {{\"version\": \"9.9.9\", \"pid\": {me}}}}}}}\n"
+            );
+            (&stream).write_all(answer.as_bytes()).expect("answer");
+        });
+        // A pid file left by an earlier daemon, naming a process now gone.
+        let mut child = Command::new("true").spawn().expect("true");
+        let gone = child.id();
+        child.wait().expect("wait");
+        let pid_file = dir.path().join("kvmd.pid");
+        std::fs::write(&pid_file, format!("{gone}\n")).expect("write");
+
+        let facts = daemon(&pid_file, &socket, dir.path());
+        server.join().expect("server");
+        assert!(matches!(facts.control, Control::Status(_)), "{facts:#?}");
+        assert_eq!(facts.pid, PidFile::Pid(gone));
+        assert_eq!(facts.process.map(|p| p.pid), Some(me));
     }
 
     #[test]
