@@ -79,52 +79,78 @@ pub(super) fn metrics(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>)
     };
     let path = &m.path;
     let started = running.started(facts.now);
-    let kvmd = matches!(running, Found::Kvmd { .. } | Found::Silent { .. });
+    // Whether a kvmd runs to write it: yes, no, or the doctor cannot tell.
+    let writer = match running {
+        Found::Kvmd { .. } | Found::Silent { .. } => Some(true),
+        Found::Stopped | Found::Original { .. } => Some(false),
+        Found::Unknown => None,
+    };
     out.push(match &m.file {
-        Ok(file) => match (file.start_time, started) {
-            (None, _) => Finding::warn(
-                Check::MetricsFile,
-                format!("{path} is not kvmd's metrics (no kvmd_start_time_seconds)"),
-            ),
-            (Some(written), Some(started))
-                if kvmd && (written - started).abs() <= START_SLACK_SECONDS =>
-            {
-                Finding::ok(
+        Ok(file) => {
+            let ago = age(std::time::Duration::from_secs_f64(
+                file.age_seconds.max(0.0),
+            ));
+            match (file.start_time, writer, started) {
+                (None, ..) => Finding::warn(
+                    Check::MetricsFile,
+                    format!("{path} is not kvmd's metrics (no kvmd_start_time_seconds)"),
+                ),
+                (Some(written), Some(true), Some(started))
+                    if (written - started).abs() <= START_SLACK_SECONDS =>
+                {
+                    Finding::ok(
+                        Check::MetricsFile,
+                        format!(
+                            "{path} is the running kvmd's, written {ago} ago (at every change)"
+                        ),
+                    )
+                }
+                (Some(_), Some(true), Some(_)) => Finding::warn(
                     Check::MetricsFile,
                     format!(
-                        "{path} is the running kvmd's, written {} ago (at every change)",
-                        age(std::time::Duration::from_secs_f64(
-                            file.age_seconds.max(0.0)
-                        ))
+                        "{path} was written by an earlier kvmd, not by the running one: it \
+                         cannot write there, and node_exporter exports old numbers"
                     ),
                 )
+                .advice("kvmd's log says why it cannot write it (\"cannot write\")"),
+                (Some(_), Some(false), _) => Finding::warn(
+                    Check::MetricsFile,
+                    format!(
+                        "{path} was left by a kvmd that is no longer running: node_exporter \
+                         exports its last numbers as if they were current"
+                    ),
+                )
+                .advice(format!("start kvmd, or rm {path}")),
+                // Not known whether kvmd runs, or since when.
+                (Some(_), ..) => Finding::warn(
+                    Check::MetricsFile,
+                    format!(
+                        "{path} was written {ago} ago by a kvmd: whether by the running one \
+                         cannot be told"
+                    ),
+                )
+                .advice("see daemon.running"),
             }
-            (Some(_), Some(_)) if kvmd => Finding::warn(
+        }
+        Err(MetricsProblem::Missing) => match writer {
+            Some(true) => Finding::warn(
+                Check::MetricsFile,
+                format!("{path} does not exist: kvmd writes it at start and at every change"),
+            )
+            .advice("give kvmd --metrics-file with this path, or see its log (\"cannot write\")"),
+            Some(false) => Finding::ok(
+                Check::MetricsFile,
+                format!("{path} does not exist (kvmd is not running)"),
+            ),
+            None => Finding::warn(
                 Check::MetricsFile,
                 format!(
-                    "{path} was written by an earlier kvmd, not by the running one: it cannot \
-                     write there, and node_exporter exports old numbers"
+                    "{path} does not exist, and whether kvmd runs (and should have written \
+                     it) cannot be told"
                 ),
             )
-            .advice("kvmd's log says why it cannot write it (\"cannot write\")"),
-            _ => Finding::warn(
-                Check::MetricsFile,
-                format!(
-                    "{path} was left by a kvmd that is no longer running: node_exporter exports \
-                     its last numbers as if they were current"
-                ),
-            )
-            .advice(format!("start kvmd, or rm {path}")),
+            .advice("see daemon.running"),
         },
-        Err(MetricsProblem::Missing) if kvmd => Finding::warn(
-            Check::MetricsFile,
-            format!("{path} does not exist: kvmd writes it at start and at every change"),
-        )
-        .advice("give kvmd --metrics-file with this path, or see its log (\"cannot write\")"),
-        Err(MetricsProblem::Missing) => Finding::ok(
-            Check::MetricsFile,
-            format!("{path} does not exist (kvmd is not running)"),
-        ),
         Err(MetricsProblem::NotAFile(kind)) => Finding::warn(
             Check::MetricsFile,
             format!("{path} is {kind}, not a metrics file: kvmd replaces it when it writes"),

@@ -1317,6 +1317,32 @@ fn the_metrics_file_is_the_running_kvmds_or_stale() {
         Severity::Warn,
         "an earlier kvmd",
     );
+    // Not known whether kvmd runs (another user): not said to be stopped.
+    let daemon = daemon_mut(&mut facts);
+    daemon.pid = PidFile::Unreadable("Permission denied".to_owned());
+    daemon.process = None;
+    daemon.control = Control::Denied;
+    assert_finding(
+        &facts,
+        Check::MetricsFile,
+        None,
+        Severity::Warn,
+        "whether by the running one cannot be told",
+    );
+    let missing = Some(Probed::Got(MetricsFacts {
+        path: "/run/kvmd.prom".to_owned(),
+        from_daemon: false,
+        file: Err(MetricsProblem::Missing),
+    }));
+    let mut unknown = facts.clone();
+    unknown.metrics = missing.clone();
+    assert_finding(
+        &unknown,
+        Check::MetricsFile,
+        None,
+        Severity::Warn,
+        "whether kvmd runs (and should have written it) cannot be told",
+    );
     not_running(&mut facts);
     assert_finding(
         &facts,
@@ -1324,6 +1350,15 @@ fn the_metrics_file_is_the_running_kvmds_or_stale() {
         None,
         Severity::Warn,
         "no longer running",
+    );
+    let mut stopped = facts.clone();
+    stopped.metrics = missing;
+    assert_finding(
+        &stopped,
+        Check::MetricsFile,
+        None,
+        Severity::Ok,
+        "(kvmd is not running)",
     );
     facts.metrics = Some(Probed::Got(MetricsFacts {
         path: "/run/kvmd.prom".to_owned(),
