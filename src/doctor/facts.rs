@@ -72,6 +72,9 @@ pub struct Facts {
     pub qemus: Probed<Vec<QemuFacts>>,
     /// `None`: `/proc/net/unix` could not be read.
     pub unix: Option<UnixSockets>,
+    /// Whether the running daemon's own command line was read (for its
+    /// hook and metrics file, when the doctor was given none).
+    pub daemon_flags: DaemonFlags,
     pub hook: Option<Probed<HookFacts>>,
     pub metrics: Option<Probed<MetricsFacts>>,
     /// Seconds since the epoch, when the facts were gathered.
@@ -89,6 +92,16 @@ pub enum Adoption {
     /// A daemon holds another default control socket (escaped) but did
     /// not say where it looks: the defaults may not be its paths.
     Unasked { socket: String, control: Control },
+}
+
+/// The running daemon's own command line, as far as the doctor got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaemonFlags {
+    /// No daemon was found to read it from.
+    NoDaemon,
+    Read,
+    /// A daemon runs, but its command line could not be read or parsed.
+    Unread,
 }
 
 /// The pid file, the process it names, and the control socket.

@@ -3,18 +3,41 @@
 
 use super::{Found, PROBE_SECONDS};
 use crate::control::age;
-use crate::doctor::facts::{Facts, MetricsProblem, Probed};
+use crate::doctor::facts::{DaemonFlags, Facts, MetricsProblem, Probed};
 use crate::doctor::findings::{Check, Finding};
 
 /// Metrics written within this many seconds of the daemon's start are its.
 const START_SLACK_SECONDS: f64 = 2.0;
 
+/// `what` was neither given to the doctor nor found in the running
+/// daemon's command line: say which of those was looked at.
+fn none_given(facts: &Facts, check: Check, what: &str) -> Finding {
+    match facts.daemon_flags {
+        DaemonFlags::Read => Finding::ok(
+            check,
+            format!("no {what} (none given, none in the running kvmd's command line)"),
+        ),
+        DaemonFlags::NoDaemon => Finding::ok(
+            check,
+            format!("no {what} given (and no running kvmd to take one from)"),
+        ),
+        DaemonFlags::Unread => Finding::warn(
+            check,
+            format!(
+                "no {what} given, and the running kvmd's command line could not be read: \
+                 whether it has one cannot be told"
+            ),
+        )
+        .advice(format!(
+            "run the doctor as root, or give it the daemon's {}",
+            what.split(' ').next().unwrap_or(what)
+        )),
+    }
+}
+
 pub(super) fn hooks(facts: &Facts, out: &mut Vec<Finding>) {
     let Some(hook) = &facts.hook else {
-        out.push(Finding::ok(
-            Check::HookProgram,
-            "no --on-verdict hook (none given, none in the running kvmd's command line)",
-        ));
+        out.push(none_given(facts, Check::HookProgram, "--on-verdict hook"));
         return;
     };
     let h = match hook {
@@ -61,10 +84,7 @@ pub(super) fn hooks(facts: &Facts, out: &mut Vec<Finding>) {
 
 pub(super) fn metrics(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>) {
     let Some(metrics) = &facts.metrics else {
-        out.push(Finding::ok(
-            Check::MetricsFile,
-            "no --metrics-file (none given, none in the running kvmd's command line)",
-        ));
+        out.push(none_given(facts, Check::MetricsFile, "--metrics-file"));
         return;
     };
     let m = match metrics {

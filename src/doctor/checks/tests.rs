@@ -3,10 +3,10 @@
 
 use super::*;
 use crate::doctor::facts::{
-    Adoption, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, FsKind,
-    GanetiBinary, GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts, MetricsFacts,
-    MetricsFile, MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance, StatusVerdict,
-    UnixSockets,
+    Adoption, DaemonFacts, DaemonFlags, DirFacts, Diversion, Entries, Entry, EntryKind, Exe,
+    FsKind, GanetiBinary, GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts,
+    MetricsFacts, MetricsFile, MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance,
+    StatusVerdict, UnixSockets,
 };
 use crate::doctor::findings::{Check, Report, Severity};
 use crate::ssconf;
@@ -113,6 +113,7 @@ fn healthy() -> Facts {
         }),
         qemus: Probed::Got(vec![qemu(200, "vm1")]),
         unix: Some(unix),
+        daemon_flags: DaemonFlags::Read,
         hook: None,
         metrics: None,
         now: 10_000.0,
@@ -1283,6 +1284,36 @@ fn hooks_get_the_daemons_safety_checks() {
         None,
         Severity::Fail,
         "no answer",
+    );
+}
+
+#[test]
+fn no_hook_or_metrics_file_says_where_it_looked() {
+    let mut facts = healthy();
+    assert_finding(
+        &facts,
+        Check::HookProgram,
+        None,
+        Severity::Ok,
+        "none in the running kvmd's command line",
+    );
+    not_running(&mut facts);
+    facts.daemon_flags = DaemonFlags::NoDaemon;
+    let f = assert_finding(
+        &facts,
+        Check::MetricsFile,
+        None,
+        Severity::Ok,
+        "no --metrics-file given (and no running kvmd to take one from)",
+    );
+    assert!(!f.summary.contains("the running kvmd's command line"));
+    facts.daemon_flags = DaemonFlags::Unread;
+    assert_finding(
+        &facts,
+        Check::HookProgram,
+        None,
+        Severity::Warn,
+        "give it the daemon's --on-verdict",
     );
 }
 
