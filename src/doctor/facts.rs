@@ -321,14 +321,36 @@ pub struct GanetiFacts {
     /// This node's name as Ganeti resolves it.
     pub node: String,
     /// ssconf files by name (`ssconf_...`): their text or why not.
-    pub ssconf: Vec<(String, Result<String, String>)>,
+    pub ssconf: Vec<(String, Result<String, Unread>)>,
     pub instances: GntInstances,
     pub binary: GanetiBinary,
 }
 
 impl GanetiFacts {
-    pub fn file(&self, name: &str) -> Option<&Result<String, String>> {
+    pub fn file(&self, name: &str) -> Option<&Result<String, Unread>> {
         self.ssconf.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+    }
+}
+
+/// Why a file was not read: what to do differs (another user is to ask
+/// as root; a missing file is no matter of permissions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unread {
+    Missing,
+    /// A FIFO, a directory, a symlink: not read (a FIFO would block).
+    NotAFile(&'static str),
+    /// Not allowed to this user (the error, as the system says it).
+    Denied(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Missing => f.write_str("no such file"),
+            Unread::NotAFile(kind) => write!(f, "{kind}, not a file"),
+            Unread::Denied(e) | Unread::Failed(e) => f.write_str(e),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use super::facts::{
     Control, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, GanetiBinary,
     GanetiFacts, GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile, MetricsProblem,
     PidFile, Probed, ProcessFacts, QemuArgs, QemuFacts, QmpSocket, Role, StatusFacts, UnixSockets,
-    binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
+    Unread, binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
     parse_metrics, parse_proc_net_unix, parse_qemu_cmdline, role, shortened,
 };
 use crate::control::{self, Request};
@@ -96,6 +96,8 @@ pub enum Small {
     Text(String),
     Missing,
     NotAFile(&'static str),
+    /// Not allowed to this user.
+    Denied(String),
     Unreadable(String),
 }
 
@@ -125,6 +127,9 @@ pub fn read_small(path: &Path, nofollow: bool) -> Small {
         Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
             return Small::NotAFile("a symlink");
         }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Small::Denied(e.to_string());
+        }
         Err(e) => return Small::Unreadable(e.to_string()),
     };
     match file.metadata() {
@@ -139,12 +144,13 @@ pub fn read_small(path: &Path, nofollow: bool) -> Small {
     }
 }
 
-fn small_result(small: Small) -> Result<String, String> {
+fn small_result(small: Small) -> Result<String, Unread> {
     match small {
         Small::Text(text) => Ok(text),
-        Small::Missing => Err("no such file".to_owned()),
-        Small::NotAFile(kind) => Err(format!("{kind}, not a file")),
-        Small::Unreadable(e) => Err(e),
+        Small::Missing => Err(Unread::Missing),
+        Small::NotAFile(kind) => Err(Unread::NotAFile(kind)),
+        Small::Denied(e) => Err(Unread::Denied(e)),
+        Small::Unreadable(e) => Err(Unread::Failed(e)),
     }
 }
 
@@ -168,7 +174,7 @@ pub fn pid_file(path: &Path) -> PidFile {
     match read_small(path, true) {
         Small::Missing => PidFile::Missing,
         Small::NotAFile(kind) => PidFile::NotAFile(kind),
-        Small::Unreadable(e) => PidFile::Unreadable(e),
+        Small::Denied(e) | Small::Unreadable(e) => PidFile::Unreadable(e),
         Small::Text(text) => match text.trim().parse::<u32>() {
             Ok(pid) if pid > 0 => PidFile::Pid(pid),
             _ => PidFile::Garbage(shortened(&escaped(text.trim().as_bytes()), 40)),
@@ -895,7 +901,7 @@ pub fn metrics(path: &Path, from_daemon: bool) -> MetricsFacts {
         }
         Small::Missing => Err(MetricsProblem::Missing),
         Small::NotAFile(kind) => Err(MetricsProblem::NotAFile(kind)),
-        Small::Unreadable(e) => Err(MetricsProblem::Unreadable(e)),
+        Small::Denied(e) | Small::Unreadable(e) => Err(MetricsProblem::Unreadable(e)),
     };
     MetricsFacts {
         path: shown,

@@ -3,7 +3,7 @@
 
 use super::{Found, HVPARAMS_KVM, PROBE_SECONDS, RESTART_GANETI_KVMD};
 use crate::doctor::facts::{
-    BinaryKind, Exe, Facts, GanetiFacts, GntInstances, Probed, ssconf_value,
+    BinaryKind, Exe, GanetiFacts, GntInstances, Probed, Unread, ssconf_value,
 };
 use crate::doctor::findings::{Check, Finding, Severity};
 use crate::ssconf;
@@ -31,20 +31,15 @@ pub(super) fn start_blockers(findings: &[Finding]) -> Vec<Check> {
     blockers
 }
 
-fn file_text<'a>(g: &'a GanetiFacts, name: &str) -> Result<&'a str, String> {
+fn file_text<'a>(g: &'a GanetiFacts, name: &str) -> Result<&'a str, Unread> {
     match g.file(name) {
         Some(Ok(text)) => Ok(text),
         Some(Err(e)) => Err(e.clone()),
-        None => Err("not read".to_owned()),
+        None => Err(Unread::Failed("not read".to_owned())),
     }
 }
 
-pub(super) fn ganeti(
-    facts: &Facts,
-    ganeti: &Probed<GanetiFacts>,
-    running: Found<'_>,
-    out: &mut Vec<Finding>,
-) {
+pub(super) fn ganeti(ganeti: &Probed<GanetiFacts>, running: Found<'_>, out: &mut Vec<Finding>) {
     let g = match ganeti {
         Probed::Got(g) => g,
         Probed::NoAnswer => {
@@ -64,29 +59,44 @@ pub(super) fn ganeti(
     let [hypervisors, enabled, capable] = ssconf::FILES;
     let read = [hypervisors, enabled, capable].map(|name| file_text(g, name));
     if read.iter().all(Result::is_err) {
-        let why = read[0].clone().err().unwrap_or_default();
-        out.push(
-            Finding::fail(
-                Check::GanetiSsconf,
-                format!(
-                    "cannot read Ganeti's ssconf in {} ({why}): not a Ganeti node?",
-                    g.ssconf_dir
-                ),
+        let denied = read.iter().any(|r| matches!(r, Err(Unread::Denied(_))));
+        let missing = read.iter().all(|r| matches!(r, Err(Unread::Missing)));
+        // What keeps this user out says most; else the first error.
+        let why = read
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .find(|e| matches!(e, Unread::Denied(_)) || !denied)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let summary = if missing {
+            format!(
+                "no ssconf in {}: this is no Ganeti node, or its ssconf is elsewhere",
+                g.ssconf_dir
             )
-            .advice(format!(
-                "{}; without Ganeti: kvmd doctor --no-ssconf --ctrl-dir {}",
-                if facts.doctor_uid == 0 {
-                    "on a Ganeti node, --ssconf-dir names where its ssconf is"
-                } else {
-                    "on a Ganeti node, run the doctor as root"
-                },
-                facts.ctrl_dir
-            )),
+        } else if denied {
+            format!(
+                "this user may not read Ganeti's ssconf in {} ({why})",
+                g.ssconf_dir
+            )
+        } else {
+            format!(
+                "cannot read Ganeti's ssconf in {} ({why}): not a Ganeti node?",
+                g.ssconf_dir
+            )
+        };
+        out.push(
+            Finding::fail(Check::GanetiSsconf, summary).advice(if denied {
+                "run the doctor as root (Ganeti's ssconf files are root's)".to_owned()
+            } else {
+                "on a Ganeti node, --ssconf-dir names where its ssconf is; without Ganeti: \
+                 kvmd doctor --no-ssconf, with the daemon's own --ctrl-dir and --pid-file"
+                    .to_owned()
+            }),
         );
         return;
     }
     let [hypervisors_text, enabled_text, capable_text] = read;
-    let unreadable = |check: Check, name: &str, e: &str| {
+    let unreadable = |check: Check, name: &str, e: &Unread| {
         Finding::fail(
             check,
             format!(
@@ -94,7 +104,10 @@ pub(super) fn ganeti(
                 g.ssconf_dir
             ),
         )
-        .advice("as root; on a node that lost its ssconf: gnt-cluster redist-conf on the master")
+        .advice(match e {
+            Unread::Denied(_) => "run the doctor as root",
+            _ => "on the master: gnt-cluster redist-conf (this node's ssconf is incomplete)",
+        })
     };
     out.push(match &hypervisors_text {
         Ok(text) if ssconf::lists_kvm(text) => {

@@ -113,7 +113,7 @@ pub fn evaluate(facts: &Facts) -> Vec<Finding> {
     // from starting.
     let mut of_ganeti = Vec::new();
     if let Some(ganeti) = &facts.ganeti {
-        ganeti::ganeti(facts, ganeti, running, &mut of_ganeti);
+        ganeti::ganeti(ganeti, running, &mut of_ganeti);
     }
     daemon::daemon(
         facts,

@@ -6,7 +6,7 @@ use crate::doctor::facts::{
     Adoption, DaemonFacts, DaemonFlags, DirFacts, Diversion, Entries, Entry, EntryKind, Exe,
     FsKind, GanetiBinary, GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts,
     MetricsFacts, MetricsFile, MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance,
-    StatusVerdict, UnixSockets,
+    StatusVerdict, UnixSockets, Unread,
 };
 use crate::doctor::findings::{Check, Report, Severity};
 use crate::ssconf;
@@ -919,13 +919,10 @@ fn ganeti_mut(facts: &mut Facts) -> &mut GanetiFacts {
     }
 }
 
-fn set_file(facts: &mut Facts, name: &str, text: Result<&str, &str>) {
+fn set_file(facts: &mut Facts, name: &str, text: Result<&str, Unread>) {
     let g = ganeti_mut(facts);
     g.ssconf.retain(|(n, _)| n != name);
-    g.ssconf.push((
-        name.to_owned(),
-        text.map(str::to_owned).map_err(str::to_owned),
-    ));
+    g.ssconf.push((name.to_owned(), text.map(str::to_owned)));
 }
 
 #[test]
@@ -1015,7 +1012,7 @@ fn user_shutdown_off_in_ssconf() {
     set_file(
         &mut facts,
         "ssconf_enabled_user_shutdown",
-        Err("Permission denied"),
+        Err(Unread::Denied("Permission denied".to_owned())),
     );
     assert_finding(
         &facts,
@@ -1105,7 +1102,7 @@ fn the_hypervisor_parameter_off() {
         Severity::Warn,
         "kvm:user_shutdown=true",
     );
-    set_file(&mut facts, HVPARAMS_KVM, Err("no such file"));
+    set_file(&mut facts, HVPARAMS_KVM, Err(Unread::Missing));
     assert_finding(
         &facts,
         Check::GanetiHvparam,
@@ -1181,14 +1178,38 @@ fn the_node_name_and_the_hypervisor_list() {
         "not an enabled hypervisor",
     );
     for name in ssconf::FILES {
-        set_file(&mut facts, name, Err("no such file"));
+        set_file(&mut facts, name, Err(Unread::Missing));
     }
-    assert_finding(
+    // Not there: no matter of permissions.
+    let f = assert_finding(
         &facts,
         Check::GanetiSsconf,
         None,
         Severity::Fail,
-        "not a Ganeti node?",
+        "no ssconf in /var/lib/ganeti: this is no Ganeti node",
+    );
+    assert!(
+        f.advice
+            .as_deref()
+            .is_some_and(|a| a.contains("--no-ssconf") && !a.contains("as root")),
+        "{f:#?}"
+    );
+    let mut denied = facts.clone();
+    set_file(
+        &mut denied,
+        "ssconf_node_vm_capable",
+        Err(Unread::Denied("Permission denied".to_owned())),
+    );
+    let f = assert_finding(
+        &denied,
+        Check::GanetiSsconf,
+        None,
+        Severity::Fail,
+        "this user may not read Ganeti's ssconf in /var/lib/ganeti (Permission denied)",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("run the doctor as root"))
     );
     assert!(
         evaluate(&facts)
