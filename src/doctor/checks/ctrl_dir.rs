@@ -122,8 +122,17 @@ pub(super) fn ctrl_dir(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>
             Check::CtrlDirFilesystem,
             format!(
                 "on {name} (statfs magic {magic:#x}), not tmpfs: shutdown files outlive a \
-                 reboot (after a crash Ganeti reads the last ones as USER_down, and its watcher \
-                 leaves those instances down), and every verdict waits for the disk"
+                 reboot ({}), and every verdict waits for the disk",
+                match facts.mode {
+                    Mode::Ganeti => {
+                        "after a crash Ganeti reads the last ones as USER_down, and its \
+                         watcher leaves those instances down"
+                    }
+                    Mode::Standalone => {
+                        "after the node crashes, the last ones still say their guests' users \
+                         shut them down"
+                    }
+                }
             ),
         )
         .advice("keep the control directory on tmpfs (under /run, as Ganeti's is)"),

@@ -758,12 +758,22 @@ fn the_control_directory() {
         Severity::Warn,
         "writable by anyone",
     );
-    assert_finding(
+    let f = assert_finding(
         &facts,
         Check::CtrlDirFilesystem,
         None,
         Severity::Warn,
-        "outlive a reboot",
+        "outlive a reboot (after the node crashes",
+    );
+    assert!(!f.summary.contains("Ganeti"), "{f:#?}");
+    let mut ganeti = facts.clone();
+    ganeti.mode = Mode::Ganeti;
+    assert_finding(
+        &ganeti,
+        Check::CtrlDirFilesystem,
+        None,
+        Severity::Warn,
+        "Ganeti reads the last ones as USER_down",
     );
     facts.dir = Probed::Got(DirFacts::Dir {
         uid: 0,
