@@ -603,17 +603,6 @@ pub struct QemuFacts {
     pub sockets: Vec<QmpSocket>,
 }
 
-impl QemuFacts {
-    /// The instance it is, to kvmd: the name of its socket in the control
-    /// directory, else its `-name`; `None` for a QEMU with neither.
-    pub fn instance(&self) -> Option<&str> {
-        self.sockets
-            .iter()
-            .find_map(|s| s.instance.as_deref())
-            .or(self.name.as_deref())
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QmpSocket {
     /// The path as QEMU was given it (escaped).

@@ -30,7 +30,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::sys::stat::{Mode as FileMode, fstatat};
 
-use super::checks::{HVPARAMS_KVM, MASTER_NODE, PROBE_SECONDS};
+use super::checks::{HVPARAMS_KVM, INSTANCE_LIST, MASTER_NODE, PROBE_SECONDS};
 use super::facts::{
     Control, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, GanetiBinary,
     GanetiFacts, GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile, MetricsProblem,
@@ -462,7 +462,7 @@ pub fn cwd(pid: u32) -> PathBuf {
 pub fn ganeti(ssconf_dir: &Path) -> GanetiFacts {
     let node = crate::ssconf::node_name();
     let mut names: Vec<&str> = crate::ssconf::FILES.to_vec();
-    names.extend([HVPARAMS_KVM, MASTER_NODE]);
+    names.extend([HVPARAMS_KVM, MASTER_NODE, INSTANCE_LIST]);
     let ssconf = names
         .into_iter()
         .map(|name| {

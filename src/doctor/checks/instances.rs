@@ -1,13 +1,13 @@
 //! `instance.*` and `ctrl-dir.entry`: each instance's QEMU, socket,
 //! shutdown file and verdict, against what kvmd monitors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Found, PROBE_SECONDS};
+use super::{Found, INSTANCE_LIST, PROBE_SECONDS};
 use crate::control::age;
 use crate::doctor::facts::{
     DirFacts, Entries, Entry, EntryKind, Facts, GntInstance, GntInstances, Mode, Probed, QemuFacts,
-    Role, StatusInstance, role, shortened,
+    Role, StatusInstance, escaped, role, shortened,
 };
 use crate::doctor::findings::{Check, Finding};
 
@@ -49,11 +49,32 @@ fn views<'a>(facts: &'a Facts, running: Found<'a>) -> BTreeMap<String, View<'a>>
         }
     }
     if let Probed::Got(qemus) = &facts.qemus {
+        // On a Ganeti node, Ganeti's list of instances says which names
+        // are instances: a QEMU known only by a `-name` Ganeti does not
+        // know (a libvirt guest beside Ganeti's) is none of kvmd's.
+        let known: Option<BTreeSet<String>> = match &facts.ganeti {
+            Some(Probed::Got(g)) => match g.file(INSTANCE_LIST) {
+                Some(Ok(text)) => Some(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(|l| escaped(l.as_bytes()))
+                        .collect(),
+                ),
+                _ => None,
+            },
+            _ => None,
+        };
         // An instance is a QEMU with a socket here, or with a `-name` (as
         // Ganeti starts them); one with neither, whose socket is in some
         // other directory, is another kvmd's (or nobody's) business.
         for qemu in qemus {
-            if let Some(name) = qemu.instance() {
+            let here = qemu.sockets.iter().find_map(|s| s.instance.as_deref());
+            let named = qemu
+                .name
+                .as_deref()
+                .filter(|n| known.as_ref().is_none_or(|known| known.contains(*n)));
+            if let Some(name) = here.or(named) {
                 views.entry(name.to_owned()).or_default().qemus.push(qemu);
             }
         }

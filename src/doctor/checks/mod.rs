@@ -138,6 +138,8 @@ const RESTART_GANETI_KVMD: &str = "restart it: /usr/lib/ganeti/daemon-util stop 
 pub const HVPARAMS_KVM: &str = "ssconf_hvparams_kvm";
 /// The master node's name, in ssconf.
 pub const MASTER_NODE: &str = "ssconf_master_node";
+/// The cluster's instances, one name a line, in ssconf.
+pub const INSTANCE_LIST: &str = "ssconf_instance_list";
 
 #[cfg(test)]
 mod tests;

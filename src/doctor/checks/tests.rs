@@ -894,6 +894,7 @@ fn ganeti_facts() -> GanetiFacts {
             file("ssconf_node_vm_capable", "node1.example.com=True\n"),
             file(HVPARAMS_KVM, "acpi=True\nuser_shutdown=True\n"),
             file(MASTER_NODE, "node1.example.com"),
+            file(INSTANCE_LIST, "vm1\nvm8\n"),
         ],
         instances: GntInstances::Listed(vec![GntInstance {
             name: "vm1".to_owned(),
@@ -1000,6 +1001,43 @@ fn instances_that_do_not_run_here_are_told_of_only_when_not_covered() {
     ganeti_mut(&mut facts).instances = GntInstances::Listed(vec![stopped(Some(false))]);
     let f = finding(&facts, Check::InstanceHvparam, Some("vm8"));
     assert_eq!(f.severity, Severity::Fail, "{f:#?}");
+}
+
+#[test]
+fn a_qemu_ganeti_does_not_know_is_no_instance_of_its() {
+    // A libvirt guest on a Ganeti node: a `-name`, no socket for kvmd.
+    let mut facts = ganeti_node();
+    let guest = QemuFacts {
+        sockets: vec![],
+        ..qemu(300, "libvirt-guest")
+    };
+    facts.qemus = Probed::Got(vec![qemu(200, "vm1"), guest]);
+    assert_eq!(exit_code(&facts), 0, "{:#?}", evaluate(&facts));
+    // Ganeti's own, started without one (an older Ganeti's), still fails.
+    facts.qemus = Probed::Got(vec![QemuFacts {
+        sockets: vec![],
+        ..qemu(300, "vm8")
+    }]);
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("vm8"),
+        Severity::Fail,
+        "without a QMP socket for kvmd",
+    );
+    // Without the list, every `-name` is taken for an instance's.
+    set_file(&mut facts, INSTANCE_LIST, Err(Unread::Missing));
+    facts.qemus = Probed::Got(vec![QemuFacts {
+        sockets: vec![],
+        ..qemu(300, "libvirt-guest")
+    }]);
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("libvirt-guest"),
+        Severity::Fail,
+        "without a QMP socket for kvmd",
+    );
 }
 
 #[test]
