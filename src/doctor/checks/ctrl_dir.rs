@@ -235,13 +235,18 @@ fn limit_finding(
     let Some(limit) = limit else {
         return Finding::warn(check, format!("cannot read the inotify {what} limit"));
     };
-    let counted = if n.uncounted > 0 {
-        format!(
-            " ({} of uid {uid}'s processes could not be counted: run the doctor as root)",
-            n.uncounted
+    // Processes whose descriptors this user may not read hold watches
+    // too: what was counted is a floor.
+    let (at_least, counted) = if n.uncounted > 0 {
+        (
+            "at least ",
+            format!(
+                " ({} of uid {uid}'s processes could not be counted: run the doctor as root)",
+                n.uncounted
+            ),
         )
     } else {
-        String::new()
+        ("", String::new())
     };
     if limit < needed {
         return Finding::fail(
@@ -261,7 +266,7 @@ fn limit_finding(
         return Finding::warn(
             check,
             format!(
-                "uid {uid}'s processes use {used} of {limit} inotify {what}{counted}: kvmd \
+                "uid {uid}'s processes use {at_least}{used} of {limit} inotify {what}{counted}: kvmd \
                  needs {needed} more for {dir}, and would rescan instead of being told"
             ),
         )
@@ -270,8 +275,8 @@ fn limit_finding(
     Finding::ok(
         check,
         format!(
-            "uid {uid} may have {limit} inotify {what}, {used} in use{counted}; kvmd needs \
-             {needed}"
+            "uid {uid} may have {limit} inotify {what}, {at_least}{used} in use{counted}; kvmd \
+             needs {needed}"
         ),
     )
 }
