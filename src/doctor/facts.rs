@@ -100,8 +100,31 @@ pub enum DaemonFlags {
     /// No daemon was found to read it from.
     NoDaemon,
     Read,
-    /// A daemon runs, but its command line could not be read or parsed.
+    /// A daemon runs (or may: the doctor could not tell), but its command
+    /// line was not read.
     Unread,
+}
+
+impl DaemonFlags {
+    /// What became of the daemon's command line, from what was found of
+    /// the daemon and whether its command line was `read`.
+    pub fn of(daemon: &Probed<DaemonFacts>, read: bool) -> DaemonFlags {
+        if read {
+            return DaemonFlags::Read;
+        }
+        let Probed::Got(d) = daemon else {
+            return DaemonFlags::Unread;
+        };
+        match &d.process {
+            // Ganeti's original has neither hooks nor metrics to read.
+            Some(p) if p.kind == BinaryKind::GanetiOriginal => DaemonFlags::NoDaemon,
+            Some(p) if p.is_daemon() => DaemonFlags::Unread,
+            // None for sure: nobody at the control socket.
+            _ if matches!(d.control, Control::Absent | Control::Refused) => DaemonFlags::NoDaemon,
+            // One answered, or something refused this user: one may run.
+            _ => DaemonFlags::Unread,
+        }
+    }
 }
 
 /// The pid file, the process it names, and the control socket.
@@ -802,6 +825,36 @@ mod tests {
         };
         let marker = std::str::from_utf8(KVMD_MARKER).expect("ASCII");
         assert!(text.contains(marker), "{text}");
+    }
+
+    #[test]
+    fn a_daemon_command_line_not_read_is_not_one_that_is_not_there() {
+        let facts = |control: Control| {
+            Probed::Got(DaemonFacts {
+                pid_file: "/run/kvmd.pid".to_owned(),
+                pid: PidFile::Unreadable("Permission denied".to_owned()),
+                process: None,
+                control_socket: "/run/kvmd.sock".to_owned(),
+                control,
+            })
+        };
+        assert_eq!(
+            DaemonFlags::of(&facts(Control::Absent), false),
+            DaemonFlags::NoDaemon
+        );
+        assert_eq!(
+            DaemonFlags::of(&facts(Control::Absent), true),
+            DaemonFlags::Read
+        );
+        // Another user, refused by the daemon: it may well run.
+        assert_eq!(
+            DaemonFlags::of(&facts(Control::Denied), false),
+            DaemonFlags::Unread
+        );
+        assert_eq!(
+            DaemonFlags::of(&Probed::NoAnswer, false),
+            DaemonFlags::Unread
+        );
     }
 
     #[test]

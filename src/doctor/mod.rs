@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::config::{self, Config, DEFAULT_CONTROL_SOCKETS, Doctor, Invocation};
-use facts::{Adoption, BinaryKind, Control, DaemonFlags, Facts, Mode, Probed, escaped};
+use facts::{Adoption, Control, DaemonFlags, Facts, Mode, Probed, escaped};
 use findings::Report;
 
 /// Runs the doctor: prints its report, and returns its exit status (0 all
@@ -144,17 +144,7 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Adoption) -> Facts {
         Probed::NoAnswer => None,
     };
     let running = process.and_then(|p| daemon_config(p.pid));
-    let daemon_flags = match (&daemon, &running) {
-        (_, Some(_)) => DaemonFlags::Read,
-        // Ganeti's original has neither hooks nor metrics to read.
-        (Probed::Got(d), None)
-            if process.is_some_and(|p| p.kind != BinaryKind::GanetiOriginal)
-                || matches!(d.control, Control::Status(_)) =>
-        {
-            DaemonFlags::Unread
-        }
-        _ => DaemonFlags::NoDaemon,
-    };
+    let daemon_flags = DaemonFlags::of(&daemon, running.is_some());
     let uid = process.and_then(|p| p.uid).unwrap_or(0);
 
     let ganeti = config.ssconf_checks.then(|| {

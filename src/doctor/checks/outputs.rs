@@ -24,8 +24,8 @@ fn none_given(facts: &Facts, check: Check, what: &str) -> Finding {
         DaemonFlags::Unread => Finding::warn(
             check,
             format!(
-                "no {what} given, and the running kvmd's command line could not be read: \
-                 whether it has one cannot be told"
+                "no {what} given, and no running kvmd's command line could be read: whether \
+                 kvmd runs with one cannot be told"
             ),
         )
         .advice(format!(
