@@ -112,10 +112,16 @@ pub(super) fn instances(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding
         let about = |f: Finding| f.about(&name);
         let verdict = status.and_then(|s| s.last_verdict(&name));
         if view.is_empty() && verdict.is_none() {
-            out.push(about(Finding::warn(
-                Check::InstanceCoverage,
-                "no QEMU, socket, shutdown file, verdict or Ganeti instance by that name here",
-            )));
+            // A stopped kvmd has no verdicts to tell: its journal has.
+            out.push(about(
+                Finding::warn(
+                    Check::InstanceCoverage,
+                    "no QEMU, socket, shutdown file, verdict or Ganeti instance by that name here",
+                )
+                .advice(format!(
+                    "check the name; its past verdicts, if any: kvmd history {name}"
+                )),
+            ));
             continue;
         }
         if let Some(f) = coverage(facts, running, &shown, &view) {

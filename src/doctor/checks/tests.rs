@@ -689,6 +689,13 @@ fn the_last_verdict_with_its_reason() {
         Severity::Warn,
         "no QEMU, socket",
     );
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("vm9"),
+        Severity::Warn,
+        "kvmd history vm9",
+    );
     assert!(
         evaluate(&facts)
             .iter()
