@@ -327,7 +327,7 @@ fn stage_guest(node: &Node, daemon: Daemon, parts: &[&[u8]], options: Options) -
 }
 
 /// The administrator presses the power button; the daemon is restarted
-/// (as `daemon-util restart` does) before the guest obeys.
+/// (as `daemon-util stop` and `start` do) before the guest obeys.
 fn play_restart(node: &Node, daemon: Daemon) -> File {
     node.clean();
     fs::create_dir_all(CTRL).expect("mkdir ctrl");

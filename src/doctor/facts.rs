@@ -51,6 +51,9 @@ pub struct Facts {
     pub mode: Mode,
     /// The control directory asked about, as given.
     pub ctrl_dir: String,
+    /// kvmd's log file, as configured (escaped): where it says why it
+    /// stopped.
+    pub log_file: String,
     /// inotify watches kvmd needs for it: one per directory from `/` down.
     pub watches_needed: u64,
     /// Who runs the doctor (what it may read depends on it).
@@ -59,8 +62,8 @@ pub struct Facts {
     pub socket_owners: Vec<u32>,
     /// Only this instance (escaped), when one was named.
     pub instance: Option<String>,
-    /// The flags were taken from the running daemon's command line.
-    pub adopted: Option<u32>,
+    /// Whether the flags were taken from a running daemon's command line.
+    pub adopted: Adoption,
     pub daemon: Probed<DaemonFacts>,
     pub ganeti: Option<Probed<GanetiFacts>>,
     pub dir: Probed<DirFacts>,
@@ -69,10 +72,59 @@ pub struct Facts {
     pub qemus: Probed<Vec<QemuFacts>>,
     /// `None`: `/proc/net/unix` could not be read.
     pub unix: Option<UnixSockets>,
+    /// Whether the running daemon's own command line was read (for its
+    /// hook and metrics file, when the doctor was given none).
+    pub daemon_flags: DaemonFlags,
     pub hook: Option<Probed<HookFacts>>,
     pub metrics: Option<Probed<MetricsFacts>>,
     /// Seconds since the epoch, when the facts were gathered.
     pub now: f64,
+}
+
+/// Where the doctor's paths came from, when it was given no flags.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Adoption {
+    /// From its flags, or their defaults (no daemon answered elsewhere).
+    Flags,
+    /// From the command line of kvmd `pid`, which answered on a default
+    /// control socket.
+    Daemon { pid: u32 },
+    /// A daemon holds another default control socket (escaped) but did
+    /// not say where it looks: the defaults may not be its paths.
+    Unasked { socket: String, control: Control },
+}
+
+/// The running daemon's own command line, as far as the doctor got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaemonFlags {
+    /// No daemon was found to read it from.
+    NoDaemon,
+    Read,
+    /// A daemon runs (or may: the doctor could not tell), but its command
+    /// line was not read.
+    Unread,
+}
+
+impl DaemonFlags {
+    /// What became of the daemon's command line, from what was found of
+    /// the daemon and whether its command line was `read`.
+    pub fn of(daemon: &Probed<DaemonFacts>, read: bool) -> DaemonFlags {
+        if read {
+            return DaemonFlags::Read;
+        }
+        let Probed::Got(d) = daemon else {
+            return DaemonFlags::Unread;
+        };
+        match &d.process {
+            // Ganeti's original has neither hooks nor metrics to read.
+            Some(p) if p.kind == BinaryKind::GanetiOriginal => DaemonFlags::NoDaemon,
+            Some(p) if p.is_daemon() => DaemonFlags::Unread,
+            // None for sure: nobody at the control socket.
+            _ if matches!(d.control, Control::Absent | Control::Refused) => DaemonFlags::NoDaemon,
+            // One answered, or something refused this user: one may run.
+            _ => DaemonFlags::Unread,
+        }
+    }
 }
 
 /// The pid file, the process it names, and the control socket.
@@ -292,14 +344,36 @@ pub struct GanetiFacts {
     /// This node's name as Ganeti resolves it.
     pub node: String,
     /// ssconf files by name (`ssconf_...`): their text or why not.
-    pub ssconf: Vec<(String, Result<String, String>)>,
+    pub ssconf: Vec<(String, Result<String, Unread>)>,
     pub instances: GntInstances,
     pub binary: GanetiBinary,
 }
 
 impl GanetiFacts {
-    pub fn file(&self, name: &str) -> Option<&Result<String, String>> {
+    pub fn file(&self, name: &str) -> Option<&Result<String, Unread>> {
         self.ssconf.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+    }
+}
+
+/// Why a file was not read: what to do differs (another user is to ask
+/// as root; a missing file is no matter of permissions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unread {
+    Missing,
+    /// A FIFO, a directory, a symlink: not read (a FIFO would block).
+    NotAFile(&'static str),
+    /// Not allowed to this user (the error, as the system says it).
+    Denied(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Missing => f.write_str("no such file"),
+            Unread::NotAFile(kind) => write!(f, "{kind}, not a file"),
+            Unread::Denied(e) | Unread::Failed(e) => f.write_str(e),
+        }
     }
 }
 
@@ -552,17 +626,6 @@ pub struct QemuFacts {
     pub sockets: Vec<QmpSocket>,
 }
 
-impl QemuFacts {
-    /// The instance it is, to kvmd: the name of its socket in the control
-    /// directory, else its `-name`; `None` for a QEMU with neither.
-    pub fn instance(&self) -> Option<&str> {
-        self.sockets
-            .iter()
-            .find_map(|s| s.instance.as_deref())
-            .or(self.name.as_deref())
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QmpSocket {
     /// The path as QEMU was given it (escaped).
@@ -762,6 +825,36 @@ mod tests {
         };
         let marker = std::str::from_utf8(KVMD_MARKER).expect("ASCII");
         assert!(text.contains(marker), "{text}");
+    }
+
+    #[test]
+    fn a_daemon_command_line_not_read_is_not_one_that_is_not_there() {
+        let facts = |control: Control| {
+            Probed::Got(DaemonFacts {
+                pid_file: "/run/kvmd.pid".to_owned(),
+                pid: PidFile::Unreadable("Permission denied".to_owned()),
+                process: None,
+                control_socket: "/run/kvmd.sock".to_owned(),
+                control,
+            })
+        };
+        assert_eq!(
+            DaemonFlags::of(&facts(Control::Absent), false),
+            DaemonFlags::NoDaemon
+        );
+        assert_eq!(
+            DaemonFlags::of(&facts(Control::Absent), true),
+            DaemonFlags::Read
+        );
+        // Another user, refused by the daemon: it may well run.
+        assert_eq!(
+            DaemonFlags::of(&facts(Control::Denied), false),
+            DaemonFlags::Unread
+        );
+        assert_eq!(
+            DaemonFlags::of(&Probed::NoAnswer, false),
+            DaemonFlags::Unread
+        );
     }
 
     #[test]

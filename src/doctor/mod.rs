@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::config::{self, Config, DEFAULT_CONTROL_SOCKETS, Doctor, Invocation};
-use facts::{Control, Facts, Mode, Probed, escaped};
+use facts::{Adoption, Control, DaemonFlags, Facts, Mode, Probed, escaped};
 use findings::Report;
 
 /// Runs the doctor: prints its report, and returns its exit status (0 all
@@ -70,26 +70,45 @@ fn daemon_config(pid: u32) -> Option<Config> {
     }
 }
 
-/// With no flags given, the doctor looks where a running kvmd looks: the
-/// first daemon that answers on a default control socket lends its
-/// command line. Otherwise the flags (or their defaults) say where.
-fn adopt(doctor: &Doctor) -> (Config, Option<u32>) {
+/// With no flags given, the doctor looks where a running kvmd looks:
+/// the first daemon that answers on a default control socket lends its
+/// command line. Otherwise the flags (or their defaults) say where; a
+/// daemon on another default socket that would not say is told of.
+fn adopt(doctor: &Doctor) -> (Config, Adoption) {
     if !doctor.defaults {
-        return (doctor.config.clone(), None);
+        return (doctor.config.clone(), Adoption::Flags);
     }
-    let mut sockets = vec![doctor.config.control_socket.clone()];
+    let own = doctor.config.control_socket.clone();
+    let mut sockets = vec![own.clone()];
     sockets.extend(DEFAULT_CONTROL_SOCKETS.iter().map(PathBuf::from));
     sockets.dedup();
+    let mut unasked = None;
     for socket in sockets {
-        let asked = probe::spawn(move || probe::control(&socket));
+        let path = socket.clone();
+        let asked = probe::spawn(move || probe::control(&path));
         let deadline = Instant::now() + probe::PROBE;
-        if let Probed::Got(Control::Status(status)) = asked.wait(deadline)
-            && let Some(config) = daemon_config(status.pid)
-        {
-            return (config, Some(status.pid));
+        let control = match asked.wait(deadline) {
+            Probed::Got(Control::Status(status)) => match daemon_config(status.pid) {
+                Some(config) => return (config, Adoption::Daemon { pid: status.pid }),
+                None => Control::Status(status),
+            },
+            Probed::Got(control) => control,
+            Probed::NoAnswer => Control::NoAnswer,
+        };
+        // Nobody there; or the doctor's own socket, which daemon.running
+        // reports on.
+        let nobody = matches!(
+            control,
+            Control::Absent | Control::Refused | Control::Failed(_)
+        );
+        if unasked.is_none() && !nobody && socket != own {
+            unasked = Some(Adoption::Unasked {
+                socket: escaped(socket.as_os_str().as_bytes()),
+                control,
+            });
         }
     }
-    (doctor.config.clone(), None)
+    (doctor.config.clone(), unasked.unwrap_or(Adoption::Flags))
 }
 
 /// inotify watches kvmd needs for `ctrl_dir`: one for each directory from
@@ -103,7 +122,7 @@ pub fn watches_needed(ctrl_dir: &Path) -> u64 {
 }
 
 /// Runs every probe (each bounded in time) and collects the facts.
-fn gather(config: &Config, doctor: &Doctor, adopted: Option<u32>) -> Facts {
+fn gather(config: &Config, doctor: &Doctor, adopted: Adoption) -> Facts {
     let mode = if config.ssconf_checks {
         Mode::Ganeti
     } else {
@@ -125,6 +144,7 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Option<u32>) -> Facts {
         Probed::NoAnswer => None,
     };
     let running = process.and_then(|p| daemon_config(p.pid));
+    let daemon_flags = DaemonFlags::of(&daemon, running.is_some());
     let uid = process.and_then(|p| p.uid).unwrap_or(0);
 
     let ganeti = config.ssconf_checks.then(|| {
@@ -184,6 +204,7 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Option<u32>) -> Facts {
     Facts {
         mode,
         ctrl_dir: escaped(ctrl.as_os_str().as_bytes()),
+        log_file: escaped(config.log_file.as_os_str().as_bytes()),
         watches_needed: watches_needed(&ctrl),
         doctor_uid: nix::unistd::geteuid().as_raw(),
         socket_owners: config.socket_owners.clone(),
@@ -199,6 +220,7 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Option<u32>) -> Facts {
             Probed::Got(unix) => unix,
             Probed::NoAnswer => None,
         },
+        daemon_flags,
         hook: hook.map(|h| h.wait(deadline)),
         metrics: metrics.map(|m| m.wait(deadline)),
         now: probe::now(),

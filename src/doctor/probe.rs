@@ -30,12 +30,12 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::sys::stat::{Mode as FileMode, fstatat};
 
-use super::checks::{HVPARAMS_KVM, MASTER_NODE, PROBE_SECONDS};
+use super::checks::{HVPARAMS_KVM, INSTANCE_LIST, MASTER_NODE, PROBE_SECONDS};
 use super::facts::{
-    Control, DaemonFacts, DirFacts, Entries, Entry, EntryKind, Exe, GanetiBinary, GanetiFacts,
-    GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile, MetricsProblem, PidFile,
-    Probed, ProcessFacts, QemuArgs, QemuFacts, QmpSocket, Role, StatusFacts, UnixSockets,
-    binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
+    Control, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, GanetiBinary,
+    GanetiFacts, GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile, MetricsProblem,
+    PidFile, Probed, ProcessFacts, QemuArgs, QemuFacts, QmpSocket, Role, StatusFacts, UnixSockets,
+    Unread, binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
     parse_metrics, parse_proc_net_unix, parse_qemu_cmdline, role, shortened,
 };
 use crate::control::{self, Request};
@@ -96,6 +96,8 @@ pub enum Small {
     Text(String),
     Missing,
     NotAFile(&'static str),
+    /// Not allowed to this user.
+    Denied(String),
     Unreadable(String),
 }
 
@@ -125,6 +127,9 @@ pub fn read_small(path: &Path, nofollow: bool) -> Small {
         Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
             return Small::NotAFile("a symlink");
         }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Small::Denied(e.to_string());
+        }
         Err(e) => return Small::Unreadable(e.to_string()),
     };
     match file.metadata() {
@@ -139,12 +144,13 @@ pub fn read_small(path: &Path, nofollow: bool) -> Small {
     }
 }
 
-fn small_result(small: Small) -> Result<String, String> {
+fn small_result(small: Small) -> Result<String, Unread> {
     match small {
         Small::Text(text) => Ok(text),
-        Small::Missing => Err("no such file".to_owned()),
-        Small::NotAFile(kind) => Err(format!("{kind}, not a file")),
-        Small::Unreadable(e) => Err(e),
+        Small::Missing => Err(Unread::Missing),
+        Small::NotAFile(kind) => Err(Unread::NotAFile(kind)),
+        Small::Denied(e) => Err(Unread::Denied(e)),
+        Small::Unreadable(e) => Err(Unread::Failed(e)),
     }
 }
 
@@ -168,7 +174,7 @@ pub fn pid_file(path: &Path) -> PidFile {
     match read_small(path, true) {
         Small::Missing => PidFile::Missing,
         Small::NotAFile(kind) => PidFile::NotAFile(kind),
-        Small::Unreadable(e) => PidFile::Unreadable(e),
+        Small::Denied(e) | Small::Unreadable(e) => PidFile::Unreadable(e),
         Small::Text(text) => match text.trim().parse::<u32>() {
             Ok(pid) if pid > 0 => PidFile::Pid(pid),
             _ => PidFile::Garbage(shortened(&escaped(text.trim().as_bytes()), 40)),
@@ -417,10 +423,12 @@ pub fn daemon(pid_path: &Path, socket: &Path, ctrl_dir: &Path) -> DaemonFacts {
             _ => None,
         };
     }
-    // The pid file's process; else the one that answered.
-    let named = match (&pid, &control) {
-        (PidFile::Pid(pid), _) => Some(*pid),
-        (_, Control::Status(status)) => Some(status.pid),
+    // The process that answered: it is the daemon, whatever the pid file
+    // says (the checks tell of a pid file naming another). Else the pid
+    // file's, to tell a live daemon from a stale file.
+    let named = match (&control, &pid) {
+        (Control::Status(status), _) => Some(status.pid),
+        (_, PidFile::Pid(pid)) => Some(*pid),
         _ => None,
     };
     DaemonFacts {
@@ -454,7 +462,7 @@ pub fn cwd(pid: u32) -> PathBuf {
 pub fn ganeti(ssconf_dir: &Path) -> GanetiFacts {
     let node = crate::ssconf::node_name();
     let mut names: Vec<&str> = crate::ssconf::FILES.to_vec();
-    names.extend([HVPARAMS_KVM, MASTER_NODE]);
+    names.extend([HVPARAMS_KVM, MASTER_NODE, INSTANCE_LIST]);
     let ssconf = names
         .into_iter()
         .map(|name| {
@@ -470,28 +478,74 @@ pub fn ganeti(ssconf_dir: &Path) -> GanetiFacts {
         ssconf,
         // Asked separately, with its own time limit (see [`gnt_instances`]).
         instances: GntInstances::Unknown,
-        binary: ganeti_binary(),
+        binary: ganeti_binary(Path::new(GANETI_KVMD), dpkg_diversion),
     }
 }
 
-fn ganeti_binary() -> GanetiBinary {
-    let path = Path::new(GANETI_KVMD);
+/// The most symlinks followed from `/usr/sbin/ganeti-kvmd` (the kernel's
+/// own limit): a loop ends there.
+const MAX_LINKS: usize = 40;
+
+/// Every path from `path` to the file it leads to: `path` itself, then
+/// each symlink's target in turn, each with its directories resolved (as
+/// dpkg names files: `/usr/lib/ganeti/3.0/...`, not `.../default/...`).
+fn link_chain(path: &Path) -> Vec<PathBuf> {
+    let resolved = |path: &Path| -> Option<PathBuf> {
+        let name = path.file_name()?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+        Some(std::fs::canonicalize(parent).ok()?.join(name))
+    };
+    let mut chain = Vec::new();
+    let mut here = resolved(path);
+    while let Some(path) = here.take() {
+        if chain.len() == MAX_LINKS {
+            break;
+        }
+        if let Ok(target) = std::fs::read_link(&path) {
+            // A relative target is relative to the link's directory.
+            let next = path
+                .parent()
+                .map_or(target.clone(), |dir| dir.join(&target));
+            here = resolved(&next);
+        }
+        chain.push(path);
+    }
+    chain
+}
+
+/// What dpkg-divert says of `path`: a diversion, or none (not diverted,
+/// no dpkg, or no answer in time).
+fn dpkg_diversion(path: &Path) -> Option<Diversion> {
+    let path = path.to_str()?;
+    if !Path::new(DPKG_DIVERT).exists() {
+        return None;
+    }
+    let package = run_bounded(DPKG_DIVERT, &["--listpackage", path], PROBE).ok()?;
+    if package.trim().is_empty() {
+        return None;
+    }
+    let truename = run_bounded(DPKG_DIVERT, &["--truename", path], PROBE).ok()?;
+    diversion_of(path, &package, &truename)
+}
+
+/// What `path` (Ganeti's `/usr/sbin/ganeti-kvmd`) leads to, and the
+/// diversion `diverted` finds on the way. kvmd-ganeti diverts
+/// `/usr/lib/ganeti/<version>/usr/sbin/ganeti-kvmd` and puts a link to
+/// `/usr/sbin/kvmd` there: the diversion is on a link of the chain, not
+/// on the file at its end.
+fn ganeti_binary(path: &Path, diverted: impl Fn(&Path) -> Option<Diversion>) -> GanetiBinary {
     let target = std::fs::canonicalize(path);
     let id = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let kind = match &target {
         Ok(_) => binary_kind_of(path, id),
         Err(_) => super::facts::BinaryKind::Unknown,
     };
-    let diversion = target.as_ref().ok().and_then(|target| {
-        let target = target.to_str()?;
-        if !Path::new(DPKG_DIVERT).exists() {
-            return None;
-        }
-        let ask = |what| run_bounded(DPKG_DIVERT, &[what, target], PROBE).ok();
-        diversion_of(target, &ask("--listpackage")?, &ask("--truename")?)
-    });
+    let diversion = match &target {
+        Ok(_) => link_chain(path).iter().find_map(|p| diverted(p)),
+        Err(_) => None,
+    };
     GanetiBinary {
-        path: GANETI_KVMD.to_owned(),
+        path: escaped(path.as_os_str().as_bytes()),
         target: target
             .map(|t| escaped(t.as_os_str().as_bytes()))
             .map_err(|e| e.to_string()),
@@ -847,7 +901,7 @@ pub fn metrics(path: &Path, from_daemon: bool) -> MetricsFacts {
         }
         Small::Missing => Err(MetricsProblem::Missing),
         Small::NotAFile(kind) => Err(MetricsProblem::NotAFile(kind)),
-        Small::Unreadable(e) => Err(MetricsProblem::Unreadable(e)),
+        Small::Denied(e) | Small::Unreadable(e) => Err(MetricsProblem::Unreadable(e)),
     };
     MetricsFacts {
         path: shown,
@@ -885,6 +939,81 @@ mod tests {
             .open(&fifo);
         // The doctor's own reader never blocks on it.
         assert!(matches!(read_small(&fifo, true), Small::NotAFile("a FIFO")));
+    }
+
+    #[test]
+    fn kvmd_ganetis_diversion_is_found_on_the_link_it_made() {
+        use super::super::facts::{BinaryKind, KVMD_MARKER};
+        use std::os::unix::fs::symlink;
+        // As Debian lays Ganeti out, and kvmd-ganeti changes it:
+        // sbin/ganeti-kvmd -> ../lib/ganeti/default/sbin/ganeti-kvmd,
+        // default -> 3.0, and 3.0's ganeti-kvmd (diverted) -> kvmd.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        let kvmd = root.join("kvmd");
+        std::fs::write(&kvmd, KVMD_MARKER).expect("write");
+        let version = root.join("lib/ganeti/3.0/sbin");
+        std::fs::create_dir_all(&version).expect("mkdir");
+        symlink("3.0", root.join("lib/ganeti/default")).expect("symlink");
+        let diverted = version.join("ganeti-kvmd");
+        symlink(&kvmd, &diverted).expect("symlink");
+        std::fs::create_dir(root.join("sbin")).expect("mkdir");
+        let path = root.join("sbin/ganeti-kvmd");
+        symlink("../lib/ganeti/default/sbin/ganeti-kvmd", &path).expect("symlink");
+
+        let asked = std::sync::Mutex::new(Vec::new());
+        let binary = ganeti_binary(&path, |p| {
+            asked.lock().expect("lock").push(p.to_path_buf());
+            (p == diverted).then(|| Diversion {
+                path: p.display().to_string(),
+                to: format!("{}.distrib", p.display()),
+                by: Some("kvmd-ganeti".to_owned()),
+            })
+        });
+        assert_eq!(binary.kind, BinaryKind::Kvmd);
+        assert_eq!(binary.target, Ok(kvmd.display().to_string()));
+        assert_eq!(
+            binary.diversion.map(|d| d.path),
+            Some(diverted.display().to_string())
+        );
+        // Asked along the chain, as dpkg names the files, and no further.
+        assert_eq!(*asked.lock().expect("lock"), vec![path.clone(), diverted]);
+        // A loop ends.
+        let looped = root.join("loop");
+        symlink("loop", &looped).expect("symlink");
+        assert_eq!(link_chain(&looped).len(), MAX_LINKS);
+    }
+
+    #[test]
+    fn the_daemon_is_the_process_that_answered_not_a_stale_pid_file() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("kvmd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let me = std::process::id();
+        // A daemon that answers a status, as this very process.
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut line = String::new();
+            let mut reader = io::BufReader::new(&stream);
+            reader.read_line(&mut line).expect("request");
+            let answer = format!(
+                "{{\"status\": {{\"kvmd\": {{\"version\": \"9.9.9\", \"pid\": {me}}}}}}}\n"
+            );
+            (&stream).write_all(answer.as_bytes()).expect("answer");
+        });
+        // A pid file left by an earlier daemon, naming a process now gone.
+        let mut child = Command::new("true").spawn().expect("true");
+        let gone = child.id();
+        child.wait().expect("wait");
+        let pid_file = dir.path().join("kvmd.pid");
+        std::fs::write(&pid_file, format!("{gone}\n")).expect("write");
+
+        let facts = daemon(&pid_file, &socket, dir.path());
+        server.join().expect("server");
+        assert!(matches!(facts.control, Control::Status(_)), "{facts:#?}");
+        assert_eq!(facts.pid, PidFile::Pid(gone));
+        assert_eq!(facts.process.map(|p| p.pid), Some(me));
     }
 
     #[test]

@@ -80,7 +80,11 @@ pub fn text(report: &Report, context: &Context) -> String {
     );
     let verdict = match report.status() {
         Severity::Ok => "all ok",
-        Severity::Warn => "warnings only: user shutdowns are detected, with the caveats above",
+        // Not "detected": a warning may be what the doctor could not tell.
+        Severity::Warn => {
+            "warnings only: nothing found failing, but read each warning (some say what could \
+             not be told)"
+        }
         Severity::Fail => "user shutdowns are not (all) detected here: fix the failures first",
     };
     let plural =
@@ -169,6 +173,21 @@ mod tests {
             "warn  metrics.file       left\\nbehind\\u{1b}[31m"
         );
         assert!(lines[4].starts_with("1 failure, 1 warning, 1 ok: "));
+    }
+
+    #[test]
+    fn warnings_only_claim_nothing_they_do_not_know() {
+        let report = Report::new(vec![Finding::warn(
+            Check::DaemonRunning,
+            "cannot tell whether kvmd runs",
+        )]);
+        let text = text(&report, &context());
+        let last = text.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("0 failures, 1 warning, 0 ok: warnings only"),
+            "{last}"
+        );
+        assert!(!last.contains("are detected"), "{last}");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 
 use super::*;
 use crate::doctor::facts::{
-    DaemonFacts, Diversion, GanetiBinary, HookFacts, MetricsFacts, MetricsFile, QmpSocket,
-    StatusVerdict, UnixSockets,
+    Adoption, DaemonFacts, DaemonFlags, DirFacts, Diversion, Entries, Entry, EntryKind, Exe,
+    FsKind, GanetiBinary, GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts,
+    MetricsFacts, MetricsFile, MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance,
+    StatusVerdict, UnixSockets, Unread,
 };
-use crate::doctor::findings::{Report, Severity};
+use crate::doctor::findings::{Check, Report, Severity};
+use crate::ssconf;
 
 const CTRL: &str = "/run/kvmd";
 
@@ -76,11 +79,12 @@ fn healthy() -> Facts {
     Facts {
         mode: Mode::Standalone,
         ctrl_dir: CTRL.to_owned(),
+        log_file: "/var/log/kvmd/kvmd.log".to_owned(),
         watches_needed: 3,
         doctor_uid: 0,
         socket_owners: Vec::new(),
         instance: None,
-        adopted: None,
+        adopted: Adoption::Flags,
         daemon: Probed::Got(DaemonFacts {
             pid_file: "/run/kvmd.pid".to_owned(),
             pid: PidFile::Pid(100),
@@ -109,6 +113,7 @@ fn healthy() -> Facts {
         }),
         qemus: Probed::Got(vec![qemu(200, "vm1")]),
         unix: Some(unix),
+        daemon_flags: DaemonFlags::Read,
         hook: None,
         metrics: None,
         now: 10_000.0,
@@ -275,6 +280,76 @@ fn a_pid_file_naming_a_dead_or_foreign_process_or_garbage() {
     let f = finding(&facts, Check::DaemonRunning, None);
     assert_eq!(f.severity, Severity::Warn, "{f:#?}");
     assert!(f.summary.contains("Permission denied"), "{f:#?}");
+}
+
+#[test]
+fn a_listener_on_the_control_socket_is_no_stopped_daemon() {
+    // Another user under hidepid: the pid file's process cannot be seen,
+    // and the control socket refuses this user. Something runs.
+    let mut facts = healthy();
+    facts.doctor_uid = 1000;
+    let daemon = daemon_mut(&mut facts);
+    daemon.process = None;
+    daemon.control = Control::Denied;
+    let f = assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Warn,
+        "cannot tell whether kvmd runs: /run/kvmd.pid names pid 100, which is gone or hidden",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("run the doctor as root"))
+    );
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("vm1"),
+        Severity::Warn,
+        "cannot tell whether kvmd monitors it",
+    );
+    // Nobody listens: then the pid file is stale.
+    daemon_mut(&mut facts).control = Control::Refused;
+    assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Fail,
+        "which is gone",
+    );
+}
+
+#[test]
+fn a_daemon_on_another_default_socket_that_would_not_say_where_it_looks() {
+    // kvmd.service runs; another user runs the doctor with no flags: the
+    // daemon refuses it, and the report is for Ganeti's paths.
+    let mut facts = healthy();
+    not_running(&mut facts);
+    facts.adopted = Adoption::Unasked {
+        socket: "/run/kvmd-daemon/kvmd.sock".to_owned(),
+        control: Control::Denied,
+    };
+    let f = assert_finding(
+        &facts,
+        Check::DaemonConfig,
+        None,
+        Severity::Warn,
+        "a daemon holds another default control socket (not allowed to ask it at \
+         /run/kvmd-daemon/kvmd.sock) and did not say where it looks",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("run the doctor as root"))
+    );
+    facts.adopted = Adoption::Daemon { pid: 100 };
+    assert_finding(
+        &facts,
+        Check::DaemonConfig,
+        None,
+        Severity::Ok,
+        "looked where kvmd (pid 100) looks",
+    );
 }
 
 #[test]
@@ -614,6 +689,13 @@ fn the_last_verdict_with_its_reason() {
         Severity::Warn,
         "no QEMU, socket",
     );
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("vm9"),
+        Severity::Warn,
+        "kvmd history vm9",
+    );
     assert!(
         evaluate(&facts)
             .iter()
@@ -683,19 +765,43 @@ fn the_control_directory() {
         Severity::Warn,
         "writable by anyone",
     );
-    assert_finding(
+    let f = assert_finding(
         &facts,
         Check::CtrlDirFilesystem,
         None,
         Severity::Warn,
-        "outlive a reboot",
+        "outlive a reboot (after the node crashes",
+    );
+    assert!(!f.summary.contains("Ganeti"), "{f:#?}");
+    let mut ganeti = facts.clone();
+    ganeti.mode = Mode::Ganeti;
+    assert_finding(
+        &ganeti,
+        Check::CtrlDirFilesystem,
+        None,
+        Severity::Warn,
+        "Ganeti reads the last ones as USER_down",
     );
     facts.dir = Probed::Got(DirFacts::Dir {
         uid: 0,
         mode: 0o41777,
         fs: FsKind::Tmpfs,
     });
-    assert_finding(&facts, Check::CtrlDirOwner, None, Severity::Ok, "mode 1777");
+    // Sticky: others' files are safe, a name not there yet is not.
+    let f = assert_finding(
+        &facts,
+        Check::CtrlDirOwner,
+        None,
+        Severity::Warn,
+        "writable by anyone (mode 1777) (the sticky bit only",
+    );
+    assert!(f.summary.contains("whatever reads them"), "{f:#?}");
+    facts.dir = Probed::Got(DirFacts::Dir {
+        uid: 0,
+        mode: 0o41775,
+        fs: FsKind::Tmpfs,
+    });
+    assert_finding(&facts, Check::CtrlDirOwner, None, Severity::Ok, "mode 1775");
     facts.dir = Probed::Got(DirFacts::Symlink);
     assert_finding(&facts, Check::CtrlDir, None, Severity::Fail, "is a symlink");
     facts.dir = Probed::Got(DirFacts::Missing);
@@ -769,7 +875,19 @@ fn inotify_limits_against_what_kvmd_needs() {
         Check::InotifyWatches,
         None,
         Severity::Ok,
-        "97 in use",
+        "may have 100 inotify watches, 97 in use; kvmd needs 3",
+    );
+    // Another user counts only what it may read: a floor, said so.
+    let mut other = facts.clone();
+    if let Probed::Got(n) = &mut other.inotify {
+        n.uncounted = 5;
+    }
+    assert_finding(
+        &other,
+        Check::InotifyWatches,
+        None,
+        Severity::Ok,
+        "at least 97 in use (5 of uid 0's processes could not be counted",
     );
     if let Probed::Got(n) = &mut facts.inotify {
         n.max_instances = Some(2);
@@ -795,6 +913,7 @@ fn ganeti_facts() -> GanetiFacts {
             file("ssconf_node_vm_capable", "node1.example.com=True\n"),
             file(HVPARAMS_KVM, "acpi=True\nuser_shutdown=True\n"),
             file(MASTER_NODE, "node1.example.com"),
+            file(INSTANCE_LIST, "vm1\nvm8\n"),
         ],
         instances: GntInstances::Listed(vec![GntInstance {
             name: "vm1".to_owned(),
@@ -803,7 +922,8 @@ fn ganeti_facts() -> GanetiFacts {
         }]),
         binary: GanetiBinary {
             path: "/usr/sbin/ganeti-kvmd".to_owned(),
-            target: Ok("/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd".to_owned()),
+            // kvmd-ganeti's layout: the diverted path is a link to kvmd.
+            target: Ok("/usr/sbin/kvmd".to_owned()),
             kind: BinaryKind::Kvmd,
             id: Some((1, 2)),
             diversion: Some(Diversion {
@@ -829,13 +949,10 @@ fn ganeti_mut(facts: &mut Facts) -> &mut GanetiFacts {
     }
 }
 
-fn set_file(facts: &mut Facts, name: &str, text: Result<&str, &str>) {
+fn set_file(facts: &mut Facts, name: &str, text: Result<&str, Unread>) {
     let g = ganeti_mut(facts);
     g.ssconf.retain(|(n, _)| n != name);
-    g.ssconf.push((
-        name.to_owned(),
-        text.map(str::to_owned).map_err(str::to_owned),
-    ));
+    g.ssconf.push((name.to_owned(), text.map(str::to_owned)));
 }
 
 #[test]
@@ -851,7 +968,24 @@ fn a_healthy_ganeti_node_is_all_ok() {
         Check::GanetiKvmdBinary,
         None,
         Severity::Ok,
-        "diverted by kvmd-ganeti",
+        "/usr/sbin/ganeti-kvmd is kvmd (/usr/sbin/kvmd, through \
+         /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd, diverted by kvmd-ganeti: Debian's binary \
+         kept at /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.distrib)",
+    );
+    // install-kvmd's: kvmd itself at the diverted path.
+    let mut local = facts.clone();
+    let g = ganeti_mut(&mut local);
+    g.binary.target = Ok("/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd".to_owned());
+    if let Some(d) = &mut g.binary.diversion {
+        d.by = None;
+        d.to = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.haskell".to_owned();
+    }
+    assert_finding(
+        &local,
+        Check::GanetiKvmdBinary,
+        None,
+        Severity::Ok,
+        "(/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd, a local diversion",
     );
     assert_finding(
         &facts,
@@ -889,6 +1023,43 @@ fn instances_that_do_not_run_here_are_told_of_only_when_not_covered() {
 }
 
 #[test]
+fn a_qemu_ganeti_does_not_know_is_no_instance_of_its() {
+    // A libvirt guest on a Ganeti node: a `-name`, no socket for kvmd.
+    let mut facts = ganeti_node();
+    let guest = QemuFacts {
+        sockets: vec![],
+        ..qemu(300, "libvirt-guest")
+    };
+    facts.qemus = Probed::Got(vec![qemu(200, "vm1"), guest]);
+    assert_eq!(exit_code(&facts), 0, "{:#?}", evaluate(&facts));
+    // Ganeti's own, started without one (an older Ganeti's), still fails.
+    facts.qemus = Probed::Got(vec![QemuFacts {
+        sockets: vec![],
+        ..qemu(300, "vm8")
+    }]);
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("vm8"),
+        Severity::Fail,
+        "without a QMP socket for kvmd",
+    );
+    // Without the list, every `-name` is taken for an instance's.
+    set_file(&mut facts, INSTANCE_LIST, Err(Unread::Missing));
+    facts.qemus = Probed::Got(vec![QemuFacts {
+        sockets: vec![],
+        ..qemu(300, "libvirt-guest")
+    }]);
+    assert_finding(
+        &facts,
+        Check::InstanceCoverage,
+        Some("libvirt-guest"),
+        Severity::Fail,
+        "without a QMP socket for kvmd",
+    );
+}
+
+#[test]
 fn user_shutdown_off_in_ssconf() {
     let mut facts = ganeti_node();
     set_file(&mut facts, "ssconf_enabled_user_shutdown", Ok("False\n"));
@@ -908,7 +1079,7 @@ fn user_shutdown_off_in_ssconf() {
     set_file(
         &mut facts,
         "ssconf_enabled_user_shutdown",
-        Err("Permission denied"),
+        Err(Unread::Denied("Permission denied".to_owned())),
     );
     assert_finding(
         &facts,
@@ -916,6 +1087,57 @@ fn user_shutdown_off_in_ssconf() {
         None,
         Severity::Fail,
         "Permission denied",
+    );
+}
+
+#[test]
+fn a_daemon_that_would_exit_at_start_is_not_just_to_be_started() {
+    let mut facts = ganeti_node();
+    not_running(&mut facts);
+    let f = assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Fail,
+        "start it as Ganeti does: /usr/lib/ganeti/daemon-util start ganeti-kvmd",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("/var/log/kvmd/kvmd.log says why")),
+        "{facts:#?}"
+    );
+    // As `gnt-cluster modify --user-shutdown=no` leaves it: started, it
+    // would exit at once.
+    set_file(&mut facts, "ssconf_enabled_user_shutdown", Ok("False\n"));
+    set_file(&mut facts, "ssconf_hypervisor_list", Ok("xen-pvm\n"));
+    assert_finding(
+        &facts,
+        Check::DaemonRunning,
+        None,
+        Severity::Fail,
+        "it would exit at start as things are: fix ganeti.hypervisor, ganeti.user-shutdown \
+         first",
+    );
+}
+
+#[test]
+fn the_standalone_unit_is_advised_only_for_its_directory() {
+    let mut facts = healthy();
+    not_running(&mut facts);
+    let f = finding(&facts, Check::DaemonRunning, None);
+    assert!(
+        f.advice
+            .as_deref()
+            .is_some_and(|a| a.ends_with("--pid-file /run/kvmd.pid (or systemctl start kvmd)")),
+        "{f:#?}"
+    );
+    facts.ctrl_dir = "/srv/ctrl".to_owned();
+    let f = finding(&facts, Check::DaemonRunning, None);
+    assert!(
+        f.advice
+            .as_deref()
+            .is_some_and(|a| a.ends_with("--ctrl-dir /srv/ctrl --pid-file /run/kvmd.pid")),
+        "{f:#?}"
     );
 }
 
@@ -947,7 +1169,7 @@ fn the_hypervisor_parameter_off() {
         Severity::Warn,
         "kvm:user_shutdown=true",
     );
-    set_file(&mut facts, HVPARAMS_KVM, Err("no such file"));
+    set_file(&mut facts, HVPARAMS_KVM, Err(Unread::Missing));
     assert_finding(
         &facts,
         Check::GanetiHvparam,
@@ -1023,14 +1245,38 @@ fn the_node_name_and_the_hypervisor_list() {
         "not an enabled hypervisor",
     );
     for name in ssconf::FILES {
-        set_file(&mut facts, name, Err("no such file"));
+        set_file(&mut facts, name, Err(Unread::Missing));
     }
-    assert_finding(
+    // Not there: no matter of permissions.
+    let f = assert_finding(
         &facts,
         Check::GanetiSsconf,
         None,
         Severity::Fail,
-        "not a Ganeti node?",
+        "no ssconf in /var/lib/ganeti: this is no Ganeti node",
+    );
+    assert!(
+        f.advice
+            .as_deref()
+            .is_some_and(|a| a.contains("--no-ssconf") && !a.contains("as root")),
+        "{f:#?}"
+    );
+    let mut denied = facts.clone();
+    set_file(
+        &mut denied,
+        "ssconf_node_vm_capable",
+        Err(Unread::Denied("Permission denied".to_owned())),
+    );
+    let f = assert_finding(
+        &denied,
+        Check::GanetiSsconf,
+        None,
+        Severity::Fail,
+        "this user may not read Ganeti's ssconf in /var/lib/ganeti (Permission denied)",
+    );
+    assert!(
+        f.advice
+            .is_some_and(|a| a.contains("run the doctor as root"))
     );
     assert!(
         evaluate(&facts)
@@ -1130,6 +1376,36 @@ fn hooks_get_the_daemons_safety_checks() {
 }
 
 #[test]
+fn no_hook_or_metrics_file_says_where_it_looked() {
+    let mut facts = healthy();
+    assert_finding(
+        &facts,
+        Check::HookProgram,
+        None,
+        Severity::Ok,
+        "none in the running kvmd's command line",
+    );
+    not_running(&mut facts);
+    facts.daemon_flags = DaemonFlags::NoDaemon;
+    let f = assert_finding(
+        &facts,
+        Check::MetricsFile,
+        None,
+        Severity::Ok,
+        "no --metrics-file given (and no running kvmd to take one from)",
+    );
+    assert!(!f.summary.contains("the running kvmd's command line"));
+    facts.daemon_flags = DaemonFlags::Unread;
+    assert_finding(
+        &facts,
+        Check::HookProgram,
+        None,
+        Severity::Warn,
+        "give it the daemon's --on-verdict",
+    );
+}
+
+#[test]
 fn the_metrics_file_is_the_running_kvmds_or_stale() {
     let mut facts = healthy();
     let written = |start: f64| {
@@ -1160,6 +1436,32 @@ fn the_metrics_file_is_the_running_kvmds_or_stale() {
         Severity::Warn,
         "an earlier kvmd",
     );
+    // Not known whether kvmd runs (another user): not said to be stopped.
+    let daemon = daemon_mut(&mut facts);
+    daemon.pid = PidFile::Unreadable("Permission denied".to_owned());
+    daemon.process = None;
+    daemon.control = Control::Denied;
+    assert_finding(
+        &facts,
+        Check::MetricsFile,
+        None,
+        Severity::Warn,
+        "whether by the running one cannot be told",
+    );
+    let missing = Some(Probed::Got(MetricsFacts {
+        path: "/run/kvmd.prom".to_owned(),
+        from_daemon: false,
+        file: Err(MetricsProblem::Missing),
+    }));
+    let mut unknown = facts.clone();
+    unknown.metrics = missing.clone();
+    assert_finding(
+        &unknown,
+        Check::MetricsFile,
+        None,
+        Severity::Warn,
+        "whether kvmd runs (and should have written it) cannot be told",
+    );
     not_running(&mut facts);
     assert_finding(
         &facts,
@@ -1167,6 +1469,15 @@ fn the_metrics_file_is_the_running_kvmds_or_stale() {
         None,
         Severity::Warn,
         "no longer running",
+    );
+    let mut stopped = facts.clone();
+    stopped.metrics = missing;
+    assert_finding(
+        &stopped,
+        Check::MetricsFile,
+        None,
+        Severity::Ok,
+        "(kvmd is not running)",
     );
     facts.metrics = Some(Probed::Got(MetricsFacts {
         path: "/run/kvmd.prom".to_owned(),
