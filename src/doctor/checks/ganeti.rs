@@ -56,6 +56,14 @@ pub(super) fn ganeti(ganeti: &Probed<GanetiFacts>, running: Found<'_>, out: &mut
             return;
         }
     };
+    switches(g, out);
+    // Ganeti's binary is worth telling about on a node whose cluster is
+    // not (yet) set up too: the package installs it before `gnt-cluster init`.
+    binary(g, running, out);
+}
+
+/// The cluster's switches, from ssconf: none readable is one failure.
+fn switches(g: &GanetiFacts, out: &mut Vec<Finding>) {
     let [hypervisors, enabled, capable] = ssconf::FILES;
     let read = [hypervisors, enabled, capable].map(|name| file_text(g, name));
     if read.iter().all(Result::is_err) {
@@ -246,7 +254,10 @@ pub(super) fn ganeti(ganeti: &Probed<GanetiFacts>, running: Found<'_>, out: &mut
         )
         .advice("run the doctor as root on the master (gnt-instance list)"),
     });
+}
 
+/// Which daemon Ganeti would start, and whether it is the one running.
+fn binary(g: &GanetiFacts, running: Found<'_>, out: &mut Vec<Finding>) {
     let b = &g.binary;
     let diversion = match &b.diversion {
         Some(d) => {

@@ -1091,6 +1091,31 @@ fn user_shutdown_off_in_ssconf() {
 }
 
 #[test]
+fn a_node_without_ssconf_is_still_told_which_daemon_ganeti_would_start() {
+    // The packages go in before `gnt-cluster init`: the diversion is worth
+    // telling about while there is no ssconf yet.
+    let mut facts = ganeti_node();
+    for name in ssconf::FILES {
+        set_file(&mut facts, name, Err(Unread::Missing));
+    }
+    assert_finding(
+        &facts,
+        Check::GanetiSsconf,
+        None,
+        Severity::Fail,
+        "no ssconf in",
+    );
+    assert_finding(
+        &facts,
+        Check::GanetiKvmdBinary,
+        None,
+        Severity::Ok,
+        "diverted by kvmd-ganeti: Debian's binary kept at \
+         /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.distrib",
+    );
+}
+
+#[test]
 fn a_daemon_that_would_exit_at_start_is_not_just_to_be_started() {
     let mut facts = ganeti_node();
     not_running(&mut facts);
