@@ -284,7 +284,7 @@ fn a_shutdown_read_before_a_restart_claims_the_kept_intent() {
         qemu: QEMU,
         carried,
     };
-    let (kept_again, saved_again) = (kept.clone(), saved.clone());
+    let (kept_again, saved_again) = (kept.clone(), saved);
     after.connect(
         key,
         Ok(Connected {
