@@ -537,9 +537,21 @@ impl StateDir {
     }
 }
 
+/// Writes `bytes` to a new file `name` in `dir`. Whatever was at `name`
+/// (a crashed run's file, or a symlink or FIFO put there) is removed first
+/// and the file made anew with `O_EXCL`: nothing is written through a
+/// link, and opening a FIFO for writing cannot block the event loop.
 fn write_new(dir: BorrowedFd<'_>, name: &OsStr, bytes: &[u8]) -> Result<(), Errno> {
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match unlinkat(dir, name.as_bytes(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_CREAT
+        | OFlag::O_EXCL
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC;
     let fd = openat(dir, name.as_bytes(), flags, Mode::from_bits_truncate(0o600))?;
     let mut file = std::fs::File::from(fd);
     file.write_all(bytes).map_err(io_errno)
@@ -644,8 +656,17 @@ mod tests {
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, b"precious").expect("write");
         std::os::unix::fs::symlink(&victim, dir.path().join("vm.new")).expect("symlink");
-        assert!(dir.save(&named("vm"), &saved(true, false)).is_err());
+        dir.save(&named("vm"), &saved(true, false))
+            .expect("saved beside the link, not through it");
         assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+        assert_eq!(dir.load(&named("vm")), Some(saved(true, false)));
+        // A FIFO where the temporary file goes would block a writer's
+        // open(2) for ever: it is replaced instead.
+        nix::unistd::mkfifo(&dir.path().join("vm3.new"), Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        dir.save(&named("vm3"), &saved(false, true))
+            .expect("saved over the FIFO");
+        assert_eq!(dir.load(&named("vm3")), Some(saved(false, true)));
         std::os::unix::fs::symlink(&victim, dir.path().join("vm2.state")).expect("symlink");
         assert_eq!(dir.load(&named("vm2")), None);
     }
