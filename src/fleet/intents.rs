@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::instance::{Instance, Link};
-use super::{Action, Fleet, InstanceKey, Notice, Phase, Timer};
+use super::{Action, Fleet, InstanceKey, Notice, Phase, Reach, Timer};
 use crate::decision::Expected;
 use crate::name::InstanceName;
 use crate::qmp::Command;
@@ -323,32 +323,70 @@ impl Fleet {
     pub fn handle_intent_files(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
         self.tick(now);
         for (name, intent) in intents {
-            let key = self.by_name.get(&name).copied();
-            let instance = key.and_then(|key| self.instances.get(key.0));
-            let fits = instance.is_some_and(|i| intent_fits(i, &intent));
-            let expired = intent.state == IntentState::Waiting && intent.until <= now;
-            let (Some(key), true, false) = (key, fits, expired) else {
-                log::debug!("{name}: a kept intent no longer applies; removed");
-                self.act(Action::RemoveIntent { name });
+            // As with state files: what stands at a name nobody could look
+            // at yet is unknown, and the intent waits for it.
+            let unknown = self.reach == Reach::Away
+                || self.deferred.iter().any(|(n, _)| *n == name)
+                || self.unlooked.contains(&name);
+            if !self.by_name.contains_key(&name) && unknown {
+                log::info!("{name}: its kept intent waits until its socket is looked at");
+                self.awaiting_intents.insert(name, intent);
                 continue;
+            }
+            self.restore_intent(now, name, intent);
+        }
+    }
+
+    /// A kept intent waiting for `name` to be looked at: taken up or
+    /// dropped once it has been.
+    pub(super) fn settle_awaiting_intent(&mut self, now: Instant, name: &InstanceName) {
+        if self.awaiting_intents.is_empty()
+            || self.unlooked.contains(name)
+            || self.deferred.iter().any(|(n, _)| n == name)
+        {
+            return;
+        }
+        if let Some(intent) = self.awaiting_intents.remove(name) {
+            self.restore_intent(now, name.clone(), intent);
+        }
+    }
+
+    /// A kept intent taken up by the instance it was given for, or dropped
+    /// (its QEMU is gone, or it expired meanwhile).
+    fn restore_intent(&mut self, now: Instant, name: InstanceName, intent: Intent) {
+        let key = self.by_name.get(&name).copied();
+        let instance = key.and_then(|key| self.instances.get(key.0));
+        let fits = instance.is_some_and(|i| intent_fits(i, &intent));
+        let expired = intent.state == IntentState::Waiting && intent.until <= now;
+        let (Some(key), true, false) = (key, fits, expired) else {
+            let why = match (instance, expired) {
+                (None, _) => "the instance is not monitored",
+                (Some(_), true) => "its window ended",
+                (Some(_), false) => "it was given for another QEMU",
             };
-            let shut_down = self.shut_down(key);
-            let mut intent = intent;
-            // A SHUTDOWN read by the previous run (kept with the evidence)
-            // while the intent was in force claims it now.
-            if shut_down && intent.state == IntentState::Waiting {
-                intent.state = IntentState::Claimed;
-                self.save_intent(&name, &intent);
+            log::info!(
+                "{name}: an intent kept by {:?} no longer applies ({why}); removed",
+                intent.by
+            );
+            self.act(Action::RemoveIntent { name });
+            return;
+        };
+        let shut_down = self.shut_down(key);
+        let mut intent = intent;
+        // A SHUTDOWN read by the previous run (kept with the evidence)
+        // while the intent was in force claims it now.
+        if shut_down && intent.state == IntentState::Waiting {
+            intent.state = IntentState::Claimed;
+            self.save_intent(&name, &intent);
+        }
+        if intent.state == IntentState::Waiting {
+            self.timers.set(Timer::Intent(key), intent.until);
+            if intent.presses == Presses::UntilShutdown {
+                self.timers.set(Timer::Press(key), now);
             }
-            if intent.state == IntentState::Waiting {
-                self.timers.set(Timer::Intent(key), intent.until);
-                if intent.presses == Presses::UntilShutdown {
-                    self.timers.set(Timer::Press(key), now);
-                }
-            }
-            if let Some(instance) = self.instances.get_mut(key.0) {
-                instance.intent = Some(intent);
-            }
+        }
+        if let Some(instance) = self.instances.get_mut(key.0) {
+            instance.intent = Some(intent);
         }
     }
 

@@ -309,6 +309,11 @@ pub struct Fleet {
     /// directory failing to open): their state files are not swept.
     /// Bounded by the names in the directory; a deletion clears one.
     unlooked: std::collections::HashSet<InstanceName>,
+    /// Intents a previous run kept for names nobody has looked at yet (the
+    /// directory away, an entry deferred or unreadable at start-up): taken
+    /// up or dropped once the name is looked at. Bounded by the intent
+    /// files read once.
+    awaiting_intents: HashMap<InstanceName, Intent>,
     shortage: Shortage,
     reach: Reach,
     follow: Follow,
@@ -358,6 +363,7 @@ impl Fleet {
             given_up: HashMap::new(),
             deferred: Vec::new(),
             unlooked: Default::default(),
+            awaiting_intents: HashMap::new(),
             shortage: Shortage::None,
             reach: Reach::Away,
             follow: Follow::Events,

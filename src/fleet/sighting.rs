@@ -26,6 +26,7 @@ impl Fleet {
                 {
                     instance.unlinked();
                 }
+                self.settle_awaiting_intent(now, &name);
                 return;
             }
             Change::Created(name) => {
@@ -106,6 +107,11 @@ impl Fleet {
         ) {
             self.unlooked.remove(&name);
         }
+        // Only at start-up, for a kept intent: the name, once looked at.
+        let awaited = self
+            .awaiting_intents
+            .contains_key(&name)
+            .then(|| name.clone());
         match look {
             Look::Socket { id, owner } if self.trusted_owners.contains(&owner) => {
                 // A socket created again under the name while the old one
@@ -132,6 +138,9 @@ impl Fleet {
             Look::DirAway | Look::DirFailed(_) => {
                 self.unlooked.insert(name);
             }
+        }
+        if let Some(name) = awaited {
+            self.settle_awaiting_intent(now, &name);
         }
     }
 

@@ -555,3 +555,50 @@ fn a_refused_press_is_told_once_and_is_no_malformed_message() {
         "{told:?}"
     );
 }
+
+#[test]
+fn a_kept_intent_waits_for_a_name_nobody_could_look_at_yet() {
+    let mut before = Harness::watching();
+    before.monitor("vm", 1);
+    before.monitor("gone", 2);
+    let vm = saved_intent(&expect(&mut before, "vm", secs(60)).expect("given"))
+        .expect("kept")
+        .clone();
+    let gone = saved_intent(&expect(&mut before, "gone", secs(60)).expect("given"))
+        .expect("kept")
+        .clone();
+
+    // The restarted kvmd could not look at either entry (an I/O error):
+    // what stands there is unknown, and the intents wait.
+    let mut after = Harness::watching();
+    after.now = before.now + secs(5);
+    for n in ["vm", "gone"] {
+        after.change(Change::Created(name(n)));
+        after.looked(n, Purpose::Attach, Look::Failed(Errno::EIO));
+    }
+    after.drain();
+    after
+        .fleet
+        .handle_intent_files(after.now, vec![(name("vm"), vm), (name("gone"), gone)]);
+    assert_eq!(after.drain(), vec![], "nothing removed while unknown");
+
+    // Looked at again: vm's socket is there and takes its intent up; the
+    // other is gone, and its intent with it.
+    after.change(Change::Appeared(name("vm")));
+    let connect = after.looked("vm", Purpose::Attach, root_socket(1));
+    let key = match connect.as_slice() {
+        [Action::Connect { key, .. }] => *key,
+        other => panic!("expected a connect, got {other:?}"),
+    };
+    assert!(after.fleet.timer_is_set(Timer::Intent(key)));
+    let ok = Ok(Connected {
+        qemu: Some(QEMU),
+        saved: None,
+    });
+    after.connect(key, ok);
+    after.negotiate(key);
+    let dropped = after.looked("gone", Purpose::Attach, Look::Absent);
+    assert!(removes_intent(&dropped, "gone"), "{dropped:?}");
+    after.bytes(key, USER_OFF);
+    assert_eq!(record_of(&after.hangup(key)).1.why(), Why::HostIntent);
+}
