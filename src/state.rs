@@ -263,10 +263,25 @@ pub struct SavedIntent {
     pub ino: u64,
     pub pid: Option<u32>,
     pub start: Option<u64>,
-    /// `waiting` or `claimed`.
-    pub state: String,
-    /// `none` or `until-shutdown`.
-    pub presses: String,
+    pub state: SavedIntentState,
+    pub presses: SavedPresses,
+}
+
+/// [`IntentState`] as its file spells it (`waiting`, `claimed`): the file's
+/// vocabulary is kept here, apart from the fleet's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavedIntentState {
+    Waiting,
+    Claimed,
+}
+
+/// [`Presses`] as its file spells it (`none`, `until-shutdown`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavedPresses {
+    None,
+    UntilShutdown,
 }
 
 impl SavedIntent {
@@ -286,15 +301,13 @@ impl SavedIntent {
             pid: intent.qemu.map(|q| q.pid),
             start: intent.qemu.map(|q| q.start),
             state: match intent.state {
-                IntentState::Waiting => "waiting",
-                IntentState::Claimed => "claimed",
-            }
-            .to_owned(),
+                IntentState::Waiting => SavedIntentState::Waiting,
+                IntentState::Claimed => SavedIntentState::Claimed,
+            },
             presses: match intent.presses {
-                Presses::None => "none",
-                Presses::UntilShutdown => "until-shutdown",
-            }
-            .to_owned(),
+                Presses::None => SavedPresses::None,
+                Presses::UntilShutdown => SavedPresses::UntilShutdown,
+            },
         }
     }
 
@@ -329,15 +342,13 @@ impl SavedIntent {
                 ino: self.ino,
             },
             qemu,
-            state: match self.state.as_str() {
-                "waiting" => IntentState::Waiting,
-                "claimed" => IntentState::Claimed,
-                _ => return None,
+            state: match self.state {
+                SavedIntentState::Waiting => IntentState::Waiting,
+                SavedIntentState::Claimed => IntentState::Claimed,
             },
-            presses: match self.presses.as_str() {
-                "none" => Presses::None,
-                "until-shutdown" => Presses::UntilShutdown,
-                _ => return None,
+            presses: match self.presses {
+                SavedPresses::None => Presses::None,
+                SavedPresses::UntilShutdown => Presses::UntilShutdown,
             },
         })
     }
@@ -669,6 +680,30 @@ mod tests {
         assert_eq!(dir.load(&named("vm3")), Some(saved(false, true)));
         std::os::unix::fs::symlink(&victim, dir.path().join("vm2.state")).expect("symlink");
         assert_eq!(dir.load(&named("vm2")), None);
+    }
+
+    #[test]
+    fn an_intent_file_is_read_by_its_words_and_refused_for_others() {
+        let text = |state: &str, presses: &str| {
+            format!(
+                "{{\"by\":\"ops\",\"given_ms\":1,\"until_ms\":2,\"dev\":3,\"ino\":4,\
+                 \"pid\":5,\"start\":6,\"state\":\"{state}\",\"presses\":\"{presses}\"}}"
+            )
+        };
+        let read = |t: &str| serde_json::from_str::<SavedIntent>(t).ok();
+        let kept = read(&text("claimed", "until-shutdown")).expect("read");
+        assert_eq!(
+            (kept.state, kept.presses),
+            (SavedIntentState::Claimed, SavedPresses::UntilShutdown)
+        );
+        assert_eq!(
+            serde_json::to_string(&kept).ok().as_deref(),
+            Some(text("claimed", "until-shutdown").as_str()),
+            "written as it is read"
+        );
+        assert!(read(&text("waiting", "none")).is_some());
+        assert!(read(&text("Claimed", "none")).is_none());
+        assert!(read(&text("waiting", "always")).is_none());
     }
 
     #[test]
