@@ -78,6 +78,9 @@ pub enum JournalError {
     /// Something else than a regular file stands at a journal file's name;
     /// it was left alone.
     NotRegular { path: PathBuf, kind: FileKind },
+    /// The live file has more than one name: a hard link to another file
+    /// would have kvmd append to that file. It was left alone.
+    Linked { path: PathBuf, links: u64 },
     /// Fewer bytes written than the line has (a full file system); the
     /// part written was taken back where possible.
     ShortWrite {
@@ -102,6 +105,11 @@ impl fmt::Display for JournalError {
             JournalError::NotRegular { path, kind } => write!(
                 f,
                 "{} is {kind}, not a regular file: left alone",
+                path.display()
+            ),
+            JournalError::Linked { path, links } => write!(
+                f,
+                "{} has {links} names (a hard link to another file?): left alone",
                 path.display()
             ),
             JournalError::ShortWrite {
@@ -273,6 +281,12 @@ impl Journal {
             return Err(JournalError::NotRegular {
                 path: self.live.clone(),
                 kind,
+            });
+        }
+        if stat.st_nlink > 1 {
+            return Err(JournalError::Linked {
+                path: self.live.clone(),
+                links: u64::from(stat.st_nlink),
             });
         }
         Ok((File::from(fd), entered))
@@ -733,6 +747,28 @@ mod tests {
         assert_eq!(got.skipped.len(), 1);
         assert_eq!(got.skipped[0].line, 2);
         assert_eq!(got.skipped[0].why, SkipReason::NotJson);
+    }
+
+    #[test]
+    fn a_live_file_with_another_name_is_left_alone() {
+        let tmp = tmpfs();
+        let dir = tmp.path().join("j");
+        let mut journal = Journal::new(dir.clone(), Limits::default());
+        journal.append(&entry(0, "vm1")).expect("append");
+        std::fs::remove_file(dir.join("journal")).expect("rm");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious\n").expect("write");
+        std::fs::hard_link(&victim, dir.join("journal")).expect("link");
+        let err = journal.append(&entry(1, "vm1")).expect_err("linked");
+        assert_eq!(
+            err,
+            JournalError::Linked {
+                path: dir.join("journal"),
+                links: 2
+            }
+        );
+        assert!(err.to_string().contains("has 2 names"), "{err}");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious\n");
     }
 
     #[test]
