@@ -286,7 +286,7 @@ impl Journal {
         if stat.st_nlink > 1 {
             return Err(JournalError::Linked {
                 path: self.live.clone(),
-                links: u64::from(stat.st_nlink),
+                links: stat.st_nlink,
             });
         }
         Ok((File::from(fd), entered))
