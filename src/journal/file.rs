@@ -284,9 +284,12 @@ impl Journal {
             });
         }
         if stat.st_nlink > 1 {
+            // nlink_t is u64 on x86_64 but u32 on aarch64.
+            #[allow(clippy::useless_conversion)]
+            let links = u64::from(stat.st_nlink);
             return Err(JournalError::Linked {
                 path: self.live.clone(),
-                links: stat.st_nlink,
+                links,
             });
         }
         Ok((File::from(fd), entered))
