@@ -56,14 +56,31 @@ pub(super) fn ganeti(ganeti: &Probed<GanetiFacts>, running: Found<'_>, out: &mut
             return;
         }
     };
-    switches(g, out);
+    let ssconf = switches(g, out);
     // Ganeti's binary is worth telling about on a node whose cluster is
     // not (yet) set up too: the package installs it before `gnt-cluster init`.
+    // Neither ssconf nor Ganeti's binary: no Ganeti here at all (a
+    // standalone node where --no-ssconf was forgotten), and the ssconf
+    // finding's advice says so already.
+    if ssconf == Ssconf::Missing && g.binary.target.is_err() {
+        return;
+    }
     binary(g, running, out);
 }
 
+/// What the doctor found of ssconf's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ssconf {
+    /// At least one of them read.
+    Read,
+    /// None there.
+    Missing,
+    /// None readable (denied, or another error).
+    Unreadable,
+}
+
 /// The cluster's switches, from ssconf: none readable is one failure.
-fn switches(g: &GanetiFacts, out: &mut Vec<Finding>) {
+fn switches(g: &GanetiFacts, out: &mut Vec<Finding>) -> Ssconf {
     let [hypervisors, enabled, capable] = ssconf::FILES;
     let read = [hypervisors, enabled, capable].map(|name| file_text(g, name));
     if read.iter().all(Result::is_err) {
@@ -101,7 +118,11 @@ fn switches(g: &GanetiFacts, out: &mut Vec<Finding>) {
                     .to_owned()
             }),
         );
-        return;
+        return if missing {
+            Ssconf::Missing
+        } else {
+            Ssconf::Unreadable
+        };
     }
     let [hypervisors_text, enabled_text, capable_text] = read;
     let unreadable = |check: Check, name: &str, e: &Unread| {
@@ -254,6 +275,7 @@ fn switches(g: &GanetiFacts, out: &mut Vec<Finding>) {
         )
         .advice("run the doctor as root on the master (gnt-instance list)"),
     });
+    Ssconf::Read
 }
 
 /// Which daemon Ganeti would start, and whether it is the one running.

@@ -1113,6 +1113,19 @@ fn a_node_without_ssconf_is_still_told_which_daemon_ganeti_would_start() {
         "diverted by kvmd-ganeti: Debian's binary kept at \
          /usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd.distrib",
     );
+    // No Ganeti at all (a standalone node, --no-ssconf forgotten): the
+    // ssconf finding says so, and no advice to install Ganeti follows.
+    let g = ganeti_mut(&mut facts);
+    g.binary.target = Err("No such file or directory".to_owned());
+    g.binary.diversion = None;
+    g.binary.id = None;
+    let findings = evaluate(&facts);
+    assert!(
+        !findings
+            .iter()
+            .any(|f| matches!(f.check, Check::GanetiKvmdBinary | Check::GanetiDaemonPath)),
+        "{findings:#?}"
+    );
 }
 
 #[test]
