@@ -80,6 +80,16 @@ pub struct IntentNote {
     pub given: Instant,
 }
 
+/// Who read the SHUTDOWN that claims an intent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ShutdownRead {
+    /// This run, just now.
+    Now,
+    /// An earlier run: it came back with the evidence kept in the state
+    /// directory.
+    ByEarlierRun,
+}
+
 /// Why an intent was not given (or withdrawn).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IntentRefused {
@@ -335,19 +345,45 @@ impl Fleet {
             }
             self.restore_intent(now, name, intent);
         }
+        self.time_awaiting_intents();
     }
 
-    /// A kept intent waiting for `name` to be looked at: taken up or
-    /// dropped once it has been.
+    /// `name` was looked at (or its entry went away): an intent kept for it
+    /// is taken up or dropped now, whatever else is still to be looked at.
     pub(super) fn settle_awaiting_intent(&mut self, now: Instant, name: &InstanceName) {
-        if self.awaiting_intents.is_empty()
-            || self.unlooked.contains(name)
-            || self.deferred.iter().any(|(n, _)| n == name)
-        {
-            return;
-        }
         if let Some(intent) = self.awaiting_intents.remove(name) {
             self.restore_intent(now, name.clone(), intent);
+            self.time_awaiting_intents();
+        }
+    }
+
+    /// [`Timer::AwaitingIntents`]: intents still waiting for a look at the
+    /// end of their window are dropped (a name never looked at again: the
+    /// directory back without it, an entry that stays unreadable).
+    pub(super) fn awaiting_intents_due(&mut self, now: Instant) {
+        let over: Vec<InstanceName> = self
+            .awaiting_intents
+            .iter()
+            .filter(|(_, intent)| intent.until <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in over {
+            if let Some(intent) = self.awaiting_intents.remove(&name) {
+                log::info!(
+                    "{name}: an intent kept by {:?} ended before its socket could be looked \
+                     at; removed",
+                    intent.by
+                );
+                self.act(Action::RemoveIntent { name });
+            }
+        }
+        self.time_awaiting_intents();
+    }
+
+    fn time_awaiting_intents(&mut self) {
+        match self.awaiting_intents.values().map(|i| i.until).min() {
+            Some(until) => self.timers.set(Timer::AwaitingIntents, until),
+            None => self.timers.cancel(Timer::AwaitingIntents),
         }
     }
 
@@ -356,8 +392,24 @@ impl Fleet {
     fn restore_intent(&mut self, now: Instant, name: InstanceName, intent: Intent) {
         let key = self.by_name.get(&name).copied();
         let instance = key.and_then(|key| self.instances.get(key.0));
+        if instance.is_some_and(|i| i.intent.is_some()) {
+            // Given anew while the kept one waited for a look: the file is
+            // the new one's now.
+            log::info!(
+                "{name}: an intent kept by {:?} was given anew; dropped",
+                intent.by
+            );
+            return;
+        }
         let fits = instance.is_some_and(|i| intent_fits(i, &intent));
-        let expired = intent.state == IntentState::Waiting && intent.until <= now;
+        // Still connecting: whether the previous run read the SHUTDOWN is
+        // not known yet, and the connect decides (see `handle_connect`).
+        let connecting = instance.is_some_and(|i| matches!(i.link, Link::Connecting { .. }));
+        let shut_down = key.is_some_and(|key| self.shut_down(key));
+        let expired = intent.state == IntentState::Waiting
+            && intent.until <= now
+            && !shut_down
+            && !connecting;
         let (Some(key), true, false) = (key, fits, expired) else {
             let why = match (instance, expired) {
                 (None, _) => "the instance is not monitored",
@@ -371,7 +423,6 @@ impl Fleet {
             self.act(Action::RemoveIntent { name });
             return;
         };
-        let shut_down = self.shut_down(key);
         let mut intent = intent;
         // A SHUTDOWN read by the previous run (kept with the evidence)
         // while the intent was in force claims it now.
@@ -380,9 +431,16 @@ impl Fleet {
             self.save_intent(&name, &intent);
         }
         if intent.state == IntentState::Waiting {
-            self.timers.set(Timer::Intent(key), intent.until);
+            // Over while connecting: the connect ends it (`expire_if_over`),
+            // no timer in the past meanwhile.
+            if intent.until > now {
+                self.timers.set(Timer::Intent(key), intent.until);
+            }
+            // Connecting, it cannot be pressed before it is monitored: the
+            // first try comes when a press again would.
             if intent.presses == Presses::UntilShutdown {
-                self.timers.set(Timer::Press(key), now);
+                let first = if connecting { now + PRESS_AGAIN } else { now };
+                self.timers.set(Timer::Press(key), first);
             }
         }
         if let Some(instance) = self.instances.get_mut(key.0) {
@@ -537,9 +595,17 @@ impl Fleet {
         {
             return;
         }
+        // An intent handed back at start-up to an instance still
+        // connecting: a SHUTDOWN the previous run read within the window
+        // may come back with its evidence; the connect decides.
+        if matches!(instance.link, Link::Connecting { .. }) {
+            return;
+        }
         let Some(intent) = instance.intent.take() else {
             return;
         };
+        // Set still when a connect or a SHUTDOWN ends it before its time.
+        self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
         let name = instance.name.clone();
         self.act(Action::RemoveIntent { name: name.clone() });
@@ -554,7 +620,7 @@ impl Fleet {
     /// now: its timer may not have fired yet (the daemon reads sockets
     /// before it runs due timers), and a SHUTDOWN after the window is not
     /// the one the host announced.
-    pub(super) fn claim_intent(&mut self, key: InstanceKey) {
+    pub(super) fn claim_intent(&mut self, key: InstanceKey, read: ShutdownRead) {
         let now = self.clock;
         let Some(instance) = self.instances.get_mut(key.0) else {
             return;
@@ -565,7 +631,9 @@ impl Fleet {
         if intent.state != IntentState::Waiting {
             return;
         }
-        if now.is_some_and(|now| intent.until <= now) {
+        // A SHUTDOWN an earlier run read came while the intent waited
+        // there (it refuses intents after one), so within its window.
+        if read == ShutdownRead::Now && now.is_some_and(|now| intent.until <= now) {
             self.intent_expired(key);
             return;
         }
@@ -574,6 +642,22 @@ impl Fleet {
         self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
         self.save_intent(&name, &intent);
+    }
+
+    /// A connection was made: an intent handed back at start-up whose
+    /// window ended while it was connecting, and which no SHUTDOWN read by
+    /// an earlier run claimed, expires now.
+    pub(super) fn expire_if_over(&mut self, key: InstanceKey) {
+        let over = self.clock.is_some_and(|now| {
+            self.instances.get(key.0).is_some_and(|i| {
+                i.intent.as_ref().is_some_and(|intent| {
+                    intent.state == IntentState::Waiting && intent.until <= now
+                })
+            })
+        });
+        if over {
+            self.intent_expired(key);
+        }
     }
 
     /// A connection learned which QEMU is behind the socket: an intent

@@ -7,6 +7,7 @@ use log::debug;
 use nix::errno::Errno;
 
 use super::instance::{Conversation, Link, Readiness, WaitFor};
+use super::intents::ShutdownRead;
 use super::{
     Action, ConnectError, Connected, Fleet, GiveUp, InstanceKey, Notice, Timer, out_of_descriptors,
     timers,
@@ -120,8 +121,9 @@ impl Fleet {
         // an intent restored before this connect, as it would have had
         // the connect come first (see `handle_intent_files`).
         if restored && self.shut_down(key) {
-            self.claim_intent(key);
+            self.claim_intent(key, ShutdownRead::ByEarlierRun);
         }
+        self.expire_if_over(key);
     }
 
     /// Whether `key`'s QEMU has sent (or an earlier run read) its SHUTDOWN.
@@ -392,7 +394,7 @@ impl Fleet {
             self.changed();
         }
         if !had_shutdown && self.shut_down(key) {
-            self.claim_intent(key);
+            self.claim_intent(key, ShutdownRead::Now);
         }
     }
 

@@ -447,6 +447,7 @@ impl Fleet {
                 Timer::HookRetry => self.hook_retry_due(now),
                 Timer::Intent(key) => self.intent_expired(key),
                 Timer::Press(key) => self.press_due(key),
+                Timer::AwaitingIntents => self.awaiting_intents_due(now),
             }
         }
     }

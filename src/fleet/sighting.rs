@@ -108,6 +108,10 @@ impl Fleet {
             self.unlooked.remove(&name);
         }
         // Only at start-up, for a kept intent: the name, once looked at.
+        let settled = matches!(
+            look,
+            Look::Socket { .. } | Look::Other { .. } | Look::Absent
+        );
         let awaited = self
             .awaiting_intents
             .contains_key(&name)
@@ -139,7 +143,11 @@ impl Fleet {
                 self.unlooked.insert(name);
             }
         }
-        if let Some(name) = awaited {
+        // A definite answer settles it; an error leaves it waiting (its
+        // timer drops it at the end of its window).
+        if let Some(name) = awaited
+            && settled
+        {
             self.settle_awaiting_intent(now, &name);
         }
     }

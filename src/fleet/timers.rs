@@ -35,6 +35,9 @@ pub enum Timer {
     Intent(InstanceKey),
     /// Press an instance's power button again (`kvmd powerdown-all`).
     Press(InstanceKey),
+    /// The earliest end of an intent kept from an earlier run that still
+    /// waits for its name to be looked at.
+    AwaitingIntents,
 }
 
 /// The fleet's deadlines. See the module documentation.

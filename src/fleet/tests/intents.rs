@@ -602,3 +602,134 @@ fn a_kept_intent_waits_for_a_name_nobody_could_look_at_yet() {
     after.bytes(key, USER_OFF);
     assert_eq!(record_of(&after.hangup(key)).1.why(), Why::HostIntent);
 }
+
+#[test]
+fn a_kept_intent_for_a_deferred_name_is_settled_by_the_look_that_attaches_it() {
+    let mut before = Harness::watching();
+    before.monitor("vm", 1);
+    let kept = saved_intent(&expect(&mut before, "vm", secs(60)).expect("given"))
+        .expect("kept")
+        .clone();
+    // No descriptor to look at vm with at start-up: deferred.
+    let mut after = Harness::watching();
+    after.now = before.now + secs(5);
+    after.change(Change::Created(name("vm")));
+    after.looked("vm", Purpose::Attach, Look::DirFailed(Errno::EMFILE));
+    after.drain();
+    after
+        .fleet
+        .handle_intent_files(after.now, vec![(name("vm"), kept)]);
+    assert_eq!(after.drain(), vec![]);
+    // An event attaches it before the deferred look is made again: its
+    // intent is taken up at once, not left waiting behind the deferral.
+    after.change(Change::Appeared(name("vm")));
+    let connect = after.looked("vm", Purpose::Attach, root_socket(1));
+    let key = match connect.as_slice() {
+        [Action::Connect { key, .. }] => *key,
+        other => panic!("expected a connect, got {other:?}"),
+    };
+    assert!(
+        after
+            .fleet
+            .view(&name("vm"))
+            .expect("tracked")
+            .intent
+            .is_some()
+    );
+    assert!(after.fleet.timer_is_set(Timer::Intent(key)));
+}
+
+#[test]
+fn a_kept_intent_whose_name_is_never_looked_at_again_ends_with_its_window() {
+    let mut before = Harness::watching();
+    before.monitor("vm", 1);
+    let kept = saved_intent(&expect(&mut before, "vm", secs(60)).expect("given"))
+        .expect("kept")
+        .clone();
+    // The directory away at start-up, back later without vm.
+    let mut after = Harness::new();
+    after.now = before.now + secs(5);
+    after
+        .fleet
+        .handle_intent_files(after.now, vec![(name("vm"), kept.clone())]);
+    assert_eq!(after.drain(), vec![], "kept while the directory is away");
+    after
+        .fleet
+        .handle_dir(after.now, Reach::Reached, Follow::Events);
+    assert!(!removes_intent(&after.drain(), "vm"));
+    // Its window ends: removed, and nothing waits any more.
+    let due = after.next_deadline();
+    assert_eq!(after.now, kept.until);
+    assert!(removes_intent(&due, "vm"), "{due:?}");
+    assert_eq!(after.quiet(), None);
+}
+
+#[test]
+fn a_kept_intent_that_ends_while_connecting_is_claimed_by_the_shutdown_read_before() {
+    let mut before = Harness::watching();
+    let key = before.monitor("vm", 1);
+    let kept = saved_intent(&expect(&mut before, "vm", secs(60)).expect("given"))
+        .expect("kept")
+        .clone();
+    before.bytes(key, USER_OFF);
+    let carried = match before.fleet.view(&name("vm")).and_then(|v| v.evidence) {
+        Some(evidence) => evidence.carried(),
+        None => panic!("connected"),
+    };
+    // Restarted just before the window ends; QEMU busy, the first connect
+    // refused, and the window over before the retry.
+    let restarted = |kept: &Intent| {
+        let mut after = Harness::watching();
+        after.now = kept.until - ms(2);
+        let key = after.attach("vm", 1);
+        after
+            .fleet
+            .handle_intent_files(after.now, vec![(name("vm"), kept.clone())]);
+        assert_eq!(after.drain(), vec![]);
+        after.connect(key, Err(ConnectError::Connect(Errno::EAGAIN)));
+        let mut retried = Vec::new();
+        while !retried.iter().any(|a| matches!(a, Action::Connect { .. })) {
+            retried.extend(after.next_deadline());
+        }
+        assert!(after.now > kept.until, "the window ended meanwhile");
+        assert!(!removes_intent(&retried, "vm"), "{retried:?}");
+        (after, key)
+    };
+    let (mut after, key) = restarted(&kept);
+    let connected = after.connect(
+        key,
+        Ok(Connected {
+            qemu: Some(QEMU),
+            saved: Some(Saved {
+                socket: socket(1),
+                qemu: QEMU,
+                carried,
+            }),
+        }),
+    );
+    assert_eq!(
+        saved_intent(&connected).map(|i| i.state),
+        Some(IntentState::Claimed),
+        "{connected:?}"
+    );
+    assert_eq!(record_of(&after.hangup(key)).1.why(), Why::HostIntent);
+
+    // Without a SHUTDOWN read before, the connect ends the intent.
+    let (mut plain, key) = restarted(&kept);
+    let connected = plain.connect(
+        key,
+        Ok(Connected {
+            qemu: Some(QEMU),
+            saved: None,
+        }),
+    );
+    assert!(removes_intent(&connected, "vm"), "{connected:?}");
+    assert!(
+        plain
+            .fleet
+            .view(&name("vm"))
+            .expect("tracked")
+            .intent
+            .is_none()
+    );
+}
