@@ -12,6 +12,9 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 # tests/cluster.rs: a real one-node Ganeti cluster (gnt-*, daemon-util).
 [ -x /usr/sbin/gnt-cluster ] || missing+=(ganeti)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+# contrib/ganeti/qga-shutdown is a Python script (tests/qga_shutdown.rs);
+# Ganeti brings Python too, but the test does not lean on that.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 # promtool checks the metrics file; Debian ships it with the server.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
