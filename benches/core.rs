@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kvmd::decision::{Evidence, decide};
+use kvmd::fleet::Outcome;
 use kvmd::fleet::{Action, Connected, Fleet, Follow, InstanceKey, Look, Purpose, Reach};
 use kvmd::name::InstanceName;
 use kvmd::qmp::{Connection, Event, Output};
-use kvmd::shutdown_file::Outcome;
-use kvmd::state::SocketId;
+use kvmd::saved::SocketId;
 use kvmd::watch::{Change, Watcher};
 
 const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"Debian 1:7.2+dfsg-7+deb12u18+b3\"}, \"capabilities\": [\"oob\"]}}\r\n";

@@ -22,13 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::fleet::{
-    FileState, Fleet, HookEnd, InstanceView, IntentState, Notice, PastVerdict, Phase, RecordError,
-    WaitFor,
+    FileState, Fleet, HookEnd, InstanceView, IntentState, Notice, Outcome, PastVerdict, Phase,
+    RecordError, WaitFor,
 };
-use crate::logging::Rfc3339;
 use crate::name::InstanceName;
 use crate::qmp::Event;
-use crate::shutdown_file::Outcome;
+use crate::timestamp::Rfc3339;
 
 /// The protocol's version: a client can tell what it talks to.
 pub const VERSION: u32 = 1;

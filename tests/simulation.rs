@@ -284,7 +284,10 @@ use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kvmd::codec::SavedIntent;
 use kvmd::decision::{Carried, Evidence, Expected, Verdict, Why, decide_expected};
+use kvmd::errno::Errno;
+use kvmd::fleet::Outcome;
 use kvmd::fleet::{
     Action, Change, ConnectError, Connected, Fleet, Follow, GiveUp, InstanceKey, Intent,
     IntentRefused, IntentState, Look, MAX_WINDOW, Notice, Phase, Pressed, Presses, Reach,
@@ -292,9 +295,7 @@ use kvmd::fleet::{
 };
 use kvmd::name::InstanceName;
 use kvmd::qmp::{Command, Event, MAX_ASKED, Reason};
-use kvmd::shutdown_file::Outcome;
-use kvmd::state::{Qemu, Saved, SavedIntent, SocketId};
-use nix::errno::Errno;
+use kvmd::saved::{Qemu, Saved, SocketId};
 
 // --- Parameters -------------------------------------------------------------
 

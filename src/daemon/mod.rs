@@ -31,16 +31,18 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
+use crate::codec::SavedIntent;
 use crate::config::Config;
 use crate::control::{Clock, DaemonInfo, Request};
+use crate::errno::Errno;
 use crate::fleet::{
     Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused, Reach,
 };
 use crate::name::InstanceName;
-use crate::state::{Qemu, SavedIntent, StateDir};
+use crate::saved::Qemu;
+use crate::state::StateDir;
 use crate::watch::Watcher;
 
 use control::{Answer, Context, ControlServer};
@@ -579,7 +581,7 @@ impl Daemon {
             .registry()
             .register(&mut stream, token(key), Interest::READABLE)
             .map_err(|e| crate::fleet::ConnectError::Register(files::errno(&e)))?;
-        let qemu = Qemu::of_peer(&stream);
+        let qemu = crate::peer::of_peer(&stream);
         if self.transports.len() <= key.0 {
             self.transports.resize_with(key.0 + 1, || None);
         }

@@ -14,14 +14,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use slab::Slab;
 
 use super::timers::{Backoff, Timer};
 use super::{Action, Fleet, Notice};
 use crate::decision::{REASONS, Verdict};
+use crate::errno::Errno;
 use crate::name::InstanceName;
-use crate::state::Qemu;
+use crate::saved::Qemu;
 
 /// How hooks are run (`--hook-jobs`, `--hook-timeout`, `--hook-retries`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

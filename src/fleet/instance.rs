@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::decision::{Carried, Evidence};
 use crate::name::InstanceName;
 use crate::qmp::{self, RunState, Version};
-use crate::state::{Qemu, SocketId};
+use crate::saved::{Qemu, SocketId};
 
 /// Where a monitored name stands in the succession of QEMUs using it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

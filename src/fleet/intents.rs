@@ -24,7 +24,7 @@ use super::{Action, Fleet, InstanceKey, Notice, Phase, Reach, Timer};
 use crate::decision::Expected;
 use crate::name::InstanceName;
 use crate::qmp::Command;
-use crate::state::{Qemu, SocketId};
+use crate::saved::{Qemu, SocketId};
 
 /// The window when none is given.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);

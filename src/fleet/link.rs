@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use log::debug;
-use nix::errno::Errno;
 
 use super::instance::{Conversation, Link, Readiness, WaitFor};
 use super::{
@@ -12,8 +11,9 @@ use super::{
     timers,
 };
 use crate::decision::{self, Carried, Evidence};
+use crate::errno::Errno;
 use crate::qmp::{self, Command, Event, Output, Problem, RunState, Snippet};
-use crate::state::Saved;
+use crate::saved::Saved;
 
 /// Guest crashes (GUEST_PANICKED, GUEST_CRASHLOADED) journaled and told
 /// per connection; more are only counted.
@@ -191,7 +191,7 @@ impl Fleet {
             _ => debug!(
                 "{}: connect: {}; again in {delay:?}",
                 instance.name,
-                std::io::Error::from_raw_os_error(*errno as i32)
+                std::io::Error::from(*errno)
             ),
         }
         if let Link::Connecting { attempts, .. } = &mut instance.link {

@@ -60,13 +60,13 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use nix::errno::Errno;
 use slab::Slab;
 
 use crate::decision::Verdict;
+use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::qmp::Command;
-use crate::state::{Qemu, Saved, SocketId};
+use crate::saved::{Qemu, Saved, SocketId};
 
 pub use hooks::{HookCounts, HookEnd, HookExit, HookId, HookJob, HookPolicy, HookSignal, HookView};
 pub use instance::{Phase, Succession, WaitFor};
@@ -74,7 +74,7 @@ pub use intents::{
     DEFAULT_WINDOW, Intent, IntentNote, IntentRefused, IntentState, MAX_BY, MAX_WINDOW, Pressed,
     Presses, valid_by, valid_window,
 };
-pub use notice::{GiveUp, Ignored, Notice, RecordError};
+pub use notice::{GiveUp, Ignored, Notice, Outcome, RecordError};
 pub use timers::Timer;
 pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 

@@ -8,13 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use log::Level;
-use nix::errno::Errno;
 
 use super::HookEnd;
 use crate::decision::Verdict;
+use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::qmp::{Event, RunState, Version};
-use crate::shutdown_file::Outcome;
 
 /// Why an entry is not monitored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +66,35 @@ impl RecordError {
             ),
             RecordError::DirAway | RecordError::DirFailed(_) => true,
         }
+    }
+}
+
+/// What recording a verdict did to `<instance>.shutdown` (the adapter
+/// that writes it says; the fleet shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    /// It existed already (any kind of file: Ganeti only asks "exists?").
+    Kept,
+    /// A symlink stood there; it was removed and a file created instead.
+    ReplacedSymlink,
+    Removed,
+    /// An empty directory stood there (Ganeti would take it for a user
+    /// shutdown); it was removed.
+    RemovedDirectory,
+    WasAbsent,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Created => "created",
+            Outcome::Kept => "already there",
+            Outcome::ReplacedSymlink => "a symlink stood there; replaced by a file",
+            Outcome::Removed => "removed",
+            Outcome::RemovedDirectory => "an empty directory stood there; removed",
+            Outcome::WasAbsent => "already absent",
+        })
     }
 }
 
@@ -260,7 +288,7 @@ pub struct Line<'a>(&'a Notice, &'a Path);
 /// An errno as `std::io::Error` shows it ("Connection refused (os error
 /// 111)"), as the system call's own error would read.
 fn os_error(errno: Errno) -> io::Error {
-    io::Error::from_raw_os_error(errno as i32)
+    io::Error::from(errno)
 }
 
 /// "create" or "remove", and the past forms, for a verdict's file.

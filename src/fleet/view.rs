@@ -8,10 +8,10 @@ use std::time::Instant;
 use super::instance::{Instance, Link};
 use super::{Fleet, Phase, RecordError};
 use crate::decision::{Evidence, Verdict};
+use crate::fleet::Outcome;
 use crate::name::InstanceName;
 use crate::qmp::{RunState, Version};
-use crate::shutdown_file::Outcome;
-use crate::state::{Qemu, SocketId};
+use crate::saved::{Qemu, SocketId};
 
 /// How many past verdicts are kept for `kvmd status`, so "why is vm7
 /// down?" has an answer after its QEMU is gone, at a bounded cost.
