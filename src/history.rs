@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use crate::config::History;
 use crate::journal::{self, Entry, Filter, Read, What};
-use crate::timestamp::Rfc3339;
+use kvmd_core::timestamp::Rfc3339;
 
 /// Skipped lines told one by one on stderr; the rest are counted.
 const WARNINGS_SHOWN: usize = 20;

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use syslog::{Facility, Formatter3164, LoggerBackend};
 
-use crate::timestamp::Timestamp;
+use kvmd_core::timestamp::Timestamp;
 
 /// Where to log, from the command line.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use crate::saved::Qemu;
+use kvmd_core::saved::Qemu;
 
 /// The process behind a connected unix socket, if /proc says.
 pub fn of_peer<S: AsFd>(socket: &S) -> Option<Qemu> {

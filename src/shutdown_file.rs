@@ -15,7 +15,7 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use crate::fleet::Outcome;
+use kvmd_core::fleet::Outcome;
 
 /// Creates (`user_shutdown`) or removes the shutdown file `name` in `dir`.
 pub fn record(dir: BorrowedFd<'_>, name: &OsStr, user_shutdown: bool) -> Result<Outcome, Errno> {

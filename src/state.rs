@@ -12,7 +12,7 @@
 //! the process behind it (pid and start time, from the connection's peer
 //! credentials). A file left for a socket that is gone, or for another
 //! QEMU — file systems hand a re-bound socket the same inode — is stale
-//! and ignored. What the files say is [`crate::codec`]'s; this module
+//! and ignored. What the files say is [`kvmd_core::codec`]'s; this module
 //! only keeps them.
 //! Files are written atomically (temporary file, then rename) relative to
 //! a descriptor of the directory, without following symlinks, and removed
@@ -30,10 +30,10 @@ use nix::fcntl::{OFlag, open, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, mkdir, unlinkat};
 
-use crate::codec::{self, MAX_FILE, SavedIntent};
-use crate::fleet::HookJob;
-use crate::name::InstanceName;
-use crate::saved::Saved;
+use kvmd_core::codec::{self, MAX_FILE, SavedIntent};
+use kvmd_core::fleet::HookJob;
+use kvmd_core::name::InstanceName;
+use kvmd_core::saved::Saved;
 
 /// Why a state file could not be written.
 #[derive(Debug)]
@@ -255,23 +255,16 @@ fn io_errno(e: io::Error) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::Carried;
-    use crate::saved::{Qemu, SocketId};
 
+    /// Evidence to store: the codec's own tests build it field by field;
+    /// here it is read from the line the directory keeps.
     fn saved(powerdown_pending: bool, paused: bool) -> Saved {
-        Saved {
-            socket: SocketId { dev: 2049, ino: 77 },
-            qemu: Qemu {
-                pid: 4242,
-                start: 123_456,
-            },
-            carried: Carried {
-                powerdown_pending,
-                paused,
-                shutdown: None,
-                panicked: false,
-            },
-        }
+        let (p, q) = (u8::from(powerdown_pending), u8::from(paused));
+        let line = format!(
+            "kvmd-state 2 dev=2049 ino=77 pid=4242 start=123456 powerdown={p} paused={q} \
+             panicked=0 shutdown=-\n"
+        );
+        Saved::decode(&line).expect("a state line")
     }
 
     #[test]

@@ -11,13 +11,12 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
-use crate::decision::Verdict;
-use crate::errno as core;
-use crate::fleet::{ConnectError, Look, Outcome, RecordError};
-use crate::name::InstanceName;
-use crate::saved::SocketId;
 use crate::shutdown_file;
 use crate::watch::{Unavailable, Watcher};
+use kvmd_core::decision::Verdict;
+use kvmd_core::fleet::{ConnectError, Look, Outcome, RecordError};
+use kvmd_core::name::InstanceName;
+use kvmd_core::saved::SocketId;
 
 /// The control directory, opened at most once per loop turn (and again
 /// after a crawl). Closed at the end of the turn: a descriptor kept would
@@ -120,15 +119,15 @@ pub fn record(
 
 /// The errno behind an I/O error (EIO when it has none), as the fleet
 /// takes it.
-pub fn errno(e: &std::io::Error) -> core::Errno {
+pub fn errno(e: &std::io::Error) -> kvmd_core::Errno {
     e.raw_os_error()
-        .map_or(core::Errno::EIO, core::Errno::from_raw)
+        .map_or(kvmd_core::Errno::EIO, kvmd_core::Errno::from_raw)
 }
 
 /// A system call's error as the fleet takes it: the boundary between
 /// `nix` and the pure core, which has its own type.
-pub fn core(e: Errno) -> core::Errno {
-    core::Errno::from_raw(e as i32)
+pub fn core(e: Errno) -> kvmd_core::Errno {
+    kvmd_core::Errno::from_raw(e as i32)
 }
 
 /// Replaces the file at `path` with `bytes` atomically: a temporary file

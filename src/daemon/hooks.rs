@@ -1,7 +1,7 @@
 //! Verdict hooks' processes: spawned without waiting, each in its own
 //! process group, reaped through a pidfd in the loop's poll, their output
 //! read through pipes in the same poll and logged line by line, bounded.
-//! What runs when is the fleet's ([`crate::fleet::HookPolicy`]).
+//! What runs when is the fleet's ([`kvmd_core::fleet::HookPolicy`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -16,10 +16,10 @@ use mio::{Interest, Registry, Token};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
 use nix::unistd::Pid;
 
-use crate::errno::Errno;
-use crate::fleet::{HookExit, HookId, HookJob, HookSignal};
-use crate::name::InstanceName;
-use crate::saved::Qemu;
+use kvmd_core::Errno;
+use kvmd_core::fleet::{HookExit, HookId, HookJob, HookSignal};
+use kvmd_core::name::InstanceName;
+use kvmd_core::saved::Qemu;
 
 /// The PATH a hook gets: the system's, nothing of kvmd's environment.
 const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -6,10 +6,10 @@
 use log::{error, info};
 
 use super::Daemon;
-use crate::control::Clock;
-use crate::fleet::{JournalRecord, Recorded};
 use crate::journal::{Entry, IntentNote, What};
-use crate::qmp::Event;
+use kvmd_core::control::Clock;
+use kvmd_core::fleet::{JournalRecord, Recorded};
+use kvmd_core::qmp::Event;
 
 /// A fleet record as a journal entry.
 pub(super) fn entry(record: JournalRecord, clock: &Clock) -> Entry {

@@ -4,7 +4,7 @@
 use log::{debug, info};
 
 use super::{Daemon, files};
-use crate::metrics;
+use kvmd_core::metrics;
 
 impl Daemon {
     /// Tells what changed: the metrics file, and systemd's status line.
@@ -48,7 +48,7 @@ impl Daemon {
         let monitored = self
             .fleet
             .views()
-            .filter(|v| v.phase == crate::fleet::Phase::Monitoring)
+            .filter(|v| v.phase == kvmd_core::fleet::Phase::Monitoring)
             .count();
         let unwritten = self.fleet.unrecorded().count();
         let mut line = match self.info.watch {

@@ -38,7 +38,7 @@ use super::facts::{
     Unread, binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
     parse_metrics, parse_proc_net_unix, parse_qemu_cmdline, role, shortened,
 };
-use crate::control::{self, Request};
+use kvmd_core::control::{self, Request};
 
 /// How long one group of probes may take.
 pub const PROBE: Duration = Duration::from_secs(PROBE_SECONDS);

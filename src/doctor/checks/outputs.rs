@@ -2,9 +2,9 @@
 //! shutdown files.
 
 use super::{Found, PROBE_SECONDS};
-use crate::control::age;
 use crate::doctor::facts::{DaemonFlags, Facts, MetricsProblem, Probed};
 use crate::doctor::findings::{Check, Finding};
+use kvmd_core::control::age;
 
 /// Metrics written within this many seconds of the daemon's start are its.
 const START_SLACK_SECONDS: f64 = 2.0;

@@ -210,15 +210,23 @@ fn decode_hook(name: &InstanceName, line: &str) -> Option<HookJob> {
 /// same to a restarted kvmd (whose monotonic clock is another).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SavedIntent {
+    /// Who gave it (`--by`).
     pub by: String,
-    /// Milliseconds since the epoch.
+    /// When it was given, in milliseconds since the epoch.
     pub given_ms: u64,
+    /// When it lapses, in milliseconds since the epoch.
     pub until_ms: u64,
+    /// The device of the socket it was given for.
     pub dev: u64,
+    /// The inode of that socket.
     pub ino: u64,
+    /// Its QEMU's pid, when known.
     pub pid: Option<u32>,
+    /// That QEMU's start time, when known (with `pid`, or neither).
     pub start: Option<u64>,
+    /// Waiting or claimed.
     pub state: SavedIntentState,
+    /// Whether kvmd presses the power button for it.
     pub presses: SavedPresses,
 }
 
@@ -227,7 +235,9 @@ pub struct SavedIntent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SavedIntentState {
+    /// `waiting`: for its SHUTDOWN.
     Waiting,
+    /// `claimed`: a SHUTDOWN took it.
     Claimed,
 }
 
@@ -235,7 +245,9 @@ pub enum SavedIntentState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SavedPresses {
+    /// `none`: kvmd presses nothing.
     None,
+    /// `until-shutdown`: kvmd presses until the guest obeys.
     UntilShutdown,
 }
 

@@ -17,7 +17,7 @@ use crate::saved::Saved;
 
 /// Guest crashes (GUEST_PANICKED, GUEST_CRASHLOADED) journaled and told
 /// per connection; more are only counted.
-pub const MAX_CRASH_RECORDS: u32 = 8;
+pub(crate) const MAX_CRASH_RECORDS: u32 = 8;
 
 /// What the peer did, for the QMP state machine.
 enum Feed<'a> {
