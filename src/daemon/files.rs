@@ -11,12 +11,13 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
-use crate::shutdown_file;
-use crate::watch::{Unavailable, Watcher};
 use kvmd_core::decision::Verdict;
 use kvmd_core::fleet::{ConnectError, Look, Outcome, RecordError};
 use kvmd_core::name::InstanceName;
 use kvmd_core::saved::SocketId;
+
+use crate::shutdown_file;
+use crate::watch::{Unavailable, Watcher};
 
 /// The control directory, opened at most once per loop turn (and again
 /// after a crawl). Closed at the end of the turn: a descriptor kept would

@@ -33,9 +33,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
-use crate::config::Config;
-use crate::state::StateDir;
-use crate::watch::Watcher;
 use kvmd_core::Errno;
 use kvmd_core::codec::SavedIntent;
 use kvmd_core::control::{Clock, DaemonInfo, Request};
@@ -44,6 +41,10 @@ use kvmd_core::fleet::{
 };
 use kvmd_core::name::InstanceName;
 use kvmd_core::saved::Qemu;
+
+use crate::config::Config;
+use crate::state::StateDir;
+use crate::watch::Watcher;
 
 use control::{Answer, Context, ControlServer};
 use files::CtrlDir;

@@ -3,8 +3,9 @@
 
 use log::{debug, info};
 
-use super::{Daemon, files};
 use kvmd_core::metrics;
+
+use super::{Daemon, files};
 
 impl Daemon {
     /// Tells what changed: the metrics file, and systemd's status line.

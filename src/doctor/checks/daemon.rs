@@ -1,11 +1,12 @@
 //! `daemon.*`: whether kvmd runs, which binary, and where it looks.
 
+use kvmd_core::control::age;
+
 use super::{Found, PROBE_SECONDS, RESTART_GANETI_KVMD};
 use crate::doctor::facts::{
     Adoption, BinaryKind, Control, Exe, Facts, Mode, PidFile, Probed, ProcessFacts,
 };
 use crate::doctor::findings::{Check, Finding};
-use kvmd_core::control::age;
 
 /// What to do to start the daemon, in this mode. `blockers`: the checks
 /// of Ganeti's start-up conditions that fail (the daemon would exit at

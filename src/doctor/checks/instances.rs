@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kvmd_core::control::age;
+
 use super::{Found, INSTANCE_LIST, PROBE_SECONDS};
 use crate::doctor::facts::{
     DirFacts, Entries, Entry, EntryKind, Facts, GntInstance, GntInstances, Mode, Probed, QemuFacts,
     Role, StatusInstance, escaped, role, shortened,
 };
 use crate::doctor::findings::{Check, Finding};
-use kvmd_core::control::age;
 
 /// How long kvmd may stay connecting before that is worth a warning: it
 /// connects in milliseconds, and retries a refused connect for seconds.

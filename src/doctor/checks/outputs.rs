@@ -1,10 +1,11 @@
 //! `hooks.*` and `metrics.file`: what kvmd runs and writes besides the
 //! shutdown files.
 
+use kvmd_core::control::age;
+
 use super::{Found, PROBE_SECONDS};
 use crate::doctor::facts::{DaemonFlags, Facts, MetricsProblem, Probed};
 use crate::doctor::findings::{Check, Finding};
-use kvmd_core::control::age;
 
 /// Metrics written within this many seconds of the daemon's start are its.
 const START_SLACK_SECONDS: f64 = 2.0;
