@@ -10,13 +10,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kvmd::decision::{Evidence, decide};
-use kvmd::fleet::{Action, Connected, Fleet, Follow, InstanceKey, Look, Purpose, Reach};
-use kvmd::name::InstanceName;
-use kvmd::qmp::{Connection, Event, Output};
-use kvmd::shutdown_file::Outcome;
-use kvmd::state::SocketId;
 use kvmd::watch::{Change, Watcher};
+use kvmd_core::decision::{Evidence, decide};
+use kvmd_core::fleet::Outcome;
+use kvmd_core::fleet::{Action, Connected, Fleet, Follow, InstanceKey, Look, Purpose, Reach};
+use kvmd_core::name::InstanceName;
+use kvmd_core::qmp::{Connection, Event, Output};
+use kvmd_core::saved::SocketId;
 
 const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"Debian 1:7.2+dfsg-7+deb12u18+b3\"}, \"capabilities\": [\"oob\"]}}\r\n";
 const REPLIES: &[u8] = b"{\"return\": {}}\r\n{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n";
@@ -149,7 +149,7 @@ fn fleet(c: &mut Criterion) {
         let mut fleet = Fleet::new(vec![0]);
         fleet.handle_dir(now, Reach::Reached, Follow::Events);
         b.iter(|| {
-            fleet.handle_change(now, kvmd::fleet::Change::Created(name.clone()));
+            fleet.handle_change(now, kvmd_core::fleet::Change::Created(name.clone()));
             let key = drain(&mut fleet, now).expect("connected");
             fleet.handle_bytes(now, key, black_box(&transcript));
             drain(&mut fleet, now);
@@ -165,7 +165,7 @@ fn fleet(c: &mut Criterion) {
     group.bench_function("events", |b| {
         let mut fleet = Fleet::new(vec![0]);
         fleet.handle_dir(now, Reach::Reached, Follow::Events);
-        fleet.handle_change(now, kvmd::fleet::Change::Created(name.clone()));
+        fleet.handle_change(now, kvmd_core::fleet::Change::Created(name.clone()));
         let key = drain(&mut fleet, now).expect("connected");
         fleet.handle_bytes(now, key, [GREETING, REPLIES].concat().as_slice());
         drain(&mut fleet, now);

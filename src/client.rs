@@ -21,8 +21,9 @@ use serde_json::Value;
 
 use std::time::{Duration, Instant};
 
+use kvmd_core::control::{self, Request};
+
 use crate::config::{Client, DEFAULT_CONTROL_SOCKETS, Order, OrderKind};
-use crate::control::{self, Request};
 
 /// The longest answer line read (a status of 10,000 instances is a few
 /// MB; this leaves room and still bounds a confused peer).

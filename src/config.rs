@@ -188,7 +188,7 @@ impl fmt::Display for UsageError {
             UsageError::BadSeconds { flag, value } => write!(
                 f,
                 "invalid value '{value}' for option '{flag}': a whole number of seconds from 1 to {}",
-                crate::fleet::MAX_WINDOW.as_secs()
+                kvmd_core::fleet::MAX_WINDOW.as_secs()
             ),
             UsageError::UnexpectedArgument(arg) => write!(f, "unexpected argument '{arg}'"),
         }
@@ -542,7 +542,9 @@ where
                 match value.parse::<u64>() {
                     Ok(n)
                         if digits
-                            && crate::fleet::valid_window(std::time::Duration::from_secs(n)) =>
+                            && kvmd_core::fleet::valid_window(std::time::Duration::from_secs(
+                                n,
+                            )) =>
                     {
                         Ok(n)
                     }
@@ -562,7 +564,7 @@ where
                 }
                 "--by" => {
                     let text = value("--by")?;
-                    if !crate::fleet::valid_by(&text) {
+                    if !kvmd_core::fleet::valid_by(&text) {
                         return Err(UsageError::BadValue {
                             flag: "--by",
                             value: text,
@@ -584,7 +586,7 @@ where
         if powerdown || instance.is_some() {
             return Err(UsageError::UnexpectedArgument(text));
         }
-        if crate::name::InstanceName::new(text.as_ref()).is_none() {
+        if kvmd_core::name::InstanceName::new(text.as_ref()).is_none() {
             return Err(UsageError::BadValue {
                 flag: "INSTANCE",
                 value: text,
@@ -592,11 +594,11 @@ where
         }
         instance = Some(text);
     }
-    let seconds = seconds.unwrap_or(crate::fleet::DEFAULT_WINDOW.as_secs());
+    let seconds = seconds.unwrap_or(kvmd_core::fleet::DEFAULT_WINDOW.as_secs());
     let what = if powerdown {
         OrderKind::PowerdownAll {
             seconds,
-            by: by.unwrap_or_else(|| crate::control::POWERDOWN_BY.to_owned()),
+            by: by.unwrap_or_else(|| kvmd_core::control::POWERDOWN_BY.to_owned()),
         }
     } else {
         let instance = instance.ok_or(UsageError::MissingArgument("INSTANCE"))?;

@@ -19,9 +19,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use kvmd_core::timestamp::Rfc3339;
+
 use crate::config::History;
 use crate::journal::{self, Entry, Filter, Read, What};
-use crate::logging::Rfc3339;
 
 /// Skipped lines told one by one on stderr; the rest are counted.
 const WARNINGS_SHOWN: usize = 20;

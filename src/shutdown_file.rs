@@ -7,7 +7,6 @@
 //! place is never followed and an existing file is never truncated.
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 
@@ -16,33 +15,7 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-/// What recording a verdict did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Created,
-    /// It existed already (any kind of file: Ganeti only asks "exists?").
-    Kept,
-    /// A symlink stood there; it was removed and a file created instead.
-    ReplacedSymlink,
-    Removed,
-    /// An empty directory stood there (Ganeti would take it for a user
-    /// shutdown); it was removed.
-    RemovedDirectory,
-    WasAbsent,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Outcome::Created => "created",
-            Outcome::Kept => "already there",
-            Outcome::ReplacedSymlink => "a symlink stood there; replaced by a file",
-            Outcome::Removed => "removed",
-            Outcome::RemovedDirectory => "an empty directory stood there; removed",
-            Outcome::WasAbsent => "already absent",
-        })
-    }
-}
+use kvmd_core::fleet::Outcome;
 
 /// Creates (`user_shutdown`) or removes the shutdown file `name` in `dir`.
 pub fn record(dir: BorrowedFd<'_>, name: &OsStr, user_shutdown: bool) -> Result<Outcome, Errno> {

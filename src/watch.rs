@@ -43,12 +43,12 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, fstat};
 
-use crate::name::InstanceName;
+use kvmd_core::name::InstanceName;
 
 /// A bare `.kvmd` names no instance; told of once.
 const SOCKET_SUFFIX: &[u8] = b".kvmd";
 
-pub use crate::fleet::Change;
+pub use kvmd_core::fleet::Change;
 
 /// Why the control directory cannot be opened now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! may arrive in any number of pieces, and a peer (a broken or hostile
 //! QEMU, or whatever else listens on the socket) may send anything. These
 //! properties pin down what must hold for *every* stream and every way of
-//! cutting it, where the unit tests in `src/qmp.rs` check chosen examples:
+//! cutting it, where the unit tests in `core/src/qmp.rs` check chosen examples:
 //!
 //! - [`arbitrary_bytes_never_panic_and_stay_bounded`]: any bytes, any cuts;
 //! - [`transcript_verdict_is_independent_of_cuts`]: QEMU's own transcripts,
@@ -19,8 +19,8 @@
 //! The glue is the daemon's (`daemon::handle_output`): every
 //! `Output::Event` goes into one `Evidence`, and `decide` reads it at EOF.
 
-use kvmd::decision::{Evidence, Verdict, decide};
-use kvmd::qmp::{Command, Event, MAX_LINE, Output, Problem, Reason, RunState, Version};
+use kvmd_core::decision::{Evidence, Verdict, decide};
+use kvmd_core::qmp::{Command, Event, MAX_LINE, Output, Problem, Reason, RunState, Version};
 use proptest::prelude::*;
 
 #[path = "common/feed.rs"]

@@ -218,7 +218,7 @@ fn dates_are_rendered_as_debian_wants_them() {
 /// checked against `Why::code` by a unit test).
 #[test]
 fn the_reason_tables_list_exactly_the_reason_codes() {
-    let codes: std::collections::BTreeSet<&str> = kvmd::decision::REASONS
+    let codes: std::collections::BTreeSet<&str> = kvmd_core::decision::REASONS
         .iter()
         .map(|(code, ..)| *code)
         .collect();

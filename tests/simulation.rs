@@ -1,5 +1,5 @@
 //! A deterministic simulation of the whole instance policy, in the manner
-//! of FoundationDB's: `kvmd::fleet::Fleet` driven exactly as the event loop
+//! of FoundationDB's: `kvmd_core::fleet::Fleet` driven exactly as the event loop
 //! (`src/daemon/mod.rs`) drives it, against a seeded random model of
 //! everything the kernel, the file system and QEMU can do, with invariants
 //! checked after every step. No socket, no file, no sleep, no thread: the
@@ -296,17 +296,18 @@ use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kvmd::decision::{Carried, Evidence, Expected, Verdict, Why, decide_expected};
-use kvmd::fleet::{
+use kvmd_core::codec::SavedIntent;
+use kvmd_core::decision::{Carried, Evidence, Expected, Verdict, Why, decide_expected};
+use kvmd_core::errno::Errno;
+use kvmd_core::fleet::Outcome;
+use kvmd_core::fleet::{
     Action, Change, ConnectError, Connected, Fleet, Follow, GiveUp, InstanceKey, Intent,
     IntentRefused, IntentState, Look, MAX_WINDOW, Notice, Phase, Pressed, Presses, Purpose, Reach,
     RecordError, Timer, VerdictKey,
 };
-use kvmd::name::InstanceName;
-use kvmd::qmp::{Command, Event, MAX_ASKED, Reason};
-use kvmd::shutdown_file::Outcome;
-use kvmd::state::{Qemu, Saved, SavedIntent, SocketId};
-use nix::errno::Errno;
+use kvmd_core::name::InstanceName;
+use kvmd_core::qmp::{Command, Event, MAX_ASKED, Reason};
+use kvmd_core::saved::{Qemu, Saved, SocketId};
 
 // --- Parameters -------------------------------------------------------------
 

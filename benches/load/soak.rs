@@ -193,7 +193,7 @@ const GARBAGE: [&[u8]; 8] = [
 ];
 
 /// How a guest's life ends, each with its one right verdict (the rule in
-/// src/decision.rs; the events are QEMU 7.2's, see docs/qemu.md).
+/// core/src/decision.rs; the events are QEMU 7.2's, see docs/qemu.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
     /// SHUTDOWN guest=true guest-shutdown: user.

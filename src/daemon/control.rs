@@ -1,5 +1,5 @@
 //! The control socket's I/O: the listening socket and its clients, in the
-//! same poll as everything else. What is said is [`crate::control`]'s.
+//! same poll as everything else. What is said is [`kvmd_core::control`]'s.
 //!
 //! Bounded by design: a request longer than [`control::MAX_REQUEST`] is
 //! refused, at most [`control::MAX_CLIENTS`] clients are served at once, a
@@ -20,8 +20,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{Mode, umask};
 use slab::Slab;
 
-use crate::control::{self, Clock, DaemonInfo, Refusal, Request, StatusStream};
-use crate::fleet::{Fleet, Notice};
+use kvmd_core::control::{self, Clock, DaemonInfo, Refusal, Request, StatusStream};
+use kvmd_core::fleet::{Fleet, Notice};
 
 /// Where a client's conversation is.
 enum Talk {

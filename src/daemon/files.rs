@@ -11,11 +11,12 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
-use crate::decision::Verdict;
-use crate::fleet::{ConnectError, Look, RecordError};
-use crate::name::InstanceName;
-use crate::shutdown_file::{self, Outcome};
-use crate::state::SocketId;
+use kvmd_core::decision::Verdict;
+use kvmd_core::fleet::{ConnectError, Look, Outcome, RecordError};
+use kvmd_core::name::InstanceName;
+use kvmd_core::saved::SocketId;
+
+use crate::shutdown_file;
 use crate::watch::{Unavailable, Watcher};
 
 /// The control directory, opened at most once per loop turn (and again
@@ -44,13 +45,13 @@ pub fn look(dir: &mut CtrlDir, watcher: &Watcher, name: &InstanceName) -> Look {
     let dir = match dir.get(watcher) {
         Ok(dir) => dir,
         Err(Unavailable::NotWatched) => return Look::DirAway,
-        Err(Unavailable::Error(e)) => return Look::DirFailed(e),
+        Err(Unavailable::Error(e)) => return Look::DirFailed(core(e)),
     };
     let socket = name.socket_file();
     match fstatat(dir, socket.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(stat) => classify(&stat),
         Err(Errno::ENOENT) => Look::Absent,
-        Err(e) => Look::Failed(e),
+        Err(e) => Look::Failed(core(e)),
     }
 }
 
@@ -84,10 +85,10 @@ pub fn connect(
     let dir = match dir.get(watcher) {
         Ok(dir) => dir,
         Err(Unavailable::NotWatched) => return Err(ConnectError::DirAway),
-        Err(Unavailable::Error(e)) => return Err(ConnectError::DirFailed(e)),
+        Err(Unavailable::Error(e)) => return Err(ConnectError::DirFailed(core(e))),
     };
-    let handle = open_path(dir, &name.socket_file()).map_err(ConnectError::Open)?;
-    let stat = fstat(&handle).map_err(ConnectError::Open)?;
+    let handle = open_path(dir, &name.socket_file()).map_err(|e| ConnectError::Open(core(e)))?;
+    let stat = fstat(&handle).map_err(|e| ConnectError::Open(core(e)))?;
     if !matches!(classify(&stat), Look::Socket { id, .. } if id == socket) {
         return Err(ConnectError::NotThisSocket);
     }
@@ -110,15 +111,24 @@ pub fn record(
     let dir = match dir.get(watcher) {
         Ok(dir) => dir,
         Err(Unavailable::NotWatched) => return Err(RecordError::DirAway),
-        Err(Unavailable::Error(e)) => return Err(RecordError::DirFailed(e)),
+        Err(Unavailable::Error(e)) => return Err(RecordError::DirFailed(core(e))),
     };
     let file = name.shutdown_file();
-    shutdown_file::record(dir, &file, verdict.is_user_shutdown()).map_err(RecordError::File)
+    shutdown_file::record(dir, &file, verdict.is_user_shutdown())
+        .map_err(|e| RecordError::File(core(e)))
 }
 
-/// The errno behind an I/O error (EIO when it has none).
-pub fn errno(e: &std::io::Error) -> Errno {
-    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+/// The errno behind an I/O error (EIO when it has none), as the fleet
+/// takes it.
+pub fn errno(e: &std::io::Error) -> kvmd_core::Errno {
+    e.raw_os_error()
+        .map_or(kvmd_core::Errno::EIO, kvmd_core::Errno::from_raw)
+}
+
+/// A system call's error as the fleet takes it: the boundary between
+/// `nix` and the pure core, which has its own type.
+pub fn core(e: Errno) -> kvmd_core::Errno {
+    kvmd_core::Errno::from_raw(e as i32)
 }
 
 /// Replaces the file at `path` with `bytes` atomically: a temporary file

@@ -1,7 +1,7 @@
 //! Verdict hooks' processes: spawned without waiting, each in its own
 //! process group, reaped through a pidfd in the loop's poll, their output
 //! read through pipes in the same poll and logged line by line, bounded.
-//! What runs when is the fleet's ([`crate::fleet::HookPolicy`]).
+//! What runs when is the fleet's ([`kvmd_core::fleet::HookPolicy`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -13,13 +13,13 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
 use nix::unistd::Pid;
 
-use crate::fleet::{HookExit, HookId, HookJob, HookSignal};
-use crate::name::InstanceName;
-use crate::state::Qemu;
+use kvmd_core::Errno;
+use kvmd_core::fleet::{HookExit, HookId, HookJob, HookSignal};
+use kvmd_core::name::InstanceName;
+use kvmd_core::saved::Qemu;
 
 /// The PATH a hook gets: the system's, nothing of kvmd's environment.
 const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -213,7 +213,7 @@ impl HookRunner {
             "{}: hook started (pid {pid}, attempt {})",
             job.name, job.attempt
         );
-        let process = Qemu::of_pid(pid).unwrap_or(Qemu { pid, start: 0 });
+        let process = crate::peer::of_pid(pid).unwrap_or(Qemu { pid, start: 0 });
         self.running.insert(
             id,
             Running {

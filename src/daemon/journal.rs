@@ -5,11 +5,12 @@
 
 use log::{error, info};
 
+use kvmd_core::control::Clock;
+use kvmd_core::fleet::{JournalRecord, Recorded};
+use kvmd_core::qmp::Event;
+
 use super::Daemon;
-use crate::control::Clock;
-use crate::fleet::{JournalRecord, Recorded};
 use crate::journal::{Entry, IntentNote, What};
-use crate::qmp::Event;
 
 /// A fleet record as a journal entry.
 pub(super) fn entry(record: JournalRecord, clock: &Clock) -> Entry {

@@ -31,16 +31,19 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-use crate::config::Config;
-use crate::control::{Clock, DaemonInfo, Request};
-use crate::fleet::{
+use kvmd_core::Errno;
+use kvmd_core::codec::SavedIntent;
+use kvmd_core::control::{Clock, DaemonInfo, Request};
+use kvmd_core::fleet::{
     Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused, Reach,
 };
-use crate::name::InstanceName;
-use crate::state::{Qemu, SavedIntent, StateDir};
+use kvmd_core::name::InstanceName;
+use kvmd_core::saved::Qemu;
+
+use crate::config::Config;
+use crate::state::StateDir;
 use crate::watch::Watcher;
 
 use control::{Answer, Context, ControlServer};
@@ -441,7 +444,7 @@ impl Daemon {
                     if self.control.has_followers() {
                         let message = line.to_string();
                         let event =
-                            crate::control::event_line(&notice, &message, self.clock.wall(now));
+                            kvmd_core::control::event_line(&notice, &message, self.clock.wall(now));
                         let ctx = Context {
                             fleet: &self.fleet,
                             info: &self.info,
@@ -510,7 +513,7 @@ impl Daemon {
     }
 
     fn order(&mut self, now: Instant, request: Request) -> Answer {
-        use crate::control::{Refusal, error_line};
+        use kvmd_core::control::{Refusal, error_line};
         let refused = |instance: &str, e: IntentRefused| {
             Answer::Last(error_line(Refusal::Refused, &format!("{instance}: {e}")))
         };
@@ -528,7 +531,7 @@ impl Daemon {
                     .fleet
                     .handle_expect_stop(now, &name, window, by.clone())
                 {
-                    Ok(()) => Answer::Last(crate::control::intent_line(
+                    Ok(()) => Answer::Last(kvmd_core::control::intent_line(
                         &name.to_string(),
                         &by,
                         seconds,
@@ -542,7 +545,7 @@ impl Daemon {
                     return refused(&instance, IntentRefused::NotMonitored);
                 };
                 match self.fleet.handle_cancel_intent(now, &name) {
-                    Ok(()) => Answer::Last(crate::control::cancelled_line(&name.to_string())),
+                    Ok(()) => Answer::Last(kvmd_core::control::cancelled_line(&name.to_string())),
                     Err(e) => refused(&name.to_string(), e),
                 }
             }
@@ -559,7 +562,7 @@ impl Daemon {
                     .filter(|p| p.result.is_ok())
                     .map(|p| p.name.to_string())
                     .collect();
-                Answer::AwaitVerdicts(crate::control::powerdown_line(&pressed), waiting)
+                Answer::AwaitVerdicts(kvmd_core::control::powerdown_line(&pressed), waiting)
             }
             // Answered by the control socket itself.
             Request::Status { .. } | Request::Events => Answer::Last(error_line(
@@ -574,12 +577,12 @@ impl Daemon {
         &mut self,
         key: InstanceKey,
         mut stream: mio::net::UnixStream,
-    ) -> Result<Option<Qemu>, crate::fleet::ConnectError> {
+    ) -> Result<Option<Qemu>, kvmd_core::fleet::ConnectError> {
         self.poll
             .registry()
             .register(&mut stream, token(key), Interest::READABLE)
-            .map_err(|e| crate::fleet::ConnectError::Register(files::errno(&e)))?;
-        let qemu = Qemu::of_peer(&stream);
+            .map_err(|e| kvmd_core::fleet::ConnectError::Register(files::errno(&e)))?;
+        let qemu = crate::peer::of_peer(&stream);
         if self.transports.len() <= key.0 {
             self.transports.resize_with(key.0 + 1, || None);
         }

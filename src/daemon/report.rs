@@ -3,8 +3,9 @@
 
 use log::{debug, info};
 
+use kvmd_core::metrics;
+
 use super::{Daemon, files};
-use crate::metrics;
 
 impl Daemon {
     /// Tells what changed: the metrics file, and systemd's status line.
@@ -48,7 +49,7 @@ impl Daemon {
         let monitored = self
             .fleet
             .views()
-            .filter(|v| v.phase == crate::fleet::Phase::Monitoring)
+            .filter(|v| v.phase == kvmd_core::fleet::Phase::Monitoring)
             .count();
         let unwritten = self.fleet.unrecorded().count();
         let mut line = match self.info.watch {

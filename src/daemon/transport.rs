@@ -8,7 +8,7 @@ use log::debug;
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
-use crate::fleet::{Fleet, InstanceKey};
+use kvmd_core::fleet::{Fleet, InstanceKey};
 
 /// Reads one connection may do before the others get a turn, so a flooding
 /// peer cannot starve the rest. Edge-triggered poll will not report what

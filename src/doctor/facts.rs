@@ -572,9 +572,9 @@ pub enum Role {
     Unrelated,
 }
 
-/// An entry's role, as kvmd's naming contract ([`crate::name`]) has it.
+/// An entry's role, as kvmd's naming contract ([`kvmd_core::name`]) has it.
 pub fn role(name: &[u8]) -> Role {
-    use crate::name::InstanceName;
+    use kvmd_core::name::InstanceName;
     let name = OsStr::from_bytes(name);
     if name.as_bytes() == b".kvmd" {
         return Role::Nameless;

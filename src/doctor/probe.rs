@@ -30,6 +30,8 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::sys::stat::{Mode as FileMode, fstatat};
 
+use kvmd_core::control::{self, Request};
+
 use super::checks::{HVPARAMS_KVM, INSTANCE_LIST, MASTER_NODE, PROBE_SECONDS};
 use super::facts::{
     Control, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, GanetiBinary,
@@ -38,7 +40,6 @@ use super::facts::{
     Unread, binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
     parse_metrics, parse_proc_net_unix, parse_qemu_cmdline, role, shortened,
 };
-use crate::control::{self, Request};
 
 /// How long one group of probes may take.
 pub const PROBE: Duration = Duration::from_secs(PROBE_SECONDS);

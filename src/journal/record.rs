@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::logging::Rfc3339;
+use kvmd_core::timestamp::Rfc3339;
 
 /// The schema version written in every line's `v`.
 pub const VERSION: u64 = 1;

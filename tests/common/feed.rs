@@ -1,11 +1,11 @@
-//! Driving one `kvmd::qmp::Connection` with a stream cut into reads, as
+//! Driving one `kvmd_core::qmp::Connection` with a stream cut into reads, as
 //! the daemon does, with the memory bound checked all along.
 //!
 //! Shared by `tests/qmp_properties.rs` (proptest) and the libFuzzer target
 //! in `contrib/fuzz` (a crate of its own), which include this file with
-//! `#[path = ...] mod feed;`: it depends on nothing but `kvmd`.
+//! `#[path = ...] mod feed;`: it depends on nothing but `kvmd-core`.
 
-use kvmd::qmp::{Connection, MAX_LINE, Output};
+use kvmd_core::qmp::{Connection, MAX_LINE, Output};
 
 /// Feeds `stream` to a new connection in reads whose sizes cycle through
 /// `sizes` (all of it at once when `sizes` is empty), then hangs up, as

@@ -14,8 +14,8 @@
 
 #![no_main]
 
-use kvmd::decision::{Evidence, Verdict, decide};
-use kvmd::qmp::{Event, Output};
+use kvmd_core::decision::{Evidence, Verdict, decide};
+use kvmd_core::qmp::{Event, Output};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../../../tests/common/feed.rs"]

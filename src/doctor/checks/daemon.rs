@@ -1,7 +1,8 @@
 //! `daemon.*`: whether kvmd runs, which binary, and where it looks.
 
+use kvmd_core::control::age;
+
 use super::{Found, PROBE_SECONDS, RESTART_GANETI_KVMD};
-use crate::control::age;
 use crate::doctor::facts::{
     Adoption, BinaryKind, Control, Exe, Facts, Mode, PidFile, Probed, ProcessFacts,
 };

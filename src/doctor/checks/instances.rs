@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kvmd_core::control::age;
+
 use super::{Found, INSTANCE_LIST, PROBE_SECONDS};
-use crate::control::age;
 use crate::doctor::facts::{
     DirFacts, Entries, Entry, EntryKind, Facts, GntInstance, GntInstances, Mode, Probed, QemuFacts,
     Role, StatusInstance, escaped, role, shortened,

@@ -1,8 +1,9 @@
 //! `hooks.*` and `metrics.file`: what kvmd runs and writes besides the
 //! shutdown files.
 
+use kvmd_core::control::age;
+
 use super::{Found, PROBE_SECONDS};
-use crate::control::age;
 use crate::doctor::facts::{DaemonFlags, Facts, MetricsProblem, Probed};
 use crate::doctor::findings::{Check, Finding};
 

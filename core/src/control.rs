@@ -22,13 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::fleet::{
-    FileState, Fleet, HookEnd, InstanceView, IntentState, Notice, PastVerdict, Phase, RecordError,
-    WaitFor,
+    FileState, Fleet, HookEnd, InstanceView, IntentState, Notice, Outcome, PastVerdict, Phase,
+    RecordError, WaitFor,
 };
-use crate::logging::Rfc3339;
 use crate::name::InstanceName;
 use crate::qmp::Event;
-use crate::shutdown_file::Outcome;
+use crate::timestamp::Rfc3339;
 
 /// The protocol's version: a client can tell what it talks to.
 pub const VERSION: u32 = 1;
@@ -45,21 +44,35 @@ pub const STATUS_PIECE: usize = 32 * 1024;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// The daemon and its instances; only the named ones if any.
-    Status { instances: Vec<String> },
+    Status {
+        /// The instances asked about; empty: all.
+        instances: Vec<String>,
+    },
     /// Every notice from now on.
     Events,
     /// `kvmd expect-stop`: the next SHUTDOWN of the instance's QEMU within
     /// `seconds` is the host's.
     ExpectStop {
+        /// The instance.
         instance: String,
+        /// The window, in seconds.
         seconds: u64,
+        /// Who says so (`--by`).
         by: String,
     },
     /// `kvmd expect-stop --cancel`.
-    CancelIntent { instance: String },
+    CancelIntent {
+        /// The instance.
+        instance: String,
+    },
     /// `kvmd powerdown-all`: press every monitored guest's power button,
     /// with an intent for `seconds`; answered as the guests stop.
-    PowerdownAll { seconds: u64, by: String },
+    PowerdownAll {
+        /// Each intent's window, in seconds.
+        seconds: u64,
+        /// Who says so (`--by`).
+        by: String,
+    },
 }
 
 /// The `by` of `kvmd powerdown-all`'s intents when none is given.
@@ -194,6 +207,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The answer's `code` field.
     pub fn code(self) -> &'static str {
         match self {
             Refusal::Denied => "denied",
@@ -285,6 +299,7 @@ impl Clock {
         Clock { instant, wall }
     }
 
+    /// The wall-clock time of the monotonic `at`.
     pub fn wall(&self, at: Instant) -> SystemTime {
         if at >= self.instant {
             self.wall + (at - self.instant)
@@ -293,6 +308,7 @@ impl Clock {
         }
     }
 
+    /// `at` as an RFC 3339 time, for answers.
     pub fn rfc3339(&self, at: Instant) -> String {
         Rfc3339(self.wall(at)).to_string()
     }
@@ -301,13 +317,17 @@ impl Clock {
 /// What the daemon says of itself in a status.
 #[derive(Clone, Debug)]
 pub struct DaemonInfo {
+    /// Its process id.
     pub pid: u32,
+    /// When it started.
     pub started: Instant,
+    /// The control directory it watches.
     pub ctrl_dir: PathBuf,
     /// `watching`, `waiting-for-dir` or `rescanning`.
     pub watch: &'static str,
 }
 
+/// A phase as status and metrics spell it (`waiting-for-listener`).
 pub fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Connecting(WaitFor::Nothing) => "connecting",
@@ -435,6 +455,7 @@ pub struct StatusStream {
 }
 
 impl StatusStream {
+    /// A status of the `instances` named (empty: all), not begun yet.
     pub fn new(instances: Vec<String>) -> StatusStream {
         StatusStream {
             filter: instances.into_iter().collect(),

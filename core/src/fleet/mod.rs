@@ -60,13 +60,13 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use nix::errno::Errno;
 use slab::Slab;
 
 use crate::decision::Verdict;
+use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::qmp::Command;
-use crate::state::{Qemu, Saved, SocketId};
+use crate::saved::{Qemu, Saved, SocketId};
 
 pub use hooks::{HookCounts, HookEnd, HookExit, HookId, HookJob, HookPolicy, HookSignal, HookView};
 pub use instance::{Phase, Succession, WaitFor};
@@ -74,7 +74,7 @@ pub use intents::{
     DEFAULT_WINDOW, Intent, IntentNote, IntentRefused, IntentState, MAX_BY, MAX_WINDOW, Pressed,
     Presses, valid_by, valid_window,
 };
-pub use notice::{GiveUp, Ignored, Notice, RecordError};
+pub use notice::{GiveUp, Ignored, Notice, Outcome, RecordError};
 pub use timers::Timer;
 pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 
@@ -107,7 +107,9 @@ pub enum Change {
 /// scanned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reach {
+    /// It was: what the watcher reported is the directory's content.
     Reached,
+    /// It was not (absent, or not openable): the watcher tries again.
     Away,
 }
 
@@ -128,7 +130,13 @@ pub enum Purpose {
     Attach,
     /// A monitor of the name ended: monitor the socket that took its
     /// place, if one did.
-    Successor { ended: SocketId, renewed: bool },
+    Successor {
+        /// The socket whose monitor ended.
+        ended: SocketId,
+        /// Whether a creation under the name was read already while the
+        /// old socket lived (the new socket is then the current one).
+        renewed: bool,
+    },
     /// A verdict is about to be written again: is a newer QEMU there?
     Verdict(VerdictKey),
     /// A crawl found the name of a monitored instance: is it still its
@@ -142,14 +150,19 @@ pub enum Purpose {
 /// symlink followed), or why the caller could not look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Look {
+    /// A unix socket.
     Socket {
+        /// Its identity.
         id: SocketId,
+        /// Its owner's uid (only trusted owners are monitored).
         owner: u32,
     },
     /// Anything but a socket: a file, a directory, a fifo, a symlink.
     Other {
+        /// Its identity.
         id: SocketId,
     },
+    /// Nothing stands there.
     Absent,
     /// `fstatat` failed otherwise.
     Failed(Errno),
@@ -163,7 +176,10 @@ pub enum Look {
 /// directory held for the instance (read at connect time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connected {
+    /// The process behind the socket, if its peer credentials and /proc
+    /// said.
     pub qemu: Option<Qemu>,
+    /// The instance's state file, if one was there and readable.
     pub saved: Option<Saved>,
 }
 
@@ -189,53 +205,97 @@ pub enum ConnectError {
 pub enum Action {
     /// Look at `<name>.kvmd`; answer with [`Fleet::handle_looked`].
     Look {
+        /// The instance.
         name: InstanceName,
+        /// Why; handed back with the answer.
         purpose: Purpose,
     },
     /// Connect to `<name>.kvmd`, only if it is still the file `socket`;
     /// register the connection under `key`, read the instance's state
     /// file, and answer with [`Fleet::handle_connect`].
     Connect {
+        /// The key to register the connection under.
         key: InstanceKey,
+        /// The instance.
         name: InstanceName,
+        /// The socket file looked at: connect only if it still stands there.
         socket: SocketId,
     },
     /// Send a command on `key`'s connection.
-    Transmit { key: InstanceKey, command: Command },
+    Transmit {
+        /// The connection.
+        key: InstanceKey,
+        /// What to send ([`Command::as_bytes`]).
+        command: Command,
+    },
     /// Close `key`'s connection (it ended, or is given up).
-    Close { key: InstanceKey },
+    Close {
+        /// The connection.
+        key: InstanceKey,
+    },
     /// Create (a user shutdown) or remove `<name>.shutdown`; answer with
     /// [`Fleet::handle_recorded`].
     Record {
+        /// The verdict's key, for the answer.
         key: VerdictKey,
+        /// The instance.
         name: InstanceName,
+        /// What to record.
         verdict: Verdict,
     },
     /// Write the instance's state file (atomically).
-    SaveState { name: InstanceName, saved: Saved },
+    SaveState {
+        /// The instance.
+        name: InstanceName,
+        /// What to keep.
+        saved: Saved,
+    },
     /// Remove the instance's state file, if there is one.
-    RemoveState { name: InstanceName },
+    RemoveState {
+        /// The instance.
+        name: InstanceName,
+    },
     /// Crawl the control directory again and report what the watcher
     /// finds ([`Fleet::handle_change`], [`Fleet::handle_dir`]).
     Rescan,
     /// Start the verdict hook `job` (its process group, its output to the
     /// log, its exit reaped under `id`); answer with
     /// [`Fleet::handle_hook_spawned`], then [`Fleet::handle_hook_exited`].
-    RunHook { id: HookId, job: HookJob },
+    RunHook {
+        /// The run's key, for the answers.
+        id: HookId,
+        /// What to run it for.
+        job: HookJob,
+    },
     /// Signal a running hook's process group.
-    SignalHook { id: HookId, signal: HookSignal },
+    SignalHook {
+        /// The run.
+        id: HookId,
+        /// Which signal.
+        signal: HookSignal,
+    },
     /// Save the hooks queued for `name` (none: remove its file).
     SaveHooks {
+        /// The instance.
         name: InstanceName,
+        /// Its queue, in order.
         jobs: Vec<HookJob>,
     },
     /// Append to the journal, and make it durable, before anything else
     /// the record's verdict causes (its shutdown file, its hook).
     Journal(JournalRecord),
     /// Write the instance's intent file (atomically).
-    SaveIntent { name: InstanceName, intent: Intent },
+    SaveIntent {
+        /// The instance.
+        name: InstanceName,
+        /// The intent (the caller turns its times into wall-clock ones).
+        intent: Intent,
+    },
     /// Remove the instance's intent file, if there is one.
-    RemoveIntent { name: InstanceName },
+    RemoveIntent {
+        /// The instance.
+        name: InstanceName,
+    },
     /// Tell the operator.
     Notify(Notice),
     /// Something an operator sees changed: rewrite the metrics file and
@@ -248,10 +308,13 @@ pub enum Action {
 /// times).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalRecord {
+    /// The instance.
     pub name: InstanceName,
+    /// Its QEMU, when known.
     pub qemu: Option<Qemu>,
     /// When it was decided, or the event came.
     pub at: Instant,
+    /// What happened.
     pub what: Recorded,
 }
 
@@ -260,8 +323,11 @@ pub struct JournalRecord {
 pub enum Recorded {
     /// A verdict, with its evidence and the intent that made it, if any.
     Verdict {
+        /// The verdict.
         verdict: Verdict,
+        /// The evidence, as the decision line shows it.
         grounds: String,
+        /// The intent it claimed, if any.
         intent: Option<IntentNote>,
     },
     /// A guest crash that left the guest running (GUEST_PANICKED with a

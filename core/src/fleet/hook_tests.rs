@@ -4,11 +4,10 @@
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-
 use super::*;
 use crate::decision::Why;
-use crate::shutdown_file::Outcome;
+use crate::errno::Errno;
+use crate::fleet::Outcome;
 
 fn name(s: &str) -> InstanceName {
     InstanceName::new(OsStr::new(s)).expect("a name")

@@ -14,37 +14,41 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use slab::Slab;
 
 use super::timers::{Backoff, Timer};
 use super::{Action, Fleet, Notice};
 use crate::decision::{REASONS, Verdict};
+use crate::errno::Errno;
 use crate::name::InstanceName;
-use crate::state::Qemu;
+use crate::saved::Qemu;
 
 /// How hooks are run (`--hook-jobs`, `--hook-timeout`, `--hook-retries`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HookPolicy {
+    /// Hooks run at once, at most (the rest queue).
     pub jobs: usize,
+    /// How long a run may take before its process group is stopped.
     pub timeout: Duration,
     /// Runs after the first, for a hook that failed.
     pub retries: u32,
 }
 
 /// After SIGTERM to a hook past its time, SIGKILL follows this much later.
-pub const KILL_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const KILL_AFTER: Duration = Duration::from_secs(5);
 /// A failed hook is tried again after this back-off (when retries are on).
 const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 /// One verdict's hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HookJob {
+    /// The instance the verdict is about.
     pub name: InstanceName,
     /// Whether the verdict is a user shutdown.
     pub user: bool,
     /// The verdict's reason code (one of [`REASONS`]).
     pub reason: &'static str,
+    /// The pid of the QEMU that stopped (`KVMD_QEMU_PID`), if known.
     pub qemu_pid: Option<u32>,
     /// Runs started so far (the one starting now included, once started).
     pub attempt: u32,
@@ -69,14 +73,18 @@ pub struct HookId(pub usize);
 /// How a hook's process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookExit {
+    /// It exited with this status.
     Exited(i32),
+    /// A signal (this number) ended it.
     Signaled(i32),
 }
 
 /// How a hook's run came out, as told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookEnd {
+    /// It exited with this status (0: success).
     Exited(i32),
+    /// A signal (this number) ended it.
     Signaled(i32),
     /// Past `--hook-timeout`: its process group was sent SIGTERM (then
     /// SIGKILL).
@@ -88,7 +96,9 @@ pub enum HookEnd {
 /// Which signal a hook's process group is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookSignal {
+    /// SIGTERM: past its time.
     Term,
+    /// SIGKILL: still there after SIGTERM.
     Kill,
 }
 
@@ -124,7 +134,7 @@ pub(super) struct Hooks {
 }
 
 impl Hooks {
-    pub fn new(policy: HookPolicy) -> Hooks {
+    pub(crate) fn new(policy: HookPolicy) -> Hooks {
         Hooks {
             policy: HookPolicy {
                 jobs: policy.jobs.max(1),
@@ -140,11 +150,11 @@ impl Hooks {
     }
 
     /// Jobs queued or running.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.queues.values().map(|q| q.jobs.len()).sum()
     }
 
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.running.len()
     }
 }
@@ -152,19 +162,28 @@ impl Hooks {
 /// Hook totals since kvmd started, and what is queued now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HookCounts {
+    /// Runs that exited 0.
     pub succeeded: u64,
+    /// Runs that exited otherwise, were killed, or could not start.
     pub failed: u64,
+    /// Runs stopped past `--hook-timeout`.
     pub timed_out: u64,
+    /// Jobs waiting for a slot or a retry now.
     pub pending: u64,
+    /// Runs in progress now.
     pub running: u64,
 }
 
 /// What status shows of an instance's hooks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HookView {
+    /// The instance the verdict is about.
     pub name: InstanceName,
+    /// Whether the verdict is a user shutdown.
     pub user: bool,
+    /// The verdict's reason code.
     pub reason: &'static str,
+    /// Runs started so far.
     pub attempt: u32,
     /// Running now (else waiting for a slot or a retry).
     pub running: bool,

@@ -33,7 +33,9 @@ const KEEP_CAPACITY: usize = 4 * 1024;
 /// ever echoed back to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
+    /// `qmp_capabilities`: leaves negotiation mode, so QEMU sends events.
     Capabilities,
+    /// `query-status`: whether the guest runs, once negotiated.
     QueryStatus,
     /// The ACPI power button (`kvmd powerdown-all`).
     SystemPowerdown,
@@ -62,20 +64,31 @@ impl Command {
 /// QEMU's qapi/run-state.json).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
+    /// `host-error`: QEMU stopped on an error of its own.
     HostError,
+    /// `host-qmp-quit`: a QMP `quit` command.
     HostQmpQuit,
+    /// `host-qmp-system-reset`: a QMP `system_reset` command.
     HostQmpSystemReset,
+    /// `host-signal`: QEMU received a signal (SIGTERM, SIGINT, SIGHUP).
     HostSignal,
+    /// `host-ui`: the window closed, or the monitor's `quit`.
     HostUi,
+    /// `guest-shutdown`: the guest powered itself off (ACPI, or the like).
     GuestShutdown,
+    /// `guest-reset`: the guest rebooted itself.
     GuestReset,
+    /// `guest-panic`: the guest panicked and QEMU was told to stop then.
     GuestPanic,
+    /// `subsystem-reset`: a reset from a device (s390x's subsystem reset).
     SubsystemReset,
     /// A value this version of kvmd does not know (a newer QEMU).
     Unknown,
 }
 
 impl Reason {
+    /// The reason `data.reason` spells `s`; [`Reason::Unknown`] for any
+    /// other word.
     pub fn from_wire(s: &str) -> Reason {
         match s {
             "host-error" => Reason::HostError,
@@ -91,6 +104,7 @@ impl Reason {
         }
     }
 
+    /// The word QEMU spells it with (`unknown` for [`Reason::Unknown`]).
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::HostError => "host-error",
@@ -124,17 +138,26 @@ pub enum Event {
     /// sleep is not running, but nobody paused it; waking it sends
     /// WAKEUP, not RESUME).
     Status {
+        /// Whether the host had the guest stopped.
         paused: bool,
     },
     /// `SHUTDOWN`; `guest` since QEMU 2.10, `reason` since 4.0.
     Shutdown {
+        /// `data.guest`: true when the guest itself asked to stop.
         guest: Option<bool>,
+        /// `data.reason`: what stopped it.
         reason: Option<Reason>,
     },
+    /// `POWERDOWN`: someone pressed the ACPI power button (the guest has
+    /// not obeyed yet).
     Powerdown,
+    /// `RESET`: the guest was reset (it goes on running).
     Reset,
+    /// `STOP`: the host paused the guest.
     Stop,
+    /// `RESUME`: the guest runs again.
     Resume,
+    /// `GUEST_PANICKED`: the guest's kernel panicked (pvpanic).
     GuestPanicked,
     /// `GUEST_CRASHLOADED` (QEMU 5.0+): the guest crashed and loaded its
     /// crash kernel (kdump); it goes on running. Recorded, never decisive.
@@ -144,6 +167,7 @@ pub enum Event {
 /// The guest's state as `query-status` gave it, for the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunState {
+    /// Running.
     Running,
     /// Not running because the host stopped it (`stop`, migration, an I/O
     /// error, ...).
@@ -191,8 +215,11 @@ impl fmt::Display for RunState {
 /// QEMU's version from the greeting, for the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub struct Version {
+    /// The major version (the 7 of 7.2.0).
     pub major: u32,
+    /// The minor version.
     pub minor: u32,
+    /// The micro (patch) version.
     pub micro: u32,
 }
 
@@ -208,17 +235,32 @@ impl fmt::Display for Version {
 pub enum Problem<'a> {
     /// A line longer than [`MAX_LINE`]; `dropped` bytes were discarded so
     /// far (more may follow until the next newline).
-    Oversized { dropped: usize },
+    Oversized {
+        /// Bytes discarded so far.
+        dropped: usize,
+    },
     /// Not a JSON object, or a known field of the wrong type. The event it
     /// carried, if any, is ignored.
     Malformed {
+        /// The line, as received.
         line: &'a [u8],
+        /// Why it did not parse; None: it parsed, but as something else.
         error: Option<serde_json::Error>,
     },
     /// A well-formed message that makes no sense in the current state.
-    Unexpected { line: &'a [u8], what: &'static str },
+    Unexpected {
+        /// The line, as received.
+        line: &'a [u8],
+        /// What it was (for the log).
+        what: &'static str,
+    },
     /// QEMU answered one of our commands with an error.
-    Refused { command: Command, line: &'a [u8] },
+    Refused {
+        /// The command refused.
+        command: Command,
+        /// QEMU's error reply, as received.
+        line: &'a [u8],
+    },
 }
 
 impl fmt::Display for Problem<'_> {
@@ -273,7 +315,9 @@ pub enum Output<'a> {
     /// Negotiation is over and the guest's state is known (or QEMU would
     /// not say): the instance is now being monitored.
     Ready {
+        /// QEMU's version, if its greeting said.
         qemu: Option<Version>,
+        /// The guest's state, if `query-status` said.
         state: Option<RunState>,
     },
     /// Something to log; nothing to do.
@@ -328,6 +372,7 @@ impl Default for Connection {
 }
 
 impl Connection {
+    /// A connection just made: the greeting comes next.
     pub fn new() -> Connection {
         Connection {
             state: State::AwaitingGreeting,

@@ -24,7 +24,7 @@ use super::{Action, Fleet, InstanceKey, Notice, Phase, Reach, Timer};
 use crate::decision::Expected;
 use crate::name::InstanceName;
 use crate::qmp::Command;
-use crate::state::{Qemu, SocketId};
+use crate::saved::{Qemu, SocketId};
 
 /// The window when none is given.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
@@ -36,7 +36,7 @@ pub const MAX_BY: usize = 200;
 /// While `kvmd powerdown-all` waits, the power button is pressed again
 /// this often: a guest that had not yet enabled its button when it was
 /// first pressed loses that press (Ganeti's own stop presses every 10 s).
-pub const PRESS_AGAIN: Duration = Duration::from_secs(5);
+pub(crate) const PRESS_AGAIN: Duration = Duration::from_secs(5);
 
 /// Where an intent stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,20 +63,26 @@ pub struct Intent {
     /// Who said so (`--by`): shown in the log, status, events, hooks and
     /// the journal.
     pub by: String,
+    /// When it was given.
     pub given: Instant,
+    /// When it lapses, unclaimed.
     pub until: Instant,
     /// The QEMU it was given for: its socket ...
     pub socket: SocketId,
     /// ... and its process, when known.
     pub qemu: Option<Qemu>,
+    /// Waiting for its SHUTDOWN, or claimed by one.
     pub state: IntentState,
+    /// Whether kvmd presses the power button for it.
     pub presses: Presses,
 }
 
 /// A claimed intent, as a verdict carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IntentNote {
+    /// Who gave it.
     pub by: String,
+    /// When it was given.
     pub given: Instant,
 }
 
@@ -200,8 +206,11 @@ pub fn valid_window(window: Duration) -> bool {
 /// What [`Fleet::handle_powerdown_all`] did for one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pressed {
+    /// The instance.
     pub name: InstanceName,
+    /// Its QEMU, when known.
     pub qemu: Option<Qemu>,
+    /// Pressed (an intent given), or why not.
     pub result: Result<(), IntentRefused>,
 }
 
@@ -255,7 +264,7 @@ impl Fleet {
     }
 
     /// `kvmd powerdown-all`: an intent `by` for `window` on every monitored
-    /// guest, and its power button pressed (again every [`PRESS_AGAIN`]
+    /// guest, and its power button pressed (again every `PRESS_AGAIN`
     /// until it shuts down or the window ends). Instances not monitored
     /// yet are listed as refused.
     pub fn handle_powerdown_all(
@@ -296,7 +305,7 @@ impl Fleet {
     /// The `kvmd powerdown-all` that gave `names` their intents went away
     /// before they stopped (killed, interrupted, timed out): nobody waits
     /// for those presses any more, and a node shutdown that was called off
-    /// must not leave kvmd pressing power buttons every [`PRESS_AGAIN`]
+    /// must not leave kvmd pressing power buttons every `PRESS_AGAIN`
     /// until the windows end. The presses stop; the intents stay, since a
     /// guest already shutting down from a press is still the host's doing.
     /// Names without a waiting, pressing intent are left alone.

@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::decision::{Carried, Evidence};
 use crate::name::InstanceName;
 use crate::qmp::{self, RunState, Version};
-use crate::state::{Qemu, SocketId};
+use crate::saved::{Qemu, SocketId};
 
 /// Where a monitored name stands in the succession of QEMUs using it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,7 @@ pub enum WaitFor {
 /// How far monitoring an instance got (for the caller's reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// Not connected yet, waiting for what it names.
     Connecting(WaitFor),
     /// Connected; greeting, capabilities and status are being exchanged.
     Negotiating,
@@ -104,7 +105,12 @@ pub(super) enum Readiness {
 }
 
 impl Instance {
-    pub fn new(name: InstanceName, socket: SocketId, succession: Succession, now: Instant) -> Self {
+    pub(crate) fn new(
+        name: InstanceName,
+        socket: SocketId,
+        succession: Succession,
+        now: Instant,
+    ) -> Self {
         Instance {
             name,
             socket,
@@ -120,7 +126,7 @@ impl Instance {
         }
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match &self.link {
             Link::Connecting { waits_for, .. } => Phase::Connecting(*waits_for),
             Link::Connected(c) if c.ready == Readiness::Ready => Phase::Monitoring,
@@ -129,7 +135,7 @@ impl Instance {
     }
 
     /// A creation under this name was reported while it is monitored.
-    pub fn created_again(&mut self) {
+    pub(crate) fn created_again(&mut self) {
         self.succession = match self.succession {
             // Its own creation, read after it was attached.
             Succession::CreationPending => Succession::Current,
@@ -138,7 +144,7 @@ impl Instance {
     }
 
     /// The name's socket file was deleted while this one is monitored.
-    pub fn unlinked(&mut self) {
+    pub(crate) fn unlinked(&mut self) {
         if self.succession != Succession::Renewed {
             self.succession = Succession::Unlinked;
         }

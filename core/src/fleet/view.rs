@@ -8,10 +8,10 @@ use std::time::Instant;
 use super::instance::{Instance, Link};
 use super::{Fleet, Phase, RecordError};
 use crate::decision::{Evidence, Verdict};
+use crate::fleet::Outcome;
 use crate::name::InstanceName;
 use crate::qmp::{RunState, Version};
-use crate::shutdown_file::Outcome;
-use crate::state::{Qemu, SocketId};
+use crate::saved::{Qemu, SocketId};
 
 /// How many past verdicts are kept for `kvmd status`, so "why is vm7
 /// down?" has an answer after its QEMU is gone, at a bounded cost.
@@ -20,12 +20,17 @@ pub const HISTORY: usize = 1000;
 /// One tracked instance, as status shows it.
 #[derive(Debug)]
 pub struct InstanceView<'a> {
+    /// The instance.
     pub name: &'a InstanceName,
+    /// How far monitoring got.
     pub phase: Phase,
     /// When it entered this phase.
     pub since: Instant,
+    /// The socket it is monitored on.
     pub socket: SocketId,
+    /// The QEMU behind it, when known.
     pub qemu: Option<Qemu>,
+    /// QEMU's version, once its greeting came.
     pub version: Option<Version>,
     /// The guest's state: from `query-status`, then from STOP, RESUME and
     /// SHUTDOWN.
@@ -43,6 +48,7 @@ pub struct InstanceView<'a> {
 pub enum FileState {
     /// On its way (the write is being made).
     Writing,
+    /// Written; what the write did.
     Written(Outcome),
     /// Refused; tried again until it can be written.
     Waiting(RecordError),
@@ -55,9 +61,13 @@ pub enum FileState {
 /// A verdict, kept after its instance is gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PastVerdict {
+    /// The instance.
     pub name: InstanceName,
+    /// The verdict.
     pub verdict: Verdict,
+    /// When it was decided.
     pub decided: Instant,
+    /// Where its shutdown file stands.
     pub file: FileState,
     /// Which verdict this is, to find it again (keys are reused).
     pub(super) serial: u64,
@@ -90,7 +100,7 @@ pub struct Counters {
 pub(super) struct History(VecDeque<PastVerdict>);
 
 impl History {
-    pub fn push(&mut self, past: PastVerdict) {
+    pub(crate) fn push(&mut self, past: PastVerdict) {
         if self.0.len() == HISTORY {
             self.0.pop_front();
         }
@@ -98,7 +108,7 @@ impl History {
     }
 
     /// Updates the file state of verdict `serial`, if still kept.
-    pub fn set_file(&mut self, serial: u64, file: FileState) {
+    pub(crate) fn set_file(&mut self, serial: u64, file: FileState) {
         if let Some(past) = self.0.iter_mut().rev().find(|p| p.serial == serial) {
             past.file = file;
         }
@@ -162,6 +172,7 @@ impl Fleet {
         self.given_up.keys()
     }
 
+    /// Totals since kvmd started (for metrics).
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

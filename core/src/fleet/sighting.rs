@@ -10,7 +10,7 @@ use super::{
     Action, Change, Fleet, Ignored, InstanceKey, Look, Notice, Purpose, Step, out_of_descriptors,
 };
 use crate::name::InstanceName;
-use crate::state::SocketId;
+use crate::saved::SocketId;
 
 impl Fleet {
     /// One entry the watcher reported.

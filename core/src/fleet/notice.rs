@@ -8,19 +8,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use log::Level;
-use nix::errno::Errno;
 
 use super::HookEnd;
 use crate::decision::Verdict;
+use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::qmp::{Event, RunState, Version};
-use crate::shutdown_file::Outcome;
 
 /// Why an entry is not monitored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ignored {
     /// A socket owned by someone kvmd does not trust.
-    Untrusted { owner: u32 },
+    Untrusted {
+        /// The socket's owner (uid).
+        owner: u32,
+    },
     /// A file, directory, fifo or symlink.
     NotASocket,
     /// Its `.shutdown` file would exceed `NAME_MAX`.
@@ -30,11 +32,15 @@ pub enum Ignored {
 /// Why an instance was given up on before it was ever connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GiveUp {
+    /// The control directory went away.
     DirGone,
+    /// The socket went away before it was connected.
     SocketWent,
+    /// Opening the socket file failed.
     CannotOpen(Errno),
     /// Refused for longer than the connect window, or refused for good.
     CannotConnect(Errno),
+    /// The connection could not be added to the poll.
     Unpollable,
 }
 
@@ -70,148 +76,247 @@ impl RecordError {
     }
 }
 
+/// What recording a verdict did to `<instance>.shutdown` (the adapter
+/// that writes it says; the fleet shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file was created.
+    Created,
+    /// It existed already (any kind of file: Ganeti only asks "exists?").
+    Kept,
+    /// A symlink stood there; it was removed and a file created instead.
+    ReplacedSymlink,
+    /// The file was removed.
+    Removed,
+    /// An empty directory stood there (Ganeti would take it for a user
+    /// shutdown); it was removed.
+    RemovedDirectory,
+    /// There was nothing to remove.
+    WasAbsent,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Created => "created",
+            Outcome::Kept => "already there",
+            Outcome::ReplacedSymlink => "a symlink stood there; replaced by a file",
+            Outcome::Removed => "removed",
+            Outcome::RemovedDirectory => "an empty directory stood there; removed",
+            Outcome::WasAbsent => "already absent",
+        })
+    }
+}
+
 /// One thing to tell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
     /// Negotiated: the instance is monitored.
     Monitoring {
+        /// The instance.
         name: InstanceName,
+        /// QEMU's version, if its greeting said.
         qemu: Option<Version>,
+        /// The guest's state, if `query-status` said.
         state: Option<RunState>,
     },
     /// A connection's first unusable message (the rest go to debug).
     Malformed {
+        /// The instance.
         name: InstanceName,
+        /// What was wrong with it.
         problem: String,
     },
     /// QEMU refused the power button kvmd pressed (`kvmd powerdown-all`);
     /// the first refusal of a connection.
     PressRefused {
+        /// The instance.
         name: InstanceName,
+        /// QEMU's error reply.
         reply: String,
     },
     /// A lifecycle event of a monitored guest that changes its state or
     /// the evidence (STOP, RESUME, POWERDOWN, GUEST_PANICKED, SHUTDOWN; a
     /// reset storm is only counted). A debug line; `kvmd events` shows it.
     Guest {
+        /// The instance.
         name: InstanceName,
+        /// The event.
         event: Event,
     },
     /// Evidence an earlier run kept for this very QEMU was taken up.
     Restored {
+        /// The instance.
         name: InstanceName,
     },
+    /// An entry is not monitored (see [`Ignored`]).
     Ignored {
+        /// The instance.
         name: InstanceName,
+        /// Why.
         why: Ignored,
     },
+    /// `fstatat` on its socket file failed.
     CannotLook {
+        /// The instance.
         name: InstanceName,
+        /// What the system call said.
         errno: Errno,
     },
+    /// Its connection could not be added to the poll.
     Unpollable {
+        /// The instance.
         name: InstanceName,
+        /// What the system call said.
         errno: Errno,
     },
+    /// An instance given up on before it was ever connected.
     NotMonitored {
+        /// The instance.
         name: InstanceName,
+        /// Why.
         why: GiveUp,
     },
     /// A verdict, written at the first try.
     Decided {
+        /// The instance.
         name: InstanceName,
+        /// The verdict.
         verdict: Verdict,
+        /// The evidence, as the decision line shows it.
         grounds: String,
+        /// What writing the file did.
         outcome: Outcome,
         /// The host intent that applied (`--by`), for followers.
         intent_by: Option<String>,
     },
     /// A verdict written after the file system refused it.
     RecordedAtLast {
+        /// The instance.
         name: InstanceName,
+        /// The verdict.
         verdict: Verdict,
+        /// What writing the file did.
         outcome: Outcome,
+        /// Writes tried before this one took.
         tries: u32,
+        /// The host intent that applied (`--by`), for followers.
         intent_by: Option<String>,
     },
     /// A verdict the file system refused at the first try.
     Unrecorded {
+        /// The instance.
         name: InstanceName,
+        /// The verdict.
         verdict: Verdict,
+        /// The evidence, as the decision line shows it.
         grounds: String,
+        /// Why the file system refused it.
         error: RecordError,
         /// Whether it is tried again.
         again: bool,
     },
     /// A verdict refused again, and tried again (a debug line).
     StillUnrecorded {
+        /// The instance.
         name: InstanceName,
+        /// The verdict.
         verdict: Verdict,
+        /// Why the file system refused it.
         error: RecordError,
     },
     /// A verdict refused again, for a reason no retry mends.
     Unrecordable {
+        /// The instance.
         name: InstanceName,
+        /// The verdict.
         verdict: Verdict,
+        /// Why the file system refused it.
         error: RecordError,
     },
     /// An unwritten verdict dropped: a newer QEMU took the name.
     Moot {
+        /// The instance.
         name: InstanceName,
+        /// The verdict.
         verdict: Verdict,
     },
+    /// No descriptor was free: instances wait until some are.
     OutOfDescriptors {
+        /// What the system call said.
         errno: Errno,
     },
+    /// Descriptors are free again: the waiting instances go on.
     DescriptorsFree,
     /// At exit, a verdict still unwritten.
     ExitingUnrecorded {
+        /// The instance.
         name: InstanceName,
+        /// The verdict.
         verdict: Verdict,
     },
     /// A verdict's hook ran (or could not).
     HookEnded {
+        /// The instance.
         name: InstanceName,
+        /// Whether the verdict is a user shutdown.
         user: bool,
+        /// The verdict's reason code.
         reason: &'static str,
+        /// Which run it was (1: the first).
         attempt: u32,
+        /// How the run came out.
         end: HookEnd,
+        /// How long it ran.
         took: Duration,
         /// When it is tried again, if it is.
         retry_in: Option<Duration>,
     },
     /// An intent was given (`kvmd expect-stop`, `kvmd powerdown-all`).
     IntentGiven {
+        /// The instance.
         name: InstanceName,
+        /// Who gave the intent (`--by`).
         by: String,
+        /// How long it stands, unclaimed.
         window: Duration,
     },
     /// An intent was withdrawn (`kvmd expect-stop --cancel`).
     IntentCancelled {
+        /// The instance.
         name: InstanceName,
+        /// Who gave the intent (`--by`).
         by: String,
     },
     /// An intent's window ended with no SHUTDOWN.
     IntentExpired {
+        /// The instance.
         name: InstanceName,
+        /// Who gave the intent (`--by`).
         by: String,
     },
     /// The `powerdown-all` that pressed its power button went away before
     /// the guest stopped: no more presses; the intent stands.
     PressesStopped {
+        /// The instance.
         name: InstanceName,
+        /// Who gave the intent (`--by`).
         by: String,
     },
     /// A verdict's hook waiting behind another was replaced by a newer
     /// verdict's (at most one waits per instance).
     HookSuperseded {
+        /// The instance.
         name: InstanceName,
+        /// Whether the verdict is a user shutdown.
         user: bool,
+        /// The verdict's reason code.
         reason: &'static str,
     },
 }
 
 impl Notice {
+    /// How loudly it is logged.
     pub fn level(&self) -> Level {
         match self {
             Notice::Guest {
@@ -260,7 +365,7 @@ pub struct Line<'a>(&'a Notice, &'a Path);
 /// An errno as `std::io::Error` shows it ("Connection refused (os error
 /// 111)"), as the system call's own error would read.
 fn os_error(errno: Errno) -> io::Error {
-    io::Error::from_raw_os_error(errno as i32)
+    io::Error::from(errno)
 }
 
 /// "create" or "remove", and the past forms, for a verdict's file.

@@ -63,6 +63,7 @@ impl InstanceName {
         InstanceName::new(OsStr::from_bytes(stem))
     }
 
+    /// The name as given (the socket's file name without `.kvmd`).
     pub fn as_os_str(&self) -> &OsStr {
         &self.0
     }

@@ -16,8 +16,11 @@ use crate::fleet::{Fleet, Phase, WaitFor};
 /// What the loop knows that the fleet does not.
 #[derive(Clone, Copy, Debug)]
 pub struct Outside {
+    /// When kvmd started.
     pub started: SystemTime,
+    /// Whether the control directory is watched now.
     pub watched: bool,
+    /// inotify queue overflows so far (each followed by a rescan).
     pub inotify_overflows: u64,
     /// Journal appends that failed.
     pub journal_errors: u64,

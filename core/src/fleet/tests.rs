@@ -4,12 +4,11 @@
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-
 use super::*;
 use crate::decision::{Carried, Why};
+use crate::errno::Errno;
+use crate::fleet::Outcome;
 use crate::qmp::Event;
-use crate::shutdown_file::Outcome;
 
 const ROOT: u32 = 0;
 const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";

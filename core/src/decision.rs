@@ -35,10 +35,15 @@ use crate::qmp::{Event, Reason};
 /// decision rests on once it came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutdownSeen {
+    /// The SHUTDOWN's `guest` (QEMU 2.10+).
     pub guest: Option<bool>,
+    /// The SHUTDOWN's `reason` (QEMU 4.0+).
     pub reason: Option<Reason>,
+    /// Whether the host had the guest paused then.
     pub paused: bool,
+    /// Whether a power button press was not yet obeyed then.
     pub powerdown_pending: bool,
+    /// Whether the guest had panicked before.
     pub panicked: bool,
 }
 
@@ -90,6 +95,7 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// Nothing seen yet: a new connection's.
     pub fn new() -> Evidence {
         Evidence::default()
     }
@@ -146,6 +152,7 @@ impl Evidence {
         self.powerdown_pending
     }
 
+    /// A GUEST_PANICKED seen (a crash, not a shutdown).
     pub fn panicked(&self) -> bool {
         self.panicked
     }
@@ -462,6 +469,7 @@ impl Verdict {
         matches!(self.0, Why::GuestPoweredOff | Why::LegacyShutdown)
     }
 
+    /// What the verdict rests on (its reason code).
     pub fn why(self) -> Why {
         self.0
     }

@@ -49,6 +49,7 @@ pub struct TimerTable {
 }
 
 impl TimerTable {
+    /// Sets `timer` to fire at `at` (moved, if it was set).
     pub fn set(&mut self, timer: Timer, at: Instant) {
         if let Some(old) = self.deadlines.insert(timer, at) {
             self.queue.remove(&(old, timer));
@@ -56,12 +57,14 @@ impl TimerTable {
         self.queue.insert((at, timer));
     }
 
+    /// Unsets `timer`, if it was set.
     pub fn cancel(&mut self, timer: Timer) {
         if let Some(old) = self.deadlines.remove(&timer) {
             self.queue.remove(&(old, timer));
         }
     }
 
+    /// Whether `timer` is set.
     pub fn is_set(&self, timer: Timer) -> bool {
         self.deadlines.contains_key(&timer)
     }
@@ -82,10 +85,12 @@ impl TimerTable {
         Some(timer)
     }
 
+    /// How many timers are set.
     pub fn len(&self) -> usize {
         self.deadlines.len()
     }
 
+    /// Whether no timer is set.
     pub fn is_empty(&self) -> bool {
         self.deadlines.is_empty()
     }
@@ -101,6 +106,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Waits of `first`, doubled each try up to `max`.
     pub const fn new(first: Duration, max: Duration) -> Backoff {
         Backoff { first, max }
     }

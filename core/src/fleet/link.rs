@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use log::debug;
-use nix::errno::Errno;
 
 use super::instance::{Conversation, Link, Readiness, WaitFor};
 use super::intents::ShutdownRead;
@@ -13,12 +12,13 @@ use super::{
     timers,
 };
 use crate::decision::{self, Carried, Evidence};
+use crate::errno::Errno;
 use crate::qmp::{self, Command, Event, Output, Problem, RunState, Snippet};
-use crate::state::Saved;
+use crate::saved::Saved;
 
 /// Guest crashes (GUEST_PANICKED, GUEST_CRASHLOADED) journaled and told
 /// per connection; more are only counted.
-pub const MAX_CRASH_RECORDS: u32 = 8;
+pub(crate) const MAX_CRASH_RECORDS: u32 = 8;
 
 /// What the peer did, for the QMP state machine.
 enum Feed<'a> {
@@ -193,7 +193,7 @@ impl Fleet {
             _ => debug!(
                 "{}: connect: {}; again in {delay:?}",
                 instance.name,
-                std::io::Error::from_raw_os_error(*errno as i32)
+                std::io::Error::from(*errno)
             ),
         }
         if let Link::Connecting { attempts, .. } = &mut instance.link {

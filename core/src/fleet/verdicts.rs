@@ -12,9 +12,9 @@ use super::{
     Step, Timer, VerdictKey,
 };
 use crate::decision::Verdict;
+use crate::fleet::Outcome;
 use crate::name::InstanceName;
-use crate::shutdown_file::Outcome;
-use crate::state::{Qemu, SocketId};
+use crate::saved::{Qemu, SocketId};
 
 #[derive(Debug)]
 pub(super) struct PendingVerdict {
