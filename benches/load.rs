@@ -545,10 +545,14 @@ fn kvmd_command(program: &Path, ctrl: &Path, work: &Path) -> Command {
     if std::env::var_os("LOAD_DEBUG").is_some() {
         c.arg("-d");
     }
+    // With Ganeti's control directory the journal would go to
+    // /var/lib/kvmd; the measurement keeps it in its own directory.
     c.arg("--pid-file")
         .arg(work.join("kvmd.pid"))
         .arg("--log-file")
-        .arg(work.join("kvmd.log"));
+        .arg(work.join("kvmd.log"))
+        .arg("--journal-dir")
+        .arg(work.join("journal"));
     c
 }
 

@@ -30,6 +30,9 @@ const PID_FILE: &str = "/var/run/ganeti/ganeti-kvmd.pid";
 const LOG_DIR: &str = "/var/log/ganeti";
 const LOG: &str = "/var/log/ganeti/kvm-daemon.log";
 const SSCONF: &str = "/var/lib/ganeti";
+/// Where kvmd keeps its journal when it runs with Ganeti's control
+/// directory, as here (kvmd(8), `--journal-dir`).
+const JOURNAL_DIR: &str = "/var/lib/kvmd";
 
 static GANETI_PATHS: Mutex<()> = Mutex::new(());
 
@@ -56,6 +59,8 @@ struct Node {
     /// Whether Ganeti's log file was there before: if not, it goes at the
     /// end (tests/run.sh checks that the suite leaves no file behind).
     log_was_there: bool,
+    /// The same for kvmd's journal directory.
+    journal_was_there: bool,
 }
 
 impl Node {
@@ -100,6 +105,7 @@ impl Node {
             qemu,
             tmp,
             log_was_there: Path::new(LOG).exists(),
+            journal_was_there: Path::new(JOURNAL_DIR).exists(),
         };
         node.clean();
         Some(node)
@@ -199,6 +205,9 @@ impl Drop for Node {
         self.clean();
         if !self.log_was_there {
             let _ = fs::remove_file(LOG);
+        }
+        if !self.journal_was_there {
+            let _ = fs::remove_dir_all(JOURNAL_DIR);
         }
         for name in [
             "ssconf_hypervisor_list",

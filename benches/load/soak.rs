@@ -1037,6 +1037,10 @@ impl Soak {
                     self.stats.hooks_superseded += 1;
                 } else if message.contains("a hook a killed kvmd left running") {
                     self.stats.hooks_orphaned += 1;
+                } else if message.ends_with("guest panicked (GUEST_PANICKED)") {
+                    // Every panic is told as it happens, a warning; the
+                    // verdict comes at the exit (the soak's panics power
+                    // the guest off).
                 } else {
                     self.stats.example(format!("unexpected log line: {line}"));
                 }
