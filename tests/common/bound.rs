@@ -2,7 +2,7 @@
 //! socket in between `bind` and `listen`.
 //!
 //! Part of the tests' `common` module, and included by the load tool
-//! (`benches/load.rs`) with `#[path = ...] mod bound;`: it depends on
+//! (`tools/load/main.rs`) with `#[path = ...] mod bound;`: it depends on
 //! nothing but `nix`.
 
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -28,7 +28,7 @@
 //! MS milliseconds and counts its runs: after the decisions, every
 //! verdict's hook must have run exactly once, no zombie be left and the
 //! descriptors be back (compare the decision latency with a run without).
-//! `--soak S` runs the soak instead (`load/soak.rs`: kvmd alone in a
+//! `--soak S` runs the soak instead (`soak.rs`: kvmd alone in a
 //! temporary directory, no root needed; `--instances` alive, default 300;
 //! `--restart-every S`, `--seed N`, `--dir D` for its control directory,
 //! default /dev/shm).
@@ -51,9 +51,8 @@ use std::time::{Duration, Instant};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
-#[path = "../tests/common/bound.rs"]
+#[path = "../../tests/common/bound.rs"]
 mod bound;
-#[path = "load/soak.rs"]
 mod soak;
 
 const REFERENCE: &str = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd";
@@ -73,7 +72,7 @@ enum Which {
 struct Args {
     instances: usize,
     instances_given: bool,
-    /// Soak mode: seconds of churn (see `load/soak.rs`).
+    /// Soak mode: seconds of churn (see `soak.rs`).
     soak: Option<u64>,
     restart_every: Option<u64>,
     seed: Option<u64>,
