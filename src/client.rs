@@ -22,6 +22,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 use kvmd_core::control::{self, Request};
+use kvmd_core::decision::VerdictKind;
 
 use crate::config::{Client, DEFAULT_CONTROL_SOCKETS, Order, OrderKind};
 
@@ -619,10 +620,9 @@ fn verdict_text(v: &Value) -> String {
     if v.is_null() {
         return "-".to_owned();
     }
-    let verdict = match str_of(&v["verdict"]) {
-        "user" => "user",
-        _ => "not user",
-    };
+    // Anything but `user` (a newer kvmd's word included) is not the user's.
+    let user = str_of(&v["verdict"]).parse() == Ok(VerdictKind::User);
+    let verdict = VerdictKind::from_user(user).words();
     format!("{verdict} ({})", str_of(&v["reason"]))
 }
 

@@ -369,7 +369,7 @@ pub fn verdict_json(past: &PastVerdict, clock: &Clock, now: Instant) -> Value {
     let why = past.verdict.why();
     json!({
         "name": past.name.to_string(),
-        "verdict": if past.verdict.is_user_shutdown() { "user" } else { "not-user" },
+        "verdict": past.verdict.kind(),
         "reason": why.code(),
         "why": why.to_string(),
         "decided": clock.rfc3339(past.decided),
@@ -502,7 +502,7 @@ impl StatusStream {
                         .map(|h| {
                             json!({
                                 "name": h.name.to_string(),
-                                "verdict": if h.user { "user" } else { "not-user" },
+                                "verdict": h.verdict,
                                 "reason": h.reason,
                                 "attempt": h.attempt,
                                 "state": if h.running { "running" } else { "waiting" },
@@ -688,12 +688,7 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
         _ => None,
     };
     if let (Some((verdict, file)), Some(object)) = (verdict, event.as_object_mut()) {
-        let user = if verdict.is_user_shutdown() {
-            "user"
-        } else {
-            "not-user"
-        };
-        object.insert("verdict".into(), json!(user));
+        object.insert("verdict".into(), json!(verdict.kind()));
         object.insert("reason".into(), json!(verdict.why().code()));
         object.insert("file".into(), json!(file));
     }
@@ -718,7 +713,7 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
     }
     if let (
         Notice::HookEnded {
-            user,
+            verdict,
             reason,
             attempt,
             end,
@@ -736,10 +731,7 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
             HookEnd::TimedOut => ("timed-out", None),
             HookEnd::NotStarted(_) => ("not-started", None),
         };
-        object.insert(
-            "verdict".into(),
-            json!(if *user { "user" } else { "not-user" }),
-        );
+        object.insert("verdict".into(), json!(verdict));
         object.insert("reason".into(), json!(reason));
         object.insert("attempt".into(), json!(attempt));
         object.insert("hook".into(), json!(outcome));

@@ -14,6 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use serde_json::Value;
 
+use kvmd_core::decision::VerdictKind;
+
 /// Bytes as kvmd's log shows them: printable ASCII as is, anything else
 /// escaped (`new\nline`, `vm\xff`), so a hostile name cannot forge a line
 /// or send escape sequences to a terminal.
@@ -285,7 +287,7 @@ fn text(value: &Value) -> Option<String> {
 fn verdict(v: &Value) -> Option<StatusVerdict> {
     Some(StatusVerdict {
         name: text(&v["name"])?,
-        user: v["verdict"].as_str()? == "user",
+        user: v["verdict"].as_str()?.parse() == Ok(VerdictKind::User),
         reason: text(&v["reason"]).unwrap_or_default(),
         why: text(&v["why"]).unwrap_or_default(),
         age_seconds: v["age_seconds"].as_u64().unwrap_or(0),

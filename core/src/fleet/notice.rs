@@ -10,7 +10,7 @@ use std::time::Duration;
 use log::Level;
 
 use super::HookEnd;
-use crate::decision::Verdict;
+use crate::decision::{Verdict, VerdictKind};
 use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::qmp::{Event, RunState, Version};
@@ -259,8 +259,8 @@ pub enum Notice {
     HookEnded {
         /// The instance.
         name: InstanceName,
-        /// Whether the verdict is a user shutdown.
-        user: bool,
+        /// The verdict the hook was for: the user's or not.
+        verdict: VerdictKind,
         /// The verdict's reason code.
         reason: &'static str,
         /// Which run it was (1: the first).
@@ -308,8 +308,8 @@ pub enum Notice {
     HookSuperseded {
         /// The instance.
         name: InstanceName,
-        /// Whether the verdict is a user shutdown.
-        user: bool,
+        /// The verdict the hook was for: the user's or not.
+        verdict: VerdictKind,
         /// The verdict's reason code.
         reason: &'static str,
     },
@@ -565,14 +565,13 @@ impl fmt::Display for Line<'_> {
             }
             Notice::HookEnded {
                 name,
-                user,
+                verdict,
                 reason,
                 attempt,
                 end,
                 took,
                 retry_in,
             } => {
-                let verdict = if *user { "user" } else { "not-user" };
                 let ms = took.as_millis();
                 write!(
                     f,
@@ -595,8 +594,11 @@ impl fmt::Display for Line<'_> {
                     None => write!(f, "; not tried again"),
                 }
             }
-            Notice::HookSuperseded { name, user, reason } => {
-                let verdict = if *user { "user" } else { "not-user" };
+            Notice::HookSuperseded {
+                name,
+                verdict,
+                reason,
+            } => {
                 write!(
                     f,
                     "{name}: the hook for {verdict} ({reason}) waited behind another and a newer \
