@@ -15,15 +15,15 @@
 //! instances there are.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use crate::fleet::{
-    FileState, Fleet, HookEnd, InstanceView, IntentState, Notice, Outcome, PastVerdict, Phase,
-    RecordError, WaitFor,
+    FileState, Fleet, Follow, HookEnd, InstanceView, IntentState, Notice, Outcome, PastVerdict,
+    Phase, Reach, RecordError, WaitFor,
 };
 use crate::name::InstanceName;
 use crate::qmp::Event;
@@ -323,8 +323,57 @@ pub struct DaemonInfo {
     pub started: Instant,
     /// The control directory it watches.
     pub ctrl_dir: PathBuf,
-    /// `watching`, `waiting-for-dir` or `rescanning`.
-    pub watch: &'static str,
+    /// How it follows the control directory now.
+    pub watch: WatchState,
+}
+
+/// How the daemon follows its control directory, as `kvmd status` says
+/// (`"watch"`): the daemon writes it, `kvmd status` and `kvmd doctor`
+/// read it back (serde, kebab-case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchState {
+    /// `watching`: inotify tells of every change.
+    Watching,
+    /// `rescanning`: short of inotify watches, it crawls the directory
+    /// every few seconds instead.
+    Rescanning,
+    /// `waiting-for-dir`: the directory is not there (or cannot be
+    /// opened) yet.
+    WaitingForDir,
+}
+
+impl WatchState {
+    /// The state that a reach of the directory and a way of following it
+    /// make.
+    pub fn of(reach: Reach, follow: Follow) -> WatchState {
+        match (reach, follow) {
+            (Reach::Away, _) => WatchState::WaitingForDir,
+            (Reach::Reached, Follow::Rescans) => WatchState::Rescanning,
+            (Reach::Reached, Follow::Events) => WatchState::Watching,
+        }
+    }
+
+    /// As `kvmd status` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchState::Watching => "watching",
+            WatchState::Rescanning => "rescanning",
+            WatchState::WaitingForDir => "waiting-for-dir",
+        }
+    }
+
+    /// As a status answer's `"watch"` says it; `None` for anything else
+    /// (a newer kvmd's state, or no status at all).
+    pub fn from_json(value: &Value) -> Option<WatchState> {
+        <WatchState as serde::Deserialize>::deserialize(value).ok()
+    }
+}
+
+impl fmt::Display for WatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A phase as status and metrics spell it (`waiting-for-listener`).
@@ -787,6 +836,23 @@ pub fn age(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_states_are_written_as_status_always_wrote_them() {
+        for (reach, follow, text) in [
+            (Reach::Away, Follow::Events, "waiting-for-dir"),
+            (Reach::Away, Follow::Rescans, "waiting-for-dir"),
+            (Reach::Reached, Follow::Rescans, "rescanning"),
+            (Reach::Reached, Follow::Events, "watching"),
+        ] {
+            let state = WatchState::of(reach, follow);
+            assert_eq!(json!({ "watch": state }), json!({ "watch": text }));
+            assert_eq!(state.as_str(), text);
+            assert_eq!(WatchState::from_json(&json!(text)), Some(state));
+        }
+        assert_eq!(WatchState::from_json(&json!("sleeping")), None);
+        assert_eq!(WatchState::from_json(&Value::Null), None);
+    }
 
     #[test]
     fn requests_are_parsed_and_bad_ones_said_why() {

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use serde_json::Value;
 
+use kvmd_core::control::WatchState;
 use kvmd_core::decision::VerdictKind;
 
 /// Bytes as kvmd's log shows them: printable ASCII as is, anything else
@@ -246,8 +247,9 @@ pub struct StatusFacts {
     pub pid: u32,
     pub uptime_seconds: u64,
     pub ctrl_dir: String,
-    /// `watching`, `rescanning` or `waiting-for-dir`.
-    pub watch: String,
+    /// How kvmd follows its directory; `None`: a state this doctor does
+    /// not know (or none said).
+    pub watch: Option<WatchState>,
     pub descriptor_shortage: bool,
     pub instances: Vec<StatusInstance>,
     pub given_up: Vec<String>,
@@ -307,7 +309,7 @@ impl StatusFacts {
             pid: u32::try_from(k["pid"].as_u64()?).ok()?,
             uptime_seconds: k["uptime_seconds"].as_u64().unwrap_or(0),
             ctrl_dir: text(&k["ctrl_dir"]).unwrap_or_default(),
-            watch: text(&k["watch"]).unwrap_or_default(),
+            watch: WatchState::from_json(&k["watch"]),
             descriptor_shortage: k["descriptor_shortage"].as_bool().unwrap_or(false),
             instances: list("instances")
                 .iter()
