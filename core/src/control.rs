@@ -275,17 +275,6 @@ pub fn done_line() -> String {
     format!("{}\n", json!({"version": VERSION, "done": true}))
 }
 
-/// Whether `notice` is the verdict of its instance's QEMU (decided,
-/// written or not): what `powerdown-all` waits for.
-pub fn is_verdict(notice: &Notice) -> bool {
-    matches!(notice, Notice::Decided { .. } | Notice::Unrecorded { .. })
-}
-
-/// The instance a notice is about, as status names it.
-pub fn notice_instance(notice: &Notice) -> Option<String> {
-    instance_of(notice).map(ToString::to_string)
-}
-
 /// Turns the loop's monotonic times into wall-clock times.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -649,64 +638,6 @@ fn head_json(fleet: &Fleet, info: &DaemonInfo, clock: &Clock, now: Instant) -> V
     })
 }
 
-/// What kind of thing a notice tells, for followers.
-fn kind(notice: &Notice) -> &'static str {
-    match notice {
-        Notice::Monitoring { .. } => "monitoring",
-        Notice::Malformed { .. } => "malformed",
-        Notice::PressRefused { .. } => "press-refused",
-        Notice::Guest { .. } => "guest",
-        Notice::Restored { .. } => "restored",
-        Notice::Ignored { .. } => "ignored",
-        Notice::CannotLook { .. } => "cannot-look",
-        Notice::Unpollable { .. } => "unpollable",
-        Notice::NotMonitored { .. } => "not-monitored",
-        Notice::Decided { .. } => "decided",
-        Notice::RecordedAtLast { .. } => "recorded",
-        Notice::Unrecorded { .. } => "unrecorded",
-        Notice::StillUnrecorded { .. } => "still-unrecorded",
-        Notice::Unrecordable { .. } => "unrecordable",
-        Notice::Moot { .. } => "moot",
-        Notice::OutOfDescriptors { .. } => "out-of-descriptors",
-        Notice::DescriptorsFree => "descriptors-free",
-        Notice::ExitingUnrecorded { .. } => "exiting-unrecorded",
-        Notice::HookEnded { .. } => "hook",
-        Notice::HookSuperseded { .. } => "hook-superseded",
-        Notice::IntentGiven { .. } => "intent-given",
-        Notice::IntentCancelled { .. } => "intent-cancelled",
-        Notice::IntentExpired { .. } => "intent-expired",
-        Notice::PressesStopped { .. } => "presses-stopped",
-    }
-}
-
-fn instance_of(notice: &Notice) -> Option<&InstanceName> {
-    match notice {
-        Notice::Monitoring { name, .. }
-        | Notice::Malformed { name, .. }
-        | Notice::PressRefused { name, .. }
-        | Notice::Guest { name, .. }
-        | Notice::Restored { name }
-        | Notice::Ignored { name, .. }
-        | Notice::CannotLook { name, .. }
-        | Notice::Unpollable { name, .. }
-        | Notice::NotMonitored { name, .. }
-        | Notice::Decided { name, .. }
-        | Notice::RecordedAtLast { name, .. }
-        | Notice::Unrecorded { name, .. }
-        | Notice::StillUnrecorded { name, .. }
-        | Notice::Unrecordable { name, .. }
-        | Notice::Moot { name, .. }
-        | Notice::ExitingUnrecorded { name, .. }
-        | Notice::HookEnded { name, .. }
-        | Notice::HookSuperseded { name, .. }
-        | Notice::IntentGiven { name, .. }
-        | Notice::IntentCancelled { name, .. }
-        | Notice::IntentExpired { name, .. }
-        | Notice::PressesStopped { name, .. } => Some(name),
-        Notice::OutOfDescriptors { .. } | Notice::DescriptorsFree => None,
-    }
-}
-
 /// One event line for followers: the notice, its log line, and for a
 /// verdict its verdict, reason and file.
 pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
@@ -719,27 +650,14 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
             log::Level::Info => "info",
             log::Level::Debug | log::Level::Trace => "debug",
         },
-        "kind": kind(notice),
-        "instance": instance_of(notice).map(ToString::to_string),
+        "kind": notice.kind(),
+        "instance": notice.instance().map(ToString::to_string),
         "message": message,
     });
-    let verdict = match notice {
-        Notice::Decided {
-            verdict, outcome, ..
-        }
-        | Notice::RecordedAtLast {
-            verdict, outcome, ..
-        } => Some((verdict, Some(outcome_name(*outcome)))),
-        Notice::Unrecorded { verdict, .. }
-        | Notice::Unrecordable { verdict, .. }
-        | Notice::Moot { verdict, .. }
-        | Notice::ExitingUnrecorded { verdict, .. } => Some((verdict, None)),
-        _ => None,
-    };
-    if let (Some((verdict, file)), Some(object)) = (verdict, event.as_object_mut()) {
+    if let (Some((verdict, outcome)), Some(object)) = (notice.verdict(), event.as_object_mut()) {
         object.insert("verdict".into(), json!(verdict.kind()));
         object.insert("reason".into(), json!(verdict.why().code()));
-        object.insert("file".into(), json!(file));
+        object.insert("file".into(), json!(outcome.map(outcome_name)));
     }
     if let (
         Notice::IntentGiven { by, .. }
