@@ -526,26 +526,46 @@ impl fmt::Display for ReasonCode {
     }
 }
 
-/// Text that is not a reason code (`FromStr` for [`ReasonCode`]).
+/// Text that is not a word of one of these vocabularies (`FromStr` for
+/// [`ReasonCode`] and [`VerdictKind`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownReasonCode(pub String);
+pub struct UnknownWord {
+    /// What the text was meant to be (`a reason code`, ...).
+    pub expected: &'static str,
+    /// The text.
+    pub text: String,
+}
 
-impl fmt::Display for UnknownReasonCode {
+impl fmt::Display for UnknownWord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not a reason code: {:?}", self.0)
+        write!(f, "not {}: {:?}", self.expected, self.text)
     }
 }
 
-impl std::error::Error for UnknownReasonCode {}
+impl std::error::Error for UnknownWord {}
+
+/// The word of `all` written as `text`: one rule for reading back every
+/// vocabulary, from the same `as_str` that writes it.
+fn word<T: Copy>(
+    all: &[T],
+    as_str: fn(T) -> &'static str,
+    text: &str,
+    expected: &'static str,
+) -> Result<T, UnknownWord> {
+    all.iter()
+        .copied()
+        .find(|&word| as_str(word) == text)
+        .ok_or_else(|| UnknownWord {
+            expected,
+            text: text.to_owned(),
+        })
+}
 
 impl FromStr for ReasonCode {
-    type Err = UnknownReasonCode;
+    type Err = UnknownWord;
 
-    fn from_str(text: &str) -> Result<ReasonCode, UnknownReasonCode> {
-        ReasonCode::ALL
-            .into_iter()
-            .find(|code| code.as_str() == text)
-            .ok_or_else(|| UnknownReasonCode(text.to_owned()))
+    fn from_str(text: &str) -> Result<ReasonCode, UnknownWord> {
+        word(&ReasonCode::ALL, ReasonCode::as_str, text, "a reason code")
     }
 }
 
@@ -611,27 +631,16 @@ impl fmt::Display for VerdictKind {
     }
 }
 
-/// Text that is neither `user` nor `not-user`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownVerdictKind(pub String);
-
-impl fmt::Display for UnknownVerdictKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not a verdict (user or not-user): {:?}", self.0)
-    }
-}
-
-impl std::error::Error for UnknownVerdictKind {}
-
 impl FromStr for VerdictKind {
-    type Err = UnknownVerdictKind;
+    type Err = UnknownWord;
 
-    fn from_str(text: &str) -> Result<VerdictKind, UnknownVerdictKind> {
-        match text {
-            "user" => Ok(VerdictKind::User),
-            "not-user" => Ok(VerdictKind::NotUser),
-            _ => Err(UnknownVerdictKind(text.to_owned())),
-        }
+    fn from_str(text: &str) -> Result<VerdictKind, UnknownWord> {
+        word(
+            &[VerdictKind::User, VerdictKind::NotUser],
+            VerdictKind::as_str,
+            text,
+            "a verdict (user or not-user)",
+        )
     }
 }
 
