@@ -21,7 +21,8 @@ use serde_json::Value;
 
 use std::time::{Duration, Instant};
 
-use kvmd_core::control::{self, Request};
+use kvmd_core::control::{self, Request, WatchState};
+use kvmd_core::decision::VerdictKind;
 
 use crate::config::{Client, DEFAULT_CONTROL_SOCKETS, Order, OrderKind};
 
@@ -619,10 +620,9 @@ fn verdict_text(v: &Value) -> String {
     if v.is_null() {
         return "-".to_owned();
     }
-    let verdict = match str_of(&v["verdict"]) {
-        "user" => "user",
-        _ => "not user",
-    };
+    // Anything but `user` (a newer kvmd's word included) is not the user's.
+    let user = str_of(&v["verdict"]).parse() == Ok(VerdictKind::User);
+    let verdict = VerdictKind::from_user(user).words();
     format!("{verdict} ({})", str_of(&v["reason"]))
 }
 
@@ -641,10 +641,10 @@ pub fn render_status(status: &Value) -> String {
         str_of(&k["version"]),
         k["pid"],
         ago(k, "uptime_seconds"),
-        match str_of(&k["watch"]) {
-            "watching" => "watching",
-            "rescanning" => "rescanning (inotify short of watches)",
-            _ => "waiting for",
+        match WatchState::from_json(&k["watch"]) {
+            Some(WatchState::Watching) => "watching",
+            Some(WatchState::Rescanning) => "rescanning (inotify short of watches)",
+            Some(WatchState::WaitingForDir) | None => "waiting for",
         },
         str_of(&k["ctrl_dir"]),
     );

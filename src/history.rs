@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use kvmd_core::decision::VerdictKind;
 use kvmd_core::timestamp::Rfc3339;
 
 use crate::config::History;
@@ -124,7 +125,7 @@ fn columns(entry: &Entry) -> [String; 7] {
             intent,
             ..
         } => (
-            if *user { "user" } else { "not-user" }.to_owned(),
+            VerdictKind::from_user(*user).as_str().to_owned(),
             shown(reason).into_owned(),
             intent
                 .as_ref()

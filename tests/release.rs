@@ -213,17 +213,22 @@ fn dates_are_rendered_as_debian_wants_them() {
 }
 
 /// Every reason code kvmd can give is documented in README's table of
-/// reasons and in kvmd(8), and neither lists a code kvmd does not give:
-/// the list is kept in one place in the code (`decision::REASONS`, itself
+/// reasons and in kvmd(8), in the same order, each said to be the user's
+/// or not as kvmd has it, and neither lists a code kvmd does not give:
+/// the list is kept in one place in the code (`ReasonCode::ALL`, itself
 /// checked against `Why::code` by a unit test).
 #[test]
 fn the_reason_tables_list_exactly_the_reason_codes() {
-    let codes: std::collections::BTreeSet<&str> = kvmd_core::decision::REASONS
+    use kvmd_core::decision::{ReasonCode, VerdictKind};
+    let codes: std::collections::BTreeSet<&str> =
+        ReasonCode::ALL.iter().map(|code| code.as_str()).collect();
+    let listed: Vec<(String, VerdictKind)> = ReasonCode::ALL
         .iter()
-        .map(|(code, ..)| *code)
+        .map(|code| (code.as_str().to_owned(), code.verdict()))
         .collect();
     // README: the first column of the table under "### Reasons", each
-    // code in backquotes (some rows name several).
+    // code in backquotes (some rows name several); the second says
+    // `user` or `not user`.
     let readme = read("README.md");
     let section = readme
         .split("### Reasons")
@@ -231,14 +236,22 @@ fn the_reason_tables_list_exactly_the_reason_codes() {
         .and_then(|rest| rest.split("\n### ").next())
         .expect("README has a Reasons section");
     let mut in_readme = std::collections::BTreeSet::new();
+    let mut readme_rows = Vec::new();
     for row in section.lines().filter(|l| l.starts_with("| `")) {
         let first = row.split('|').nth(1).unwrap_or_default();
+        let verdict = match row.split('|').nth(2).map(str::trim) {
+            Some("user") => VerdictKind::User,
+            Some("not user") => VerdictKind::NotUser,
+            other => panic!("README's Reasons: {other:?} in {row:?}"),
+        };
         for code in first.split('`').skip(1).step_by(2) {
             in_readme.insert(code.to_owned());
+            readme_rows.push((code.to_owned(), verdict));
         }
     }
     // kvmd(8): the tagged paragraphs under ".SS Reasons", `.B code` or
-    // `.BR code ", " code ...`, with roff's escaped hyphens.
+    // `.BR code ", " code ...`, with roff's escaped hyphens; a user
+    // shutdown's paragraph starts `(user)`.
     let man = read("contrib/kvmd.8");
     let section = man
         .split(".SS Reasons")
@@ -246,23 +259,28 @@ fn the_reason_tables_list_exactly_the_reason_codes() {
         .and_then(|rest| rest.split("\n.SS ").next())
         .expect("kvmd.8 has a Reasons section");
     let mut in_man = std::collections::BTreeSet::new();
+    let mut man_rows = Vec::new();
     let lines: Vec<&str> = section.lines().collect();
-    for pair in lines.windows(2) {
-        if pair[0] != ".TP" {
+    for tagged in lines.windows(3) {
+        if tagged[0] != ".TP" {
             continue;
         }
-        let tag = pair[1]
+        let tag = tagged[1]
             .trim_start_matches(".BR ")
             .trim_start_matches(".B ")
             .replace("\\-", "-");
+        let verdict = VerdictKind::from_user(tagged[2].starts_with("(user)"));
         for code in tag
             .split('"')
             .filter(|p| !p.trim().is_empty() && p.trim() != ",")
         {
             in_man.insert(code.trim().to_owned());
+            man_rows.push((code.trim().to_owned(), verdict));
         }
     }
     let codes: std::collections::BTreeSet<String> = codes.iter().map(|c| c.to_string()).collect();
     assert_eq!(in_readme, codes, "README's table of reasons");
     assert_eq!(in_man, codes, "kvmd.8's Reasons");
+    assert_eq!(readme_rows, listed, "README's table of reasons, in order");
+    assert_eq!(man_rows, listed, "kvmd.8's Reasons, in order");
 }

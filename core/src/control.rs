@@ -15,15 +15,15 @@
 //! instances there are.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use crate::fleet::{
-    FileState, Fleet, HookEnd, InstanceView, IntentState, Notice, Outcome, PastVerdict, Phase,
-    RecordError, WaitFor,
+    FileState, Fleet, Follow, HookEnd, InstanceView, IntentState, Notice, Outcome, PastVerdict,
+    Phase, Reach, RecordError, WaitFor,
 };
 use crate::name::InstanceName;
 use crate::qmp::Event;
@@ -275,17 +275,6 @@ pub fn done_line() -> String {
     format!("{}\n", json!({"version": VERSION, "done": true}))
 }
 
-/// Whether `notice` is the verdict of its instance's QEMU (decided,
-/// written or not): what `powerdown-all` waits for.
-pub fn is_verdict(notice: &Notice) -> bool {
-    matches!(notice, Notice::Decided { .. } | Notice::Unrecorded { .. })
-}
-
-/// The instance a notice is about, as status names it.
-pub fn notice_instance(notice: &Notice) -> Option<String> {
-    instance_of(notice).map(ToString::to_string)
-}
-
 /// Turns the loop's monotonic times into wall-clock times.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -323,8 +312,57 @@ pub struct DaemonInfo {
     pub started: Instant,
     /// The control directory it watches.
     pub ctrl_dir: PathBuf,
-    /// `watching`, `waiting-for-dir` or `rescanning`.
-    pub watch: &'static str,
+    /// How it follows the control directory now.
+    pub watch: WatchState,
+}
+
+/// How the daemon follows its control directory, as `kvmd status` says
+/// (`"watch"`): the daemon writes it, `kvmd status` and `kvmd doctor`
+/// read it back (serde, kebab-case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchState {
+    /// `watching`: inotify tells of every change.
+    Watching,
+    /// `rescanning`: short of inotify watches, it crawls the directory
+    /// every few seconds instead.
+    Rescanning,
+    /// `waiting-for-dir`: the directory is not there (or cannot be
+    /// opened) yet.
+    WaitingForDir,
+}
+
+impl WatchState {
+    /// The state that a reach of the directory and a way of following it
+    /// make.
+    pub fn of(reach: Reach, follow: Follow) -> WatchState {
+        match (reach, follow) {
+            (Reach::Away, _) => WatchState::WaitingForDir,
+            (Reach::Reached, Follow::Rescans) => WatchState::Rescanning,
+            (Reach::Reached, Follow::Events) => WatchState::Watching,
+        }
+    }
+
+    /// As `kvmd status` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchState::Watching => "watching",
+            WatchState::Rescanning => "rescanning",
+            WatchState::WaitingForDir => "waiting-for-dir",
+        }
+    }
+
+    /// As a status answer's `"watch"` says it; `None` for anything else
+    /// (a newer kvmd's state, or no status at all).
+    pub fn from_json(value: &Value) -> Option<WatchState> {
+        <WatchState as serde::Deserialize>::deserialize(value).ok()
+    }
+}
+
+impl fmt::Display for WatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A phase as status and metrics spell it (`waiting-for-listener`).
@@ -369,7 +407,7 @@ pub fn verdict_json(past: &PastVerdict, clock: &Clock, now: Instant) -> Value {
     let why = past.verdict.why();
     json!({
         "name": past.name.to_string(),
-        "verdict": if past.verdict.is_user_shutdown() { "user" } else { "not-user" },
+        "verdict": past.verdict.kind(),
         "reason": why.code(),
         "why": why.to_string(),
         "decided": clock.rfc3339(past.decided),
@@ -502,7 +540,7 @@ impl StatusStream {
                         .map(|h| {
                             json!({
                                 "name": h.name.to_string(),
-                                "verdict": if h.user { "user" } else { "not-user" },
+                                "verdict": h.verdict,
                                 "reason": h.reason,
                                 "attempt": h.attempt,
                                 "state": if h.running { "running" } else { "waiting" },
@@ -600,64 +638,6 @@ fn head_json(fleet: &Fleet, info: &DaemonInfo, clock: &Clock, now: Instant) -> V
     })
 }
 
-/// What kind of thing a notice tells, for followers.
-fn kind(notice: &Notice) -> &'static str {
-    match notice {
-        Notice::Monitoring { .. } => "monitoring",
-        Notice::Malformed { .. } => "malformed",
-        Notice::PressRefused { .. } => "press-refused",
-        Notice::Guest { .. } => "guest",
-        Notice::Restored { .. } => "restored",
-        Notice::Ignored { .. } => "ignored",
-        Notice::CannotLook { .. } => "cannot-look",
-        Notice::Unpollable { .. } => "unpollable",
-        Notice::NotMonitored { .. } => "not-monitored",
-        Notice::Decided { .. } => "decided",
-        Notice::RecordedAtLast { .. } => "recorded",
-        Notice::Unrecorded { .. } => "unrecorded",
-        Notice::StillUnrecorded { .. } => "still-unrecorded",
-        Notice::Unrecordable { .. } => "unrecordable",
-        Notice::Moot { .. } => "moot",
-        Notice::OutOfDescriptors { .. } => "out-of-descriptors",
-        Notice::DescriptorsFree => "descriptors-free",
-        Notice::ExitingUnrecorded { .. } => "exiting-unrecorded",
-        Notice::HookEnded { .. } => "hook",
-        Notice::HookSuperseded { .. } => "hook-superseded",
-        Notice::IntentGiven { .. } => "intent-given",
-        Notice::IntentCancelled { .. } => "intent-cancelled",
-        Notice::IntentExpired { .. } => "intent-expired",
-        Notice::PressesStopped { .. } => "presses-stopped",
-    }
-}
-
-fn instance_of(notice: &Notice) -> Option<&InstanceName> {
-    match notice {
-        Notice::Monitoring { name, .. }
-        | Notice::Malformed { name, .. }
-        | Notice::PressRefused { name, .. }
-        | Notice::Guest { name, .. }
-        | Notice::Restored { name }
-        | Notice::Ignored { name, .. }
-        | Notice::CannotLook { name, .. }
-        | Notice::Unpollable { name, .. }
-        | Notice::NotMonitored { name, .. }
-        | Notice::Decided { name, .. }
-        | Notice::RecordedAtLast { name, .. }
-        | Notice::Unrecorded { name, .. }
-        | Notice::StillUnrecorded { name, .. }
-        | Notice::Unrecordable { name, .. }
-        | Notice::Moot { name, .. }
-        | Notice::ExitingUnrecorded { name, .. }
-        | Notice::HookEnded { name, .. }
-        | Notice::HookSuperseded { name, .. }
-        | Notice::IntentGiven { name, .. }
-        | Notice::IntentCancelled { name, .. }
-        | Notice::IntentExpired { name, .. }
-        | Notice::PressesStopped { name, .. } => Some(name),
-        Notice::OutOfDescriptors { .. } | Notice::DescriptorsFree => None,
-    }
-}
-
 /// One event line for followers: the notice, its log line, and for a
 /// verdict its verdict, reason and file.
 pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
@@ -670,32 +650,14 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
             log::Level::Info => "info",
             log::Level::Debug | log::Level::Trace => "debug",
         },
-        "kind": kind(notice),
-        "instance": instance_of(notice).map(ToString::to_string),
+        "kind": notice.kind(),
+        "instance": notice.instance().map(ToString::to_string),
         "message": message,
     });
-    let verdict = match notice {
-        Notice::Decided {
-            verdict, outcome, ..
-        }
-        | Notice::RecordedAtLast {
-            verdict, outcome, ..
-        } => Some((verdict, Some(outcome_name(*outcome)))),
-        Notice::Unrecorded { verdict, .. }
-        | Notice::Unrecordable { verdict, .. }
-        | Notice::Moot { verdict, .. }
-        | Notice::ExitingUnrecorded { verdict, .. } => Some((verdict, None)),
-        _ => None,
-    };
-    if let (Some((verdict, file)), Some(object)) = (verdict, event.as_object_mut()) {
-        let user = if verdict.is_user_shutdown() {
-            "user"
-        } else {
-            "not-user"
-        };
-        object.insert("verdict".into(), json!(user));
+    if let (Some((verdict, outcome)), Some(object)) = (notice.verdict(), event.as_object_mut()) {
+        object.insert("verdict".into(), json!(verdict.kind()));
         object.insert("reason".into(), json!(verdict.why().code()));
-        object.insert("file".into(), json!(file));
+        object.insert("file".into(), json!(outcome.map(outcome_name)));
     }
     if let (
         Notice::IntentGiven { by, .. }
@@ -718,7 +680,7 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
     }
     if let (
         Notice::HookEnded {
-            user,
+            verdict,
             reason,
             attempt,
             end,
@@ -736,10 +698,7 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
             HookEnd::TimedOut => ("timed-out", None),
             HookEnd::NotStarted(_) => ("not-started", None),
         };
-        object.insert(
-            "verdict".into(),
-            json!(if *user { "user" } else { "not-user" }),
-        );
+        object.insert("verdict".into(), json!(verdict));
         object.insert("reason".into(), json!(reason));
         object.insert("attempt".into(), json!(attempt));
         object.insert("hook".into(), json!(outcome));
@@ -795,6 +754,23 @@ pub fn age(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_states_are_written_as_status_always_wrote_them() {
+        for (reach, follow, text) in [
+            (Reach::Away, Follow::Events, "waiting-for-dir"),
+            (Reach::Away, Follow::Rescans, "waiting-for-dir"),
+            (Reach::Reached, Follow::Rescans, "rescanning"),
+            (Reach::Reached, Follow::Events, "watching"),
+        ] {
+            let state = WatchState::of(reach, follow);
+            assert_eq!(json!({ "watch": state }), json!({ "watch": text }));
+            assert_eq!(state.as_str(), text);
+            assert_eq!(WatchState::from_json(&json!(text)), Some(state));
+        }
+        assert_eq!(WatchState::from_json(&json!("sleeping")), None);
+        assert_eq!(WatchState::from_json(&Value::Null), None);
+    }
 
     #[test]
     fn requests_are_parsed_and_bad_ones_said_why() {

@@ -28,6 +28,7 @@
 //! ended with no SHUTDOWN at all (a crash, SIGKILL, or no negotiation).
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::qmp::{Event, Reason};
 
@@ -339,122 +340,309 @@ impl fmt::Display for Why {
 impl Why {
     /// The reason's stable code: the same in the decision log line,
     /// `kvmd status`, `kvmd events`, the metrics and the hooks. Never
-    /// renamed; new reasons get new codes. See [`REASONS`].
-    pub fn code(self) -> &'static str {
+    /// renamed; new reasons get new codes (see [`ReasonCode`]).
+    pub fn code(self) -> ReasonCode {
         match self {
-            Why::GuestPoweredOff => "guest-poweroff",
-            Why::LegacyShutdown => "legacy-poweroff",
-            Why::NeverNegotiated => "not-negotiated",
-            Why::NoShutdown => "no-shutdown",
-            Why::HostRequested(None) => "host-shutdown",
+            Why::GuestPoweredOff => ReasonCode::GuestPoweroff,
+            Why::LegacyShutdown => ReasonCode::LegacyPoweroff,
+            Why::NeverNegotiated => ReasonCode::NotNegotiated,
+            Why::NoShutdown => ReasonCode::NoShutdown,
+            Why::HostRequested(None) => ReasonCode::HostShutdown,
             Why::HostRequested(Some(reason)) => match reason {
-                Reason::HostQmpQuit => "host-quit",
-                Reason::HostSignal => "host-signal",
-                Reason::HostUi => "host-ui",
-                Reason::HostError => "host-error",
-                Reason::HostQmpSystemReset => "host-reset",
-                _ => "host-other",
+                Reason::HostQmpQuit => ReasonCode::HostQuit,
+                Reason::HostSignal => ReasonCode::HostSignal,
+                Reason::HostUi => ReasonCode::HostUi,
+                Reason::HostError => ReasonCode::HostError,
+                Reason::HostQmpSystemReset => ReasonCode::HostReset,
+                _ => ReasonCode::HostOther,
             },
-            Why::GuestReset => "guest-reset",
-            Why::GuestPanicked => "guest-panic",
-            Why::PowerButton => "host-acpi",
-            Why::Paused => "paused",
-            Why::OtherReason(_) => "other-reason",
-            Why::HostIntent => "host-intent",
+            Why::GuestReset => ReasonCode::GuestReset,
+            Why::GuestPanicked => ReasonCode::GuestPanic,
+            Why::PowerButton => ReasonCode::HostAcpi,
+            Why::Paused => ReasonCode::Paused,
+            Why::OtherReason(_) => ReasonCode::OtherReason,
+            Why::HostIntent => ReasonCode::HostIntent,
         }
     }
 }
 
-/// Every reason code, whether it is a user shutdown, and the rule behind
-/// it (for `--help`-style listings, README and the man page; a unit test
-/// keeps it in step with [`Why::code`]).
-pub const REASONS: &[(&str, bool, &str)] = &[
-    (
-        "guest-poweroff",
-        true,
-        "SHUTDOWN guest=true reason=guest-shutdown (or no reason, QEMU 2.10-3.1), no POWERDOWN pending, no panic, not paused",
-    ),
-    (
-        "legacy-poweroff",
-        true,
-        "QEMU before 2.10 (no guest field): SHUTDOWN, no POWERDOWN pending, not paused",
-    ),
-    (
-        "host-acpi",
-        false,
-        "the guest obeyed the ACPI power button (POWERDOWN before SHUTDOWN, no RESET between)",
-    ),
-    (
-        "host-quit",
-        false,
-        "SHUTDOWN guest=false reason=host-qmp-quit: QMP quit",
-    ),
-    (
-        "host-signal",
-        false,
-        "SHUTDOWN reason=host-signal: SIGTERM, SIGINT or SIGHUP to QEMU",
-    ),
-    (
-        "host-ui",
-        false,
-        "SHUTDOWN reason=host-ui: the display window was closed",
-    ),
-    (
-        "host-error",
-        false,
-        "SHUTDOWN reason=host-error: QEMU hit an error",
-    ),
-    (
-        "host-reset",
-        false,
-        "SHUTDOWN reason=host-qmp-system-reset: a system_reset under -no-reboot",
-    ),
-    (
-        "host-other",
-        false,
-        "SHUTDOWN guest=false with another host reason",
-    ),
-    (
-        "host-shutdown",
-        false,
-        "SHUTDOWN guest=false without a reason (QEMU 2.10-3.1)",
-    ),
-    (
-        "guest-reset",
-        false,
-        "SHUTDOWN reason=guest-reset: the guest rebooted under -no-reboot",
-    ),
-    (
-        "guest-panic",
-        false,
-        "GUEST_PANICKED, or SHUTDOWN reason=guest-panic",
-    ),
-    (
-        "paused",
-        false,
-        "the guest was paused (STOP, or query-status not running) when it shut down",
-    ),
-    (
-        "other-reason",
-        false,
-        "SHUTDOWN guest=true with a reason not the user's (subsystem-reset, or one this kvmd does not know)",
-    ),
-    (
-        "host-intent",
-        false,
-        "the host said beforehand it would stop this QEMU (kvmd expect-stop, kvmd powerdown-all) and the first SHUTDOWN came within that window, whatever it said",
-    ),
-    (
-        "no-shutdown",
-        false,
-        "the connection ended without a SHUTDOWN: QEMU was killed or crashed",
-    ),
-    (
-        "not-negotiated",
-        false,
-        "the connection ended before QMP was negotiated",
-    ),
-];
+/// A verdict's reason code: what operators, scripts, dashboards and hooks
+/// key on. Written out (log lines, `kvmd status` and `kvmd events`, the
+/// metrics' `reason` label, `KVMD_REASON`, the journal, the hooks' state
+/// file) always as [`ReasonCode::as_str`], which serde and [`FromStr`]
+/// use too. Codes are never renamed; a new reason gets a new code, in
+/// [`ReasonCode::ALL`], README's "Reasons" table and kvmd(8) (a test in
+/// `tests/release.rs` holds the two documents to [`ReasonCode::ALL`]).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReasonCode {
+    /// `guest-poweroff`: the guest powered itself off.
+    GuestPoweroff,
+    /// `legacy-poweroff`: QEMU before 2.10, Ganeti's rule.
+    LegacyPoweroff,
+    /// `host-acpi`: the guest obeyed the ACPI power button.
+    HostAcpi,
+    /// `host-quit`: QMP `quit`.
+    HostQuit,
+    /// `host-signal`: a signal to QEMU.
+    HostSignal,
+    /// `host-ui`: the display window was closed.
+    HostUi,
+    /// `host-error`: QEMU hit an error.
+    HostError,
+    /// `host-reset`: `system_reset` under `-no-reboot`.
+    HostReset,
+    /// `host-other`: another host reason.
+    HostOther,
+    /// `host-shutdown`: the host's, without a reason (QEMU 2.10-3.1).
+    HostShutdown,
+    /// `guest-reset`: the guest rebooted under `-no-reboot`.
+    GuestReset,
+    /// `guest-panic`: the guest panicked.
+    GuestPanic,
+    /// `paused`: the guest was paused when it shut down.
+    Paused,
+    /// `other-reason`: a reason not the user's.
+    OtherReason,
+    /// `host-intent`: the host said beforehand it would stop it.
+    HostIntent,
+    /// `no-shutdown`: no SHUTDOWN (a kill or a crash).
+    NoShutdown,
+    /// `not-negotiated`: the connection ended before QMP negotiation.
+    NotNegotiated,
+}
+
+impl ReasonCode {
+    /// Every code, in the order the metrics list them (and README's and
+    /// kvmd(8)'s tables): the user's first, then the host's, then the
+    /// rest.
+    pub const ALL: [ReasonCode; 17] = [
+        ReasonCode::GuestPoweroff,
+        ReasonCode::LegacyPoweroff,
+        ReasonCode::HostAcpi,
+        ReasonCode::HostQuit,
+        ReasonCode::HostSignal,
+        ReasonCode::HostUi,
+        ReasonCode::HostError,
+        ReasonCode::HostReset,
+        ReasonCode::HostOther,
+        ReasonCode::HostShutdown,
+        ReasonCode::GuestReset,
+        ReasonCode::GuestPanic,
+        ReasonCode::Paused,
+        ReasonCode::OtherReason,
+        ReasonCode::HostIntent,
+        ReasonCode::NoShutdown,
+        ReasonCode::NotNegotiated,
+    ];
+
+    /// The code as written everywhere (`guest-poweroff`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::GuestPoweroff => "guest-poweroff",
+            ReasonCode::LegacyPoweroff => "legacy-poweroff",
+            ReasonCode::HostAcpi => "host-acpi",
+            ReasonCode::HostQuit => "host-quit",
+            ReasonCode::HostSignal => "host-signal",
+            ReasonCode::HostUi => "host-ui",
+            ReasonCode::HostError => "host-error",
+            ReasonCode::HostReset => "host-reset",
+            ReasonCode::HostOther => "host-other",
+            ReasonCode::HostShutdown => "host-shutdown",
+            ReasonCode::GuestReset => "guest-reset",
+            ReasonCode::GuestPanic => "guest-panic",
+            ReasonCode::Paused => "paused",
+            ReasonCode::OtherReason => "other-reason",
+            ReasonCode::HostIntent => "host-intent",
+            ReasonCode::NoShutdown => "no-shutdown",
+            ReasonCode::NotNegotiated => "not-negotiated",
+        }
+    }
+
+    /// The verdict a reason makes: the user's only for a guest that
+    /// powered itself off, by either rule. The one place that says so.
+    pub const fn verdict(self) -> VerdictKind {
+        match self {
+            ReasonCode::GuestPoweroff | ReasonCode::LegacyPoweroff => VerdictKind::User,
+            _ => VerdictKind::NotUser,
+        }
+    }
+
+    /// Whether this reason makes a user shutdown.
+    pub const fn is_user(self) -> bool {
+        matches!(self.verdict(), VerdictKind::User)
+    }
+
+    /// The rule behind the code, for listings (README's and kvmd(8)'s
+    /// tables say the same in their own words).
+    pub const fn description(self) -> &'static str {
+        match self {
+            ReasonCode::GuestPoweroff => {
+                "SHUTDOWN guest=true reason=guest-shutdown (or no reason, QEMU 2.10-3.1), no POWERDOWN pending, no panic, not paused"
+            }
+            ReasonCode::LegacyPoweroff => {
+                "QEMU before 2.10 (no guest field): SHUTDOWN, no POWERDOWN pending, not paused"
+            }
+            ReasonCode::HostAcpi => {
+                "the guest obeyed the ACPI power button (POWERDOWN before SHUTDOWN, no RESET between)"
+            }
+            ReasonCode::HostQuit => "SHUTDOWN guest=false reason=host-qmp-quit: QMP quit",
+            ReasonCode::HostSignal => {
+                "SHUTDOWN reason=host-signal: SIGTERM, SIGINT or SIGHUP to QEMU"
+            }
+            ReasonCode::HostUi => "SHUTDOWN reason=host-ui: the display window was closed",
+            ReasonCode::HostError => "SHUTDOWN reason=host-error: QEMU hit an error",
+            ReasonCode::HostReset => {
+                "SHUTDOWN reason=host-qmp-system-reset: a system_reset under -no-reboot"
+            }
+            ReasonCode::HostOther => "SHUTDOWN guest=false with another host reason",
+            ReasonCode::HostShutdown => "SHUTDOWN guest=false without a reason (QEMU 2.10-3.1)",
+            ReasonCode::GuestReset => {
+                "SHUTDOWN reason=guest-reset: the guest rebooted under -no-reboot"
+            }
+            ReasonCode::GuestPanic => "GUEST_PANICKED, or SHUTDOWN reason=guest-panic",
+            ReasonCode::Paused => {
+                "the guest was paused (STOP, or query-status not running) when it shut down"
+            }
+            ReasonCode::OtherReason => {
+                "SHUTDOWN guest=true with a reason not the user's (subsystem-reset, or one this kvmd does not know)"
+            }
+            ReasonCode::HostIntent => {
+                "the host said beforehand it would stop this QEMU (kvmd expect-stop, kvmd powerdown-all) and the first SHUTDOWN came within that window, whatever it said"
+            }
+            ReasonCode::NoShutdown => {
+                "the connection ended without a SHUTDOWN: QEMU was killed or crashed"
+            }
+            ReasonCode::NotNegotiated => "the connection ended before QMP was negotiated",
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Text that is not a word of one of these vocabularies (`FromStr` for
+/// [`ReasonCode`] and [`VerdictKind`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownWord {
+    /// What the text was meant to be (`a reason code`, ...).
+    pub expected: &'static str,
+    /// The text.
+    pub text: String,
+}
+
+impl fmt::Display for UnknownWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not {}: {:?}", self.expected, self.text)
+    }
+}
+
+impl std::error::Error for UnknownWord {}
+
+/// The word of `all` written as `text`: one rule for reading back every
+/// vocabulary, from the same `as_str` that writes it.
+fn word<T: Copy>(
+    all: &[T],
+    as_str: fn(T) -> &'static str,
+    text: &str,
+    expected: &'static str,
+) -> Result<T, UnknownWord> {
+    all.iter()
+        .copied()
+        .find(|&word| as_str(word) == text)
+        .ok_or_else(|| UnknownWord {
+            expected,
+            text: text.to_owned(),
+        })
+}
+
+impl FromStr for ReasonCode {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<ReasonCode, UnknownWord> {
+        word(&ReasonCode::ALL, ReasonCode::as_str, text, "a reason code")
+    }
+}
+
+// Tests (and callers holding text) compare a code with its text directly.
+impl PartialEq<str> for ReasonCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ReasonCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Whether a verdict is a user shutdown, as the verdict is written out:
+/// `user` or `not-user` (status, events, metrics, hooks, the journal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictKind {
+    /// The user shut the guest down from inside; Ganeti leaves it down.
+    User,
+    /// Anything else; Ganeti may restart it.
+    NotUser,
+}
+
+impl VerdictKind {
+    /// `User` for true.
+    pub const fn from_user(user: bool) -> VerdictKind {
+        if user {
+            VerdictKind::User
+        } else {
+            VerdictKind::NotUser
+        }
+    }
+
+    /// Whether this is a user shutdown.
+    pub const fn is_user(self) -> bool {
+        matches!(self, VerdictKind::User)
+    }
+
+    /// `user` or `not-user`, as written everywhere.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::User => "user",
+            VerdictKind::NotUser => "not-user",
+        }
+    }
+
+    /// `user` or `not user`, for people (`kvmd status`, `kvmd doctor`).
+    pub const fn words(self) -> &'static str {
+        match self {
+            VerdictKind::User => "user",
+            VerdictKind::NotUser => "not user",
+        }
+    }
+}
+
+impl fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VerdictKind {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<VerdictKind, UnknownWord> {
+        word(
+            &[VerdictKind::User, VerdictKind::NotUser],
+            VerdictKind::as_str,
+            text,
+            "a verdict (user or not-user)",
+        )
+    }
+}
 
 /// The answer to "who stopped it": a reason, from which whether it was
 /// the user follows. Built only from a [`Why`], so a verdict cannot say
@@ -466,7 +654,12 @@ impl Verdict {
     /// True: the user shut the guest down from inside; Ganeti leaves it
     /// down. False: anything else; Ganeti may restart it.
     pub fn is_user_shutdown(self) -> bool {
-        matches!(self.0, Why::GuestPoweredOff | Why::LegacyShutdown)
+        self.kind().is_user()
+    }
+
+    /// `user` or `not-user`, as written out (its reason code's).
+    pub fn kind(self) -> VerdictKind {
+        self.0.code().verdict()
     }
 
     /// What the verdict rests on (its reason code).
@@ -873,17 +1066,40 @@ mod tests {
         ];
         for why in reasons {
             let code = why.code();
-            let listed = REASONS.iter().find(|(c, ..)| *c == code);
-            let Some((_, user, _)) = listed else {
-                panic!("{code} is not in REASONS");
-            };
-            assert_eq!(*user, Verdict::from(why).is_user_shutdown(), "{code}");
+            assert!(ReasonCode::ALL.contains(&code), "{code} is not in ALL");
+            // The user's verdicts are these two reasons, whatever the codes
+            // say (the rule, independently of `ReasonCode::verdict`).
+            let user = matches!(why, Why::GuestPoweredOff | Why::LegacyShutdown);
+            assert_eq!(user, Verdict::from(why).is_user_shutdown(), "{code}");
         }
         let codes: std::collections::BTreeSet<_> = reasons.iter().map(|w| w.code()).collect();
         assert_eq!(
             codes.len(),
-            REASONS.len(),
-            "a code in REASONS no reason gives"
+            ReasonCode::ALL.len(),
+            "a code in ALL no reason gives"
         );
+    }
+
+    #[test]
+    fn reason_codes_read_back_as_written() {
+        let texts: std::collections::BTreeSet<_> =
+            ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(texts.len(), ReasonCode::ALL.len(), "a code written twice");
+        for code in ReasonCode::ALL {
+            assert_eq!(code.as_str().parse(), Ok(code));
+            assert_eq!(code.to_string(), code.as_str());
+            let json = serde_json::to_string(&code).expect("a code serializes");
+            assert_eq!(json, format!("\"{code}\""));
+            assert_eq!(serde_json::from_str::<ReasonCode>(&json).ok(), Some(code));
+            assert!(!code.description().is_empty());
+        }
+        assert!("guest-shutdown".parse::<ReasonCode>().is_err());
+        for kind in [VerdictKind::User, VerdictKind::NotUser] {
+            assert_eq!(kind.as_str().parse(), Ok(kind));
+            let json = serde_json::to_string(&kind).expect("a verdict serializes");
+            assert_eq!(json, format!("\"{kind}\""));
+        }
+        assert_eq!(VerdictKind::NotUser.as_str(), "not-user");
+        assert!("not user".parse::<VerdictKind>().is_err());
     }
 }

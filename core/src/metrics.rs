@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::control::phase_name;
-use crate::decision::REASONS;
+use crate::decision::ReasonCode;
 use crate::fleet::{Fleet, Phase, WaitFor};
 
 /// What the loop knows that the fleet does not.
@@ -68,9 +68,9 @@ pub fn render(fleet: &Fleet, outside: &Outside) -> String {
         "counter",
         "Verdicts made since kvmd started, by verdict and reason code.",
     );
-    for (code, user, _) in REASONS {
-        let n = counters.verdicts.get(code).copied().unwrap_or(0);
-        let verdict = if *user { "user" } else { "not-user" };
+    for code in ReasonCode::ALL {
+        let n = counters.verdicts.get(code.as_str()).copied().unwrap_or(0);
+        let verdict = code.verdict();
         let _ = writeln!(
             out,
             "kvmd_verdicts_total{{verdict=\"{verdict}\",reason=\"{code}\"}} {n}"

@@ -335,8 +335,9 @@ impl ControlServer {
         ctx: &Context<'_>,
     ) {
         let mut closed = Vec::new();
-        let verdict_of = control::is_verdict(notice)
-            .then(|| control::notice_instance(notice))
+        let verdict_of = notice
+            .is_decision()
+            .then(|| notice.instance().map(ToString::to_string))
             .flatten();
         for (key, client) in self.clients.iter_mut() {
             if let Talk::Awaiting(names) = &mut client.mode {

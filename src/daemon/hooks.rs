@@ -130,7 +130,7 @@ impl HookRunner {
     /// environment, stdin from /dev/null, its own process group, every
     /// descriptor but 0-2 closed, no signal blocked.
     pub fn spawn(&mut self, id: HookId, job: &HookJob, registry: &Registry) -> Result<Qemu, Errno> {
-        let verdict = if job.user { "user" } else { "not-user" };
+        let verdict = job.verdict().as_str();
         let name = job.name.as_os_str();
         let mut command = Command::new(&self.program);
         command

@@ -21,7 +21,7 @@ pub(super) fn entry(record: JournalRecord, clock: &Clock) -> Entry {
             intent,
         } => What::Verdict {
             user: verdict.is_user_shutdown(),
-            reason: verdict.why().code().to_owned(),
+            reason: verdict.why().code().as_str().to_owned(),
             why: verdict.why().to_string(),
             evidence: grounds,
             intent: intent.map(|i| IntentNote {

@@ -35,7 +35,7 @@ use nix::sys::signal::Signal;
 
 use kvmd_core::Errno;
 use kvmd_core::codec::SavedIntent;
-use kvmd_core::control::{Clock, DaemonInfo, Request};
+use kvmd_core::control::{Clock, DaemonInfo, Request, WatchState};
 use kvmd_core::fleet::{
     Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused, Reach,
 };
@@ -162,7 +162,7 @@ impl Daemon {
                 pid: std::process::id(),
                 started: now,
                 ctrl_dir: config.ctrl_dir.clone(),
-                watch: "waiting-for-dir",
+                watch: WatchState::WaitingForDir,
             },
             clock: Clock::new(now, started_wall),
             started_wall,
@@ -315,11 +315,7 @@ impl Daemon {
         } else {
             Follow::Events
         };
-        self.info.watch = match (reach, follow) {
-            (Reach::Away, _) => "waiting-for-dir",
-            (Reach::Reached, Follow::Rescans) => "rescanning",
-            (Reach::Reached, Follow::Events) => "watching",
-        };
+        self.info.watch = WatchState::of(reach, follow);
         self.fleet.handle_dir(now, reach, follow);
         self.carry_out(now);
     }

@@ -3,6 +3,7 @@
 
 use log::{debug, info};
 
+use kvmd_core::control::WatchState;
 use kvmd_core::metrics;
 
 use super::{Daemon, files};
@@ -53,11 +54,11 @@ impl Daemon {
             .count();
         let unwritten = self.fleet.unrecorded().count();
         let mut line = match self.info.watch {
-            "waiting-for-dir" => format!("waiting for {ctrl_dir} to appear"),
-            "rescanning" => {
+            WatchState::WaitingForDir => format!("waiting for {ctrl_dir} to appear"),
+            WatchState::Rescanning => {
                 format!("rescanning {ctrl_dir} (inotify short of watches): {monitored} monitored")
             }
-            _ => format!("watching {ctrl_dir}: {monitored} monitored"),
+            WatchState::Watching => format!("watching {ctrl_dir}: {monitored} monitored"),
         };
         if unwritten > 0 {
             line.push_str(&format!(", {unwritten} verdicts not yet written"));

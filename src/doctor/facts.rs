@@ -14,6 +14,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use serde_json::Value;
 
+use kvmd_core::control::WatchState;
+use kvmd_core::decision::VerdictKind;
+
 /// Bytes as kvmd's log shows them: printable ASCII as is, anything else
 /// escaped (`new\nline`, `vm\xff`), so a hostile name cannot forge a line
 /// or send escape sequences to a terminal.
@@ -244,8 +247,9 @@ pub struct StatusFacts {
     pub pid: u32,
     pub uptime_seconds: u64,
     pub ctrl_dir: String,
-    /// `watching`, `rescanning` or `waiting-for-dir`.
-    pub watch: String,
+    /// How kvmd follows its directory; `None`: a state this doctor does
+    /// not know (or none said).
+    pub watch: Option<WatchState>,
     pub descriptor_shortage: bool,
     pub instances: Vec<StatusInstance>,
     pub given_up: Vec<String>,
@@ -285,7 +289,7 @@ fn text(value: &Value) -> Option<String> {
 fn verdict(v: &Value) -> Option<StatusVerdict> {
     Some(StatusVerdict {
         name: text(&v["name"])?,
-        user: v["verdict"].as_str()? == "user",
+        user: v["verdict"].as_str()?.parse() == Ok(VerdictKind::User),
         reason: text(&v["reason"]).unwrap_or_default(),
         why: text(&v["why"]).unwrap_or_default(),
         age_seconds: v["age_seconds"].as_u64().unwrap_or(0),
@@ -305,7 +309,7 @@ impl StatusFacts {
             pid: u32::try_from(k["pid"].as_u64()?).ok()?,
             uptime_seconds: k["uptime_seconds"].as_u64().unwrap_or(0),
             ctrl_dir: text(&k["ctrl_dir"]).unwrap_or_default(),
-            watch: text(&k["watch"]).unwrap_or_default(),
+            watch: WatchState::from_json(&k["watch"]),
             descriptor_shortage: k["descriptor_shortage"].as_bool().unwrap_or(false),
             instances: list("instances")
                 .iter()

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use kvmd_core::decision::VerdictKind;
 use kvmd_core::timestamp::Rfc3339;
 
 /// The schema version written in every line's `v`.
@@ -225,7 +226,7 @@ fn write_line(entry: &Entry, texts: Option<(&str, &str)>) -> String {
         } => {
             let (why, evidence) = texts.unwrap_or((why, evidence));
             out.push_str(",\"kind\":\"verdict\",\"verdict\":");
-            out.push_str(if *user { "\"user\"" } else { "\"not-user\"" });
+            push_str(&mut out, VerdictKind::from_user(*user).as_str());
             out.push_str(",\"reason\":");
             push_str(&mut out, reason);
             out.push_str(",\"why\":");
@@ -438,9 +439,13 @@ pub fn decode(line: &[u8]) -> Result<Entry, SkipReason> {
     };
     let what = match object.get("kind").and_then(Value::as_str) {
         Some("verdict") => {
-            let user = match object.get("verdict").and_then(Value::as_str) {
-                Some("user") => true,
-                Some("not-user") => false,
+            let user = match object
+                .get("verdict")
+                .and_then(Value::as_str)
+                .map(str::parse::<VerdictKind>)
+            {
+                Some(Ok(VerdictKind::User)) => true,
+                Some(Ok(VerdictKind::NotUser)) => false,
                 _ => return Err(SkipReason::BadField("verdict")),
             };
             let intent = optional(object, "intent", |v| {

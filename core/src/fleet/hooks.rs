@@ -18,7 +18,7 @@ use slab::Slab;
 
 use super::timers::{Backoff, Timer};
 use super::{Action, Fleet, Notice};
-use crate::decision::{REASONS, Verdict};
+use crate::decision::{ReasonCode, Verdict, VerdictKind};
 use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::saved::Qemu;
@@ -46,7 +46,8 @@ pub struct HookJob {
     pub name: InstanceName,
     /// Whether the verdict is a user shutdown.
     pub user: bool,
-    /// The verdict's reason code (one of [`REASONS`]).
+    /// The verdict's reason code, as [`ReasonCode::as_str`] writes it
+    /// (text rather than the enum: what the hook is handed, as is).
     pub reason: &'static str,
     /// The pid of the QEMU that stopped (`KVMD_QEMU_PID`), if known.
     pub qemu_pid: Option<u32>,
@@ -62,7 +63,12 @@ pub struct HookJob {
 impl HookJob {
     /// The reason code as a `&'static str`, if `code` is one.
     pub fn reason_code(code: &str) -> Option<&'static str> {
-        REASONS.iter().find(|(c, ..)| *c == code).map(|(c, ..)| *c)
+        code.parse().ok().map(ReasonCode::as_str)
+    }
+
+    /// `user` or `not-user`, as the hook is told.
+    pub fn verdict(&self) -> VerdictKind {
+        VerdictKind::from_user(self.user)
     }
 }
 
@@ -179,8 +185,8 @@ pub struct HookCounts {
 pub struct HookView {
     /// The instance the verdict is about.
     pub name: InstanceName,
-    /// Whether the verdict is a user shutdown.
-    pub user: bool,
+    /// The verdict the hook is for: the user's or not.
+    pub verdict: VerdictKind,
     /// The verdict's reason code.
     pub reason: &'static str,
     /// Runs started so far.
@@ -219,7 +225,7 @@ impl Fleet {
             for (i, job) in queue.jobs.iter().enumerate() {
                 views.push(HookView {
                     name: name.clone(),
-                    user: job.user,
+                    verdict: job.verdict(),
                     reason: job.reason,
                     attempt: job.attempt,
                     running: i == 0 && matches!(queue.stage, Stage::Running { .. }),
@@ -242,13 +248,10 @@ impl Fleet {
         let Some(hooks) = &mut self.hooks else {
             return;
         };
-        let Some(reason) = HookJob::reason_code(verdict.why().code()) else {
-            return;
-        };
         let job = HookJob {
             name: name.clone(),
             user: verdict.is_user_shutdown(),
-            reason,
+            reason: verdict.why().code().as_str(),
             qemu_pid: qemu.map(|q| q.pid),
             attempt: 0,
             running: None,
@@ -276,7 +279,7 @@ impl Fleet {
         if let Some(old) = superseded {
             self.notify(Notice::HookSuperseded {
                 name: name.clone(),
-                user: old.user,
+                verdict: old.verdict(),
                 reason: old.reason,
             });
         }
@@ -487,7 +490,7 @@ impl Fleet {
         }
         self.notify(Notice::HookEnded {
             name: name.clone(),
-            user: job.user,
+            verdict: job.verdict(),
             reason: job.reason,
             attempt: job.attempt,
             end,

@@ -1,6 +1,9 @@
 //! What the fleet tells an operator, as typed notices: the event loop
 //! turns each into one log line (and, later, into what followers and
-//! metrics see). The wording of each line lives here.
+//! metrics see). The wording of each line lives here, and so does every
+//! question asked of a notice as a whole (its level, its kind, the
+//! instance and verdict it is about), so a new notice is matched in one
+//! file.
 
 use std::fmt;
 use std::io;
@@ -10,7 +13,7 @@ use std::time::Duration;
 use log::Level;
 
 use super::HookEnd;
-use crate::decision::Verdict;
+use crate::decision::{Verdict, VerdictKind};
 use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::qmp::{Event, RunState, Version};
@@ -259,8 +262,8 @@ pub enum Notice {
     HookEnded {
         /// The instance.
         name: InstanceName,
-        /// Whether the verdict is a user shutdown.
-        user: bool,
+        /// The verdict the hook was for: the user's or not.
+        verdict: VerdictKind,
         /// The verdict's reason code.
         reason: &'static str,
         /// Which run it was (1: the first).
@@ -308,8 +311,8 @@ pub enum Notice {
     HookSuperseded {
         /// The instance.
         name: InstanceName,
-        /// Whether the verdict is a user shutdown.
-        user: bool,
+        /// The verdict the hook was for: the user's or not.
+        verdict: VerdictKind,
         /// The verdict's reason code.
         reason: &'static str,
     },
@@ -350,6 +353,89 @@ impl Notice {
             | Notice::Unrecordable { .. }
             | Notice::ExitingUnrecorded { .. } => Level::Error,
         }
+    }
+
+    /// What kind of thing it tells, as `kvmd events` names it (`"kind"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::Monitoring { .. } => "monitoring",
+            Notice::Malformed { .. } => "malformed",
+            Notice::PressRefused { .. } => "press-refused",
+            Notice::Guest { .. } => "guest",
+            Notice::Restored { .. } => "restored",
+            Notice::Ignored { .. } => "ignored",
+            Notice::CannotLook { .. } => "cannot-look",
+            Notice::Unpollable { .. } => "unpollable",
+            Notice::NotMonitored { .. } => "not-monitored",
+            Notice::Decided { .. } => "decided",
+            Notice::RecordedAtLast { .. } => "recorded",
+            Notice::Unrecorded { .. } => "unrecorded",
+            Notice::StillUnrecorded { .. } => "still-unrecorded",
+            Notice::Unrecordable { .. } => "unrecordable",
+            Notice::Moot { .. } => "moot",
+            Notice::OutOfDescriptors { .. } => "out-of-descriptors",
+            Notice::DescriptorsFree => "descriptors-free",
+            Notice::ExitingUnrecorded { .. } => "exiting-unrecorded",
+            Notice::HookEnded { .. } => "hook",
+            Notice::HookSuperseded { .. } => "hook-superseded",
+            Notice::IntentGiven { .. } => "intent-given",
+            Notice::IntentCancelled { .. } => "intent-cancelled",
+            Notice::IntentExpired { .. } => "intent-expired",
+            Notice::PressesStopped { .. } => "presses-stopped",
+        }
+    }
+
+    /// The instance it is about, if one.
+    pub fn instance(&self) -> Option<&InstanceName> {
+        match self {
+            Notice::Monitoring { name, .. }
+            | Notice::Malformed { name, .. }
+            | Notice::PressRefused { name, .. }
+            | Notice::Guest { name, .. }
+            | Notice::Restored { name }
+            | Notice::Ignored { name, .. }
+            | Notice::CannotLook { name, .. }
+            | Notice::Unpollable { name, .. }
+            | Notice::NotMonitored { name, .. }
+            | Notice::Decided { name, .. }
+            | Notice::RecordedAtLast { name, .. }
+            | Notice::Unrecorded { name, .. }
+            | Notice::StillUnrecorded { name, .. }
+            | Notice::Unrecordable { name, .. }
+            | Notice::Moot { name, .. }
+            | Notice::ExitingUnrecorded { name, .. }
+            | Notice::HookEnded { name, .. }
+            | Notice::HookSuperseded { name, .. }
+            | Notice::IntentGiven { name, .. }
+            | Notice::IntentCancelled { name, .. }
+            | Notice::IntentExpired { name, .. }
+            | Notice::PressesStopped { name, .. } => Some(name),
+            Notice::OutOfDescriptors { .. } | Notice::DescriptorsFree => None,
+        }
+    }
+
+    /// The verdict it tells of, if any, with what writing its file did
+    /// when that is known (`kvmd events` adds both to the line).
+    pub fn verdict(&self) -> Option<(Verdict, Option<Outcome>)> {
+        match self {
+            Notice::Decided {
+                verdict, outcome, ..
+            }
+            | Notice::RecordedAtLast {
+                verdict, outcome, ..
+            } => Some((*verdict, Some(*outcome))),
+            Notice::Unrecorded { verdict, .. }
+            | Notice::Unrecordable { verdict, .. }
+            | Notice::Moot { verdict, .. }
+            | Notice::ExitingUnrecorded { verdict, .. } => Some((*verdict, None)),
+            _ => None,
+        }
+    }
+
+    /// Whether it is the verdict of its instance's QEMU (decided, written
+    /// or not): what `powerdown-all` waits for.
+    pub fn is_decision(&self) -> bool {
+        matches!(self, Notice::Decided { .. } | Notice::Unrecorded { .. })
     }
 
     /// The log line (without its prefix); `ctrl_dir` names the directory
@@ -565,14 +651,13 @@ impl fmt::Display for Line<'_> {
             }
             Notice::HookEnded {
                 name,
-                user,
+                verdict,
                 reason,
                 attempt,
                 end,
                 took,
                 retry_in,
             } => {
-                let verdict = if *user { "user" } else { "not-user" };
                 let ms = took.as_millis();
                 write!(
                     f,
@@ -595,8 +680,11 @@ impl fmt::Display for Line<'_> {
                     None => write!(f, "; not tried again"),
                 }
             }
-            Notice::HookSuperseded { name, user, reason } => {
-                let verdict = if *user { "user" } else { "not-user" };
+            Notice::HookSuperseded {
+                name,
+                verdict,
+                reason,
+            } => {
                 write!(
                     f,
                     "{name}: the hook for {verdict} ({reason}) waited behind another and a newer \

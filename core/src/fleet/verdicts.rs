@@ -78,7 +78,7 @@ impl Fleet {
         *self
             .counters
             .verdicts
-            .entry(verdict.why().code())
+            .entry(verdict.why().code().as_str())
             .or_default() += 1;
         self.history.push(PastVerdict {
             name: instance.name.clone(),

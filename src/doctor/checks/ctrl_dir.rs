@@ -1,6 +1,8 @@
 //! `ctrl-dir.*` and `inotify.*`: the control directory, and what kvmd
 //! needs to watch it.
 
+use kvmd_core::control::WatchState;
+
 use super::{Found, PROBE_SECONDS};
 use crate::doctor::facts::{DirFacts, Facts, FsKind, InotifyFacts, Mode, Probed};
 use crate::doctor::findings::{Check, Finding};
@@ -142,8 +144,8 @@ pub(super) fn ctrl_dir(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>
 pub(super) fn inotify(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>) {
     let needed = facts.watches_needed;
     if let Found::Kvmd { status, .. } = running {
-        match status.watch.as_str() {
-            "rescanning" => {
+        match status.watch {
+            Some(WatchState::Rescanning) => {
                 out.push(
                     Finding::fail(
                         Check::InotifyWatches,
@@ -161,7 +163,7 @@ pub(super) fn inotify(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding>)
                 );
                 return;
             }
-            "watching" => {
+            Some(WatchState::Watching) => {
                 out.push(Finding::ok(
                     Check::InotifyWatches,
                     format!("kvmd has the {needed} inotify watches it needs"),

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvmd_core::control::age;
+use kvmd_core::decision::VerdictKind;
 
 use super::{Found, INSTANCE_LIST, PROBE_SECONDS};
 use crate::doctor::facts::{
@@ -132,7 +133,7 @@ pub(super) fn instances(facts: &Facts, running: Found<'_>, out: &mut Vec<Finding
             out.push(about(f));
         }
         if let Some(v) = verdict {
-            let verdict = if v.user { "user" } else { "not user" };
+            let verdict = VerdictKind::from_user(v.user).words();
             let said = format!(
                 "last verdict {} ago: {verdict} ({}): {}; {shown}.shutdown {}",
                 age(std::time::Duration::from_secs(v.age_seconds)),

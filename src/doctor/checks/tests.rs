@@ -1,6 +1,8 @@
 //! The checks, case by case, on made-up facts: each test starts from a
 //! node where everything is right and breaks one thing.
 
+use kvmd_core::control::WatchState;
+
 use super::*;
 use crate::doctor::facts::{
     Adoption, DaemonFacts, DaemonFlags, DirFacts, Diversion, Entries, Entry, EntryKind, Exe,
@@ -34,7 +36,7 @@ fn status() -> StatusFacts {
         pid: 100,
         uptime_seconds: 60,
         ctrl_dir: CTRL.to_owned(),
-        watch: "watching".to_owned(),
+        watch: Some(WatchState::Watching),
         descriptor_shortage: false,
         instances: vec![StatusInstance {
             name: "vm1".to_owned(),
@@ -831,7 +833,7 @@ fn fs_kind_ext4() -> FsKind {
 #[test]
 fn inotify_limits_against_what_kvmd_needs() {
     let mut facts = healthy();
-    status_mut(&mut facts).watch = "rescanning".to_owned();
+    status_mut(&mut facts).watch = Some(WatchState::Rescanning);
     assert_finding(
         &facts,
         Check::InotifyWatches,
