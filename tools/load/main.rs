@@ -545,13 +545,18 @@ fn kvmd_command(program: &Path, ctrl: &Path, work: &Path) -> Command {
         c.arg("-d");
     }
     // With Ganeti's control directory the journal would go to
-    // /var/lib/kvmd; the measurement keeps it in its own directory.
+    // /var/lib/kvmd; the measurement keeps it in its own directory, on the
+    // same disk (`LOAD_JOURNAL_DIR` puts it elsewhere, e.g. on a tmpfs to
+    // see what its fsync costs).
     c.arg("--pid-file")
         .arg(work.join("kvmd.pid"))
         .arg("--log-file")
         .arg(work.join("kvmd.log"))
         .arg("--journal-dir")
-        .arg(work.join("journal"));
+        .arg(
+            std::env::var_os("LOAD_JOURNAL_DIR")
+                .map_or_else(|| work.join("journal"), PathBuf::from),
+        );
     c
 }
 
