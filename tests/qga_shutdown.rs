@@ -108,22 +108,28 @@ fn answering_agent(path: &Path, asked: mpsc::Sender<()>) -> std::thread::JoinHan
     })
 }
 
-fn agent_like_guest(world: &World, qemu: &Path, name: &str) -> Guest {
-    let image = world.image(name, &[program::WAIT_KEY, program::POWER_OFF]);
-    Guest::start(qemu, &world.ctrl, name, &image, Options::default())
+/// `vm1`, a guest that powers itself off when a key is pressed (as it
+/// would when its agent is told to), running and monitored by a kvmd;
+/// `None` where QEMU or Python is missing (a failure under CI).
+fn running_guest() -> Option<(World, Daemon, Guest)> {
+    let qemu = qemu()?;
+    if !have_python() {
+        return None;
+    }
+    let world = World::new();
+    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
+    let image = world.image("vm1", &[program::WAIT_KEY, program::POWER_OFF]);
+    let mut guest = Guest::start(&qemu, &world.ctrl, "vm1", &image, Options::default());
+    daemon.wait_monitoring("vm1");
+    guest.cont();
+    Some((world, daemon, guest))
 }
 
 #[test]
 fn the_agent_is_asked_only_after_it_answered_and_kvmd_took_the_intent() {
-    let Some(qemu) = qemu() else { return };
-    if !have_python() {
+    let Some((world, daemon, mut guest)) = running_guest() else {
         return;
-    }
-    let world = World::new();
-    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
-    let mut guest = agent_like_guest(&world, &qemu, "vm1");
-    daemon.wait_monitoring("vm1");
-    guest.cont();
+    };
     let agent = world.tmp.path().join("vm1.qga");
     let (asked, shutdown) = mpsc::channel();
     let stub = answering_agent(&agent, asked);
@@ -156,15 +162,9 @@ fn the_agent_is_asked_only_after_it_answered_and_kvmd_took_the_intent() {
 
 #[test]
 fn no_intent_is_given_for_a_guest_whose_agent_does_not_answer() {
-    let Some(qemu) = qemu() else { return };
-    if !have_python() {
+    let Some((world, daemon, mut guest)) = running_guest() else {
         return;
-    }
-    let world = World::new();
-    let daemon = Daemon::start(&world.ctrl, world.tmp.path());
-    let mut guest = agent_like_guest(&world, &qemu, "vm1");
-    daemon.wait_monitoring("vm1");
-    guest.cont();
+    };
 
     // QEMU takes the connection whether an agent runs in the guest or
     // not; without one, nothing comes back.

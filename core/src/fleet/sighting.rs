@@ -112,10 +112,9 @@ impl Fleet {
             look,
             Look::Socket { .. } | Look::Other { .. } | Look::Absent
         );
-        let awaited = self
-            .awaiting_intents
-            .contains_key(&name)
-            .then(|| name.clone());
+        let awaited = (!self.awaiting_intents.is_empty()
+            && self.awaiting_intents.contains_key(&name))
+        .then(|| name.clone());
         match look {
             Look::Socket { id, owner } if self.trusted_owners.contains(&owner) => {
                 // A socket created again under the name while the old one
