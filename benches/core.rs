@@ -11,20 +11,35 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kvmd::watch::{Change, Watcher};
-use kvmd_core::decision::{Evidence, decide};
-use kvmd_core::fleet::Outcome;
-use kvmd_core::fleet::{Action, Connected, Fleet, Follow, InstanceKey, Look, Purpose, Reach};
+use kvmd_core::Errno;
+use kvmd_core::decision::{Evidence, Verdict, decide};
+use kvmd_core::fleet::{
+    ConnectError, Connected, Fleet, Follow, HookId, HookJob, HookSignal, Host, InstanceKey, Intent,
+    JournalRecord, Look, Notice, Outcome, Purpose, Reach, RecordError, VerdictKey, carry_out,
+};
 use kvmd_core::name::InstanceName;
-use kvmd_core::qmp::{Connection, Event, Output};
-use kvmd_core::saved::SocketId;
+use kvmd_core::qmp::{Command, Connection, Event, Output};
+use kvmd_core::saved::{Qemu, Saved, SocketId};
 
-const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"Debian 1:7.2+dfsg-7+deb12u18+b3\"}, \"capabilities\": [\"oob\"]}}\r\n";
-const REPLIES: &[u8] = b"{\"return\": {}}\r\n{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n";
-/// What a guest rebooting in a loop makes QEMU send, as fast as it can.
-const RESET: &[u8] = b"{\"timestamp\": {\"seconds\": 1795526780, \"microseconds\": 400293}, \"event\": \"RESET\", \"data\": {\"guest\": true, \"reason\": \"guest-reset\"}}\r\n";
-/// The ACPI button obeyed, and a user poweroff.
-const ENDINGS: &[u8] = b"{\"timestamp\": {\"seconds\": 1795526781, \"microseconds\": 1}, \"event\": \"POWERDOWN\"}\r\n\
-{\"timestamp\": {\"seconds\": 1795526782, \"microseconds\": 2}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}\r\n";
+use kvmd_core::test_kit::{
+    DEBIAN_12_GREETING_LINE as GREETING, POWERDOWN_LINE, RESET_LINE as RESET, RETURN_LINE,
+    STATUS_RUNNING_LINE, USER_OFF_LINE,
+};
+
+/// A guest's life as QEMU tells it: negotiated, rebooted twice, the ACPI
+/// button obeyed, and a user poweroff.
+fn life() -> Vec<u8> {
+    [
+        GREETING,
+        RETURN_LINE,
+        STATUS_RUNNING_LINE,
+        RESET,
+        RESET,
+        POWERDOWN_LINE,
+        USER_OFF_LINE,
+    ]
+    .concat()
+}
 
 /// The daemon reads up to 64 KiB at a time.
 const READ: usize = 64 * 1024;
@@ -39,7 +54,8 @@ fn negotiated() -> (Connection, Evidence) {
         }
     };
     conn.handle_bytes(GREETING, &mut sink);
-    conn.handle_bytes(REPLIES, &mut sink);
+    conn.handle_bytes(RETURN_LINE, &mut sink);
+    conn.handle_bytes(STATUS_RUNNING_LINE, &mut sink);
     (conn, evidence)
 }
 
@@ -87,7 +103,7 @@ fn storm(c: &mut Criterion) {
 
 fn lifecycle(c: &mut Criterion) {
     // One guest's whole life: greeting to decision.
-    let transcript = [GREETING, REPLIES, RESET, RESET, ENDINGS].concat();
+    let transcript = life();
     let mut group = c.benchmark_group("lifecycle");
     group.throughput(Throughput::Elements(1));
     group.bench_function("greeting_to_verdict", |b| {
@@ -102,59 +118,131 @@ fn lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
-/// Carries out a fleet's actions as the loop does, answering every question
-/// as a healthy node would; returns the key of a connect, if one was asked.
-fn drain(fleet: &mut Fleet, now: Instant) -> Option<InstanceKey> {
-    let mut connected = None;
-    while let Some(action) = fleet.poll_action() {
-        match action {
-            Action::Look { name, purpose } => {
-                let look = match purpose {
-                    Purpose::Attach => Look::Socket {
-                        id: SocketId { dev: 1, ino: 1 },
-                        owner: 0,
-                    },
-                    _ => Look::Absent,
-                };
-                fleet.handle_looked(now, name, purpose, look);
-            }
-            Action::Connect { key, .. } => {
-                let ok = Connected {
-                    qemu: None,
-                    saved: None,
-                };
-                fleet.handle_connect(now, key, Ok(ok));
-                connected = Some(key);
-            }
-            Action::Record { key, .. } => {
-                fleet.handle_recorded(now, key, Ok(Outcome::Created));
-            }
-            other => {
-                black_box(other);
-            }
+/// A fleet on a healthy node: every question answered as the loop would
+/// find things (the socket there, the connect made, the file written),
+/// every order taken and dropped.
+struct HealthyNode {
+    fleet: Fleet,
+    /// The key of the last connect made.
+    connected: Option<InstanceKey>,
+}
+
+impl HealthyNode {
+    fn new(now: Instant) -> HealthyNode {
+        let mut fleet = Fleet::new(vec![0]);
+        fleet.handle_dir(now, Reach::Reached, Follow::Events);
+        HealthyNode {
+            fleet,
+            connected: None,
         }
     }
-    connected
+
+    /// Carries out the fleet's actions; says the key of a connect made.
+    fn drain(&mut self, now: Instant) -> Option<InstanceKey> {
+        self.connected = None;
+        carry_out(self, now);
+        self.connected
+    }
+}
+
+impl Host for HealthyNode {
+    fn fleet(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
+    fn look(&mut self, _: Instant, _: &InstanceName, purpose: Purpose) -> Look {
+        match purpose {
+            Purpose::Attach => Look::Socket {
+                id: SocketId { dev: 1, ino: 1 },
+                owner: 0,
+            },
+            _ => Look::Absent,
+        }
+    }
+
+    fn connect(
+        &mut self,
+        _: Instant,
+        key: InstanceKey,
+        _: &InstanceName,
+        _: SocketId,
+    ) -> Result<Connected, ConnectError> {
+        self.connected = Some(key);
+        Ok(Connected {
+            qemu: None,
+            saved: None,
+        })
+    }
+
+    fn record(
+        &mut self,
+        _: Instant,
+        _: VerdictKey,
+        _: &InstanceName,
+        _: Verdict,
+    ) -> Result<Outcome, RecordError> {
+        Ok(Outcome::Created)
+    }
+
+    fn run_hook(&mut self, _: Instant, _: HookId, _: &HookJob) -> Result<Qemu, Errno> {
+        Err(Errno::ENOENT)
+    }
+
+    fn transmit(&mut self, _: InstanceKey, command: Command) {
+        black_box(command);
+    }
+
+    fn close(&mut self, _: InstanceKey) {}
+
+    fn save_state(&mut self, _: InstanceName, saved: Saved) {
+        black_box(saved);
+    }
+
+    fn remove_state(&mut self, _: InstanceName) {}
+
+    fn save_intent(&mut self, _: Instant, _: InstanceName, intent: Intent) {
+        black_box(intent);
+    }
+
+    fn remove_intent(&mut self, _: InstanceName) {}
+
+    fn save_hooks(&mut self, _: InstanceName, jobs: Vec<HookJob>) {
+        black_box(jobs);
+    }
+
+    fn signal_hook(&mut self, _: HookId, _: HookSignal) {}
+
+    fn journal(&mut self, _: Instant, record: JournalRecord) {
+        black_box(record);
+    }
+
+    fn rescan(&mut self, _: Instant) {}
+
+    fn notify(&mut self, _: Instant, notice: Notice) {
+        black_box(notice);
+    }
+
+    fn report(&mut self, _: Instant) {}
 }
 
 fn fleet(c: &mut Criterion) {
     let now = Instant::now();
     let name = InstanceName::new(std::ffi::OsStr::new("vm1")).expect("name");
-    let transcript = [GREETING, REPLIES, RESET, RESET, ENDINGS].concat();
+    let transcript = life();
     let mut group = c.benchmark_group("fleet");
     group.throughput(Throughput::Elements(1));
     // Socket created → looked at → connected → greeting to SHUTDOWN → hang-up
     // → verdict written: every step the loop hands the policy core.
     group.bench_function("socket_to_recorded", |b| {
-        let mut fleet = Fleet::new(vec![0]);
-        fleet.handle_dir(now, Reach::Reached, Follow::Events);
+        let mut node = HealthyNode::new(now);
         b.iter(|| {
-            fleet.handle_change(now, kvmd_core::fleet::Change::Created(name.clone()));
-            let key = drain(&mut fleet, now).expect("connected");
-            fleet.handle_bytes(now, key, black_box(&transcript));
-            drain(&mut fleet, now);
-            fleet.handle_hangup(now, key);
-            drain(&mut fleet, now);
+            node.fleet
+                .handle_change(now, kvmd_core::fleet::Change::Created(name.clone()));
+            let key = node.drain(now).expect("connected");
+            node.fleet.handle_bytes(now, key, black_box(&transcript));
+            node.drain(now);
+            node.fleet.handle_hangup(now, key);
+            node.drain(now);
         });
     });
     group.finish();
@@ -163,17 +251,23 @@ fn fleet(c: &mut Criterion) {
     let mut group = c.benchmark_group("fleet_storm");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("events", |b| {
-        let mut fleet = Fleet::new(vec![0]);
-        fleet.handle_dir(now, Reach::Reached, Follow::Events);
-        fleet.handle_change(now, kvmd_core::fleet::Change::Created(name.clone()));
-        let key = drain(&mut fleet, now).expect("connected");
-        fleet.handle_bytes(now, key, [GREETING, REPLIES].concat().as_slice());
-        drain(&mut fleet, now);
+        let mut node = HealthyNode::new(now);
+        node.fleet
+            .handle_change(now, kvmd_core::fleet::Change::Created(name.clone()));
+        let key = node.drain(now).expect("connected");
+        node.fleet.handle_bytes(
+            now,
+            key,
+            [GREETING, RETURN_LINE, STATUS_RUNNING_LINE]
+                .concat()
+                .as_slice(),
+        );
+        node.drain(now);
         b.iter(|| {
             for chunk in black_box(&bytes).chunks(READ) {
-                fleet.handle_bytes(now, key, chunk);
+                node.fleet.handle_bytes(now, key, chunk);
             }
-            drain(&mut fleet, now);
+            node.drain(now);
         });
     });
     group.finish();

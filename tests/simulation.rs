@@ -332,13 +332,14 @@ use kvmd_core::decision::{Carried, Evidence, Expected, Verdict, Why, decide_expe
 use kvmd_core::errno::Errno;
 use kvmd_core::fleet::Outcome;
 use kvmd_core::fleet::{
-    Action, Change, ConnectError, Connected, Fleet, Follow, GiveUp, InstanceKey, Intent,
-    IntentRefused, IntentState, Look, MAX_WINDOW, Notice, Phase, Pressed, Presses, Purpose, Reach,
-    RecordError, Timer, VerdictKey,
+    Answer, Change, ConnectError, Connected, Fleet, Follow, GiveUp, HookId, HookJob, HookSignal,
+    Host, InstanceKey, Intent, IntentRefused, IntentState, JournalRecord, Look, MAX_WINDOW, Notice,
+    Phase, Pressed, Presses, Purpose, Reach, RecordError, Timer, VerdictKey,
 };
 use kvmd_core::name::InstanceName;
 use kvmd_core::qmp::{Command, Event, MAX_ASKED, Reason};
 use kvmd_core::saved::{Qemu, Saved, SocketId};
+use kvmd_core::test_kit;
 
 // --- Parameters -------------------------------------------------------------
 

@@ -17,6 +17,8 @@
 //! - [`metrics`]: the metrics file's text.
 //! - [`errno`]: the adapters' failures as the core carries them.
 //! - [`timestamp`]: wall-clock times as text.
+//! - `test_kit` (feature `test-kit`): what QEMU sends, for tests and
+//!   benches.
 
 #![warn(unreachable_pub)]
 #![deny(missing_docs)]
@@ -30,6 +32,8 @@ pub mod metrics;
 pub mod name;
 pub mod qmp;
 pub mod saved;
+#[cfg(any(test, feature = "test-kit"))]
+pub mod test_kit;
 pub mod timestamp;
 
 pub use errno::Errno;

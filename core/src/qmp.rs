@@ -738,10 +738,10 @@ mod tests {
             .collect()
     }
 
-    const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"Debian 1:7.2+dfsg-7+deb12u18\"}, \"capabilities\": [\"oob\"]}}\r\n";
-    const RETURN: &[u8] = b"{\"return\": {}}\r\n";
-    const STATUS_RUNNING: &[u8] =
-        b"{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n";
+    use crate::test_kit::{
+        DEBIAN_12_GREETING_LINE as GREETING, RETURN_LINE as RETURN,
+        STATUS_RUNNING_LINE as STATUS_RUNNING,
+    };
     const V72: Version = Version {
         major: 7,
         minor: 2,

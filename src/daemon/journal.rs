@@ -50,7 +50,7 @@ impl Daemon {
     /// Appends a record (fsync'd). A journal that cannot be written is an
     /// ERROR once, until it can again; the verdict is decided and written
     /// all the same.
-    pub(super) fn journal(&mut self, record: JournalRecord) {
+    pub(super) fn append_to_journal(&mut self, record: JournalRecord) {
         let name = record.name.clone();
         let entry = entry(record, &self.clock);
         match self.journal.append(&entry) {

@@ -6,7 +6,7 @@
 //! fleet's next deadline; read `now` once; hand each readiness to the
 //! watcher, the signal reader or a connection's transport, and what comes
 //! of it to the fleet; fire the fleet's due timers; then carry out the
-//! fleet's actions in order, answering each question at once.
+//! fleet's actions ([`host`], driven by [`carry_out`]).
 //!
 //! Tokens: [`INOTIFY`] and [`SIGNALS`] are fixed; a connection's token is
 //! its instance's key plus [`FIRST_CONNECTION`]. An idle daemon sleeps in
@@ -18,6 +18,7 @@ mod control;
 mod error;
 mod files;
 mod hooks;
+mod host;
 mod journal;
 mod notify;
 mod report;
@@ -28,16 +29,14 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
-use kvmd_core::Errno;
-use kvmd_core::codec::SavedIntent;
 use kvmd_core::control::{Clock, DaemonInfo, Request, WatchState};
 use kvmd_core::fleet::{
-    Action, Change, Connected, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused, Reach,
+    Change, Fleet, Follow, HookPolicy, InstanceKey, IntentRefused, Reach, carry_out,
 };
 use kvmd_core::name::InstanceName;
 use kvmd_core::saved::Qemu;
@@ -187,7 +186,7 @@ impl Daemon {
         self.crawl(now);
         // Every state file whose socket is not monitored now is stale.
         self.fleet.handle_state_files(self.state.instances());
-        self.carry_out(now);
+        carry_out(self, now);
         self.restore_intents(now);
         // Hooks a killed kvmd had not finished run again (or wait, kept,
         // for --on-verdict to be given again).
@@ -203,11 +202,11 @@ impl Daemon {
                 jobs.iter().for_each(hooks::end_orphan);
             }
             self.fleet.handle_hook_files(now, files);
-            self.carry_out(now);
+            carry_out(self, now);
         }
         self.dir.close();
         // Every socket there was is attached or queued: ready.
-        self.report();
+        self.write_report();
         self.notifier.send("READY=1");
         loop {
             let timeout = if self.backlog.is_empty() {
@@ -239,7 +238,7 @@ impl Daemon {
                         if let Some(signal) = self.signals.handle_readable() {
                             self.notifier.send("STOPPING=1");
                             self.fleet.handle_exit();
-                            self.carry_out(now);
+                            carry_out(self, now);
                             return Ok(signal);
                         }
                     }
@@ -254,7 +253,7 @@ impl Daemon {
                             .and_then(|h| h.handle(token, self.poll.registry()));
                         if let Some((id, exit)) = ended {
                             self.fleet.handle_hook_exited(now, id, exit);
-                            self.carry_out(now);
+                            carry_out(self, now);
                         }
                     }
                     token if self.control.owns(token) => {
@@ -280,7 +279,7 @@ impl Daemon {
             // that went away is not sent.
             self.abandon_orders(now);
             self.fleet.handle_timeout(now);
-            self.carry_out(now);
+            carry_out(self, now);
             self.dir.close();
         }
     }
@@ -303,7 +302,7 @@ impl Daemon {
         }
         for change in changes {
             self.fleet.handle_change(now, change);
-            self.carry_out(now);
+            carry_out(self, now);
         }
         let reach = if self.watcher.is_watching() {
             Reach::Reached
@@ -317,7 +316,7 @@ impl Daemon {
         };
         self.info.watch = WatchState::of(reach, follow);
         self.fleet.handle_dir(now, reach, follow);
-        self.carry_out(now);
+        carry_out(self, now);
     }
 
     /// Services one connection: on its poll event, or from the backlog.
@@ -348,7 +347,7 @@ impl Daemon {
                 self.fleet.handle_hangup(now, key);
             }
         }
-        self.carry_out(now);
+        carry_out(self, now);
         self.sync_interest(key);
     }
 
@@ -363,95 +362,6 @@ impl Daemon {
             && let Some(name) = self.fleet.name(key)
         {
             debug!("{name}: reregister: {e}");
-        }
-    }
-
-    /// Carries out the fleet's actions in order, answering each question
-    /// before the next action is taken.
-    fn carry_out(&mut self, now: Instant) {
-        while let Some(action) = self.fleet.poll_action() {
-            match action {
-                Action::Look { name, purpose } => {
-                    let look = files::look(&mut self.dir, &self.watcher, &name);
-                    self.fleet.handle_looked(now, name, purpose, look);
-                }
-                Action::Connect { key, name, socket } => {
-                    let result = files::connect(&mut self.dir, &self.watcher, &name, socket)
-                        .and_then(|stream| self.register(key, stream))
-                        .map(|qemu| Connected {
-                            qemu,
-                            saved: self.state.load(&name),
-                        });
-                    self.fleet.handle_connect(now, key, result);
-                }
-                Action::Transmit { key, command } => {
-                    if let Some(t) = self.transport(key) {
-                        t.send(command.as_bytes());
-                    }
-                    self.sync_interest(key);
-                }
-                Action::Close { key } => {
-                    if let Some(mut t) = self.transports.get_mut(key.0).and_then(Option::take) {
-                        let _ = self.poll.registry().deregister(&mut t.stream);
-                    }
-                }
-                Action::Record { key, name, verdict } => {
-                    let result = files::record(&mut self.dir, &self.watcher, &name, verdict);
-                    self.fleet.handle_recorded(now, key, result);
-                }
-                Action::SaveState { name, saved } => {
-                    if let Err(e) = self.state.save(&name, &saved) {
-                        error!("{name}: {e}; a daemon restart would lose what it saw");
-                    }
-                }
-                Action::RemoveState { name } => self.state.remove(&name),
-                Action::SaveIntent { name, intent } => {
-                    let clock = self.clock;
-                    let saved = SavedIntent::from_intent(&intent, |at| clock.wall(at));
-                    if let Err(e) = self.state.save_intent(&name, &saved) {
-                        error!("{name}: {e}; a kvmd restart would forget the intent");
-                    }
-                }
-                Action::RemoveIntent { name } => self.state.remove_intent(&name),
-                Action::Journal(record) => self.journal(record),
-                Action::Rescan => self.crawl(now),
-                Action::Report => self.report(),
-                Action::RunHook { id, job } => {
-                    let result = match &mut self.hooks {
-                        Some(runner) => runner.spawn(id, &job, self.poll.registry()),
-                        None => Err(Errno::ENOENT),
-                    };
-                    self.fleet.handle_hook_spawned(now, id, result);
-                }
-                Action::SignalHook { id, signal } => {
-                    if let Some(runner) = &mut self.hooks {
-                        runner.signal(id, signal);
-                    }
-                }
-                Action::SaveHooks { name, jobs } => {
-                    if let Err(e) = self.state.save_hooks(&name, &jobs) {
-                        error!("{name}: {e}; a kvmd restart would not run its hook again");
-                    }
-                }
-                Action::Notify(notice) => {
-                    let ctrl_dir = self.watcher.ctrl_dir_path();
-                    let line = notice.line(ctrl_dir);
-                    log::log!(notice.level(), "{line}");
-                    if self.control.has_followers() {
-                        let message = line.to_string();
-                        let event =
-                            kvmd_core::control::event_line(&notice, &message, self.clock.wall(now));
-                        let ctx = Context {
-                            fleet: &self.fleet,
-                            info: &self.info,
-                            clock: self.clock,
-                            now,
-                        };
-                        self.control
-                            .broadcast(&notice, &event, self.poll.registry(), &ctx);
-                    }
-                }
-            }
         }
     }
 
@@ -471,7 +381,7 @@ impl Daemon {
         }
         if !intents.is_empty() {
             self.fleet.handle_intent_files(now, intents);
-            self.carry_out(now);
+            carry_out(self, now);
         }
     }
 
@@ -480,7 +390,7 @@ impl Daemon {
     fn carry_out_orders(&mut self, now: Instant) {
         for (client, request) in self.control.take_orders() {
             let answer = self.order(now, request);
-            self.carry_out(now);
+            carry_out(self, now);
             let ctx = Context {
                 fleet: &self.fleet,
                 info: &self.info,
@@ -505,7 +415,7 @@ impl Daemon {
             return;
         }
         self.fleet.handle_orders_abandoned(now, &names);
-        self.carry_out(now);
+        carry_out(self, now);
     }
 
     fn order(&mut self, now: Instant, request: Request) -> Answer {

@@ -10,7 +10,7 @@ use super::{Daemon, files};
 
 impl Daemon {
     /// Tells what changed: the metrics file, and systemd's status line.
-    pub(super) fn report(&mut self) {
+    pub(super) fn write_report(&mut self) {
         if let Some(path) = &self.metrics_file {
             let outside = metrics::Outside {
                 started: self.started_wall,

@@ -15,49 +15,13 @@ use std::thread::JoinHandle;
 
 use super::{DEADLINE, wait_until};
 
-/// QEMU 7.2's greeting, the first thing it sends on every connection.
-pub const GREETING: &str = "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}";
-/// The success reply to `qmp_capabilities` (and to most commands).
-pub const RETURN: &str = "{\"return\": {}}";
-/// The reply to `query-status` for a running guest.
-pub const STATUS_RUNNING: &str =
-    "{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}";
-/// What QEMU says when a command is refused.
-pub const ERROR: &str = "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command qmp_capabilities has not been found\"}}";
-
-/// Everything QEMU sends in a negotiation, in order: greeting, the reply
-/// to `qmp_capabilities`, the reply to `query-status` (running). A peer
-/// may send these without reading kvmd's commands: the replies are
-/// matched by the conversation's state, not by the command read.
-pub const NEGOTIATION: [&str; 3] = [GREETING, RETURN, STATUS_RUNNING];
-
-/// The guest powered itself off: the one user shutdown.
-pub const USER_OFF: &str = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}";
-/// QMP `quit` by the host: not a user shutdown.
-pub const HOST_QUIT: &str = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}}";
-/// The administrator's ACPI power button.
-pub const POWERDOWN: &str =
-    "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"POWERDOWN\"}";
-/// The guest rebooted (QEMU runs on).
-pub const RESET: &str = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"RESET\", \"data\": {\"guest\": true, \"reason\": \"guest-reset\"}}";
-/// The host paused the guest.
-pub const STOP: &str =
-    "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"STOP\"}";
-/// The guest runs again.
-pub const RESUME: &str =
-    "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"RESUME\"}";
-/// An event the decision ignores (QEMU throttles these; a peer need not).
-pub const RTC_CHANGE: &str = "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"RTC_CHANGE\", \"data\": {\"offset\": 0, \"qom-path\": \"/machine/unattached/device[8]/rtc\"}}";
-
-/// `messages`, each followed by `\r\n`, as one byte string.
-pub fn transcript(messages: &[&str]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for message in messages {
-        bytes.extend_from_slice(message.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes
-}
+// What QEMU sends: the one copy in the core's test kit. Each test crate
+// uses a few (as with the rest of `common`, the others are unused there).
+#[allow(unused_imports)]
+pub use kvmd_core::test_kit::{
+    ERROR, GREETING, HOST_QUIT, NEGOTIATION, POWERDOWN, RESET, RESUME, RETURN, RTC_CHANGE,
+    STATUS_RUNNING, STOP, USER_OFF, transcript,
+};
 
 /// A listening unix socket at `path`, as QEMU's `-qmp unix:PATH,server`.
 pub fn listen(path: &Path) -> UnixListener {

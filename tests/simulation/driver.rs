@@ -430,113 +430,28 @@ impl Simulation {
         }
     }
 
-    /// Carries out the fleet's actions in order, answering each question at
-    /// once.
+    /// Carries out the fleet's actions as the daemon does, through the one
+    /// driver; then checks the intents the model holds.
     pub(super) fn carry_out(&mut self) {
-        while let Some(action) = self.fleet.poll_action() {
-            match action {
-                Action::Look { name, purpose } => {
-                    let look = self.look(&name);
-                    trace!(self, "  {name}: look ({purpose:?}) -> {look:?}");
-                    self.fleet
-                        .handle_looked(self.now, name.clone(), purpose, look);
-                    self.looked(&name, purpose, look);
-                }
-                Action::Connect { key, name, socket } => {
-                    self.last_connect.insert(name.clone(), socket);
-                    let result = self.connect(key, &name, socket);
-                    trace!(self, "  {name}: connect {key:?} {socket:?} -> {result:?}");
-                    let reached = result.as_ref().ok().and_then(|c| c.qemu);
-                    self.fleet.handle_connect(self.now, key, result);
-                    if reached.is_some() {
-                        self.connected_with_intent_over(&name, key);
-                    }
-                    // An intent taken up at start-up for another QEMU goes.
-                    if let Some(reached) = reached
-                        && let Some(held) = self.intents.get(&name)
-                        && held.key == key
-                        && held.intent.qemu.is_some_and(|then| then != reached)
-                    {
-                        trace!(self, "  {name}: the model: kept intent was another QEMU's");
-                        self.intents.remove(&name);
-                        self.stats.intents.dropped += 1;
-                        self.stats.intents.dropped_at_connect += 1;
-                    }
-                }
-                Action::Transmit { key, command } => {
-                    trace!(self, "  transmit {key:?} {command:?}");
-                    match self.conns.get_mut(&key) {
-                        Some(conn) => conn.cmds.push_back(command),
-                        None => self.fail("4", format!("transmit on no connection: {key:?}")),
-                    }
-                    if command == Command::SystemPowerdown {
-                        self.press_sent(key);
-                    }
-                }
-                Action::Close { key } => {
-                    trace!(self, "  close {key:?}");
-                    match self.conns.remove(&key) {
-                        Some(conn) => {
-                            if let Some(q) = self.qemus.get_mut(&conn.qemu) {
-                                q.client = None;
-                            }
-                        }
-                        None => self.fail("4", format!("close of no connection: {key:?}")),
-                    }
-                }
-                Action::Record { key, name, verdict } => self.record_action(key, name, verdict),
-                Action::SaveState { name, saved } => {
-                    trace!(self, "  {name}: save state {:?}", saved.carried);
-                    self.state.insert(name, saved);
-                }
-                Action::RemoveState { name } => {
-                    trace!(self, "  {name}: remove state");
-                    self.state.remove(&name);
-                }
-                Action::Rescan => {
-                    trace!(self, "  rescan");
-                    let changes = self.watcher_crawl();
-                    self.apply(changes);
-                }
-                Action::Notify(notice) => self.notice(notice),
-                // The journal is I/O this model has no part of.
-                Action::Journal(_) => {}
-                Action::SaveIntent { name, intent } => {
-                    trace!(
-                        self,
-                        "  {name}: save intent {:?} by {:?}", intent.state, intent.by
-                    );
-                    self.intent_actions += 1;
-                    self.orphans.remove(&name);
-                    self.intent_files.insert(name, intent);
-                }
-                Action::RemoveIntent { name } => {
-                    trace!(self, "  {name}: remove intent");
-                    self.intent_actions += 1;
-                    self.orphans.remove(&name);
-                    self.intent_files.remove(&name);
-                }
-                Action::RunHook { .. } | Action::SignalHook { .. } | Action::SaveHooks { .. } => {
-                    self.invariant_h_hook_action();
-                }
-                // What the loop does with it (metrics, systemd) is I/O
-                // this model has no part of; counted, for invariant 5.
-                Action::Report => {
-                    trace!(self, "  report");
-                    self.stats.reports += 1;
-                    self.invariant_r_report();
-                }
-            }
-        }
+        let now = self.now;
+        kvmd_core::fleet::carry_out(self, now);
         self.invariant_i2_intents_held();
     }
 
-    pub(super) fn record_action(&mut self, key: VerdictKey, name: Name, verdict: Verdict) {
+    /// A verdict's write, checked against the model (invariants 2, 3, 6).
+    /// One the model cannot account for fails the run, and is written as
+    /// the daemon would.
+    pub(super) fn record_action(
+        &mut self,
+        key: VerdictKey,
+        name: &Name,
+        verdict: Verdict,
+    ) -> Result<Outcome, RecordError> {
         trace!(self, "  {name}: record {key:?} {verdict}");
-        if let Some(seq) = self.awaiting.remove(&name) {
-            self.invariant_2_verdict(key, &name, seq, verdict);
+        if let Some(seq) = self.awaiting.remove(name) {
+            self.invariant_2_verdict(key, name, seq, verdict);
         } else {
-            match self.verdicts.get(&name) {
+            match self.verdicts.get(name) {
                 Some(pending) if pending.key == key && pending.verdict == verdict => {}
                 other => {
                     let other = format!("{other:?}");
@@ -546,20 +461,20 @@ impl Simulation {
                             "{name}: a record nobody decided: {key:?} {verdict}; model: {other}"
                         ),
                     );
-                    return;
+                    return self.write_shutdown_file(name, verdict);
                 }
             }
         }
-        let Some(pending) = self.verdicts.get(&name).copied() else {
-            return;
+        let Some(pending) = self.verdicts.get(name).copied() else {
+            return self.write_shutdown_file(name, verdict);
         };
-        self.invariant_3(&name, pending);
-        let result = self.write_shutdown_file(&name, verdict);
+        self.invariant_3(name, pending);
+        let result = self.write_shutdown_file(name, verdict);
         trace!(self, "  {name}: record -> {result:?}");
         match result {
             Ok(_) => {
                 self.stats.written += 1;
-                self.invariant_6_order(&name, pending.hangup);
+                self.invariant_6_order(name, pending.hangup);
                 self.last_written.insert(name.clone(), pending.hangup);
                 if let Some(dir) = self.dir.as_mut() {
                     dir.expect.insert(
@@ -575,10 +490,10 @@ impl Simulation {
             }
             Err(_) => {}
         }
-        if let Some(pending) = self.verdicts.get_mut(&name) {
+        if let Some(pending) = self.verdicts.get_mut(name) {
             pending.last_error = result.err();
         }
-        self.fleet.handle_recorded(self.now, key, result);
+        result
     }
 
     pub(super) fn notice(&mut self, notice: Notice) {
@@ -760,5 +675,157 @@ impl Simulation {
             }
         }
         self.final_checks();
+    }
+}
+
+/// The simulated node as the fleet's host: each question answered from the
+/// model of the world, each order applied to it and checked.
+impl Host for Simulation {
+    /// The model follows what the fleet made of a look or a connect.
+    const OBSERVES_ANSWERS: bool = true;
+
+    fn fleet(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
+    fn look(&mut self, _now: Instant, name: &Name, purpose: Purpose) -> Look {
+        let look = self.look_at(name);
+        trace!(self, "  {name}: look ({purpose:?}) -> {look:?}");
+        look
+    }
+
+    fn connect(
+        &mut self,
+        _now: Instant,
+        key: InstanceKey,
+        name: &Name,
+        socket: SocketId,
+    ) -> Result<Connected, ConnectError> {
+        self.last_connect.insert(name.clone(), socket);
+        let result = self.connect_to(key, name, socket);
+        trace!(self, "  {name}: connect {key:?} {socket:?} -> {result:?}");
+        result
+    }
+
+    fn record(
+        &mut self,
+        _now: Instant,
+        key: VerdictKey,
+        name: &Name,
+        verdict: Verdict,
+    ) -> Result<Outcome, RecordError> {
+        self.record_action(key, name, verdict)
+    }
+
+    fn run_hook(&mut self, _now: Instant, _id: HookId, _job: &HookJob) -> Result<Qemu, Errno> {
+        self.invariant_h_hook_action();
+        Err(Errno::ENOENT)
+    }
+
+    fn transmit(&mut self, key: InstanceKey, command: Command) {
+        trace!(self, "  transmit {key:?} {command:?}");
+        match self.conns.get_mut(&key) {
+            Some(conn) => conn.cmds.push_back(command),
+            None => self.fail("4", format!("transmit on no connection: {key:?}")),
+        }
+        if command == Command::SystemPowerdown {
+            self.press_sent(key);
+        }
+    }
+
+    fn close(&mut self, key: InstanceKey) {
+        trace!(self, "  close {key:?}");
+        match self.conns.remove(&key) {
+            Some(conn) => {
+                if let Some(q) = self.qemus.get_mut(&conn.qemu) {
+                    q.client = None;
+                }
+            }
+            None => self.fail("4", format!("close of no connection: {key:?}")),
+        }
+    }
+
+    fn save_state(&mut self, name: Name, saved: Saved) {
+        trace!(self, "  {name}: save state {:?}", saved.carried);
+        self.state.insert(name, saved);
+    }
+
+    fn remove_state(&mut self, name: Name) {
+        trace!(self, "  {name}: remove state");
+        self.state.remove(&name);
+    }
+
+    fn save_intent(&mut self, _now: Instant, name: Name, intent: Intent) {
+        trace!(
+            self,
+            "  {name}: save intent {:?} by {:?}", intent.state, intent.by
+        );
+        self.intent_actions += 1;
+        self.orphans.remove(&name);
+        self.intent_files.insert(name, intent);
+    }
+
+    fn remove_intent(&mut self, name: Name) {
+        trace!(self, "  {name}: remove intent");
+        self.intent_actions += 1;
+        self.orphans.remove(&name);
+        self.intent_files.remove(&name);
+    }
+
+    fn save_hooks(&mut self, _name: Name, _jobs: Vec<HookJob>) {
+        self.invariant_h_hook_action();
+    }
+
+    fn signal_hook(&mut self, _id: HookId, _signal: HookSignal) {
+        self.invariant_h_hook_action();
+    }
+
+    /// The journal is I/O this model has no part of.
+    fn journal(&mut self, _now: Instant, _record: JournalRecord) {}
+
+    fn rescan(&mut self, _now: Instant) {
+        trace!(self, "  rescan");
+        let changes = self.watcher_crawl();
+        self.apply(changes);
+    }
+
+    fn notify(&mut self, _now: Instant, notice: Notice) {
+        self.notice(notice);
+    }
+
+    /// What the loop does with it (metrics, systemd) is I/O this model has
+    /// no part of; counted, for invariant 5.
+    fn report(&mut self, _now: Instant) {
+        trace!(self, "  report");
+        self.stats.reports += 1;
+        self.invariant_r_report();
+    }
+
+    fn answered(&mut self, _now: Instant, answer: Answer) {
+        match answer {
+            Answer::Look {
+                name,
+                purpose,
+                look,
+            } => self.looked(&name, purpose, look),
+            Answer::Connect { key, name, result } => {
+                let reached = result.ok().and_then(|c| c.qemu);
+                if reached.is_some() {
+                    self.connected_with_intent_over(&name, key);
+                }
+                // An intent taken up at start-up for another QEMU goes.
+                if let Some(reached) = reached
+                    && let Some(held) = self.intents.get(&name)
+                    && held.key == key
+                    && held.intent.qemu.is_some_and(|then| then != reached)
+                {
+                    trace!(self, "  {name}: the model: kept intent was another QEMU's");
+                    self.intents.remove(&name);
+                    self.stats.intents.dropped += 1;
+                    self.stats.intents.dropped_at_connect += 1;
+                }
+            }
+            Answer::Record { .. } | Answer::RunHook { .. } => {}
+        }
     }
 }

@@ -555,7 +555,7 @@ impl Simulation {
             let line = b"{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting capabilities negotiation with 'qmp_capabilities'\"}}";
             return self.send_press_reply(key, line);
         }
-        self.send_press_reply(key, b"{\"return\": {}}");
+        self.send_press_reply(key, test_kit::RETURN.as_bytes());
         self.lifecycle(seq, "POWERDOWN", None, Some(Event::Powerdown));
         let q = self.qemus.get_mut(&seq).expect("q");
         q.presses += 1;

@@ -904,7 +904,8 @@ impl Simulation {
         if conn.greet_pending {
             conn.greet_pending = false;
             let greeting: &[u8] = match self.qemus[&seq].ver {
-                QemuVersion::Modern => b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"Debian 1:7.2+dfsg-7+deb12u18\"}, \"capabilities\": [\"oob\"]}}",
+                QemuVersion::Modern => test_kit::DEBIAN_12_GREETING.as_bytes(),
+                // Older QEMUs: only the simulation plays them.
                 QemuVersion::Guest => b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 12, \"major\": 2}, \"package\": \"\"}, \"capabilities\": []}}",
                 QemuVersion::Legacy => b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 6, \"major\": 2}, \"package\": \"\"}, \"capabilities\": []}}",
             };
@@ -929,7 +930,12 @@ impl Simulation {
             }
             Command::Capabilities => {
                 trace!(self, "world: q{seq} negotiated");
-                self.send(seq, b"{\"return\": {}}", Some(Event::Negotiated), false);
+                self.send(
+                    seq,
+                    test_kit::RETURN.as_bytes(),
+                    Some(Event::Negotiated),
+                    false,
+                );
                 if let Some(conn) = self.conns.get_mut(&key) {
                     conn.negotiated = true;
                 }

@@ -161,7 +161,7 @@ impl Simulation {
         Ok(())
     }
 
-    pub(super) fn look(&mut self, name: &Name) -> Look {
+    pub(super) fn look_at(&mut self, name: &Name) -> Look {
         match self.dir_get() {
             Err(DirError::Away) => return Look::DirAway,
             Err(DirError::Failed(e)) => return Look::DirFailed(e),
@@ -193,7 +193,7 @@ impl Simulation {
         }
     }
 
-    pub(super) fn connect(
+    pub(super) fn connect_to(
         &mut self,
         key: InstanceKey,
         name: &Name,

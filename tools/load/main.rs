@@ -59,9 +59,11 @@ const REFERENCE: &str = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-kvmd";
 const CTRL: &str = "/var/run/ganeti/kvm-hypervisor/ctrl";
 const SSCONF: &str = "/var/lib/ganeti";
 
-const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
-const RESET: &[u8] = b"{\"timestamp\": {\"seconds\": 1795526780, \"microseconds\": 400293}, \"event\": \"RESET\", \"data\": {\"guest\": true, \"reason\": \"guest-reset\"}}\r\n";
-const USER_OFF: &[u8] = b"{\"timestamp\": {\"seconds\": 1795526782, \"microseconds\": 2}, \"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}\r\n";
+// What QEMU sends: the one copy in the core's test kit.
+use kvmd_core::test_kit::{
+    GREETING_LINE as GREETING, RESET_LINE as RESET, RETURN_LINE, STATUS_RUNNING_LINE,
+    USER_OFF_LINE as USER_OFF,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Which {
@@ -161,7 +163,7 @@ impl Status {
     fn reply(self) -> &'static [u8] {
         match self {
             Status::Running => {
-                b"{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}\r\n"
+                STATUS_RUNNING_LINE
             }
             Status::Paused => {
                 b"{\"return\": {\"status\": \"paused\", \"singlestep\": false, \"running\": false}}\r\n"
@@ -355,7 +357,7 @@ impl Fleet {
             let line: Vec<u8> = fake.inbox.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line);
             if text.contains("qmp_capabilities") {
-                fake.outbox.extend_from_slice(b"{\"return\": {}}\r\n");
+                fake.outbox.extend_from_slice(RETURN_LINE);
                 fake.negotiated.get_or_insert_with(Instant::now);
                 fake.ready = true;
             } else if text.contains("query-status") {

@@ -22,7 +22,7 @@ const POLICY: HookPolicy = HookPolicy {
 const PROCESS: Qemu = Qemu { pid: 99, start: 1 };
 
 /// A fleet with hooks; verdicts are handed in as written.
-struct H {
+struct HookHarness {
     fleet: Fleet,
     now: Instant,
     /// Hook runs asked for, in order: (id, job).
@@ -36,12 +36,12 @@ struct H {
     ino: u64,
 }
 
-impl H {
-    fn new(policy: HookPolicy) -> H {
+impl HookHarness {
+    fn new(policy: HookPolicy) -> HookHarness {
         let now = Instant::now();
         let mut fleet = Fleet::new(vec![0]).with_hooks(policy).without_reports();
         fleet.handle_dir(now, Reach::Reached, Follow::Events);
-        let mut h = H {
+        let mut h = HookHarness {
             fleet,
             now,
             runs: Vec::new(),
@@ -55,43 +55,10 @@ impl H {
         h
     }
 
-    /// Carries out the actions as the loop does, answering each at once: a
-    /// look finds a root socket, a connect succeeds and its QEMU hangs up
-    /// at once, a write succeeds, a spawn as `spawn_failures` says.
+    /// Carries out the actions through the driver (see the `Host` impl).
     fn drain(&mut self) {
         let now = self.now;
-        while let Some(action) = self.fleet.poll_action() {
-            match action {
-                Action::Look { name, purpose } => {
-                    let id = SocketId {
-                        dev: 1,
-                        ino: self.ino,
-                    };
-                    self.fleet
-                        .handle_looked(now, name, purpose, Look::Socket { id, owner: 0 });
-                }
-                Action::Connect { key, .. } => {
-                    let ok = Connected {
-                        qemu: Some(PROCESS),
-                        saved: None,
-                    };
-                    self.fleet.handle_connect(now, key, Ok(ok));
-                    self.fleet.handle_hangup(now, key);
-                }
-                Action::Record { key, .. } => {
-                    self.fleet.handle_recorded(now, key, Ok(Outcome::Created));
-                }
-                Action::RunHook { id, job } => {
-                    self.runs.push((id, job));
-                    let result = self.spawn_failures.pop_front().map_or(Ok(PROCESS), Err);
-                    self.fleet.handle_hook_spawned(now, id, result);
-                }
-                Action::SaveHooks { name, jobs } => self.saved.push((name, jobs)),
-                Action::SignalHook { id, signal } => self.signals.push((id, signal)),
-                Action::Notify(notice) => self.notices.push(notice),
-                _ => {}
-            }
-        }
+        carry_out(self, now);
     }
 
     /// A verdict for `n`, written: through a real monitor's hang-up.
@@ -126,9 +93,93 @@ impl H {
     }
 }
 
+/// The node as the hook policy sees it: a look finds a root socket, a
+/// connect succeeds and its QEMU hangs up at once, a write succeeds, a
+/// spawn fails as `spawn_failures` says; hook orders and notices are kept.
+impl Host for HookHarness {
+    const OBSERVES_ANSWERS: bool = true;
+
+    fn fleet(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
+    fn look(&mut self, _: Instant, _: &InstanceName, _: Purpose) -> Look {
+        let id = SocketId {
+            dev: 1,
+            ino: self.ino,
+        };
+        Look::Socket { id, owner: 0 }
+    }
+
+    fn connect(
+        &mut self,
+        _: Instant,
+        _: InstanceKey,
+        _: &InstanceName,
+        _: SocketId,
+    ) -> Result<Connected, ConnectError> {
+        Ok(Connected {
+            qemu: Some(PROCESS),
+            saved: None,
+        })
+    }
+
+    fn record(
+        &mut self,
+        _: Instant,
+        _: VerdictKey,
+        _: &InstanceName,
+        _: Verdict,
+    ) -> Result<Outcome, RecordError> {
+        Ok(Outcome::Created)
+    }
+
+    fn run_hook(&mut self, _: Instant, id: HookId, job: &HookJob) -> Result<Qemu, Errno> {
+        self.runs.push((id, job.clone()));
+        self.spawn_failures.pop_front().map_or(Ok(PROCESS), Err)
+    }
+
+    fn transmit(&mut self, _: InstanceKey, _: Command) {}
+
+    fn close(&mut self, _: InstanceKey) {}
+
+    fn save_state(&mut self, _: InstanceName, _: Saved) {}
+
+    fn remove_state(&mut self, _: InstanceName) {}
+
+    fn save_intent(&mut self, _: Instant, _: InstanceName, _: Intent) {}
+
+    fn remove_intent(&mut self, _: InstanceName) {}
+
+    fn save_hooks(&mut self, name: InstanceName, jobs: Vec<HookJob>) {
+        self.saved.push((name, jobs));
+    }
+
+    fn signal_hook(&mut self, id: HookId, signal: HookSignal) {
+        self.signals.push((id, signal));
+    }
+
+    fn journal(&mut self, _: Instant, _: JournalRecord) {}
+
+    fn rescan(&mut self, _: Instant) {}
+
+    fn notify(&mut self, _: Instant, notice: Notice) {
+        self.notices.push(notice);
+    }
+
+    fn report(&mut self, _: Instant) {}
+
+    /// The QEMU hangs up as soon as it is connected.
+    fn answered(&mut self, now: Instant, answer: Answer) {
+        if let Answer::Connect { key, .. } = answer {
+            self.fleet.handle_hangup(now, key);
+        }
+    }
+}
+
 #[test]
 fn a_written_verdict_runs_its_hook_with_its_reason() {
-    let mut h = H::new(POLICY);
+    let mut h = HookHarness::new(POLICY);
     h.verdict("vm", 1);
     let [(id, job)] = h.runs.as_slice() else {
         panic!("{:?}", h.runs);
@@ -153,7 +204,7 @@ fn a_written_verdict_runs_its_hook_with_its_reason() {
 
 #[test]
 fn one_hook_per_instance_at_a_time_and_a_limit_over_all() {
-    let mut h = H::new(POLICY);
+    let mut h = HookHarness::new(POLICY);
     h.verdict("a", 1);
     h.verdict("a", 2);
     h.verdict("b", 3);
@@ -174,7 +225,7 @@ fn one_hook_per_instance_at_a_time_and_a_limit_over_all() {
 
 #[test]
 fn a_third_verdict_replaces_the_one_waiting() {
-    let mut h = H::new(POLICY);
+    let mut h = HookHarness::new(POLICY);
     h.verdict("a", 1);
     h.verdict("a", 2);
     h.verdict("a", 3);
@@ -197,7 +248,7 @@ fn a_third_verdict_replaces_the_one_waiting() {
 
 #[test]
 fn a_hook_past_its_time_gets_term_then_kill_and_counts_as_timed_out() {
-    let mut h = H::new(HookPolicy {
+    let mut h = HookHarness::new(HookPolicy {
         timeout: Duration::from_secs(10),
         ..POLICY
     });
@@ -219,7 +270,7 @@ fn a_hook_past_its_time_gets_term_then_kill_and_counts_as_timed_out() {
 
 #[test]
 fn failures_are_retried_backing_off_as_many_times_as_asked() {
-    let mut h = H::new(HookPolicy {
+    let mut h = HookHarness::new(HookPolicy {
         retries: 2,
         ..POLICY
     });
@@ -256,7 +307,7 @@ fn failures_are_retried_backing_off_as_many_times_as_asked() {
 
 #[test]
 fn a_hook_that_cannot_start_is_a_failure_told() {
-    let mut h = H::new(POLICY);
+    let mut h = HookHarness::new(POLICY);
     h.spawn_failures.push_back(Errno::EACCES);
     h.verdict("vm", 1);
     assert_eq!(
@@ -267,7 +318,7 @@ fn a_hook_that_cannot_start_is_a_failure_told() {
 
 #[test]
 fn hooks_left_by_a_killed_kvmd_run_again_counting_their_runs() {
-    let mut h = H::new(POLICY);
+    let mut h = HookHarness::new(POLICY);
     let job = |n: &str, attempt| HookJob {
         name: name(n),
         user: true,
@@ -302,7 +353,7 @@ fn hooks_left_by_a_killed_kvmd_run_again_counting_their_runs() {
 
 #[test]
 fn a_hook_short_of_descriptors_waits_and_is_not_counted_as_a_run() {
-    let mut h = H::new(POLICY);
+    let mut h = HookHarness::new(POLICY);
     h.spawn_failures.push_back(Errno::EMFILE);
     h.verdict("vm", 1);
     // Tried again a moment later, with the same attempt number, and no

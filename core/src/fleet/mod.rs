@@ -22,8 +22,9 @@
 //!   actions ([`Fleet::handle_looked`], [`Fleet::handle_connect`],
 //!   [`Fleet::handle_recorded`]); [`Fleet::handle_state_files`] once at
 //!   start-up; [`Fleet::handle_timeout`] once every turn, after the rest.
-//! - Outputs: after any input, call [`Fleet::poll_action`] until it says
-//!   `None` and carry each [`Action`] out in order. Actions that ask a
+//! - Outputs: after any input, call [`carry_out`] with the caller's
+//!   [`Host`], which polls [`Fleet::poll_action`] until it says `None` and
+//!   carries each [`Action`] out in order. Actions that ask a
 //!   question (look, connect, record) are answered at once, before the
 //!   next action is polled: the fleet relies on that order (a verdict's
 //!   write answered after the successor's look would be dropped as moot).
@@ -42,6 +43,7 @@
 //! logs only what is its own (a flooding connection served in turns, a
 //! state file it could not write, signals).
 
+mod driver;
 mod hooks;
 mod instance;
 mod intents;
@@ -68,6 +70,7 @@ use crate::name::InstanceName;
 use crate::qmp::Command;
 use crate::saved::{Qemu, Saved, SocketId};
 
+pub use driver::{Answer, Host, carry_out};
 pub use hooks::{HookCounts, HookEnd, HookExit, HookId, HookJob, HookPolicy, HookSignal, HookView};
 pub use instance::{Phase, Succession, WaitFor};
 pub use intents::{

@@ -11,14 +11,10 @@ use crate::fleet::Outcome;
 use crate::qmp::Event;
 
 const ROOT: u32 = 0;
-const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n";
-const RETURN: &[u8] = b"{\"return\": {}}\r\n";
-const RUNNING: &[u8] = b"{\"return\": {\"status\": \"running\", \"running\": true}}\r\n";
-const USER_OFF: &[u8] =
-    b"{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}\r\n";
-const QUIT: &[u8] =
-    b"{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}}\r\n";
-const POWERDOWN: &[u8] = b"{\"event\": \"POWERDOWN\"}\r\n";
+use crate::test_kit::{
+    GREETING_LINE as GREETING, HOST_QUIT_LINE as QUIT, POWERDOWN_LINE as POWERDOWN,
+    RETURN_LINE as RETURN, STATUS_RUNNING_LINE as RUNNING, USER_OFF_LINE as USER_OFF,
+};
 const QEMU: Qemu = Qemu {
     pid: 4242,
     start: 99,
