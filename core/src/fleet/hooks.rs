@@ -277,7 +277,7 @@ impl Fleet {
             }
         }
         if let Some(old) = superseded {
-            self.notify(Notice::HookSuperseded {
+            self.outbox.notify(Notice::HookSuperseded {
                 name: name.clone(),
                 verdict: old.verdict(),
                 reason: old.reason,
@@ -285,10 +285,8 @@ impl Fleet {
         }
         // Saved before anything else is done: the verdict is on disk, its
         // hook must be too, with as small a window as can be.
-        self.save_hooks(name);
-        if let Some(save) = self.queue.pop_back() {
-            self.queue.push_front(save);
-        }
+        let save = self.hooks_to_save(name);
+        self.outbox.act_first(save);
     }
 
     /// Hooks a killed kvmd had not finished, read back at start-up: each
@@ -354,7 +352,7 @@ impl Fleet {
             };
             let timeout = hooks.policy.timeout;
             self.timers.set(Timer::HookTimeout(id), now + timeout);
-            self.act(Action::RunHook { id, job });
+            self.outbox.act(Action::RunHook { id, job });
         }
     }
 
@@ -488,7 +486,7 @@ impl Fleet {
                 }
             }
         }
-        self.notify(Notice::HookEnded {
+        self.outbox.notify(Notice::HookEnded {
             name: name.clone(),
             verdict: job.verdict(),
             reason: job.reason,
@@ -550,7 +548,7 @@ impl Fleet {
             *timed_out = true;
         }
         self.timers.set(Timer::HookKill(id), now + KILL_AFTER);
-        self.act(Action::SignalHook {
+        self.outbox.act(Action::SignalHook {
             id,
             signal: HookSignal::Term,
         });
@@ -558,7 +556,7 @@ impl Fleet {
 
     pub(super) fn hook_kill_due(&mut self, id: HookId) {
         if self.hook_name(id).is_some() {
-            self.act(Action::SignalHook {
+            self.outbox.act(Action::SignalHook {
                 id,
                 signal: HookSignal::Kill,
             });
@@ -567,15 +565,21 @@ impl Fleet {
 
     /// Saves what is queued for `name` (nothing: the file goes).
     fn save_hooks(&mut self, name: &InstanceName) {
+        let save = self.hooks_to_save(name);
+        self.outbox.act(save);
+    }
+
+    /// The action that saves what is queued for `name`.
+    fn hooks_to_save(&self, name: &InstanceName) -> Action {
         let jobs = self
             .hooks
             .as_ref()
             .and_then(|h| h.queues.get(name))
             .map(|q| q.jobs.iter().cloned().collect())
             .unwrap_or_default();
-        self.act(Action::SaveHooks {
+        Action::SaveHooks {
             name: name.clone(),
             jobs,
-        });
+        }
     }
 }

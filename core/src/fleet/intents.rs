@@ -255,8 +255,8 @@ impl Fleet {
         self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
         let name = name.clone();
-        self.act(Action::RemoveIntent { name: name.clone() });
-        self.notify(Notice::IntentCancelled {
+        self.outbox.act(Action::RemoveIntent { name: name.clone() });
+        self.outbox.notify(Notice::IntentCancelled {
             name,
             by: intent.by,
         });
@@ -329,7 +329,7 @@ impl Fleet {
             self.timers.cancel(Timer::Press(key));
             // Kept so: a restarted kvmd does not start pressing again.
             self.save_intent(name, &intent);
-            self.notify(Notice::PressesStopped {
+            self.outbox.notify(Notice::PressesStopped {
                 name: name.clone(),
                 by: intent.by,
             });
@@ -383,7 +383,7 @@ impl Fleet {
                      at; removed",
                     intent.by
                 );
-                self.act(Action::RemoveIntent { name });
+                self.outbox.act(Action::RemoveIntent { name });
             }
         }
         self.time_awaiting_intents();
@@ -429,7 +429,7 @@ impl Fleet {
                 "{name}: an intent kept by {:?} no longer applies ({why}); removed",
                 intent.by
             );
-            self.act(Action::RemoveIntent { name });
+            self.outbox.act(Action::RemoveIntent { name });
             return;
         };
         let mut intent = intent;
@@ -530,12 +530,12 @@ impl Fleet {
             self.timers.cancel(Timer::Press(key));
         }
         self.save_intent(&name, &intent);
-        self.notify(Notice::IntentGiven { name, by, window });
+        self.outbox.notify(Notice::IntentGiven { name, by, window });
         Ok(())
     }
 
     fn save_intent(&mut self, name: &InstanceName, intent: &Intent) {
-        self.act(Action::SaveIntent {
+        self.outbox.act(Action::SaveIntent {
             name: name.clone(),
             intent: intent.clone(),
         });
@@ -561,7 +561,7 @@ impl Fleet {
                 crate::qmp::NotSent::TooManyUnanswered => IntentRefused::CannotPress,
             })?;
         if let Some(command) = sent {
-            self.act(Action::Transmit { key, command });
+            self.outbox.act(Action::Transmit { key, command });
         }
         if let Some(now) = self.clock {
             self.timers.set(Timer::Press(key), now + PRESS_AGAIN);
@@ -617,8 +617,8 @@ impl Fleet {
         self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
         let name = instance.name.clone();
-        self.act(Action::RemoveIntent { name: name.clone() });
-        self.notify(Notice::IntentExpired {
+        self.outbox.act(Action::RemoveIntent { name: name.clone() });
+        self.outbox.notify(Notice::IntentExpired {
             name,
             by: intent.by,
         });
@@ -686,7 +686,7 @@ impl Fleet {
         let name = instance.name.clone();
         self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
-        self.act(Action::RemoveIntent { name });
+        self.outbox.act(Action::RemoveIntent { name });
     }
 }
 

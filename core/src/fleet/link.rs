@@ -61,7 +61,7 @@ impl Fleet {
             // Not asked for (questions are answered at once, so this does
             // not happen): a connection made anyway is closed, not leaked.
             if result.is_ok() {
-                self.act(Action::Close { key });
+                self.outbox.act(Action::Close { key });
             }
             return;
         };
@@ -94,7 +94,7 @@ impl Fleet {
             }
             (_, Some(_)) => {
                 let name = instance.name.clone();
-                self.act(Action::RemoveState { name });
+                self.outbox.act(Action::RemoveState { name });
             }
             (_, None) => {}
         }
@@ -112,9 +112,9 @@ impl Fleet {
             state: None,
         }));
         let name = instance.name.clone();
-        self.changed();
+        self.outbox.changed();
         if restored {
-            self.notify(Notice::Restored { name });
+            self.outbox.notify(Notice::Restored { name });
         }
         self.check_intent_qemu(key);
         // A SHUTDOWN the previous run read (kept with the evidence) claims
@@ -162,7 +162,7 @@ impl Fleet {
             ConnectError::Register(errno) => {
                 if let Some(instance) = self.instances.get(key.0) {
                     let name = instance.name.clone();
-                    self.notify(Notice::Unpollable { name, errno });
+                    self.outbox.notify(Notice::Unpollable { name, errno });
                 }
                 GiveUp::Unpollable
             }
@@ -209,17 +209,17 @@ impl Fleet {
         let Some(instance) = self.forget(key) else {
             return;
         };
-        self.notify(Notice::NotMonitored {
+        self.outbox.notify(Notice::NotMonitored {
             name: instance.name.clone(),
             why,
         });
         // Whatever an earlier run kept for this socket is stale now: its
         // evidence, and an intent restored for it at start-up.
-        self.act(Action::RemoveState {
+        self.outbox.act(Action::RemoveState {
             name: instance.name.clone(),
         });
         if instance.intent.is_some() {
-            self.act(Action::RemoveIntent {
+            self.outbox.act(Action::RemoveIntent {
                 name: instance.name.clone(),
             });
         }
@@ -253,7 +253,7 @@ impl Fleet {
         };
         let name = &instance.name;
         let since = &mut instance.since;
-        let queue = &mut self.queue;
+        let outbox = &mut self.outbox;
         let counters = &mut self.counters;
         let mut changed = false;
         let had_shutdown = conv.evidence.first_shutdown().is_some();
@@ -274,7 +274,7 @@ impl Fleet {
             Output::Transmit(command) => {
                 let bytes = command.as_bytes().trim_ascii_end();
                 debug!("{name}: QMP -> {}", bytes.escape_ascii());
-                queue.push_back(super::Step::Act(Action::Transmit { key, command }));
+                outbox.act_quietly(Action::Transmit { key, command });
             }
             Output::Event(event) => {
                 evidence.record(event);
@@ -315,7 +315,7 @@ impl Fleet {
                                 at: now,
                                 what: super::Recorded::Crash(event),
                             };
-                            queue.push_back(super::Step::Act(Action::Journal(record)));
+                            outbox.act_quietly(Action::Journal(record));
                         }
                         seen <= MAX_CRASH_RECORDS
                     }
@@ -327,7 +327,7 @@ impl Fleet {
                         name: name.clone(),
                         event,
                     };
-                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                    outbox.act_quietly(Action::Notify(notice));
                     changed = true;
                 }
             }
@@ -345,7 +345,7 @@ impl Fleet {
                     qemu,
                     state: status,
                 };
-                queue.push_back(super::Step::Act(Action::Notify(notice)));
+                outbox.act_quietly(Action::Notify(notice));
                 changed = true;
             }
             // QEMU may refuse the power button (a guest not running, a
@@ -360,7 +360,7 @@ impl Fleet {
                 if *presses_refused == 1 {
                     let name = name.clone();
                     let notice = Notice::PressRefused { name, reply };
-                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                    outbox.act_quietly(Action::Notify(notice));
                 } else {
                     debug!("{name}: QEMU refused system_powerdown again: {reply}");
                 }
@@ -373,7 +373,7 @@ impl Fleet {
                     let name = name.clone();
                     let problem = problem.to_string();
                     let notice = Notice::Malformed { name, problem };
-                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                    outbox.act_quietly(Action::Notify(notice));
                 } else {
                     debug!("{name}: {problem}");
                 }
@@ -391,7 +391,7 @@ impl Fleet {
             Feed::Eof => qmp.handle_eof(&mut out),
         }
         if changed {
-            self.changed();
+            self.outbox.changed();
         }
         if !had_shutdown && self.shut_down(key) {
             self.claim_intent(key, ShutdownRead::Now);
@@ -420,14 +420,14 @@ impl Fleet {
             return;
         };
         if carried == Carried::default() {
-            return self.act(Action::RemoveState { name });
+            return self.outbox.act(Action::RemoveState { name });
         }
         let saved = Saved {
             socket: instance.socket,
             qemu,
             carried,
         };
-        self.act(Action::SaveState { name, saved });
+        self.outbox.act(Action::SaveState { name, saved });
     }
 
     /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
@@ -445,7 +445,7 @@ impl Fleet {
         };
         // Closed first: its descriptor is then free for the directory even
         // in a shortage.
-        self.act(Action::Close { key });
+        self.outbox.act(Action::Close { key });
         let (expected, intent) = instance.expected();
         let verdict = decision::decide_expected(&conv.evidence, expected);
         let mut grounds = match conv.problems {
@@ -457,12 +457,12 @@ impl Fleet {
         }
         self.decided(now, &instance, conv.qemu, verdict, grounds, intent);
         if instance.saved != Carried::default() {
-            self.act(Action::RemoveState {
+            self.outbox.act(Action::RemoveState {
                 name: instance.name.clone(),
             });
         }
         if instance.intent.is_some() {
-            self.act(Action::RemoveIntent {
+            self.outbox.act(Action::RemoveIntent {
                 name: instance.name.clone(),
             });
         }

@@ -47,6 +47,7 @@ mod instance;
 mod intents;
 mod link;
 mod notice;
+mod outbox;
 mod sighting;
 pub mod timers;
 mod verdicts;
@@ -57,7 +58,7 @@ mod hook_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use slab::Slab;
@@ -79,6 +80,7 @@ pub use timers::Timer;
 pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 
 use instance::Instance;
+use outbox::{Outbox, Step};
 use timers::TimerTable;
 use verdicts::PendingVerdict;
 use view::History;
@@ -335,15 +337,6 @@ pub enum Recorded {
     Crash(crate::qmp::Event),
 }
 
-/// What is queued for the caller. Questions about an instance or a verdict
-/// are resolved when polled: one that went away meanwhile asks nothing.
-#[derive(Debug)]
-enum Step {
-    Act(Action),
-    Connect(InstanceKey),
-    Record(VerdictKey),
-}
-
 /// A descriptor shortage, told once when it starts and once when over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shortage {
@@ -386,33 +379,21 @@ pub struct Fleet {
     /// Crawls in a row while inotify cannot follow (for the back-off).
     rescans: u32,
     timers: TimerTable,
-    queue: VecDeque<Step>,
+    /// What the caller is asked to do, and whether a report is due.
+    outbox: Outbox,
     /// Past verdicts, for status.
     history: History,
     /// Verdicts made so far (to tell one in the history from another).
     serial: u64,
     counters: Counters,
-    /// Whether an operator's view changed since the last report.
-    report: Report,
-    /// The latest `now` handed in (for the report's deadline).
+    /// The latest `now` handed in (for the report's deadline, and what
+    /// is timed from outside a `handle_*`).
     clock: Option<Instant>,
     /// Connections that read something since the last drain: their
     /// evidence is kept (if it changed) once per drain.
     evidence_changed: Vec<InstanceKey>,
     /// Verdict hooks, when `--on-verdict` is given.
     hooks: Option<hooks::Hooks>,
-}
-
-/// Reports since the last change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Report {
-    /// Nothing changed since the last report (made at `last`, if ever).
-    Done { last: Option<Instant> },
-    /// Something changed; the report is due once a second has passed.
-    Due { last: Option<Instant> },
-    /// Nobody reads reports (no metrics file, no systemd): none is made,
-    /// and no timer wakes the loop for one.
-    Off,
 }
 
 impl Fleet {
@@ -435,11 +416,10 @@ impl Fleet {
             follow: Follow::Events,
             rescans: 0,
             timers: TimerTable::default(),
-            queue: VecDeque::new(),
+            outbox: Outbox::new(),
             history: History::default(),
             serial: 0,
             counters: Counters::default(),
-            report: Report::Done { last: None },
             clock: None,
             evidence_changed: Vec::new(),
             hooks: None,
@@ -449,14 +429,14 @@ impl Fleet {
     /// A fleet that never asks for a report: for a loop with no metrics
     /// file and no systemd to tell.
     pub fn without_reports(mut self) -> Fleet {
-        self.report = Report::Off;
+        self.outbox.without_reports();
         self
     }
 
     /// The next thing to do, if any. See the module documentation.
     pub fn poll_action(&mut self) -> Option<Action> {
         loop {
-            while let Some(step) = self.queue.pop_front() {
+            while let Some(step) = self.outbox.next() {
                 let action = match step {
                     Step::Act(action) => Some(action),
                     Step::Connect(key) => self.connect_action(key),
@@ -469,7 +449,7 @@ impl Fleet {
             // All carried out: what the answers changed is settled now,
             // once per drain (not per read, not per answer).
             self.settle();
-            if self.queue.is_empty() {
+            if self.outbox.is_empty() {
                 return None;
             }
         }
@@ -485,7 +465,7 @@ impl Fleet {
         }
         self.end_shortage_if_over();
         self.start_hooks();
-        self.schedule_report();
+        self.outbox.schedule_report(self.clock, &mut self.timers);
     }
 
     /// When [`Fleet::handle_timeout`] is next due; `None` while nothing
@@ -499,15 +479,15 @@ impl Fleet {
         self.tick(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::Connect(key) => self.queue.push_back(Step::Connect(key)),
+                Timer::Connect(key) => self.outbox.connect(key),
                 Timer::Record(key) => self.retry_record(key),
                 Timer::Descriptors => {
                     for (name, purpose) in std::mem::take(&mut self.deferred) {
-                        self.act(Action::Look { name, purpose });
+                        self.outbox.act(Action::Look { name, purpose });
                     }
                 }
-                Timer::Rescan => self.act(Action::Rescan),
-                Timer::Report => self.report(now),
+                Timer::Rescan => self.outbox.act(Action::Rescan),
+                Timer::Report => self.outbox.report(now, &mut self.timers),
                 Timer::HookTimeout(id) => self.hook_timed_out(now, id),
                 Timer::HookKill(id) => self.hook_kill_due(id),
                 Timer::HookRetry => self.hook_retry_due(now),
@@ -515,32 +495,6 @@ impl Fleet {
                 Timer::Press(key) => self.press_due(key),
                 Timer::AwaitingIntents => self.awaiting_intents_due(now),
             }
-        }
-    }
-
-    /// Asks for a report now.
-    fn report(&mut self, now: Instant) {
-        if let Report::Due { .. } = self.report {
-            // Made now: a timer set for it earlier is spent too.
-            self.timers.cancel(Timer::Report);
-            self.report = Report::Done { last: Some(now) };
-            self.queue.push_back(Step::Act(Action::Report));
-        }
-    }
-
-    /// Reports what changed: now, when the last report is a second old
-    /// (or there was none), else on a timer when it will be.
-    fn schedule_report(&mut self) {
-        let (Report::Due { last }, Some(clock)) = (self.report, self.clock) else {
-            return;
-        };
-        match last {
-            Some(last) if last + timers::REPORT_EVERY > clock => {
-                if !self.timers.is_set(Timer::Report) {
-                    self.timers.set(Timer::Report, last + timers::REPORT_EVERY);
-                }
-            }
-            _ => self.report(clock),
         }
     }
 
@@ -587,7 +541,7 @@ impl Fleet {
             let unknown = deferred || self.unlooked.contains(&name);
             if !self.by_name.contains_key(&name) && !unknown {
                 log::debug!("{name}: stale state file removed");
-                self.act(Action::RemoveState { name });
+                self.outbox.act(Action::RemoveState { name });
             }
         }
     }
@@ -601,14 +555,15 @@ impl Fleet {
             .map(|(_, v)| (v.name.clone(), v.verdict))
             .collect();
         for (name, verdict) in pending {
-            self.notify(Notice::ExitingUnrecorded { name, verdict });
+            self.outbox
+                .notify(Notice::ExitingUnrecorded { name, verdict });
         }
     }
 
     /// Something an operator sees changed outside the fleet (an inotify
     /// overflow, say): a report follows, as for the fleet's own changes.
     pub fn handle_external_change(&mut self) {
-        self.changed();
+        self.outbox.changed();
     }
 
     /// How many instances are tracked (monitored or waiting to be).
@@ -660,29 +615,12 @@ impl Fleet {
         self.timers.is_set(timer)
     }
 
-    fn act(&mut self, action: Action) {
-        self.changed();
-        self.queue.push_back(Step::Act(action));
-    }
-
-    /// Marks an operator's view as changed: a report follows within a
-    /// second (at the end of the turn, see [`Fleet::handle_timeout`]).
-    pub(super) fn changed(&mut self) {
-        if let Report::Done { last } = self.report {
-            self.report = Report::Due { last };
-        }
-    }
-
-    fn notify(&mut self, notice: Notice) {
-        self.act(Action::Notify(notice));
-    }
-
     /// Starts a descriptor-shortage episode, told once.
     fn short_of_descriptors(&mut self, errno: Errno) {
         if self.shortage == Shortage::None {
             self.shortage = Shortage::Ongoing;
             self.counters.descriptor_shortages += 1;
-            self.notify(Notice::OutOfDescriptors { errno });
+            self.outbox.notify(Notice::OutOfDescriptors { errno });
         }
     }
 
@@ -699,7 +637,7 @@ impl Fleet {
             .any(|(_, i)| i.phase() == Phase::Connecting(WaitFor::Descriptor));
         if !starved {
             self.shortage = Shortage::None;
-            self.notify(Notice::DescriptorsFree);
+            self.outbox.notify(Notice::DescriptorsFree);
         }
     }
 

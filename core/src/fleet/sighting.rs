@@ -7,7 +7,7 @@ use log::debug;
 
 use super::instance::{Instance, Succession};
 use super::{
-    Action, Change, Fleet, Ignored, InstanceKey, Look, Notice, Purpose, Step, out_of_descriptors,
+    Action, Change, Fleet, Ignored, InstanceKey, Look, Notice, Purpose, out_of_descriptors,
 };
 use crate::name::InstanceName;
 use crate::saved::SocketId;
@@ -49,7 +49,7 @@ impl Fleet {
             Change::Appeared(name) => {
                 if self.by_name.contains_key(&name) {
                     debug!("{name}: already monitored");
-                    self.act(Action::Look {
+                    self.outbox.act(Action::Look {
                         name,
                         purpose: Purpose::Recheck,
                     });
@@ -58,7 +58,7 @@ impl Fleet {
                 name
             }
         };
-        self.act(Action::Look {
+        self.outbox.act(Action::Look {
             name,
             purpose: Purpose::Attach,
         });
@@ -131,7 +131,7 @@ impl Fleet {
             Look::Failed(errno) => {
                 // What stands there is unknown: its state file stays.
                 self.unlooked.insert(name.clone());
-                self.notify(Notice::CannotLook { name, errno });
+                self.outbox.notify(Notice::CannotLook { name, errno });
             }
             Look::DirFailed(errno) if out_of_descriptors(errno) => {
                 self.short_of_descriptors(errno);
@@ -154,7 +154,7 @@ impl Fleet {
     /// Tells of an entry that is not monitored, once per file.
     fn ignore(&mut self, name: InstanceName, id: SocketId, why: Ignored) {
         if self.ignored.insert(name.clone(), id) != Some(id) {
-            self.notify(Notice::Ignored { name, why });
+            self.outbox.notify(Notice::Ignored { name, why });
         }
     }
 
@@ -185,15 +185,15 @@ impl Fleet {
         self.instances
             .insert(Instance::new(name.clone(), id, succession, now));
         self.by_name.insert(name, key);
-        self.queue.push_back(Step::Connect(key));
-        self.changed();
+        self.outbox.connect(key);
+        self.outbox.changed();
     }
 
     /// Removes an instance from every table. The caller says what follows.
     pub(super) fn forget(&mut self, key: InstanceKey) -> Option<Instance> {
         let instance = self.instances.try_remove(key.0)?;
         self.by_name.remove(&instance.name);
-        self.changed();
+        self.outbox.changed();
         self.timers.cancel(super::Timer::Connect(key));
         self.timers.cancel(super::Timer::Intent(key));
         self.timers.cancel(super::Timer::Press(key));
@@ -203,7 +203,7 @@ impl Fleet {
     /// Looks for the socket that took the name of an ended instance: one
     /// created while it lived, or one that is not its socket.
     pub(super) fn look_for_successor(&mut self, ended: &Instance) {
-        self.act(Action::Look {
+        self.outbox.act(Action::Look {
             name: ended.name.clone(),
             purpose: Purpose::Successor {
                 ended: ended.socket,

@@ -9,7 +9,7 @@ use super::instance::Instance;
 use super::view::{FileState, PastVerdict};
 use super::{
     Action, Fleet, IntentNote, JournalRecord, Look, Notice, Purpose, Reach, RecordError, Recorded,
-    Step, Timer, VerdictKey,
+    Timer, VerdictKey,
 };
 use crate::decision::Verdict;
 use crate::fleet::Outcome;
@@ -63,7 +63,7 @@ impl Fleet {
         self.moot(&instance.name);
         // In the journal, durably, before the shutdown file is touched:
         // the record of a stop never misses one Ganeti acted on.
-        self.act(Action::Journal(JournalRecord {
+        self.outbox.act(Action::Journal(JournalRecord {
             name: instance.name.clone(),
             qemu,
             at: now,
@@ -100,7 +100,7 @@ impl Fleet {
             intent_by: intent.map(|i| i.by),
         }));
         self.verdict_by_name.insert(instance.name.clone(), key);
-        self.queue.push_back(Step::Record(key));
+        self.outbox.record(key);
     }
 
     /// The write a queued step asks for, if its verdict still stands.
@@ -158,7 +158,7 @@ impl Fleet {
                         intent_by: intent_by.clone(),
                     },
                 };
-                self.notify(notice);
+                self.outbox.notify(notice);
                 return self.verdict_hook(&hook_for, verdict, qemu, intent_by);
             }
             Err(error) => error,
@@ -174,7 +174,7 @@ impl Fleet {
         let (name, verdict, attempts) = (v.name.clone(), v.verdict, v.attempts);
         if attempts == 0 {
             let grounds = v.grounds.clone();
-            self.notify(Notice::Unrecorded {
+            self.outbox.notify(Notice::Unrecorded {
                 name,
                 verdict,
                 grounds,
@@ -182,13 +182,13 @@ impl Fleet {
                 again,
             });
         } else if again {
-            self.notify(Notice::StillUnrecorded {
+            self.outbox.notify(Notice::StillUnrecorded {
                 name,
                 verdict,
                 error,
             });
         } else {
-            self.notify(Notice::Unrecordable {
+            self.outbox.notify(Notice::Unrecordable {
                 name,
                 verdict,
                 error,
@@ -222,7 +222,7 @@ impl Fleet {
         }
         v.wait = Wait::Nothing;
         let name = v.name.clone();
-        self.act(Action::Look {
+        self.outbox.act(Action::Look {
             name,
             purpose: Purpose::Verdict(key),
         });
@@ -254,7 +254,7 @@ impl Fleet {
             let name = v.name.clone();
             return self.moot(&name);
         }
-        self.queue.push_back(Step::Record(key));
+        self.outbox.record(key);
     }
 
     /// The unwritten verdict for `name`, with its QEMU's socket.
@@ -277,7 +277,7 @@ impl Fleet {
         };
         if let Some(v) = self.remove_verdict(key) {
             self.history.set_file(v.serial, FileState::Moot);
-            self.notify(Notice::Moot {
+            self.outbox.notify(Notice::Moot {
                 name: v.name,
                 verdict: v.verdict,
             });
