@@ -44,11 +44,13 @@ const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(
 pub struct HookJob {
     /// The instance the verdict is about.
     pub name: InstanceName,
-    /// Whether the verdict is a user shutdown.
-    pub user: bool,
-    /// The verdict's reason code, as [`ReasonCode::as_str`] writes it
-    /// (text rather than the enum: what the hook is handed, as is).
-    pub reason: &'static str,
+    /// Whether the verdict is a user shutdown (`user` or `not-user`, as
+    /// the hook is told). Kept as saved rather than derived from `reason`:
+    /// a hook file is run as it was written.
+    pub user: VerdictKind,
+    /// The verdict's reason code (the hook is handed
+    /// [`ReasonCode::as_str`]).
+    pub reason: ReasonCode,
     /// The pid of the QEMU that stopped (`KVMD_QEMU_PID`), if known.
     pub qemu_pid: Option<u32>,
     /// Runs started so far (the one starting now included, once started).
@@ -61,14 +63,9 @@ pub struct HookJob {
 }
 
 impl HookJob {
-    /// The reason code as a `&'static str`, if `code` is one.
-    pub fn reason_code(code: &str) -> Option<&'static str> {
-        code.parse().ok().map(ReasonCode::as_str)
-    }
-
     /// `user` or `not-user`, as the hook is told.
     pub fn verdict(&self) -> VerdictKind {
-        VerdictKind::from_user(self.user)
+        self.user
     }
 }
 
@@ -226,7 +223,7 @@ impl Fleet {
                 views.push(HookView {
                     name: name.clone(),
                     verdict: job.verdict(),
-                    reason: job.reason,
+                    reason: job.reason.as_str(),
                     attempt: job.attempt,
                     running: i == 0 && matches!(queue.stage, Stage::Running { .. }),
                 });
@@ -250,8 +247,8 @@ impl Fleet {
         };
         let job = HookJob {
             name: name.clone(),
-            user: verdict.is_user_shutdown(),
-            reason: verdict.why().code().as_str(),
+            user: verdict.kind(),
+            reason: verdict.why().code(),
             qemu_pid: qemu.map(|q| q.pid),
             attempt: 0,
             running: None,
@@ -280,7 +277,7 @@ impl Fleet {
             self.outbox.notify(Notice::HookSuperseded {
                 name: name.clone(),
                 verdict: old.verdict(),
-                reason: old.reason,
+                reason: old.reason.as_str(),
             });
         }
         // Saved before anything else is done: the verdict is on disk, its
@@ -489,7 +486,7 @@ impl Fleet {
         self.outbox.notify(Notice::HookEnded {
             name: name.clone(),
             verdict: job.verdict(),
-            reason: job.reason,
+            reason: job.reason.as_str(),
             attempt: job.attempt,
             end,
             took,
