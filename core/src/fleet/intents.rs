@@ -237,10 +237,13 @@ impl Fleet {
         name: &InstanceName,
     ) -> Result<(), IntentRefused> {
         self.tick(now);
-        let key = *self.by_name.get(name).ok_or(IntentRefused::NotMonitored)?;
+        let key = self
+            .instances
+            .key(name)
+            .ok_or(IntentRefused::NotMonitored)?;
         let instance = self
             .instances
-            .get_mut(key.0)
+            .get_mut(key)
             .ok_or(IntentRefused::NotMonitored)?;
         match &instance.intent {
             None => return Err(IntentRefused::NoIntent),
@@ -274,10 +277,10 @@ impl Fleet {
         by: &str,
     ) -> Vec<Pressed> {
         self.tick(now);
-        let keys: Vec<InstanceKey> = self.instances.iter().map(|(k, _)| InstanceKey(k)).collect();
+        let keys: Vec<InstanceKey> = self.instances.iter().map(|(key, _)| key).collect();
         let mut pressed = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some(instance) = self.instances.get(key.0) else {
+            let Some(instance) = self.instances.get(key) else {
                 continue;
             };
             let name = instance.name.clone();
@@ -312,10 +315,10 @@ impl Fleet {
     pub fn handle_orders_abandoned(&mut self, now: Instant, names: &[InstanceName]) {
         self.tick(now);
         for name in names {
-            let Some(&key) = self.by_name.get(name) else {
+            let Some(key) = self.instances.key(name) else {
                 continue;
             };
-            let Some(instance) = self.instances.get_mut(key.0) else {
+            let Some(instance) = self.instances.get_mut(key) else {
                 continue;
             };
             let Some(intent) = instance.intent.as_mut() else {
@@ -347,7 +350,7 @@ impl Fleet {
             let unknown = self.reach == Reach::Away
                 || self.deferred.iter().any(|(n, _)| *n == name)
                 || self.unlooked.contains(&name);
-            if !self.by_name.contains_key(&name) && unknown {
+            if !self.instances.contains(&name) && unknown {
                 log::info!("{name}: its kept intent waits until its socket is looked at");
                 self.awaiting_intents.insert(name, intent);
                 continue;
@@ -399,8 +402,8 @@ impl Fleet {
     /// A kept intent taken up by the instance it was given for, or dropped
     /// (its QEMU is gone, or it expired meanwhile).
     fn restore_intent(&mut self, now: Instant, name: InstanceName, intent: Intent) {
-        let key = self.by_name.get(&name).copied();
-        let instance = key.and_then(|key| self.instances.get(key.0));
+        let key = self.instances.key(&name);
+        let instance = key.and_then(|key| self.instances.get(key));
         if instance.is_some_and(|i| i.intent.is_some()) {
             // Given anew while the kept one waited for a look: the file is
             // the new one's now.
@@ -452,18 +455,18 @@ impl Fleet {
                 self.timers.set(Timer::Press(key), first);
             }
         }
-        if let Some(instance) = self.instances.get_mut(key.0) {
+        if let Some(instance) = self.instances.get_mut(key) {
             instance.intent = Some(intent);
         }
     }
 
     /// The key of `name`'s instance, if it is monitored.
     fn monitored(&self, name: &InstanceName) -> Result<InstanceKey, IntentRefused> {
-        let key = *self.by_name.get(name).ok_or(IntentRefused::NotMonitored)?;
-        let instance = self
+        let key = self
             .instances
-            .get(key.0)
+            .key(name)
             .ok_or(IntentRefused::NotMonitored)?;
+        let instance = self.instances.get(key).ok_or(IntentRefused::NotMonitored)?;
         match instance.phase() {
             Phase::Monitoring => Ok(key),
             _ => Err(IntentRefused::NotYetMonitoring),
@@ -483,10 +486,7 @@ impl Fleet {
         if !valid_by(by) {
             return Err(IntentRefused::BadBy);
         }
-        let instance = self
-            .instances
-            .get(key.0)
-            .ok_or(IntentRefused::NotMonitored)?;
+        let instance = self.instances.get(key).ok_or(IntentRefused::NotMonitored)?;
         let Link::Connected(conv) = &instance.link else {
             return Err(IntentRefused::NotYetMonitoring);
         };
@@ -507,7 +507,7 @@ impl Fleet {
         self.check_intent(key, window, &by)?;
         let instance = self
             .instances
-            .get_mut(key.0)
+            .get_mut(key)
             .ok_or(IntentRefused::NotMonitored)?;
         let Link::Connected(conv) = &instance.link else {
             return Err(IntentRefused::NotYetMonitoring);
@@ -543,7 +543,7 @@ impl Fleet {
 
     /// Presses `key`'s power button, and sets the timer to press again.
     fn press(&mut self, key: InstanceKey) -> Result<(), IntentRefused> {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return Err(IntentRefused::NotMonitored);
         };
         let Link::Connected(conv) = &mut instance.link else {
@@ -573,7 +573,7 @@ impl Fleet {
     /// QEMU that leaves a press unanswered is not pressed more (the
     /// presses are bounded by [`crate::qmp::MAX_ASKED`]).
     pub(super) fn press_due(&mut self, key: InstanceKey) {
-        let waiting = self.instances.get(key.0).is_some_and(|i| {
+        let waiting = self.instances.get(key).is_some_and(|i| {
             i.intent.as_ref().is_some_and(|intent| {
                 intent.state == IntentState::Waiting && intent.presses == Presses::UntilShutdown
             })
@@ -594,7 +594,7 @@ impl Fleet {
 
     /// [`Timer::Intent`]: a waiting intent's window is over.
     pub(super) fn intent_expired(&mut self, key: InstanceKey) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         if !instance
@@ -631,7 +631,7 @@ impl Fleet {
     /// the one the host announced.
     pub(super) fn claim_intent(&mut self, key: InstanceKey, read: ShutdownRead) {
         let now = self.clock;
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Some(intent) = instance.intent.as_mut() else {
@@ -658,7 +658,7 @@ impl Fleet {
     /// an earlier run claimed, expires now.
     pub(super) fn expire_if_over(&mut self, key: InstanceKey) {
         let over = self.clock.is_some_and(|now| {
-            self.instances.get(key.0).is_some_and(|i| {
+            self.instances.get(key).is_some_and(|i| {
                 i.intent.as_ref().is_some_and(|intent| {
                     intent.state == IntentState::Waiting && intent.until <= now
                 })
@@ -672,7 +672,7 @@ impl Fleet {
     /// A connection learned which QEMU is behind the socket: an intent
     /// (restored at start-up before it connected) for another QEMU goes.
     pub(super) fn check_intent_qemu(&mut self, key: InstanceKey) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let fits = instance

@@ -37,7 +37,7 @@ fn worth_retrying(errno: Errno) -> bool {
 impl Fleet {
     /// The connect a queued step asks for, if its instance still waits.
     pub(super) fn connect_action(&mut self, key: InstanceKey) -> Option<Action> {
-        let instance = self.instances.get(key.0)?;
+        let instance = self.instances.get(key)?;
         matches!(instance.link, Link::Connecting { .. }).then(|| Action::Connect {
             key,
             name: instance.name.clone(),
@@ -53,7 +53,7 @@ impl Fleet {
         result: Result<Connected, ConnectError>,
     ) {
         self.tick(now);
-        let waiting = self.instances.get(key.0).and_then(|i| match i.link {
+        let waiting = self.instances.get(key).and_then(|i| match i.link {
             Link::Connecting { since, .. } => Some(since),
             Link::Connected(_) => None,
         });
@@ -71,14 +71,14 @@ impl Fleet {
         };
         // Another QEMU process behind the name than the one an unwritten
         // verdict is about: a new QEMU, even on the old inode number.
-        if let Some(name) = self.instances.get(key.0).map(|i| i.name.clone())
+        if let Some(name) = self.instances.get(key).map(|i| i.name.clone())
             && self
                 .verdict_qemu(&name)
                 .is_some_and(|old| qemu.is_some_and(|new| new != old))
         {
             self.moot(&name);
         }
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         debug!("{}: connected", instance.name);
@@ -98,7 +98,7 @@ impl Fleet {
             }
             (_, None) => {}
         }
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         instance.link = Link::Connected(Box::new(Conversation {
@@ -128,7 +128,7 @@ impl Fleet {
 
     /// Whether `key`'s QEMU has sent (or an earlier run read) its SHUTDOWN.
     pub(super) fn shut_down(&self, key: InstanceKey) -> bool {
-        self.instances.get(key.0).is_some_and(|i| match &i.link {
+        self.instances.get(key).is_some_and(|i| match &i.link {
             Link::Connected(c) => c.evidence.first_shutdown().is_some(),
             Link::Connecting { .. } => false,
         })
@@ -160,7 +160,7 @@ impl Fleet {
             ConnectError::Open(errno) => GiveUp::CannotOpen(errno),
             ConnectError::Connect(errno) => GiveUp::CannotConnect(errno),
             ConnectError::Register(errno) => {
-                if let Some(instance) = self.instances.get(key.0) {
+                if let Some(instance) = self.instances.get(key) {
                     let name = instance.name.clone();
                     self.outbox.notify(Notice::Unpollable { name, errno });
                 }
@@ -172,7 +172,7 @@ impl Fleet {
 
     /// Schedules a waiting instance's next connect, backing off.
     fn retry_later(&mut self, now: Instant, key: InstanceKey, wait: WaitFor, errno: &Errno) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Link::Connecting {
@@ -245,7 +245,7 @@ impl Fleet {
     /// Runs the QMP state machine on `key`'s conversation and applies what
     /// it says; then keeps what must survive a restart, if it changed.
     fn converse(&mut self, now: Instant, key: InstanceKey, feed: Feed<'_>) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Link::Connected(conv) = &mut instance.link else {
@@ -379,16 +379,20 @@ impl Fleet {
                 }
             }
         };
-        match feed {
+        let read = match feed {
             Feed::Bytes(bytes) => {
                 qmp.handle_bytes(bytes, &mut out);
-                // Kept once the turn's reads are done (see `settle`).
-                if !self.evidence_changed.contains(&key) {
-                    self.evidence_changed.push(key);
-                }
+                true
             }
-            // At the hang-up nothing is kept: the verdict is made now.
-            Feed::Eof => qmp.handle_eof(&mut out),
+            Feed::Eof => {
+                qmp.handle_eof(&mut out);
+                false
+            }
+        };
+        // Kept once the turn's reads are done (see `settle`). At the
+        // hang-up nothing is kept: the verdict is made now.
+        if read {
+            self.instances.read(key);
         }
         if changed {
             self.outbox.changed();
@@ -401,7 +405,7 @@ impl Fleet {
     /// Writes what must survive a restart when it changed (rarely: a
     /// POWERDOWN, a STOP, their undoing; never per event of a storm).
     pub(super) fn keep_state(&mut self, key: InstanceKey) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Link::Connected(conv) = &instance.link else {

@@ -79,7 +79,7 @@ pub use notice::{GiveUp, Ignored, Notice, Outcome, RecordError};
 pub use timers::Timer;
 pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 
-use instance::Instance;
+use instance::Instances;
 use outbox::{Outbox, Step};
 use timers::TimerTable;
 use verdicts::PendingVerdict;
@@ -350,9 +350,8 @@ pub struct Fleet {
     /// Who may own a socket kvmd connects to. Anyone else's socket could
     /// make kvmd write a verdict that user chose.
     trusted_owners: Vec<u32>,
-    instances: Slab<Instance>,
-    /// Exactly one instance per name, so one monitor per socket file.
-    by_name: HashMap<InstanceName, InstanceKey>,
+    /// The instances tracked, one per name.
+    instances: Instances,
     /// Verdicts being written, or waiting to be written again.
     verdicts: Slab<PendingVerdict>,
     verdict_by_name: HashMap<InstanceName, VerdictKey>,
@@ -389,9 +388,6 @@ pub struct Fleet {
     /// The latest `now` handed in (for the report's deadline, and what
     /// is timed from outside a `handle_*`).
     clock: Option<Instant>,
-    /// Connections that read something since the last drain: their
-    /// evidence is kept (if it changed) once per drain.
-    evidence_changed: Vec<InstanceKey>,
     /// Verdict hooks, when `--on-verdict` is given.
     hooks: Option<hooks::Hooks>,
 }
@@ -402,8 +398,7 @@ impl Fleet {
     pub fn new(trusted_owners: Vec<u32>) -> Fleet {
         Fleet {
             trusted_owners,
-            instances: Slab::new(),
-            by_name: HashMap::new(),
+            instances: Instances::default(),
             verdicts: Slab::new(),
             verdict_by_name: HashMap::new(),
             ignored: HashMap::new(),
@@ -421,7 +416,6 @@ impl Fleet {
             serial: 0,
             counters: Counters::default(),
             clock: None,
-            evidence_changed: Vec::new(),
             hooks: None,
         }
     }
@@ -460,7 +454,7 @@ impl Fleet {
     /// that is over (only now is it known whether the looks and connects
     /// just answered found descriptors).
     fn settle(&mut self) {
-        for key in std::mem::take(&mut self.evidence_changed) {
+        for key in self.instances.take_read() {
             self.keep_state(key);
         }
         self.end_shortage_if_over();
@@ -539,7 +533,7 @@ impl Fleet {
         for name in names {
             let deferred = self.deferred.iter().any(|(n, _)| *n == name);
             let unknown = deferred || self.unlooked.contains(&name);
-            if !self.by_name.contains_key(&name) && !unknown {
+            if !self.instances.contains(&name) && !unknown {
                 log::debug!("{name}: stale state file removed");
                 self.outbox.act(Action::RemoveState { name });
             }
@@ -573,13 +567,13 @@ impl Fleet {
 
     /// The name of the instance at `key`.
     pub fn name(&self, key: InstanceKey) -> Option<&InstanceName> {
-        self.instances.get(key.0).map(|i| &i.name)
+        self.instances.get(key).map(|i| &i.name)
     }
 
     /// The instance monitoring `name`, with its phase and socket.
     pub fn instance(&self, name: &InstanceName) -> Option<(InstanceKey, Phase, SocketId)> {
-        let key = *self.by_name.get(name)?;
-        let instance = self.instances.get(key.0)?;
+        let key = self.instances.key(name)?;
+        let instance = self.instances.get(key)?;
         Some((key, instance.phase(), instance.socket))
     }
 
@@ -589,7 +583,7 @@ impl Fleet {
     ) -> impl Iterator<Item = (&InstanceName, InstanceKey, Phase, SocketId)> {
         self.instances
             .iter()
-            .map(|(key, i)| (&i.name, InstanceKey(key), i.phase(), i.socket))
+            .map(|(key, i)| (&i.name, key, i.phase(), i.socket))
     }
 
     /// Verdicts decided but not yet written: name, socket, verdict.

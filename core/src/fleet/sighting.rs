@@ -21,8 +21,8 @@ impl Fleet {
                 self.ignored.remove(&name);
                 self.given_up.remove(&name);
                 self.unlooked.remove(&name);
-                if let Some(&key) = self.by_name.get(&name)
-                    && let Some(instance) = self.instances.get_mut(key.0)
+                if let Some(key) = self.instances.key(&name)
+                    && let Some(instance) = self.instances.get_mut(key)
                 {
                     instance.unlinked();
                 }
@@ -35,11 +35,11 @@ impl Fleet {
                 self.ignored.remove(&name);
                 self.given_up.remove(&name);
                 self.moot(&name);
-                if let Some(&key) = self.by_name.get(&name) {
+                if let Some(key) = self.instances.key(&name) {
                     debug!("{name}: already monitored");
                     // A new QEMU bound the name before the old one's
                     // hang-up was read; the hang-up picks it up.
-                    if let Some(instance) = self.instances.get_mut(key.0) {
+                    if let Some(instance) = self.instances.get_mut(key) {
                         instance.created_again();
                     }
                     return;
@@ -47,7 +47,7 @@ impl Fleet {
                 name
             }
             Change::Appeared(name) => {
-                if self.by_name.contains_key(&name) {
+                if self.instances.contains(&name) {
                     debug!("{name}: already monitored");
                     self.outbox.act(Action::Look {
                         name,
@@ -77,8 +77,8 @@ impl Fleet {
             Purpose::Verdict(key) => return self.verdict_looked(key, look),
             Purpose::Recheck => {
                 if let Look::Socket { id, .. } = look
-                    && let Some(&key) = self.by_name.get(&name)
-                    && let Some(instance) = self.instances.get_mut(key.0)
+                    && let Some(key) = self.instances.key(&name)
+                    && let Some(instance) = self.instances.get_mut(key)
                     && instance.socket != id
                 {
                     debug!("{name}: another socket stands at its name; renewed");
@@ -161,7 +161,7 @@ impl Fleet {
     /// Starts monitoring the socket `id` at `name`, unless it is monitored
     /// already, was given up on, or its verdict could never be written.
     fn attach(&mut self, now: Instant, name: InstanceName, id: SocketId, succession: Succession) {
-        if self.by_name.contains_key(&name) {
+        if self.instances.contains(&name) {
             debug!("{name}: already monitored");
             return;
         }
@@ -181,18 +181,16 @@ impl Fleet {
         {
             self.moot(&name);
         }
-        let key = InstanceKey(self.instances.vacant_key());
-        self.instances
-            .insert(Instance::new(name.clone(), id, succession, now));
-        self.by_name.insert(name, key);
+        let key = self
+            .instances
+            .insert(Instance::new(name, id, succession, now));
         self.outbox.connect(key);
         self.outbox.changed();
     }
 
     /// Removes an instance from every table. The caller says what follows.
     pub(super) fn forget(&mut self, key: InstanceKey) -> Option<Instance> {
-        let instance = self.instances.try_remove(key.0)?;
-        self.by_name.remove(&instance.name);
+        let instance = self.instances.remove(key)?;
         self.outbox.changed();
         self.timers.cancel(super::Timer::Connect(key));
         self.timers.cancel(super::Timer::Intent(key));

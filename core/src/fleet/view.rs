@@ -147,14 +147,14 @@ impl Fleet {
     pub fn views_from(&self, from: usize) -> impl Iterator<Item = (usize, InstanceView<'_>)> {
         self.instances
             .iter()
-            .skip_while(move |(key, _)| *key < from)
-            .map(|(key, i)| (key, i.view()))
+            .skip_while(move |(key, _)| key.0 < from)
+            .map(|(key, i)| (key.0, i.view()))
     }
 
     /// The instance tracked for `name`, if any.
     pub fn view(&self, name: &InstanceName) -> Option<InstanceView<'_>> {
-        let key = self.by_name.get(name)?;
-        Some(self.instances.get(key.0)?.view())
+        let key = self.instances.key(name)?;
+        Some(self.instances.get(key)?.view())
     }
 
     /// Past verdicts, oldest first (at most [`HISTORY`]).
