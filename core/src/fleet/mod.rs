@@ -61,8 +61,6 @@ mod tests;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use slab::Slab;
-
 use crate::decision::Verdict;
 use crate::errno::Errno;
 use crate::name::InstanceName;
@@ -82,8 +80,7 @@ pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 use instance::Instances;
 use outbox::{Outbox, Step};
 use timers::TimerTable;
-use verdicts::PendingVerdict;
-use view::History;
+use verdicts::Verdicts;
 
 /// An instance's key: also the event loop's key for its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -352,9 +349,9 @@ pub struct Fleet {
     trusted_owners: Vec<u32>,
     /// The instances tracked, one per name.
     instances: Instances,
-    /// Verdicts being written, or waiting to be written again.
-    verdicts: Slab<PendingVerdict>,
-    verdict_by_name: HashMap<InstanceName, VerdictKey>,
+    /// Verdicts being written, or waiting to be written again, and the
+    /// history of all.
+    verdicts: Verdicts,
     /// Entries not monitored on purpose (no socket, an untrusted owner, a
     /// name too long), so each file is told of once.
     ignored: HashMap<InstanceName, SocketId>,
@@ -380,10 +377,6 @@ pub struct Fleet {
     timers: TimerTable,
     /// What the caller is asked to do, and whether a report is due.
     outbox: Outbox,
-    /// Past verdicts, for status.
-    history: History,
-    /// Verdicts made so far (to tell one in the history from another).
-    serial: u64,
     counters: Counters,
     /// The latest `now` handed in (for the report's deadline, and what
     /// is timed from outside a `handle_*`).
@@ -399,8 +392,7 @@ impl Fleet {
         Fleet {
             trusted_owners,
             instances: Instances::default(),
-            verdicts: Slab::new(),
-            verdict_by_name: HashMap::new(),
+            verdicts: Verdicts::default(),
             ignored: HashMap::new(),
             given_up: HashMap::new(),
             deferred: Vec::new(),
@@ -412,8 +404,6 @@ impl Fleet {
             rescans: 0,
             timers: TimerTable::default(),
             outbox: Outbox::new(),
-            history: History::default(),
-            serial: 0,
             counters: Counters::default(),
             clock: None,
             hooks: None,

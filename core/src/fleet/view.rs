@@ -159,12 +159,17 @@ impl Fleet {
 
     /// Past verdicts, oldest first (at most [`HISTORY`]).
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &PastVerdict> {
-        self.history.0.iter()
+        self.verdicts.history().0.iter()
     }
 
     /// The latest verdict for `name`, if one is kept.
     pub fn last_verdict(&self, name: &InstanceName) -> Option<&PastVerdict> {
-        self.history.0.iter().rev().find(|p| &p.name == name)
+        self.verdicts
+            .history()
+            .0
+            .iter()
+            .rev()
+            .find(|p| &p.name == name)
     }
 
     /// Names given up on (nobody listened on their socket).
