@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::instance::{Instance, Link};
-use super::{Action, Fleet, InstanceKey, Notice, Phase, Reach, Timer};
+use super::{Action, Fleet, InstanceKey, Notice, Phase, Timer};
 use crate::decision::Expected;
 use crate::name::InstanceName;
 use crate::qmp::Command;
@@ -347,9 +347,7 @@ impl Fleet {
         for (name, intent) in intents {
             // As with state files: what stands at a name nobody could look
             // at yet is unknown, and the intent waits for it.
-            let unknown = self.reach == Reach::Away
-                || self.deferred.iter().any(|(n, _)| *n == name)
-                || self.unlooked.contains(&name);
+            let unknown = self.directory.unknown(&name);
             if !self.instances.contains(&name) && unknown {
                 log::info!("{name}: its kept intent waits until its socket is looked at");
                 self.awaiting_intents.insert(name, intent);

@@ -228,7 +228,8 @@ impl Fleet {
         // stands there later is another file, even with the same inode
         // number, and no creation event may tell of it (a stalled watch).
         if !matches!(why, GiveUp::SocketWent | GiveUp::DirGone) {
-            self.given_up.insert(instance.name.clone(), instance.socket);
+            self.directory
+                .give_up(instance.name.clone(), instance.socket);
         }
         self.counters.given_up += 1;
         if successor {

@@ -79,6 +79,7 @@ pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 
 use instance::Instances;
 use outbox::{Outbox, Step};
+use sighting::Directory;
 use timers::TimerTable;
 use verdicts::Verdicts;
 
@@ -334,55 +335,32 @@ pub enum Recorded {
     Crash(crate::qmp::Event),
 }
 
-/// A descriptor shortage, told once when it starts and once when over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shortage {
-    None,
-    Ongoing,
-}
-
 /// The fleet. See the module documentation.
 #[derive(Debug)]
 pub struct Fleet {
-    /// Who may own a socket kvmd connects to. Anyone else's socket could
-    /// make kvmd write a verdict that user chose.
-    trusted_owners: Vec<u32>,
+    /// The control directory as known beyond the instances tracked.
+    directory: Directory,
     /// The instances tracked, one per name.
     instances: Instances,
     /// Verdicts being written, or waiting to be written again, and the
     /// history of all.
     verdicts: Verdicts,
-    /// Entries not monitored on purpose (no socket, an untrusted owner, a
-    /// name too long), so each file is told of once.
-    ignored: HashMap<InstanceName, SocketId>,
-    /// Sockets given up on (nobody listened), so a rescan does not try the
-    /// very same file again; a creation under the name clears it.
-    given_up: HashMap<InstanceName, SocketId>,
-    /// Names to look at again once a descriptor is free.
-    deferred: Vec<(InstanceName, Purpose)>,
-    /// Names whose entry could not be looked at (an I/O error, the
-    /// directory failing to open): their state files are not swept.
-    /// Bounded by the names in the directory; a deletion clears one.
-    unlooked: std::collections::HashSet<InstanceName>,
     /// Intents a previous run kept for names nobody has looked at yet (the
     /// directory away, an entry deferred or unreadable at start-up): taken
     /// up or dropped once the name is looked at. Bounded by the intent
     /// files read once.
     awaiting_intents: HashMap<InstanceName, Intent>,
-    shortage: Shortage,
-    reach: Reach,
-    follow: Follow,
-    /// Crawls in a row while inotify cannot follow (for the back-off).
-    rescans: u32,
+    /// Verdict hooks, when `--on-verdict` is given.
+    hooks: Option<hooks::Hooks>,
+    /// Every deadline of every part.
     timers: TimerTable,
     /// What the caller is asked to do, and whether a report is due.
     outbox: Outbox,
+    /// Totals since start (for the metrics).
     counters: Counters,
     /// The latest `now` handed in (for the report's deadline, and what
     /// is timed from outside a `handle_*`).
     clock: Option<Instant>,
-    /// Verdict hooks, when `--on-verdict` is given.
-    hooks: Option<hooks::Hooks>,
 }
 
 impl Fleet {
@@ -390,23 +368,15 @@ impl Fleet {
     /// kvmd's own user, and whom `--socket-owner` names).
     pub fn new(trusted_owners: Vec<u32>) -> Fleet {
         Fleet {
-            trusted_owners,
+            directory: Directory::new(trusted_owners),
             instances: Instances::default(),
             verdicts: Verdicts::default(),
-            ignored: HashMap::new(),
-            given_up: HashMap::new(),
-            deferred: Vec::new(),
-            unlooked: Default::default(),
             awaiting_intents: HashMap::new(),
-            shortage: Shortage::None,
-            reach: Reach::Away,
-            follow: Follow::Events,
-            rescans: 0,
+            hooks: None,
             timers: TimerTable::default(),
             outbox: Outbox::new(),
             counters: Counters::default(),
             clock: None,
-            hooks: None,
         }
     }
 
@@ -466,7 +436,7 @@ impl Fleet {
                 Timer::Connect(key) => self.outbox.connect(key),
                 Timer::Record(key) => self.retry_record(key),
                 Timer::Descriptors => {
-                    for (name, purpose) in std::mem::take(&mut self.deferred) {
+                    for (name, purpose) in self.directory.take_deferred() {
                         self.outbox.act(Action::Look { name, purpose });
                     }
                 }
@@ -490,21 +460,7 @@ impl Fleet {
     /// The watcher's state, after every crawl or inotify read.
     pub fn handle_dir(&mut self, now: Instant, reach: Reach, follow: Follow) {
         self.tick(now);
-        let was = std::mem::replace(&mut self.reach, reach);
-        self.follow = follow;
-        match follow {
-            Follow::Events => {
-                self.rescans = 0;
-                self.timers.cancel(Timer::Rescan);
-            }
-            Follow::Rescans if !self.timers.is_set(Timer::Rescan) => {
-                let delay = timers::RESCAN.delay(self.rescans);
-                self.rescans = self.rescans.saturating_add(1);
-                self.timers.set(Timer::Rescan, now + delay);
-            }
-            Follow::Rescans => {}
-        }
-        if was == Reach::Away && reach == Reach::Reached {
+        if self.directory.watched(now, reach, follow, &mut self.timers) {
             self.retry_records_waiting_for_dir();
         }
     }
@@ -517,13 +473,11 @@ impl Fleet {
         // to be looked at, nobody knows yet what stands there: a file kept
         // is checked when its socket is connected, a file lost is a
         // verdict gone wrong (a pending power button forgotten).
-        if self.reach == Reach::Away {
+        if self.directory.reach() == Reach::Away {
             return;
         }
         for name in names {
-            let deferred = self.deferred.iter().any(|(n, _)| *n == name);
-            let unknown = deferred || self.unlooked.contains(&name);
-            if !self.instances.contains(&name) && !unknown {
+            if !self.instances.contains(&name) && !self.directory.unknown(&name) {
                 log::debug!("{name}: stale state file removed");
                 self.outbox.act(Action::RemoveState { name });
             }
@@ -585,7 +539,7 @@ impl Fleet {
 
     /// Names waiting for a descriptor before they can even be looked at.
     pub fn deferred(&self) -> usize {
-        self.deferred.len()
+        self.directory.deferred()
     }
 
     /// How many deadlines are set.
@@ -601,8 +555,7 @@ impl Fleet {
 
     /// Starts a descriptor-shortage episode, told once.
     fn short_of_descriptors(&mut self, errno: Errno) {
-        if self.shortage == Shortage::None {
-            self.shortage = Shortage::Ongoing;
+        if self.directory.start_shortage() {
             self.counters.descriptor_shortages += 1;
             self.outbox.notify(Notice::OutOfDescriptors { errno });
         }
@@ -612,7 +565,7 @@ impl Fleet {
     /// Counted afresh at the end of each drain, never kept in step by
     /// hand (it costs a scan only while a shortage lasts).
     fn end_shortage_if_over(&mut self) {
-        if self.shortage == Shortage::None || !self.deferred.is_empty() {
+        if !self.directory.shortage_may_be_over() {
             return;
         }
         let starved = self
@@ -620,17 +573,8 @@ impl Fleet {
             .iter()
             .any(|(_, i)| i.phase() == Phase::Connecting(WaitFor::Descriptor));
         if !starved {
-            self.shortage = Shortage::None;
+            self.directory.end_shortage();
             self.outbox.notify(Notice::DescriptorsFree);
-        }
-    }
-
-    /// Keeps a name to look at again once a descriptor is free.
-    fn defer(&mut self, now: Instant, name: InstanceName, purpose: Purpose) {
-        self.deferred.push((name, purpose));
-        if !self.timers.is_set(Timer::Descriptors) {
-            self.timers
-                .set(Timer::Descriptors, now + timers::DESCRIPTOR_WAIT);
         }
     }
 }

@@ -287,7 +287,7 @@ impl Fleet {
     /// A verdict's timer is due: look whether a newer QEMU took the name,
     /// then write. One waiting for the directory waits on while it is away.
     pub(super) fn retry_record(&mut self, key: VerdictKey) {
-        let reach = self.reach;
+        let reach = self.directory.reach();
         let Some(v) = self.verdicts.get_mut(key) else {
             return;
         };

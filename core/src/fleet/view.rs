@@ -174,7 +174,7 @@ impl Fleet {
 
     /// Names given up on (nobody listened on their socket).
     pub fn given_up(&self) -> impl Iterator<Item = &InstanceName> {
-        self.given_up.keys()
+        self.directory.given_up()
     }
 
     /// Totals since kvmd started (for metrics).
@@ -184,6 +184,6 @@ impl Fleet {
 
     /// Whether a descriptor shortage is going on.
     pub fn short_of_descriptors_now(&self) -> bool {
-        self.shortage == super::Shortage::Ongoing
+        self.directory.short_of_descriptors()
     }
 }
