@@ -286,10 +286,8 @@ impl Fleet {
         self.outbox.act_first(save);
     }
 
-    /// Hooks a killed kvmd had not finished, read back at start-up: each
-    /// runs again (its runs so far counted).
-    pub fn handle_hook_files(&mut self, now: Instant, files: Vec<(InstanceName, Vec<HookJob>)>) {
-        self.tick(now);
+    /// Takes up the hooks a killed kvmd left (see [`Fleet::handle_hook_files`]).
+    pub(super) fn restore_hooks(&mut self, files: Vec<(InstanceName, Vec<HookJob>)>) {
         let Some(hooks) = &mut self.hooks else {
             return;
         };
@@ -353,10 +351,8 @@ impl Fleet {
         }
     }
 
-    /// How an [`Action::RunHook`] went: its process (saved, so that a
-    /// restarted kvmd can end it), or why it did not start.
-    pub fn handle_hook_spawned(&mut self, now: Instant, id: HookId, result: Result<Qemu, Errno>) {
-        self.tick(now);
+    /// A hook's start, as the caller tried it (see [`Fleet::handle_hook_spawned`]).
+    pub(super) fn hook_spawned(&mut self, now: Instant, id: HookId, result: Result<Qemu, Errno>) {
         match result {
             Ok(process) => {
                 let Some(name) = self.hook_name(id) else {
@@ -407,9 +403,8 @@ impl Fleet {
         self.schedule_hook_retry();
     }
 
-    /// A hook's process ended (reaped by the loop).
-    pub fn handle_hook_exited(&mut self, now: Instant, id: HookId, exit: HookExit) {
-        self.tick(now);
+    /// A hook's process ended (see [`Fleet::handle_hook_exited`]).
+    pub(super) fn hook_exited(&mut self, now: Instant, id: HookId, exit: HookExit) {
         let timed_out = self.hook_name(id).is_some_and(|name| {
             self.hooks
                 .as_ref()

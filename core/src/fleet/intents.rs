@@ -215,28 +215,20 @@ pub struct Pressed {
 }
 
 impl Fleet {
-    /// `kvmd expect-stop NAME --for WINDOW --by BY`: the next SHUTDOWN of
-    /// `name`'s current QEMU within `window` is the host's. A second call
-    /// replaces the first.
-    pub fn handle_expect_stop(
+    /// `kvmd expect-stop` (see [`Fleet::handle_expect_stop`]).
+    pub(super) fn expect_stop(
         &mut self,
         now: Instant,
         name: &InstanceName,
         window: Duration,
         by: String,
     ) -> Result<(), IntentRefused> {
-        self.tick(now);
         let key = self.monitored(name)?;
         self.give_intent(now, key, window, by, Presses::None)
     }
 
-    /// `kvmd expect-stop --cancel NAME`: withdraws a waiting intent.
-    pub fn handle_cancel_intent(
-        &mut self,
-        now: Instant,
-        name: &InstanceName,
-    ) -> Result<(), IntentRefused> {
-        self.tick(now);
+    /// `kvmd expect-stop --cancel` (see [`Fleet::handle_cancel_intent`]).
+    pub(super) fn cancel_intent(&mut self, name: &InstanceName) -> Result<(), IntentRefused> {
         let key = self
             .instances
             .key(name)
@@ -266,17 +258,13 @@ impl Fleet {
         Ok(())
     }
 
-    /// `kvmd powerdown-all`: an intent `by` for `window` on every monitored
-    /// guest, and its power button pressed (again every `PRESS_AGAIN`
-    /// until it shuts down or the window ends). Instances not monitored
-    /// yet are listed as refused.
-    pub fn handle_powerdown_all(
+    /// `kvmd powerdown-all` (see [`Fleet::handle_powerdown_all`]).
+    pub(super) fn powerdown_all(
         &mut self,
         now: Instant,
         window: Duration,
         by: &str,
     ) -> Vec<Pressed> {
-        self.tick(now);
         let keys: Vec<InstanceKey> = self.instances.iter().map(|(key, _)| key).collect();
         let mut pressed = Vec::with_capacity(keys.len());
         for key in keys {
@@ -305,15 +293,9 @@ impl Fleet {
         pressed
     }
 
-    /// The `kvmd powerdown-all` that gave `names` their intents went away
-    /// before they stopped (killed, interrupted, timed out): nobody waits
-    /// for those presses any more, and a node shutdown that was called off
-    /// must not leave kvmd pressing power buttons every `PRESS_AGAIN`
-    /// until the windows end. The presses stop; the intents stay, since a
-    /// guest already shutting down from a press is still the host's doing.
-    /// Names without a waiting, pressing intent are left alone.
-    pub fn handle_orders_abandoned(&mut self, now: Instant, names: &[InstanceName]) {
-        self.tick(now);
+    /// Stops the presses nobody waits for any more (see
+    /// [`Fleet::handle_orders_abandoned`]).
+    pub(super) fn orders_abandoned(&mut self, names: &[InstanceName]) {
         for name in names {
             let Some(key) = self.instances.key(name) else {
                 continue;
@@ -339,11 +321,9 @@ impl Fleet {
         }
     }
 
-    /// Intents a previous run kept, once at start-up after the first
-    /// crawl's connects: each is taken up by the instance it was given
-    /// for, or dropped (its QEMU is gone, or it expired meanwhile).
-    pub fn handle_intent_files(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
-        self.tick(now);
+    /// Takes up or drops the intents a previous run kept (see
+    /// [`Fleet::handle_intent_files`]).
+    pub(super) fn restore_intents(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
         for (name, intent) in intents {
             // As with state files: what stands at a name nobody could look
             // at yet is unknown, and the intent waits for it.

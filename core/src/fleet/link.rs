@@ -45,14 +45,13 @@ impl Fleet {
         })
     }
 
-    /// How an [`Action::Connect`] went.
-    pub fn handle_connect(
+    /// How a connect went (see [`Fleet::handle_connect`]).
+    pub(super) fn connect_answered(
         &mut self,
         now: Instant,
         key: InstanceKey,
         result: Result<Connected, ConnectError>,
     ) {
-        self.tick(now);
         let waiting = self.instances.get(key).and_then(|i| match i.link {
             Link::Connecting { since, .. } => Some(since),
             Link::Connected(_) => None,
@@ -237,9 +236,8 @@ impl Fleet {
         }
     }
 
-    /// Bytes read from `key`'s connection.
-    pub fn handle_bytes(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
-        self.tick(now);
+    /// Bytes read from `key`'s connection (see [`Fleet::handle_bytes`]).
+    pub(super) fn read(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
         self.converse(now, key, Feed::Bytes(bytes));
     }
 
@@ -435,10 +433,9 @@ impl Fleet {
         self.outbox.act(Action::SaveState { name, saved });
     }
 
-    /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
-    /// record, and look for a successor.
-    pub fn handle_hangup(&mut self, now: Instant, key: InstanceKey) {
-        self.tick(now);
+    /// Decides, records, and looks for a successor (see
+    /// [`Fleet::handle_hangup`]).
+    pub(super) fn hung_up(&mut self, now: Instant, key: InstanceKey) {
         // A last message without its line ending is still a message.
         self.converse(now, key, Feed::Eof);
         let Some(instance) = self.forget(key) else {

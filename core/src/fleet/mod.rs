@@ -14,27 +14,74 @@
 //! # Contract
 //! The caller (the event loop, or a simulation) owns every descriptor and
 //! the clock. It reads `now` once per loop turn and passes it to every
-//! `handle_*` call of that turn.
-//! - Inputs: [`Fleet::handle_change`] for each entry the watcher reports,
-//!   then [`Fleet::handle_dir`] with the watcher's state after every crawl
-//!   or inotify read; [`Fleet::handle_bytes`] for bytes read from a
-//!   connection and [`Fleet::handle_hangup`] when it ends; the answers to
-//!   actions ([`Fleet::handle_looked`], [`Fleet::handle_connect`],
-//!   [`Fleet::handle_recorded`]); [`Fleet::handle_state_files`] once at
-//!   start-up; [`Fleet::handle_timeout`] once every turn, after the rest.
-//! - Outputs: after any input, call [`Fleet::poll_action`] until it says
-//!   `None` and carry each [`Action`] out in order. Actions that ask a
-//!   question (look, connect, record) are answered at once, before the
-//!   next action is polled: the fleet relies on that order (a verdict's
-//!   write answered after the successor's look would be dropped as moot).
-//!   When its queue runs dry the fleet settles what the answers changed
-//!   (it keeps the evidence of connections that read something, once per
-//!   drain; it ends a descriptor shortage that is over), which may queue
-//!   more: `None` means everything is done.
-//! - Timers: [`Fleet::handle_timeout`] fires what is due; its actions are
-//!   polled like any others.
-//! - Then sleep until [`Fleet::poll_timeout`] (forever on `None`: an idle
-//!   fleet waits for nothing).
+//! `handle_*` call of that turn. These methods, all in this file, are the
+//! whole of it; everything else public is read-only (views, counts).
+//!
+//! Inputs, and when the caller hands each in:
+//! - The control directory: [`Fleet::handle_change`] for each entry the
+//!   watcher reports, then [`Fleet::handle_dir`] with the watcher's state,
+//!   after every crawl or inotify read.
+//! - Answers, each at once when its action is carried out (see Outputs):
+//!   [`Fleet::handle_looked`] for [`Action::Look`],
+//!   [`Fleet::handle_connect`] for [`Action::Connect`],
+//!   [`Fleet::handle_recorded`] for [`Action::Record`],
+//!   [`Fleet::handle_hook_spawned`] for [`Action::RunHook`].
+//! - Connections: [`Fleet::handle_bytes`] for bytes read from one,
+//!   [`Fleet::handle_hangup`] when it ends.
+//! - Hook processes: [`Fleet::handle_hook_exited`] when one is reaped.
+//! - Start-up, once each, in this order, after the first crawl's actions
+//!   were carried out: [`Fleet::handle_state_files`] (the names with a
+//!   state file), [`Fleet::handle_intent_files`] (the intents kept),
+//!   [`Fleet::handle_hook_files`] (the hooks left unfinished; only with
+//!   hooks on, [`Fleet::with_hooks`]).
+//! - Orders from control clients, each answered with what it returns:
+//!   [`Fleet::handle_expect_stop`], [`Fleet::handle_cancel_intent`],
+//!   [`Fleet::handle_powerdown_all`]; and
+//!   [`Fleet::handle_orders_abandoned`] when a `powerdown-all` client
+//!   went away before its guests stopped.
+//! - Time: [`Fleet::handle_timeout`] once every turn, after the rest; it
+//!   fires what is due, and its actions are polled like any others.
+//! - [`Fleet::handle_external_change`] when something an operator sees
+//!   changed outside the fleet (an inotify overflow), and
+//!   [`Fleet::handle_exit`] once, at exit.
+//!
+//! Outputs: after any input, call [`Fleet::poll_action`] until it says
+//! `None` and carry each [`Action`] out in order. Actions that ask a
+//! question (look, connect, record, run a hook) are answered at once,
+//! before the next action is polled: the fleet relies on that order (a
+//! verdict's write answered after the successor's look would be dropped as
+//! moot). When its queue runs dry the fleet settles what the answers
+//! changed (it keeps the evidence of connections that read something, once
+//! per drain; it ends a descriptor shortage that is over; it starts the
+//! hooks that may start; it asks for a report if one is due), which may
+//! queue more: `None` means everything is done. Then sleep until
+//! [`Fleet::poll_timeout`] (forever on `None`: an idle fleet waits for
+//! nothing).
+//!
+//! # Parts
+//! The fleet's state is a few owned parts, each keeping its own
+//! invariants with its own methods; the policy that uses several at once
+//! is `Fleet`'s, in the file of the part it concerns most.
+//! - `Directory` (`sighting.rs`): the control directory as known beyond
+//!   the instances tracked: reached or away, followed by events or by
+//!   crawls (and their back-off), the entries not monitored (ignored,
+//!   given up on, waiting for a descriptor, not lookable), the trusted
+//!   owners, and the descriptor shortage.
+//! - `Instances` (`instance.rs`): the instances tracked, one per name,
+//!   each with its connection, evidence and intent; and which connections
+//!   read something this turn.
+//! - `Verdicts` (`verdicts.rs`): the verdicts not written yet, one per
+//!   name, and the history of all (numbered there).
+//! - `Hooks` (`hooks.rs`, with `--on-verdict` only): the hook queues and
+//!   runs, and their totals.
+//! - `Outbox` (`outbox.rs`): the actions queued for the caller, the only
+//!   way to queue one, and whether a report is due.
+//! - `TimerTable` (`timers.rs`): every deadline of every part.
+//! - Besides: the totals for the metrics ([`Counters`]), the intents kept
+//!   for names not looked at yet (`intents.rs`), and the latest `now`.
+//!
+//! Connections' QMP conversations are `link.rs`'s, intents `intents.rs`'s,
+//! operator views `view.rs`'s and notices' wording `notice.rs`'s.
 //!
 //! Debug tracing (QMP lines, retries) goes to the `log` facade directly; it
 //! carries nothing anyone acts on. Everything the fleet tells an operator
@@ -59,7 +106,7 @@ mod hook_tests;
 mod tests;
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::decision::Verdict;
 use crate::errno::Errno;
@@ -386,7 +433,14 @@ impl Fleet {
         self.outbox.without_reports();
         self
     }
+}
 
+/// The contract: what the caller asks ([`Fleet::poll_action`],
+/// [`Fleet::poll_timeout`]) and every input it hands in, each a
+/// `handle_*`, in the order of the module documentation's list. Each
+/// input notes its time first; the work is done in the file of the part
+/// it concerns.
+impl Fleet {
     /// The next thing to do, if any. See the module documentation.
     pub fn poll_action(&mut self) -> Option<Action> {
         loop {
@@ -409,23 +463,168 @@ impl Fleet {
         }
     }
 
-    /// Once every action was carried out: keeps the evidence of
-    /// connections that read something, and closes a descriptor shortage
-    /// that is over (only now is it known whether the looks and connects
-    /// just answered found descriptors).
-    fn settle(&mut self) {
-        for key in self.instances.take_read() {
-            self.keep_state(key);
-        }
-        self.end_shortage_if_over();
-        self.start_hooks();
-        self.outbox.schedule_report(self.clock, &mut self.timers);
-    }
-
     /// When [`Fleet::handle_timeout`] is next due; `None` while nothing
     /// waits.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
+    }
+
+    /// One entry the watcher reported.
+    pub fn handle_change(&mut self, now: Instant, change: Change) {
+        self.tick(now);
+        self.entry_changed(now, change);
+    }
+
+    /// The watcher's state, after every crawl or inotify read.
+    pub fn handle_dir(&mut self, now: Instant, reach: Reach, follow: Follow) {
+        self.tick(now);
+        if self.directory.watched(now, reach, follow, &mut self.timers) {
+            self.retry_records_waiting_for_dir();
+        }
+    }
+
+    /// What stands at a name, as asked by an [`Action::Look`].
+    pub fn handle_looked(
+        &mut self,
+        now: Instant,
+        name: InstanceName,
+        purpose: Purpose,
+        look: Look,
+    ) {
+        self.tick(now);
+        self.look_answered(now, name, purpose, look);
+    }
+
+    /// How an [`Action::Connect`] went.
+    pub fn handle_connect(
+        &mut self,
+        now: Instant,
+        key: InstanceKey,
+        result: Result<Connected, ConnectError>,
+    ) {
+        self.tick(now);
+        self.connect_answered(now, key, result);
+    }
+
+    /// How an [`Action::Record`] went.
+    pub fn handle_recorded(
+        &mut self,
+        now: Instant,
+        key: VerdictKey,
+        result: Result<Outcome, RecordError>,
+    ) {
+        self.tick(now);
+        self.record_answered(now, key, result);
+    }
+
+    /// How an [`Action::RunHook`] went: its process (saved, so that a
+    /// restarted kvmd can end it), or why it did not start.
+    pub fn handle_hook_spawned(&mut self, now: Instant, id: HookId, result: Result<Qemu, Errno>) {
+        self.tick(now);
+        self.hook_spawned(now, id, result);
+    }
+
+    /// Bytes read from `key`'s connection.
+    pub fn handle_bytes(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
+        self.tick(now);
+        self.read(now, key, bytes);
+    }
+
+    /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
+    /// record, and look for a successor.
+    pub fn handle_hangup(&mut self, now: Instant, key: InstanceKey) {
+        self.tick(now);
+        self.hung_up(now, key);
+    }
+
+    /// A hook's process ended (reaped by the loop).
+    pub fn handle_hook_exited(&mut self, now: Instant, id: HookId, exit: HookExit) {
+        self.tick(now);
+        self.hook_exited(now, id, exit);
+    }
+
+    /// The instances that have a state file, once at start-up, after the
+    /// first crawl's actions were carried out: files of sockets that are
+    /// not monitored are stale (gone, recreated, or no socket).
+    pub fn handle_state_files(&mut self, names: Vec<InstanceName>) {
+        // With the directory away, or a name still waiting for a descriptor
+        // to be looked at, nobody knows yet what stands there: a file kept
+        // is checked when its socket is connected, a file lost is a
+        // verdict gone wrong (a pending power button forgotten).
+        if self.directory.reach() == Reach::Away {
+            return;
+        }
+        for name in names {
+            if !self.instances.contains(&name) && !self.directory.unknown(&name) {
+                log::debug!("{name}: stale state file removed");
+                self.outbox.act(Action::RemoveState { name });
+            }
+        }
+    }
+
+    /// Intents a previous run kept, once at start-up after the first
+    /// crawl's connects: each is taken up by the instance it was given
+    /// for, or dropped (its QEMU is gone, or it expired meanwhile).
+    pub fn handle_intent_files(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
+        self.tick(now);
+        self.restore_intents(now, intents);
+    }
+
+    /// Hooks a killed kvmd had not finished, read back at start-up: each
+    /// runs again (its runs so far counted).
+    pub fn handle_hook_files(&mut self, now: Instant, files: Vec<(InstanceName, Vec<HookJob>)>) {
+        self.tick(now);
+        self.restore_hooks(files);
+    }
+
+    /// `kvmd expect-stop NAME --for WINDOW --by BY`: the next SHUTDOWN of
+    /// `name`'s current QEMU within `window` is the host's. A second call
+    /// replaces the first.
+    pub fn handle_expect_stop(
+        &mut self,
+        now: Instant,
+        name: &InstanceName,
+        window: Duration,
+        by: String,
+    ) -> Result<(), IntentRefused> {
+        self.tick(now);
+        self.expect_stop(now, name, window, by)
+    }
+
+    /// `kvmd expect-stop --cancel NAME`: withdraws a waiting intent.
+    pub fn handle_cancel_intent(
+        &mut self,
+        now: Instant,
+        name: &InstanceName,
+    ) -> Result<(), IntentRefused> {
+        self.tick(now);
+        self.cancel_intent(name)
+    }
+
+    /// `kvmd powerdown-all`: an intent `by` for `window` on every monitored
+    /// guest, and its power button pressed (again every `PRESS_AGAIN`
+    /// until it shuts down or the window ends). Instances not monitored
+    /// yet are listed as refused.
+    pub fn handle_powerdown_all(
+        &mut self,
+        now: Instant,
+        window: Duration,
+        by: &str,
+    ) -> Vec<Pressed> {
+        self.tick(now);
+        self.powerdown_all(now, window, by)
+    }
+
+    /// The `kvmd powerdown-all` that gave `names` their intents went away
+    /// before they stopped (killed, interrupted, timed out): nobody waits
+    /// for those presses any more, and a node shutdown that was called off
+    /// must not leave kvmd pressing power buttons every `PRESS_AGAIN`
+    /// until the windows end. The presses stop; the intents stay, since a
+    /// guest already shutting down from a press is still the host's doing.
+    /// Names without a waiting, pressing intent are left alone.
+    pub fn handle_orders_abandoned(&mut self, now: Instant, names: &[InstanceName]) {
+        self.tick(now);
+        self.orders_abandoned(names);
     }
 
     /// Fires every timer due at `now`. Call once per loop turn.
@@ -452,36 +651,10 @@ impl Fleet {
         }
     }
 
-    /// Notes the time handed in with an input.
-    pub(super) fn tick(&mut self, now: Instant) {
-        self.clock = Some(now);
-    }
-
-    /// The watcher's state, after every crawl or inotify read.
-    pub fn handle_dir(&mut self, now: Instant, reach: Reach, follow: Follow) {
-        self.tick(now);
-        if self.directory.watched(now, reach, follow, &mut self.timers) {
-            self.retry_records_waiting_for_dir();
-        }
-    }
-
-    /// The instances that have a state file, once at start-up, after the
-    /// first crawl's actions were carried out: files of sockets that are
-    /// not monitored are stale (gone, recreated, or no socket).
-    pub fn handle_state_files(&mut self, names: Vec<InstanceName>) {
-        // With the directory away, or a name still waiting for a descriptor
-        // to be looked at, nobody knows yet what stands there: a file kept
-        // is checked when its socket is connected, a file lost is a
-        // verdict gone wrong (a pending power button forgotten).
-        if self.directory.reach() == Reach::Away {
-            return;
-        }
-        for name in names {
-            if !self.instances.contains(&name) && !self.directory.unknown(&name) {
-                log::debug!("{name}: stale state file removed");
-                self.outbox.act(Action::RemoveState { name });
-            }
-        }
+    /// Something an operator sees changed outside the fleet (an inotify
+    /// overflow, say): a report follows, as for the fleet's own changes.
+    pub fn handle_external_change(&mut self) {
+        self.outbox.changed();
     }
 
     /// At exit: tells which verdicts never made it to disk. Instances still
@@ -497,11 +670,25 @@ impl Fleet {
                 .notify(Notice::ExitingUnrecorded { name, verdict });
         }
     }
+}
 
-    /// Something an operator sees changed outside the fleet (an inotify
-    /// overflow, say): a report follows, as for the fleet's own changes.
-    pub fn handle_external_change(&mut self) {
-        self.outbox.changed();
+impl Fleet {
+    /// Once every action was carried out: keeps the evidence of
+    /// connections that read something, and closes a descriptor shortage
+    /// that is over (only now is it known whether the looks and connects
+    /// just answered found descriptors).
+    fn settle(&mut self) {
+        for key in self.instances.take_read() {
+            self.keep_state(key);
+        }
+        self.end_shortage_if_over();
+        self.start_hooks();
+        self.outbox.schedule_report(self.clock, &mut self.timers);
+    }
+
+    /// Notes the time handed in with an input.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.clock = Some(now);
     }
 
     /// How many instances are tracked (monitored or waiting to be).

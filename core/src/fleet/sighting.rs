@@ -206,9 +206,8 @@ impl Directory {
 }
 
 impl Fleet {
-    /// One entry the watcher reported.
-    pub fn handle_change(&mut self, now: Instant, change: Change) {
-        self.tick(now);
+    /// One entry the watcher reported (see [`Fleet::handle_change`]).
+    pub(super) fn entry_changed(&mut self, now: Instant, change: Change) {
         let name = match change {
             Change::Vanished(name) => {
                 self.directory.vanished(&name);
@@ -254,15 +253,14 @@ impl Fleet {
         });
     }
 
-    /// What stands at a name, as asked by an [`Action::Look`].
-    pub fn handle_looked(
+    /// What stands at a name (see [`Fleet::handle_looked`]).
+    pub(super) fn look_answered(
         &mut self,
         now: Instant,
         name: InstanceName,
         purpose: Purpose,
         look: Look,
     ) {
-        self.tick(now);
         let succession = match purpose {
             Purpose::Verdict(key) => return self.verdict_looked(key, look),
             Purpose::Recheck => {

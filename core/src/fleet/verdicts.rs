@@ -184,14 +184,13 @@ impl Fleet {
         })
     }
 
-    /// How an [`Action::Record`] went.
-    pub fn handle_recorded(
+    /// How a verdict's write went (see [`Fleet::handle_recorded`]).
+    pub(super) fn record_answered(
         &mut self,
         now: Instant,
         key: VerdictKey,
         result: Result<Outcome, RecordError>,
     ) {
-        self.tick(now);
         let Some(serial) = self.verdicts.get(key).map(|v| v.serial) else {
             return;
         };
