@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::decision::{Carried, ShutdownSeen};
+use crate::decision::{Carried, ReasonCode, ShutdownSeen, VerdictKind};
 use crate::fleet::{HookJob, Intent, IntentState, Presses};
 use crate::name::InstanceName;
 use crate::qmp::Reason;
@@ -139,8 +139,8 @@ fn encode_hook(job: &HookJob) -> String {
     };
     format!(
         "{HOOK_MAGIC} user={} reason={} qemu={} attempt={} running={running}{by}\n",
-        u8::from(job.user),
-        job.reason,
+        u8::from(job.user.is_user()),
+        job.reason.as_str(),
         number(job.qemu_pid),
         job.attempt
     )
@@ -168,11 +168,11 @@ fn decode_hook(name: &InstanceName, line: &str) -> Option<HookJob> {
     let mut field =
         |key: &str| -> Option<&str> { fields.next()?.strip_prefix(key)?.strip_prefix('=') };
     let user = match field("user")? {
-        "1" => true,
-        "0" => false,
+        "1" => VerdictKind::User,
+        "0" => VerdictKind::NotUser,
         _ => return None,
     };
-    let reason = HookJob::reason_code(field("reason")?)?;
+    let reason: ReasonCode = field("reason")?.parse().ok()?;
     let qemu_pid = match field("qemu")? {
         "-" => None,
         pid => Some(pid.parse().ok()?),
@@ -394,6 +394,32 @@ mod tests {
             "kvmd-state 2 dev=1 ino=2 pid=3 start=4 powerdown=1 paused=0 panicked=0 shutdown=- extra=1\n",
         ] {
             assert_eq!(Saved::decode(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_hook_file_reads_back_byte_for_byte_and_files_of_kvmd_1_0_still_read() {
+        let name = InstanceName::new(std::ffi::OsStr::new("vm1")).expect("a name");
+        // As kvmd 1.0 wrote them (no `by`), and as this one does.
+        let text = "kvmd-hook 1 user=1 reason=guest-poweroff qemu=42 attempt=1 running=-\n\
+                    kvmd-hook 1 user=0 reason=host-intent qemu=- attempt=0 running=7:8 by=6f7073\n";
+        let jobs = decode_hooks(&name, text);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(
+            (jobs[0].user, jobs[0].reason, jobs[0].qemu_pid),
+            (VerdictKind::User, ReasonCode::GuestPoweroff, Some(42))
+        );
+        assert_eq!(
+            (jobs[1].user, jobs[1].reason, jobs[1].intent_by.as_deref()),
+            (VerdictKind::NotUser, ReasonCode::HostIntent, Some("ops"))
+        );
+        assert_eq!(encode_hooks(&jobs), text);
+        // A word that is not one is not read.
+        for line in [
+            "kvmd-hook 1 user=2 reason=guest-poweroff qemu=- attempt=0 running=-",
+            "kvmd-hook 1 user=1 reason=GuestPoweroff qemu=- attempt=0 running=-",
+        ] {
+            assert!(decode_hooks(&name, line).is_empty(), "{line}");
         }
     }
 

@@ -136,12 +136,12 @@ impl HookRunner {
         command
             .arg(name)
             .arg(verdict)
-            .arg(job.reason)
+            .arg(job.reason.as_str())
             .env_clear()
             .env("PATH", HOOK_PATH)
             .env("KVMD_INSTANCE", name)
             .env("KVMD_VERDICT", verdict)
-            .env("KVMD_REASON", job.reason)
+            .env("KVMD_REASON", job.reason.as_str())
             .env("KVMD_CTRL_DIR", &self.ctrl_dir)
             .env(
                 "KVMD_SHUTDOWN_FILE",

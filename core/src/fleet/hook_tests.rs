@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::decision::Why;
+use crate::decision::{ReasonCode, VerdictKind, Why};
 use crate::errno::Errno;
 use crate::fleet::Outcome;
 
@@ -186,7 +186,7 @@ fn a_written_verdict_runs_its_hook_with_its_reason() {
     };
     assert_eq!(job.name, name("vm"));
     assert_eq!(
-        (job.user, job.reason, job.attempt),
+        (job.user.is_user(), job.reason.as_str(), job.attempt),
         (false, "not-negotiated", 1)
     );
     assert_eq!(job.qemu_pid, Some(99));
@@ -321,8 +321,8 @@ fn hooks_left_by_a_killed_kvmd_run_again_counting_their_runs() {
     let mut h = HookHarness::new(POLICY);
     let job = |n: &str, attempt| HookJob {
         name: name(n),
-        user: true,
-        reason: "guest-poweroff",
+        user: VerdictKind::User,
+        reason: ReasonCode::GuestPoweroff,
         qemu_pid: Some(7),
         attempt,
         running: Some(PROCESS),

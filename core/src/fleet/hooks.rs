@@ -44,11 +44,13 @@ const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(
 pub struct HookJob {
     /// The instance the verdict is about.
     pub name: InstanceName,
-    /// Whether the verdict is a user shutdown.
-    pub user: bool,
-    /// The verdict's reason code, as [`ReasonCode::as_str`] writes it
-    /// (text rather than the enum: what the hook is handed, as is).
-    pub reason: &'static str,
+    /// Whether the verdict is a user shutdown (`user` or `not-user`, as
+    /// the hook is told). Kept as saved rather than derived from `reason`:
+    /// a hook file is run as it was written.
+    pub user: VerdictKind,
+    /// The verdict's reason code (the hook is handed
+    /// [`ReasonCode::as_str`]).
+    pub reason: ReasonCode,
     /// The pid of the QEMU that stopped (`KVMD_QEMU_PID`), if known.
     pub qemu_pid: Option<u32>,
     /// Runs started so far (the one starting now included, once started).
@@ -61,14 +63,9 @@ pub struct HookJob {
 }
 
 impl HookJob {
-    /// The reason code as a `&'static str`, if `code` is one.
-    pub fn reason_code(code: &str) -> Option<&'static str> {
-        code.parse().ok().map(ReasonCode::as_str)
-    }
-
     /// `user` or `not-user`, as the hook is told.
     pub fn verdict(&self) -> VerdictKind {
-        VerdictKind::from_user(self.user)
+        self.user
     }
 }
 
@@ -226,7 +223,7 @@ impl Fleet {
                 views.push(HookView {
                     name: name.clone(),
                     verdict: job.verdict(),
-                    reason: job.reason,
+                    reason: job.reason.as_str(),
                     attempt: job.attempt,
                     running: i == 0 && matches!(queue.stage, Stage::Running { .. }),
                 });
@@ -250,8 +247,8 @@ impl Fleet {
         };
         let job = HookJob {
             name: name.clone(),
-            user: verdict.is_user_shutdown(),
-            reason: verdict.why().code().as_str(),
+            user: verdict.kind(),
+            reason: verdict.why().code(),
             qemu_pid: qemu.map(|q| q.pid),
             attempt: 0,
             running: None,
@@ -277,24 +274,20 @@ impl Fleet {
             }
         }
         if let Some(old) = superseded {
-            self.notify(Notice::HookSuperseded {
+            self.outbox.notify(Notice::HookSuperseded {
                 name: name.clone(),
                 verdict: old.verdict(),
-                reason: old.reason,
+                reason: old.reason.as_str(),
             });
         }
         // Saved before anything else is done: the verdict is on disk, its
         // hook must be too, with as small a window as can be.
-        self.save_hooks(name);
-        if let Some(save) = self.queue.pop_back() {
-            self.queue.push_front(save);
-        }
+        let save = self.hooks_to_save(name);
+        self.outbox.act_first(save);
     }
 
-    /// Hooks a killed kvmd had not finished, read back at start-up: each
-    /// runs again (its runs so far counted).
-    pub fn handle_hook_files(&mut self, now: Instant, files: Vec<(InstanceName, Vec<HookJob>)>) {
-        self.tick(now);
+    /// Takes up the hooks a killed kvmd left (see [`Fleet::handle_hook_files`]).
+    pub(super) fn restore_hooks(&mut self, files: Vec<(InstanceName, Vec<HookJob>)>) {
         let Some(hooks) = &mut self.hooks else {
             return;
         };
@@ -354,14 +347,12 @@ impl Fleet {
             };
             let timeout = hooks.policy.timeout;
             self.timers.set(Timer::HookTimeout(id), now + timeout);
-            self.act(Action::RunHook { id, job });
+            self.outbox.act(Action::RunHook { id, job });
         }
     }
 
-    /// How an [`Action::RunHook`] went: its process (saved, so that a
-    /// restarted kvmd can end it), or why it did not start.
-    pub fn handle_hook_spawned(&mut self, now: Instant, id: HookId, result: Result<Qemu, Errno>) {
-        self.tick(now);
+    /// A hook's start, as the caller tried it (see [`Fleet::handle_hook_spawned`]).
+    pub(super) fn hook_spawned(&mut self, now: Instant, id: HookId, result: Result<Qemu, Errno>) {
         match result {
             Ok(process) => {
                 let Some(name) = self.hook_name(id) else {
@@ -412,9 +403,8 @@ impl Fleet {
         self.schedule_hook_retry();
     }
 
-    /// A hook's process ended (reaped by the loop).
-    pub fn handle_hook_exited(&mut self, now: Instant, id: HookId, exit: HookExit) {
-        self.tick(now);
+    /// A hook's process ended (see [`Fleet::handle_hook_exited`]).
+    pub(super) fn hook_exited(&mut self, now: Instant, id: HookId, exit: HookExit) {
         let timed_out = self.hook_name(id).is_some_and(|name| {
             self.hooks
                 .as_ref()
@@ -488,10 +478,10 @@ impl Fleet {
                 }
             }
         }
-        self.notify(Notice::HookEnded {
+        self.outbox.notify(Notice::HookEnded {
             name: name.clone(),
             verdict: job.verdict(),
-            reason: job.reason,
+            reason: job.reason.as_str(),
             attempt: job.attempt,
             end,
             took,
@@ -550,7 +540,7 @@ impl Fleet {
             *timed_out = true;
         }
         self.timers.set(Timer::HookKill(id), now + KILL_AFTER);
-        self.act(Action::SignalHook {
+        self.outbox.act(Action::SignalHook {
             id,
             signal: HookSignal::Term,
         });
@@ -558,7 +548,7 @@ impl Fleet {
 
     pub(super) fn hook_kill_due(&mut self, id: HookId) {
         if self.hook_name(id).is_some() {
-            self.act(Action::SignalHook {
+            self.outbox.act(Action::SignalHook {
                 id,
                 signal: HookSignal::Kill,
             });
@@ -567,15 +557,21 @@ impl Fleet {
 
     /// Saves what is queued for `name` (nothing: the file goes).
     fn save_hooks(&mut self, name: &InstanceName) {
+        let save = self.hooks_to_save(name);
+        self.outbox.act(save);
+    }
+
+    /// The action that saves what is queued for `name`.
+    fn hooks_to_save(&self, name: &InstanceName) -> Action {
         let jobs = self
             .hooks
             .as_ref()
             .and_then(|h| h.queues.get(name))
             .map(|q| q.jobs.iter().cloned().collect())
             .unwrap_or_default();
-        self.act(Action::SaveHooks {
+        Action::SaveHooks {
             name: name.clone(),
             jobs,
-        });
+        }
     }
 }

@@ -1,6 +1,13 @@
-//! One instance: the socket it is monitored through, and how far that got.
+//! One instance: the socket it is monitored through, and how far that
+//! got; and [`Instances`], the fleet's part that holds them all, one per
+//! name.
 
+use std::collections::HashMap;
 use std::time::Instant;
+
+use slab::Slab;
+
+use super::InstanceKey;
 
 use crate::decision::{Carried, Evidence};
 use crate::name::InstanceName;
@@ -148,5 +155,76 @@ impl Instance {
         if self.succession != Succession::Renewed {
             self.succession = Succession::Unlinked;
         }
+    }
+}
+
+/// The instances tracked (monitored, or waiting to be), keyed for the
+/// event loop, and exactly one per name: so one monitor per socket file.
+/// Its invariant, kept by [`Instances::insert`] and [`Instances::remove`]
+/// alone: a name maps to a key exactly while that key holds an instance
+/// of that name.
+#[derive(Debug, Default)]
+pub(super) struct Instances {
+    slab: Slab<Instance>,
+    by_name: HashMap<InstanceName, InstanceKey>,
+    /// Connections that read something since the last drain: their
+    /// evidence is kept (if it changed) once per drain, not per read.
+    read: Vec<InstanceKey>,
+}
+
+impl Instances {
+    pub(super) fn get(&self, key: InstanceKey) -> Option<&Instance> {
+        self.slab.get(key.0)
+    }
+
+    pub(super) fn get_mut(&mut self, key: InstanceKey) -> Option<&mut Instance> {
+        self.slab.get_mut(key.0)
+    }
+
+    /// The key of the instance tracked for `name`.
+    pub(super) fn key(&self, name: &InstanceName) -> Option<InstanceKey> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Whether an instance is tracked for `name`.
+    pub(super) fn contains(&self, name: &InstanceName) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Tracks `instance`; its name must not be tracked already (the
+    /// caller asked [`Instances::contains`]).
+    pub(super) fn insert(&mut self, instance: Instance) -> InstanceKey {
+        let name = instance.name.clone();
+        let key = InstanceKey(self.slab.insert(instance));
+        self.by_name.insert(name, key);
+        key
+    }
+
+    /// Stops tracking `key`'s instance, and hands it back.
+    pub(super) fn remove(&mut self, key: InstanceKey) -> Option<Instance> {
+        let instance = self.slab.try_remove(key.0)?;
+        self.by_name.remove(&instance.name);
+        Some(instance)
+    }
+
+    /// Every instance, in key order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (InstanceKey, &Instance)> {
+        self.slab.iter().map(|(key, i)| (InstanceKey(key), i))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// `key`'s connection read something this turn.
+    pub(super) fn read(&mut self, key: InstanceKey) {
+        if !self.read.contains(&key) {
+            self.read.push(key);
+        }
+    }
+
+    /// The connections that read something since the last call.
+    pub(super) fn take_read(&mut self) -> Vec<InstanceKey> {
+        std::mem::take(&mut self.read)
     }
 }

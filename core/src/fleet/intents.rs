@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::instance::{Instance, Link};
-use super::{Action, Fleet, InstanceKey, Notice, Phase, Reach, Timer};
+use super::{Action, Fleet, InstanceKey, Notice, Phase, Timer};
 use crate::decision::Expected;
 use crate::name::InstanceName;
 use crate::qmp::Command;
@@ -215,32 +215,27 @@ pub struct Pressed {
 }
 
 impl Fleet {
-    /// `kvmd expect-stop NAME --for WINDOW --by BY`: the next SHUTDOWN of
-    /// `name`'s current QEMU within `window` is the host's. A second call
-    /// replaces the first.
-    pub fn handle_expect_stop(
+    /// `kvmd expect-stop` (see [`Fleet::handle_expect_stop`]).
+    pub(super) fn expect_stop(
         &mut self,
         now: Instant,
         name: &InstanceName,
         window: Duration,
         by: String,
     ) -> Result<(), IntentRefused> {
-        self.tick(now);
         let key = self.monitored(name)?;
         self.give_intent(now, key, window, by, Presses::None)
     }
 
-    /// `kvmd expect-stop --cancel NAME`: withdraws a waiting intent.
-    pub fn handle_cancel_intent(
-        &mut self,
-        now: Instant,
-        name: &InstanceName,
-    ) -> Result<(), IntentRefused> {
-        self.tick(now);
-        let key = *self.by_name.get(name).ok_or(IntentRefused::NotMonitored)?;
+    /// `kvmd expect-stop --cancel` (see [`Fleet::handle_cancel_intent`]).
+    pub(super) fn cancel_intent(&mut self, name: &InstanceName) -> Result<(), IntentRefused> {
+        let key = self
+            .instances
+            .key(name)
+            .ok_or(IntentRefused::NotMonitored)?;
         let instance = self
             .instances
-            .get_mut(key.0)
+            .get_mut(key)
             .ok_or(IntentRefused::NotMonitored)?;
         match &instance.intent {
             None => return Err(IntentRefused::NoIntent),
@@ -255,29 +250,25 @@ impl Fleet {
         self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
         let name = name.clone();
-        self.act(Action::RemoveIntent { name: name.clone() });
-        self.notify(Notice::IntentCancelled {
+        self.outbox.act(Action::RemoveIntent { name: name.clone() });
+        self.outbox.notify(Notice::IntentCancelled {
             name,
             by: intent.by,
         });
         Ok(())
     }
 
-    /// `kvmd powerdown-all`: an intent `by` for `window` on every monitored
-    /// guest, and its power button pressed (again every `PRESS_AGAIN`
-    /// until it shuts down or the window ends). Instances not monitored
-    /// yet are listed as refused.
-    pub fn handle_powerdown_all(
+    /// `kvmd powerdown-all` (see [`Fleet::handle_powerdown_all`]).
+    pub(super) fn powerdown_all(
         &mut self,
         now: Instant,
         window: Duration,
         by: &str,
     ) -> Vec<Pressed> {
-        self.tick(now);
-        let keys: Vec<InstanceKey> = self.instances.iter().map(|(k, _)| InstanceKey(k)).collect();
+        let keys: Vec<InstanceKey> = self.instances.iter().map(|(key, _)| key).collect();
         let mut pressed = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some(instance) = self.instances.get(key.0) else {
+            let Some(instance) = self.instances.get(key) else {
                 continue;
             };
             let name = instance.name.clone();
@@ -302,20 +293,14 @@ impl Fleet {
         pressed
     }
 
-    /// The `kvmd powerdown-all` that gave `names` their intents went away
-    /// before they stopped (killed, interrupted, timed out): nobody waits
-    /// for those presses any more, and a node shutdown that was called off
-    /// must not leave kvmd pressing power buttons every `PRESS_AGAIN`
-    /// until the windows end. The presses stop; the intents stay, since a
-    /// guest already shutting down from a press is still the host's doing.
-    /// Names without a waiting, pressing intent are left alone.
-    pub fn handle_orders_abandoned(&mut self, now: Instant, names: &[InstanceName]) {
-        self.tick(now);
+    /// Stops the presses nobody waits for any more (see
+    /// [`Fleet::handle_orders_abandoned`]).
+    pub(super) fn orders_abandoned(&mut self, names: &[InstanceName]) {
         for name in names {
-            let Some(&key) = self.by_name.get(name) else {
+            let Some(key) = self.instances.key(name) else {
                 continue;
             };
-            let Some(instance) = self.instances.get_mut(key.0) else {
+            let Some(instance) = self.instances.get_mut(key) else {
                 continue;
             };
             let Some(intent) = instance.intent.as_mut() else {
@@ -329,25 +314,21 @@ impl Fleet {
             self.timers.cancel(Timer::Press(key));
             // Kept so: a restarted kvmd does not start pressing again.
             self.save_intent(name, &intent);
-            self.notify(Notice::PressesStopped {
+            self.outbox.notify(Notice::PressesStopped {
                 name: name.clone(),
                 by: intent.by,
             });
         }
     }
 
-    /// Intents a previous run kept, once at start-up after the first
-    /// crawl's connects: each is taken up by the instance it was given
-    /// for, or dropped (its QEMU is gone, or it expired meanwhile).
-    pub fn handle_intent_files(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
-        self.tick(now);
+    /// Takes up or drops the intents a previous run kept (see
+    /// [`Fleet::handle_intent_files`]).
+    pub(super) fn restore_intents(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
         for (name, intent) in intents {
             // As with state files: what stands at a name nobody could look
             // at yet is unknown, and the intent waits for it.
-            let unknown = self.reach == Reach::Away
-                || self.deferred.iter().any(|(n, _)| *n == name)
-                || self.unlooked.contains(&name);
-            if !self.by_name.contains_key(&name) && unknown {
+            let unknown = self.directory.unknown(&name);
+            if !self.instances.contains(&name) && unknown {
                 log::info!("{name}: its kept intent waits until its socket is looked at");
                 self.awaiting_intents.insert(name, intent);
                 continue;
@@ -383,7 +364,7 @@ impl Fleet {
                      at; removed",
                     intent.by
                 );
-                self.act(Action::RemoveIntent { name });
+                self.outbox.act(Action::RemoveIntent { name });
             }
         }
         self.time_awaiting_intents();
@@ -399,8 +380,8 @@ impl Fleet {
     /// A kept intent taken up by the instance it was given for, or dropped
     /// (its QEMU is gone, or it expired meanwhile).
     fn restore_intent(&mut self, now: Instant, name: InstanceName, intent: Intent) {
-        let key = self.by_name.get(&name).copied();
-        let instance = key.and_then(|key| self.instances.get(key.0));
+        let key = self.instances.key(&name);
+        let instance = key.and_then(|key| self.instances.get(key));
         if instance.is_some_and(|i| i.intent.is_some()) {
             // Given anew while the kept one waited for a look: the file is
             // the new one's now.
@@ -429,7 +410,7 @@ impl Fleet {
                 "{name}: an intent kept by {:?} no longer applies ({why}); removed",
                 intent.by
             );
-            self.act(Action::RemoveIntent { name });
+            self.outbox.act(Action::RemoveIntent { name });
             return;
         };
         let mut intent = intent;
@@ -452,18 +433,18 @@ impl Fleet {
                 self.timers.set(Timer::Press(key), first);
             }
         }
-        if let Some(instance) = self.instances.get_mut(key.0) {
+        if let Some(instance) = self.instances.get_mut(key) {
             instance.intent = Some(intent);
         }
     }
 
     /// The key of `name`'s instance, if it is monitored.
     fn monitored(&self, name: &InstanceName) -> Result<InstanceKey, IntentRefused> {
-        let key = *self.by_name.get(name).ok_or(IntentRefused::NotMonitored)?;
-        let instance = self
+        let key = self
             .instances
-            .get(key.0)
+            .key(name)
             .ok_or(IntentRefused::NotMonitored)?;
+        let instance = self.instances.get(key).ok_or(IntentRefused::NotMonitored)?;
         match instance.phase() {
             Phase::Monitoring => Ok(key),
             _ => Err(IntentRefused::NotYetMonitoring),
@@ -483,10 +464,7 @@ impl Fleet {
         if !valid_by(by) {
             return Err(IntentRefused::BadBy);
         }
-        let instance = self
-            .instances
-            .get(key.0)
-            .ok_or(IntentRefused::NotMonitored)?;
+        let instance = self.instances.get(key).ok_or(IntentRefused::NotMonitored)?;
         let Link::Connected(conv) = &instance.link else {
             return Err(IntentRefused::NotYetMonitoring);
         };
@@ -507,7 +485,7 @@ impl Fleet {
         self.check_intent(key, window, &by)?;
         let instance = self
             .instances
-            .get_mut(key.0)
+            .get_mut(key)
             .ok_or(IntentRefused::NotMonitored)?;
         let Link::Connected(conv) = &instance.link else {
             return Err(IntentRefused::NotYetMonitoring);
@@ -530,12 +508,12 @@ impl Fleet {
             self.timers.cancel(Timer::Press(key));
         }
         self.save_intent(&name, &intent);
-        self.notify(Notice::IntentGiven { name, by, window });
+        self.outbox.notify(Notice::IntentGiven { name, by, window });
         Ok(())
     }
 
     fn save_intent(&mut self, name: &InstanceName, intent: &Intent) {
-        self.act(Action::SaveIntent {
+        self.outbox.act(Action::SaveIntent {
             name: name.clone(),
             intent: intent.clone(),
         });
@@ -543,7 +521,7 @@ impl Fleet {
 
     /// Presses `key`'s power button, and sets the timer to press again.
     fn press(&mut self, key: InstanceKey) -> Result<(), IntentRefused> {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return Err(IntentRefused::NotMonitored);
         };
         let Link::Connected(conv) = &mut instance.link else {
@@ -561,7 +539,7 @@ impl Fleet {
                 crate::qmp::NotSent::TooManyUnanswered => IntentRefused::CannotPress,
             })?;
         if let Some(command) = sent {
-            self.act(Action::Transmit { key, command });
+            self.outbox.act(Action::Transmit { key, command });
         }
         if let Some(now) = self.clock {
             self.timers.set(Timer::Press(key), now + PRESS_AGAIN);
@@ -573,7 +551,7 @@ impl Fleet {
     /// QEMU that leaves a press unanswered is not pressed more (the
     /// presses are bounded by [`crate::qmp::MAX_ASKED`]).
     pub(super) fn press_due(&mut self, key: InstanceKey) {
-        let waiting = self.instances.get(key.0).is_some_and(|i| {
+        let waiting = self.instances.get(key).is_some_and(|i| {
             i.intent.as_ref().is_some_and(|intent| {
                 intent.state == IntentState::Waiting && intent.presses == Presses::UntilShutdown
             })
@@ -594,7 +572,7 @@ impl Fleet {
 
     /// [`Timer::Intent`]: a waiting intent's window is over.
     pub(super) fn intent_expired(&mut self, key: InstanceKey) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         if !instance
@@ -617,8 +595,8 @@ impl Fleet {
         self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
         let name = instance.name.clone();
-        self.act(Action::RemoveIntent { name: name.clone() });
-        self.notify(Notice::IntentExpired {
+        self.outbox.act(Action::RemoveIntent { name: name.clone() });
+        self.outbox.notify(Notice::IntentExpired {
             name,
             by: intent.by,
         });
@@ -631,7 +609,7 @@ impl Fleet {
     /// the one the host announced.
     pub(super) fn claim_intent(&mut self, key: InstanceKey, read: ShutdownRead) {
         let now = self.clock;
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Some(intent) = instance.intent.as_mut() else {
@@ -658,7 +636,7 @@ impl Fleet {
     /// an earlier run claimed, expires now.
     pub(super) fn expire_if_over(&mut self, key: InstanceKey) {
         let over = self.clock.is_some_and(|now| {
-            self.instances.get(key.0).is_some_and(|i| {
+            self.instances.get(key).is_some_and(|i| {
                 i.intent.as_ref().is_some_and(|intent| {
                     intent.state == IntentState::Waiting && intent.until <= now
                 })
@@ -672,7 +650,7 @@ impl Fleet {
     /// A connection learned which QEMU is behind the socket: an intent
     /// (restored at start-up before it connected) for another QEMU goes.
     pub(super) fn check_intent_qemu(&mut self, key: InstanceKey) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let fits = instance
@@ -686,7 +664,7 @@ impl Fleet {
         let name = instance.name.clone();
         self.timers.cancel(Timer::Intent(key));
         self.timers.cancel(Timer::Press(key));
-        self.act(Action::RemoveIntent { name });
+        self.outbox.act(Action::RemoveIntent { name });
     }
 }
 

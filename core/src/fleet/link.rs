@@ -37,7 +37,7 @@ fn worth_retrying(errno: Errno) -> bool {
 impl Fleet {
     /// The connect a queued step asks for, if its instance still waits.
     pub(super) fn connect_action(&mut self, key: InstanceKey) -> Option<Action> {
-        let instance = self.instances.get(key.0)?;
+        let instance = self.instances.get(key)?;
         matches!(instance.link, Link::Connecting { .. }).then(|| Action::Connect {
             key,
             name: instance.name.clone(),
@@ -45,15 +45,14 @@ impl Fleet {
         })
     }
 
-    /// How an [`Action::Connect`] went.
-    pub fn handle_connect(
+    /// How a connect went (see [`Fleet::handle_connect`]).
+    pub(super) fn connect_answered(
         &mut self,
         now: Instant,
         key: InstanceKey,
         result: Result<Connected, ConnectError>,
     ) {
-        self.tick(now);
-        let waiting = self.instances.get(key.0).and_then(|i| match i.link {
+        let waiting = self.instances.get(key).and_then(|i| match i.link {
             Link::Connecting { since, .. } => Some(since),
             Link::Connected(_) => None,
         });
@@ -61,7 +60,7 @@ impl Fleet {
             // Not asked for (questions are answered at once, so this does
             // not happen): a connection made anyway is closed, not leaked.
             if result.is_ok() {
-                self.act(Action::Close { key });
+                self.outbox.act(Action::Close { key });
             }
             return;
         };
@@ -71,14 +70,14 @@ impl Fleet {
         };
         // Another QEMU process behind the name than the one an unwritten
         // verdict is about: a new QEMU, even on the old inode number.
-        if let Some(name) = self.instances.get(key.0).map(|i| i.name.clone())
+        if let Some(name) = self.instances.get(key).map(|i| i.name.clone())
             && self
                 .verdict_qemu(&name)
                 .is_some_and(|old| qemu.is_some_and(|new| new != old))
         {
             self.moot(&name);
         }
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         debug!("{}: connected", instance.name);
@@ -94,11 +93,11 @@ impl Fleet {
             }
             (_, Some(_)) => {
                 let name = instance.name.clone();
-                self.act(Action::RemoveState { name });
+                self.outbox.act(Action::RemoveState { name });
             }
             (_, None) => {}
         }
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         instance.link = Link::Connected(Box::new(Conversation {
@@ -112,9 +111,9 @@ impl Fleet {
             state: None,
         }));
         let name = instance.name.clone();
-        self.changed();
+        self.outbox.changed();
         if restored {
-            self.notify(Notice::Restored { name });
+            self.outbox.notify(Notice::Restored { name });
         }
         self.check_intent_qemu(key);
         // A SHUTDOWN the previous run read (kept with the evidence) claims
@@ -128,7 +127,7 @@ impl Fleet {
 
     /// Whether `key`'s QEMU has sent (or an earlier run read) its SHUTDOWN.
     pub(super) fn shut_down(&self, key: InstanceKey) -> bool {
-        self.instances.get(key.0).is_some_and(|i| match &i.link {
+        self.instances.get(key).is_some_and(|i| match &i.link {
             Link::Connected(c) => c.evidence.first_shutdown().is_some(),
             Link::Connecting { .. } => false,
         })
@@ -160,9 +159,9 @@ impl Fleet {
             ConnectError::Open(errno) => GiveUp::CannotOpen(errno),
             ConnectError::Connect(errno) => GiveUp::CannotConnect(errno),
             ConnectError::Register(errno) => {
-                if let Some(instance) = self.instances.get(key.0) {
+                if let Some(instance) = self.instances.get(key) {
                     let name = instance.name.clone();
-                    self.notify(Notice::Unpollable { name, errno });
+                    self.outbox.notify(Notice::Unpollable { name, errno });
                 }
                 GiveUp::Unpollable
             }
@@ -172,7 +171,7 @@ impl Fleet {
 
     /// Schedules a waiting instance's next connect, backing off.
     fn retry_later(&mut self, now: Instant, key: InstanceKey, wait: WaitFor, errno: &Errno) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Link::Connecting {
@@ -209,17 +208,17 @@ impl Fleet {
         let Some(instance) = self.forget(key) else {
             return;
         };
-        self.notify(Notice::NotMonitored {
+        self.outbox.notify(Notice::NotMonitored {
             name: instance.name.clone(),
             why,
         });
         // Whatever an earlier run kept for this socket is stale now: its
         // evidence, and an intent restored for it at start-up.
-        self.act(Action::RemoveState {
+        self.outbox.act(Action::RemoveState {
             name: instance.name.clone(),
         });
         if instance.intent.is_some() {
-            self.act(Action::RemoveIntent {
+            self.outbox.act(Action::RemoveIntent {
                 name: instance.name.clone(),
             });
         }
@@ -228,7 +227,8 @@ impl Fleet {
         // stands there later is another file, even with the same inode
         // number, and no creation event may tell of it (a stalled watch).
         if !matches!(why, GiveUp::SocketWent | GiveUp::DirGone) {
-            self.given_up.insert(instance.name.clone(), instance.socket);
+            self.directory
+                .give_up(instance.name.clone(), instance.socket);
         }
         self.counters.given_up += 1;
         if successor {
@@ -236,16 +236,15 @@ impl Fleet {
         }
     }
 
-    /// Bytes read from `key`'s connection.
-    pub fn handle_bytes(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
-        self.tick(now);
+    /// Bytes read from `key`'s connection (see [`Fleet::handle_bytes`]).
+    pub(super) fn read(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
         self.converse(now, key, Feed::Bytes(bytes));
     }
 
     /// Runs the QMP state machine on `key`'s conversation and applies what
     /// it says; then keeps what must survive a restart, if it changed.
     fn converse(&mut self, now: Instant, key: InstanceKey, feed: Feed<'_>) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Link::Connected(conv) = &mut instance.link else {
@@ -253,7 +252,7 @@ impl Fleet {
         };
         let name = &instance.name;
         let since = &mut instance.since;
-        let queue = &mut self.queue;
+        let outbox = &mut self.outbox;
         let counters = &mut self.counters;
         let mut changed = false;
         let had_shutdown = conv.evidence.first_shutdown().is_some();
@@ -274,7 +273,7 @@ impl Fleet {
             Output::Transmit(command) => {
                 let bytes = command.as_bytes().trim_ascii_end();
                 debug!("{name}: QMP -> {}", bytes.escape_ascii());
-                queue.push_back(super::Step::Act(Action::Transmit { key, command }));
+                outbox.act_quietly(Action::Transmit { key, command });
             }
             Output::Event(event) => {
                 evidence.record(event);
@@ -315,7 +314,7 @@ impl Fleet {
                                 at: now,
                                 what: super::Recorded::Crash(event),
                             };
-                            queue.push_back(super::Step::Act(Action::Journal(record)));
+                            outbox.act_quietly(Action::Journal(record));
                         }
                         seen <= MAX_CRASH_RECORDS
                     }
@@ -327,7 +326,7 @@ impl Fleet {
                         name: name.clone(),
                         event,
                     };
-                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                    outbox.act_quietly(Action::Notify(notice));
                     changed = true;
                 }
             }
@@ -345,7 +344,7 @@ impl Fleet {
                     qemu,
                     state: status,
                 };
-                queue.push_back(super::Step::Act(Action::Notify(notice)));
+                outbox.act_quietly(Action::Notify(notice));
                 changed = true;
             }
             // QEMU may refuse the power button (a guest not running, a
@@ -360,7 +359,7 @@ impl Fleet {
                 if *presses_refused == 1 {
                     let name = name.clone();
                     let notice = Notice::PressRefused { name, reply };
-                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                    outbox.act_quietly(Action::Notify(notice));
                 } else {
                     debug!("{name}: QEMU refused system_powerdown again: {reply}");
                 }
@@ -373,25 +372,29 @@ impl Fleet {
                     let name = name.clone();
                     let problem = problem.to_string();
                     let notice = Notice::Malformed { name, problem };
-                    queue.push_back(super::Step::Act(Action::Notify(notice)));
+                    outbox.act_quietly(Action::Notify(notice));
                 } else {
                     debug!("{name}: {problem}");
                 }
             }
         };
-        match feed {
+        let read = match feed {
             Feed::Bytes(bytes) => {
                 qmp.handle_bytes(bytes, &mut out);
-                // Kept once the turn's reads are done (see `settle`).
-                if !self.evidence_changed.contains(&key) {
-                    self.evidence_changed.push(key);
-                }
+                true
             }
-            // At the hang-up nothing is kept: the verdict is made now.
-            Feed::Eof => qmp.handle_eof(&mut out),
+            Feed::Eof => {
+                qmp.handle_eof(&mut out);
+                false
+            }
+        };
+        // Kept once the turn's reads are done (see `settle`). At the
+        // hang-up nothing is kept: the verdict is made now.
+        if read {
+            self.instances.read(key);
         }
         if changed {
-            self.changed();
+            self.outbox.changed();
         }
         if !had_shutdown && self.shut_down(key) {
             self.claim_intent(key, ShutdownRead::Now);
@@ -401,7 +404,7 @@ impl Fleet {
     /// Writes what must survive a restart when it changed (rarely: a
     /// POWERDOWN, a STOP, their undoing; never per event of a storm).
     pub(super) fn keep_state(&mut self, key: InstanceKey) {
-        let Some(instance) = self.instances.get_mut(key.0) else {
+        let Some(instance) = self.instances.get_mut(key) else {
             return;
         };
         let Link::Connected(conv) = &instance.link else {
@@ -420,20 +423,19 @@ impl Fleet {
             return;
         };
         if carried == Carried::default() {
-            return self.act(Action::RemoveState { name });
+            return self.outbox.act(Action::RemoveState { name });
         }
         let saved = Saved {
             socket: instance.socket,
             qemu,
             carried,
         };
-        self.act(Action::SaveState { name, saved });
+        self.outbox.act(Action::SaveState { name, saved });
     }
 
-    /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
-    /// record, and look for a successor.
-    pub fn handle_hangup(&mut self, now: Instant, key: InstanceKey) {
-        self.tick(now);
+    /// Decides, records, and looks for a successor (see
+    /// [`Fleet::handle_hangup`]).
+    pub(super) fn hung_up(&mut self, now: Instant, key: InstanceKey) {
         // A last message without its line ending is still a message.
         self.converse(now, key, Feed::Eof);
         let Some(instance) = self.forget(key) else {
@@ -445,7 +447,7 @@ impl Fleet {
         };
         // Closed first: its descriptor is then free for the directory even
         // in a shortage.
-        self.act(Action::Close { key });
+        self.outbox.act(Action::Close { key });
         let (expected, intent) = instance.expected();
         let verdict = decision::decide_expected(&conv.evidence, expected);
         let mut grounds = match conv.problems {
@@ -457,12 +459,12 @@ impl Fleet {
         }
         self.decided(now, &instance, conv.qemu, verdict, grounds, intent);
         if instance.saved != Carried::default() {
-            self.act(Action::RemoveState {
+            self.outbox.act(Action::RemoveState {
                 name: instance.name.clone(),
             });
         }
         if instance.intent.is_some() {
-            self.act(Action::RemoveIntent {
+            self.outbox.act(Action::RemoveIntent {
                 name: instance.name.clone(),
             });
         }

@@ -14,28 +14,76 @@
 //! # Contract
 //! The caller (the event loop, or a simulation) owns every descriptor and
 //! the clock. It reads `now` once per loop turn and passes it to every
-//! `handle_*` call of that turn.
-//! - Inputs: [`Fleet::handle_change`] for each entry the watcher reports,
-//!   then [`Fleet::handle_dir`] with the watcher's state after every crawl
-//!   or inotify read; [`Fleet::handle_bytes`] for bytes read from a
-//!   connection and [`Fleet::handle_hangup`] when it ends; the answers to
-//!   actions ([`Fleet::handle_looked`], [`Fleet::handle_connect`],
-//!   [`Fleet::handle_recorded`]); [`Fleet::handle_state_files`] once at
-//!   start-up; [`Fleet::handle_timeout`] once every turn, after the rest.
-//! - Outputs: after any input, call [`carry_out`] with the caller's
-//!   [`Host`], which polls [`Fleet::poll_action`] until it says `None` and
-//!   carries each [`Action`] out in order. Actions that ask a
-//!   question (look, connect, record) are answered at once, before the
-//!   next action is polled: the fleet relies on that order (a verdict's
-//!   write answered after the successor's look would be dropped as moot).
-//!   When its queue runs dry the fleet settles what the answers changed
-//!   (it keeps the evidence of connections that read something, once per
-//!   drain; it ends a descriptor shortage that is over), which may queue
-//!   more: `None` means everything is done.
-//! - Timers: [`Fleet::handle_timeout`] fires what is due; its actions are
-//!   polled like any others.
-//! - Then sleep until [`Fleet::poll_timeout`] (forever on `None`: an idle
-//!   fleet waits for nothing).
+//! `handle_*` call of that turn. These methods, all in this file, are the
+//! whole of it; everything else public is read-only (views, counts).
+//!
+//! Inputs, and when the caller hands each in:
+//! - The control directory: [`Fleet::handle_change`] for each entry the
+//!   watcher reports, then [`Fleet::handle_dir`] with the watcher's state,
+//!   after every crawl or inotify read.
+//! - Answers, each at once when its action is carried out (see Outputs):
+//!   [`Fleet::handle_looked`] for [`Action::Look`],
+//!   [`Fleet::handle_connect`] for [`Action::Connect`],
+//!   [`Fleet::handle_recorded`] for [`Action::Record`],
+//!   [`Fleet::handle_hook_spawned`] for [`Action::RunHook`].
+//! - Connections: [`Fleet::handle_bytes`] for bytes read from one,
+//!   [`Fleet::handle_hangup`] when it ends.
+//! - Hook processes: [`Fleet::handle_hook_exited`] when one is reaped.
+//! - Start-up, once each, in this order, after the first crawl's actions
+//!   were carried out: [`Fleet::handle_state_files`] (the names with a
+//!   state file), [`Fleet::handle_intent_files`] (the intents kept),
+//!   [`Fleet::handle_hook_files`] (the hooks left unfinished; only with
+//!   hooks on, [`Fleet::with_hooks`]).
+//! - Orders from control clients, each answered with what it returns:
+//!   [`Fleet::handle_expect_stop`], [`Fleet::handle_cancel_intent`],
+//!   [`Fleet::handle_powerdown_all`]; and
+//!   [`Fleet::handle_orders_abandoned`] when a `powerdown-all` client
+//!   went away before its guests stopped.
+//! - Time: [`Fleet::handle_timeout`] once every turn, after the rest; it
+//!   fires what is due, and its actions are polled like any others.
+//! - [`Fleet::handle_external_change`] when something an operator sees
+//!   changed outside the fleet (an inotify overflow), and
+//!   [`Fleet::handle_exit`] once, at exit.
+//!
+//! Outputs: after any input, call [`carry_out`] with the caller's
+//! [`Host`] (the driver, `driver.rs`): it polls [`Fleet::poll_action`]
+//! until it says `None` and carries each [`Action`] out in order through
+//! the host. Actions that ask a
+//! question (look, connect, record, run a hook) are answered at once,
+//! before the next action is polled: the fleet relies on that order (a
+//! verdict's write answered after the successor's look would be dropped as
+//! moot). When its queue runs dry the fleet settles what the answers
+//! changed (it keeps the evidence of connections that read something, once
+//! per drain; it ends a descriptor shortage that is over; it starts the
+//! hooks that may start; it asks for a report if one is due), which may
+//! queue more: `None` means everything is done. Then sleep until
+//! [`Fleet::poll_timeout`] (forever on `None`: an idle fleet waits for
+//! nothing).
+//!
+//! # Parts
+//! The fleet's state is a few owned parts, each keeping its own
+//! invariants with its own methods; the policy that uses several at once
+//! is `Fleet`'s, in the file of the part it concerns most.
+//! - `Directory` (`sighting.rs`): the control directory as known beyond
+//!   the instances tracked: reached or away, followed by events or by
+//!   crawls (and their back-off), the entries not monitored (ignored,
+//!   given up on, waiting for a descriptor, not lookable), the trusted
+//!   owners, and the descriptor shortage.
+//! - `Instances` (`instance.rs`): the instances tracked, one per name,
+//!   each with its connection, evidence and intent; and which connections
+//!   read something this turn.
+//! - `Verdicts` (`verdicts.rs`): the verdicts not written yet, one per
+//!   name, and the history of all (numbered there).
+//! - `Hooks` (`hooks.rs`, with `--on-verdict` only): the hook queues and
+//!   runs, and their totals.
+//! - `Outbox` (`outbox.rs`): the actions queued for the caller, the only
+//!   way to queue one, and whether a report is due.
+//! - `TimerTable` (`timers.rs`): every deadline of every part.
+//! - Besides: the totals for the metrics ([`Counters`]), the intents kept
+//!   for names not looked at yet (`intents.rs`), and the latest `now`.
+//!
+//! Connections' QMP conversations are `link.rs`'s, intents `intents.rs`'s,
+//! operator views `view.rs`'s and notices' wording `notice.rs`'s.
 //!
 //! Debug tracing (QMP lines, retries) goes to the `log` facade directly; it
 //! carries nothing anyone acts on. Everything the fleet tells an operator
@@ -49,6 +97,7 @@ mod instance;
 mod intents;
 mod link;
 mod notice;
+mod outbox;
 mod sighting;
 pub mod timers;
 mod verdicts;
@@ -59,10 +108,8 @@ mod hook_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
-
-use slab::Slab;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::decision::Verdict;
 use crate::errno::Errno;
@@ -81,10 +128,11 @@ pub use notice::{GiveUp, Ignored, Notice, Outcome, RecordError};
 pub use timers::Timer;
 pub use view::{Counters, FileState, HISTORY, InstanceView, PastVerdict};
 
-use instance::Instance;
+use instance::Instances;
+use outbox::{Outbox, Step};
+use sighting::Directory;
 use timers::TimerTable;
-use verdicts::PendingVerdict;
-use view::History;
+use verdicts::Verdicts;
 
 /// An instance's key: also the event loop's key for its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -338,84 +386,32 @@ pub enum Recorded {
     Crash(crate::qmp::Event),
 }
 
-/// What is queued for the caller. Questions about an instance or a verdict
-/// are resolved when polled: one that went away meanwhile asks nothing.
-#[derive(Debug)]
-enum Step {
-    Act(Action),
-    Connect(InstanceKey),
-    Record(VerdictKey),
-}
-
-/// A descriptor shortage, told once when it starts and once when over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shortage {
-    None,
-    Ongoing,
-}
-
 /// The fleet. See the module documentation.
 #[derive(Debug)]
 pub struct Fleet {
-    /// Who may own a socket kvmd connects to. Anyone else's socket could
-    /// make kvmd write a verdict that user chose.
-    trusted_owners: Vec<u32>,
-    instances: Slab<Instance>,
-    /// Exactly one instance per name, so one monitor per socket file.
-    by_name: HashMap<InstanceName, InstanceKey>,
-    /// Verdicts being written, or waiting to be written again.
-    verdicts: Slab<PendingVerdict>,
-    verdict_by_name: HashMap<InstanceName, VerdictKey>,
-    /// Entries not monitored on purpose (no socket, an untrusted owner, a
-    /// name too long), so each file is told of once.
-    ignored: HashMap<InstanceName, SocketId>,
-    /// Sockets given up on (nobody listened), so a rescan does not try the
-    /// very same file again; a creation under the name clears it.
-    given_up: HashMap<InstanceName, SocketId>,
-    /// Names to look at again once a descriptor is free.
-    deferred: Vec<(InstanceName, Purpose)>,
-    /// Names whose entry could not be looked at (an I/O error, the
-    /// directory failing to open): their state files are not swept.
-    /// Bounded by the names in the directory; a deletion clears one.
-    unlooked: std::collections::HashSet<InstanceName>,
+    /// The control directory as known beyond the instances tracked.
+    directory: Directory,
+    /// The instances tracked, one per name.
+    instances: Instances,
+    /// Verdicts being written, or waiting to be written again, and the
+    /// history of all.
+    verdicts: Verdicts,
     /// Intents a previous run kept for names nobody has looked at yet (the
     /// directory away, an entry deferred or unreadable at start-up): taken
     /// up or dropped once the name is looked at. Bounded by the intent
     /// files read once.
     awaiting_intents: HashMap<InstanceName, Intent>,
-    shortage: Shortage,
-    reach: Reach,
-    follow: Follow,
-    /// Crawls in a row while inotify cannot follow (for the back-off).
-    rescans: u32,
-    timers: TimerTable,
-    queue: VecDeque<Step>,
-    /// Past verdicts, for status.
-    history: History,
-    /// Verdicts made so far (to tell one in the history from another).
-    serial: u64,
-    counters: Counters,
-    /// Whether an operator's view changed since the last report.
-    report: Report,
-    /// The latest `now` handed in (for the report's deadline).
-    clock: Option<Instant>,
-    /// Connections that read something since the last drain: their
-    /// evidence is kept (if it changed) once per drain.
-    evidence_changed: Vec<InstanceKey>,
     /// Verdict hooks, when `--on-verdict` is given.
     hooks: Option<hooks::Hooks>,
-}
-
-/// Reports since the last change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Report {
-    /// Nothing changed since the last report (made at `last`, if ever).
-    Done { last: Option<Instant> },
-    /// Something changed; the report is due once a second has passed.
-    Due { last: Option<Instant> },
-    /// Nobody reads reports (no metrics file, no systemd): none is made,
-    /// and no timer wakes the loop for one.
-    Off,
+    /// Every deadline of every part.
+    timers: TimerTable,
+    /// What the caller is asked to do, and whether a report is due.
+    outbox: Outbox,
+    /// Totals since start (for the metrics).
+    counters: Counters,
+    /// The latest `now` handed in (for the report's deadline, and what
+    /// is timed from outside a `handle_*`).
+    clock: Option<Instant>,
 }
 
 impl Fleet {
@@ -423,43 +419,36 @@ impl Fleet {
     /// kvmd's own user, and whom `--socket-owner` names).
     pub fn new(trusted_owners: Vec<u32>) -> Fleet {
         Fleet {
-            trusted_owners,
-            instances: Slab::new(),
-            by_name: HashMap::new(),
-            verdicts: Slab::new(),
-            verdict_by_name: HashMap::new(),
-            ignored: HashMap::new(),
-            given_up: HashMap::new(),
-            deferred: Vec::new(),
-            unlooked: Default::default(),
+            directory: Directory::new(trusted_owners),
+            instances: Instances::default(),
+            verdicts: Verdicts::default(),
             awaiting_intents: HashMap::new(),
-            shortage: Shortage::None,
-            reach: Reach::Away,
-            follow: Follow::Events,
-            rescans: 0,
-            timers: TimerTable::default(),
-            queue: VecDeque::new(),
-            history: History::default(),
-            serial: 0,
-            counters: Counters::default(),
-            report: Report::Done { last: None },
-            clock: None,
-            evidence_changed: Vec::new(),
             hooks: None,
+            timers: TimerTable::default(),
+            outbox: Outbox::new(),
+            counters: Counters::default(),
+            clock: None,
         }
     }
 
     /// A fleet that never asks for a report: for a loop with no metrics
     /// file and no systemd to tell.
     pub fn without_reports(mut self) -> Fleet {
-        self.report = Report::Off;
+        self.outbox.without_reports();
         self
     }
+}
 
+/// The contract: what the caller asks ([`Fleet::poll_action`],
+/// [`Fleet::poll_timeout`]) and every input it hands in, each a
+/// `handle_*`, in the order of the module documentation's list. Each
+/// input notes its time first; the work is done in the file of the part
+/// it concerns.
+impl Fleet {
     /// The next thing to do, if any. See the module documentation.
     pub fn poll_action(&mut self) -> Option<Action> {
         loop {
-            while let Some(step) = self.queue.pop_front() {
+            while let Some(step) = self.outbox.next() {
                 let action = match step {
                     Step::Act(action) => Some(action),
                     Step::Connect(key) => self.connect_action(key),
@@ -472,23 +461,10 @@ impl Fleet {
             // All carried out: what the answers changed is settled now,
             // once per drain (not per read, not per answer).
             self.settle();
-            if self.queue.is_empty() {
+            if self.outbox.is_empty() {
                 return None;
             }
         }
-    }
-
-    /// Once every action was carried out: keeps the evidence of
-    /// connections that read something, and closes a descriptor shortage
-    /// that is over (only now is it known whether the looks and connects
-    /// just answered found descriptors).
-    fn settle(&mut self) {
-        for key in std::mem::take(&mut self.evidence_changed) {
-            self.keep_state(key);
-        }
-        self.end_shortage_if_over();
-        self.start_hooks();
-        self.schedule_report();
     }
 
     /// When [`Fleet::handle_timeout`] is next due; `None` while nothing
@@ -497,81 +473,78 @@ impl Fleet {
         self.timers.next()
     }
 
-    /// Fires every timer due at `now`. Call once per loop turn.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// One entry the watcher reported.
+    pub fn handle_change(&mut self, now: Instant, change: Change) {
         self.tick(now);
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::Connect(key) => self.queue.push_back(Step::Connect(key)),
-                Timer::Record(key) => self.retry_record(key),
-                Timer::Descriptors => {
-                    for (name, purpose) in std::mem::take(&mut self.deferred) {
-                        self.act(Action::Look { name, purpose });
-                    }
-                }
-                Timer::Rescan => self.act(Action::Rescan),
-                Timer::Report => self.report(now),
-                Timer::HookTimeout(id) => self.hook_timed_out(now, id),
-                Timer::HookKill(id) => self.hook_kill_due(id),
-                Timer::HookRetry => self.hook_retry_due(now),
-                Timer::Intent(key) => self.intent_expired(key),
-                Timer::Press(key) => self.press_due(key),
-                Timer::AwaitingIntents => self.awaiting_intents_due(now),
-            }
-        }
-    }
-
-    /// Asks for a report now.
-    fn report(&mut self, now: Instant) {
-        if let Report::Due { .. } = self.report {
-            // Made now: a timer set for it earlier is spent too.
-            self.timers.cancel(Timer::Report);
-            self.report = Report::Done { last: Some(now) };
-            self.queue.push_back(Step::Act(Action::Report));
-        }
-    }
-
-    /// Reports what changed: now, when the last report is a second old
-    /// (or there was none), else on a timer when it will be.
-    fn schedule_report(&mut self) {
-        let (Report::Due { last }, Some(clock)) = (self.report, self.clock) else {
-            return;
-        };
-        match last {
-            Some(last) if last + timers::REPORT_EVERY > clock => {
-                if !self.timers.is_set(Timer::Report) {
-                    self.timers.set(Timer::Report, last + timers::REPORT_EVERY);
-                }
-            }
-            _ => self.report(clock),
-        }
-    }
-
-    /// Notes the time handed in with an input.
-    pub(super) fn tick(&mut self, now: Instant) {
-        self.clock = Some(now);
+        self.entry_changed(now, change);
     }
 
     /// The watcher's state, after every crawl or inotify read.
     pub fn handle_dir(&mut self, now: Instant, reach: Reach, follow: Follow) {
         self.tick(now);
-        let was = std::mem::replace(&mut self.reach, reach);
-        self.follow = follow;
-        match follow {
-            Follow::Events => {
-                self.rescans = 0;
-                self.timers.cancel(Timer::Rescan);
-            }
-            Follow::Rescans if !self.timers.is_set(Timer::Rescan) => {
-                let delay = timers::RESCAN.delay(self.rescans);
-                self.rescans = self.rescans.saturating_add(1);
-                self.timers.set(Timer::Rescan, now + delay);
-            }
-            Follow::Rescans => {}
-        }
-        if was == Reach::Away && reach == Reach::Reached {
+        if self.directory.watched(now, reach, follow, &mut self.timers) {
             self.retry_records_waiting_for_dir();
         }
+    }
+
+    /// What stands at a name, as asked by an [`Action::Look`].
+    pub fn handle_looked(
+        &mut self,
+        now: Instant,
+        name: InstanceName,
+        purpose: Purpose,
+        look: Look,
+    ) {
+        self.tick(now);
+        self.look_answered(now, name, purpose, look);
+    }
+
+    /// How an [`Action::Connect`] went.
+    pub fn handle_connect(
+        &mut self,
+        now: Instant,
+        key: InstanceKey,
+        result: Result<Connected, ConnectError>,
+    ) {
+        self.tick(now);
+        self.connect_answered(now, key, result);
+    }
+
+    /// How an [`Action::Record`] went.
+    pub fn handle_recorded(
+        &mut self,
+        now: Instant,
+        key: VerdictKey,
+        result: Result<Outcome, RecordError>,
+    ) {
+        self.tick(now);
+        self.record_answered(now, key, result);
+    }
+
+    /// How an [`Action::RunHook`] went: its process (saved, so that a
+    /// restarted kvmd can end it), or why it did not start.
+    pub fn handle_hook_spawned(&mut self, now: Instant, id: HookId, result: Result<Qemu, Errno>) {
+        self.tick(now);
+        self.hook_spawned(now, id, result);
+    }
+
+    /// Bytes read from `key`'s connection.
+    pub fn handle_bytes(&mut self, now: Instant, key: InstanceKey, bytes: &[u8]) {
+        self.tick(now);
+        self.read(now, key, bytes);
+    }
+
+    /// `key`'s connection ended (QEMU exited, or the peer hung up): decide,
+    /// record, and look for a successor.
+    pub fn handle_hangup(&mut self, now: Instant, key: InstanceKey) {
+        self.tick(now);
+        self.hung_up(now, key);
+    }
+
+    /// A hook's process ended (reaped by the loop).
+    pub fn handle_hook_exited(&mut self, now: Instant, id: HookId, exit: HookExit) {
+        self.tick(now);
+        self.hook_exited(now, id, exit);
     }
 
     /// The instances that have a state file, once at start-up, after the
@@ -582,17 +555,110 @@ impl Fleet {
         // to be looked at, nobody knows yet what stands there: a file kept
         // is checked when its socket is connected, a file lost is a
         // verdict gone wrong (a pending power button forgotten).
-        if self.reach == Reach::Away {
+        if self.directory.reach() == Reach::Away {
             return;
         }
         for name in names {
-            let deferred = self.deferred.iter().any(|(n, _)| *n == name);
-            let unknown = deferred || self.unlooked.contains(&name);
-            if !self.by_name.contains_key(&name) && !unknown {
+            if !self.instances.contains(&name) && !self.directory.unknown(&name) {
                 log::debug!("{name}: stale state file removed");
-                self.act(Action::RemoveState { name });
+                self.outbox.act(Action::RemoveState { name });
             }
         }
+    }
+
+    /// Intents a previous run kept, once at start-up after the first
+    /// crawl's connects: each is taken up by the instance it was given
+    /// for, or dropped (its QEMU is gone, or it expired meanwhile).
+    pub fn handle_intent_files(&mut self, now: Instant, intents: Vec<(InstanceName, Intent)>) {
+        self.tick(now);
+        self.restore_intents(now, intents);
+    }
+
+    /// Hooks a killed kvmd had not finished, read back at start-up: each
+    /// runs again (its runs so far counted).
+    pub fn handle_hook_files(&mut self, now: Instant, files: Vec<(InstanceName, Vec<HookJob>)>) {
+        self.tick(now);
+        self.restore_hooks(files);
+    }
+
+    /// `kvmd expect-stop NAME --for WINDOW --by BY`: the next SHUTDOWN of
+    /// `name`'s current QEMU within `window` is the host's. A second call
+    /// replaces the first.
+    pub fn handle_expect_stop(
+        &mut self,
+        now: Instant,
+        name: &InstanceName,
+        window: Duration,
+        by: String,
+    ) -> Result<(), IntentRefused> {
+        self.tick(now);
+        self.expect_stop(now, name, window, by)
+    }
+
+    /// `kvmd expect-stop --cancel NAME`: withdraws a waiting intent.
+    pub fn handle_cancel_intent(
+        &mut self,
+        now: Instant,
+        name: &InstanceName,
+    ) -> Result<(), IntentRefused> {
+        self.tick(now);
+        self.cancel_intent(name)
+    }
+
+    /// `kvmd powerdown-all`: an intent `by` for `window` on every monitored
+    /// guest, and its power button pressed (again every `PRESS_AGAIN`
+    /// until it shuts down or the window ends). Instances not monitored
+    /// yet are listed as refused.
+    pub fn handle_powerdown_all(
+        &mut self,
+        now: Instant,
+        window: Duration,
+        by: &str,
+    ) -> Vec<Pressed> {
+        self.tick(now);
+        self.powerdown_all(now, window, by)
+    }
+
+    /// The `kvmd powerdown-all` that gave `names` their intents went away
+    /// before they stopped (killed, interrupted, timed out): nobody waits
+    /// for those presses any more, and a node shutdown that was called off
+    /// must not leave kvmd pressing power buttons every `PRESS_AGAIN`
+    /// until the windows end. The presses stop; the intents stay, since a
+    /// guest already shutting down from a press is still the host's doing.
+    /// Names without a waiting, pressing intent are left alone.
+    pub fn handle_orders_abandoned(&mut self, now: Instant, names: &[InstanceName]) {
+        self.tick(now);
+        self.orders_abandoned(names);
+    }
+
+    /// Fires every timer due at `now`. Call once per loop turn.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Connect(key) => self.outbox.connect(key),
+                Timer::Record(key) => self.retry_record(key),
+                Timer::Descriptors => {
+                    for (name, purpose) in self.directory.take_deferred() {
+                        self.outbox.act(Action::Look { name, purpose });
+                    }
+                }
+                Timer::Rescan => self.outbox.act(Action::Rescan),
+                Timer::Report => self.outbox.report(now, &mut self.timers),
+                Timer::HookTimeout(id) => self.hook_timed_out(now, id),
+                Timer::HookKill(id) => self.hook_kill_due(id),
+                Timer::HookRetry => self.hook_retry_due(now),
+                Timer::Intent(key) => self.intent_expired(key),
+                Timer::Press(key) => self.press_due(key),
+                Timer::AwaitingIntents => self.awaiting_intents_due(now),
+            }
+        }
+    }
+
+    /// Something an operator sees changed outside the fleet (an inotify
+    /// overflow, say): a report follows, as for the fleet's own changes.
+    pub fn handle_external_change(&mut self) {
+        self.outbox.changed();
     }
 
     /// At exit: tells which verdicts never made it to disk. Instances still
@@ -604,14 +670,29 @@ impl Fleet {
             .map(|(_, v)| (v.name.clone(), v.verdict))
             .collect();
         for (name, verdict) in pending {
-            self.notify(Notice::ExitingUnrecorded { name, verdict });
+            self.outbox
+                .notify(Notice::ExitingUnrecorded { name, verdict });
         }
     }
+}
 
-    /// Something an operator sees changed outside the fleet (an inotify
-    /// overflow, say): a report follows, as for the fleet's own changes.
-    pub fn handle_external_change(&mut self) {
-        self.changed();
+impl Fleet {
+    /// Once every action was carried out: keeps the evidence of
+    /// connections that read something, and closes a descriptor shortage
+    /// that is over (only now is it known whether the looks and connects
+    /// just answered found descriptors).
+    fn settle(&mut self) {
+        for key in self.instances.take_read() {
+            self.keep_state(key);
+        }
+        self.end_shortage_if_over();
+        self.start_hooks();
+        self.outbox.schedule_report(self.clock, &mut self.timers);
+    }
+
+    /// Notes the time handed in with an input.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.clock = Some(now);
     }
 
     /// How many instances are tracked (monitored or waiting to be).
@@ -621,13 +702,13 @@ impl Fleet {
 
     /// The name of the instance at `key`.
     pub fn name(&self, key: InstanceKey) -> Option<&InstanceName> {
-        self.instances.get(key.0).map(|i| &i.name)
+        self.instances.get(key).map(|i| &i.name)
     }
 
     /// The instance monitoring `name`, with its phase and socket.
     pub fn instance(&self, name: &InstanceName) -> Option<(InstanceKey, Phase, SocketId)> {
-        let key = *self.by_name.get(name)?;
-        let instance = self.instances.get(key.0)?;
+        let key = self.instances.key(name)?;
+        let instance = self.instances.get(key)?;
         Some((key, instance.phase(), instance.socket))
     }
 
@@ -637,7 +718,7 @@ impl Fleet {
     ) -> impl Iterator<Item = (&InstanceName, InstanceKey, Phase, SocketId)> {
         self.instances
             .iter()
-            .map(|(key, i)| (&i.name, InstanceKey(key), i.phase(), i.socket))
+            .map(|(key, i)| (&i.name, key, i.phase(), i.socket))
     }
 
     /// Verdicts decided but not yet written: name, socket, verdict.
@@ -649,7 +730,7 @@ impl Fleet {
 
     /// Names waiting for a descriptor before they can even be looked at.
     pub fn deferred(&self) -> usize {
-        self.deferred.len()
+        self.directory.deferred()
     }
 
     /// How many deadlines are set.
@@ -663,29 +744,11 @@ impl Fleet {
         self.timers.is_set(timer)
     }
 
-    fn act(&mut self, action: Action) {
-        self.changed();
-        self.queue.push_back(Step::Act(action));
-    }
-
-    /// Marks an operator's view as changed: a report follows within a
-    /// second (at the end of the turn, see [`Fleet::handle_timeout`]).
-    pub(super) fn changed(&mut self) {
-        if let Report::Done { last } = self.report {
-            self.report = Report::Due { last };
-        }
-    }
-
-    fn notify(&mut self, notice: Notice) {
-        self.act(Action::Notify(notice));
-    }
-
     /// Starts a descriptor-shortage episode, told once.
     fn short_of_descriptors(&mut self, errno: Errno) {
-        if self.shortage == Shortage::None {
-            self.shortage = Shortage::Ongoing;
+        if self.directory.start_shortage() {
             self.counters.descriptor_shortages += 1;
-            self.notify(Notice::OutOfDescriptors { errno });
+            self.outbox.notify(Notice::OutOfDescriptors { errno });
         }
     }
 
@@ -693,7 +756,7 @@ impl Fleet {
     /// Counted afresh at the end of each drain, never kept in step by
     /// hand (it costs a scan only while a shortage lasts).
     fn end_shortage_if_over(&mut self) {
-        if self.shortage == Shortage::None || !self.deferred.is_empty() {
+        if !self.directory.shortage_may_be_over() {
             return;
         }
         let starved = self
@@ -701,17 +764,8 @@ impl Fleet {
             .iter()
             .any(|(_, i)| i.phase() == Phase::Connecting(WaitFor::Descriptor));
         if !starved {
-            self.shortage = Shortage::None;
-            self.notify(Notice::DescriptorsFree);
-        }
-    }
-
-    /// Keeps a name to look at again once a descriptor is free.
-    fn defer(&mut self, now: Instant, name: InstanceName, purpose: Purpose) {
-        self.deferred.push((name, purpose));
-        if !self.timers.is_set(Timer::Descriptors) {
-            self.timers
-                .set(Timer::Descriptors, now + timers::DESCRIPTOR_WAIT);
+            self.directory.end_shortage();
+            self.outbox.notify(Notice::DescriptorsFree);
         }
     }
 }

@@ -2,14 +2,21 @@
 //! takes them, tried again while it cannot (full, read-only, the control
 //! directory away), never dropped unsaid, and dropped only when a newer
 //! QEMU of the same name makes them moot.
+//!
+//! [`Verdicts`] is the fleet's part that holds them, one per name, and
+//! the history `kvmd status` shows of them; the policy around it (when to
+//! write, retry, moot) is `Fleet`'s, here too.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
+use slab::Slab;
+
 use super::instance::Instance;
-use super::view::{FileState, PastVerdict};
+use super::view::{FileState, History, PastVerdict};
 use super::{
     Action, Fleet, IntentNote, JournalRecord, Look, Notice, Purpose, Reach, RecordError, Recorded,
-    Step, Timer, VerdictKey,
+    Timer, VerdictKey,
 };
 use crate::decision::Verdict;
 use crate::fleet::Outcome;
@@ -48,6 +55,78 @@ pub(super) enum Wait {
     Dir,
 }
 
+/// The verdicts not written yet, at most one per name, and the history of
+/// every verdict made (numbered here, so that a verdict's entry is found
+/// again after its key is reused). Only [`Verdicts::insert`] and
+/// [`Verdicts::remove`] touch both the slab and the name index.
+#[derive(Debug, Default)]
+pub(super) struct Verdicts {
+    pending: Slab<PendingVerdict>,
+    by_name: HashMap<InstanceName, VerdictKey>,
+    /// Past verdicts, for status.
+    history: History,
+    /// Verdicts made so far (to tell one in the history from another).
+    serial: u64,
+}
+
+impl Verdicts {
+    pub(super) fn get(&self, key: VerdictKey) -> Option<&PendingVerdict> {
+        self.pending.get(key.0)
+    }
+
+    pub(super) fn get_mut(&mut self, key: VerdictKey) -> Option<&mut PendingVerdict> {
+        self.pending.get_mut(key.0)
+    }
+
+    /// The unwritten verdict for `name`, with its key.
+    pub(super) fn for_name(&self, name: &InstanceName) -> Option<(VerdictKey, &PendingVerdict)> {
+        let key = *self.by_name.get(name)?;
+        Some((key, self.pending.get(key.0)?))
+    }
+
+    /// Keeps a fresh verdict until it is written, numbered, and enters it
+    /// in the history as being written. Any verdict for its name was
+    /// removed first (mooted).
+    pub(super) fn insert(&mut self, decided: Instant, mut pending: PendingVerdict) -> VerdictKey {
+        self.serial += 1;
+        pending.serial = self.serial;
+        self.history.push(PastVerdict {
+            name: pending.name.clone(),
+            verdict: pending.verdict,
+            decided,
+            file: FileState::Writing,
+            serial: self.serial,
+            intent_by: pending.intent_by.clone(),
+        });
+        let name = pending.name.clone();
+        let key = VerdictKey(self.pending.insert(pending));
+        self.by_name.insert(name, key);
+        key
+    }
+
+    /// Forgets an unwritten verdict, and hands it back (its history entry
+    /// stays).
+    pub(super) fn remove(&mut self, key: VerdictKey) -> Option<PendingVerdict> {
+        let v = self.pending.try_remove(key.0)?;
+        self.by_name.remove(&v.name);
+        Some(v)
+    }
+
+    /// Every unwritten verdict.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (VerdictKey, &PendingVerdict)> {
+        self.pending.iter().map(|(key, v)| (VerdictKey(key), v))
+    }
+
+    /// Where verdict `serial`'s file stands now, for the history.
+    pub(super) fn set_file(&mut self, serial: u64, file: FileState) {
+        self.history.set_file(serial, file);
+    }
+
+    pub(super) fn history(&self) -> &History {
+        &self.history
+    }
+}
+
 impl Fleet {
     /// Records a fresh verdict: written at once.
     pub(super) fn decided(
@@ -63,7 +142,7 @@ impl Fleet {
         self.moot(&instance.name);
         // In the journal, durably, before the shutdown file is touched:
         // the record of a stop never misses one Ganeti acted on.
-        self.act(Action::Journal(JournalRecord {
+        self.outbox.act(Action::Journal(JournalRecord {
             name: instance.name.clone(),
             qemu,
             at: now,
@@ -73,39 +152,31 @@ impl Fleet {
                 intent: intent.clone(),
             },
         }));
-        self.serial += 1;
-        let serial = self.serial;
         *self
             .counters
             .verdicts
             .entry(verdict.why().code().as_str())
             .or_default() += 1;
-        self.history.push(PastVerdict {
-            name: instance.name.clone(),
-            verdict,
-            decided: now,
-            file: FileState::Writing,
-            serial,
-            intent_by: intent.as_ref().map(|i| i.by.clone()),
-        });
-        let key = VerdictKey(self.verdicts.insert(PendingVerdict {
-            name: instance.name.clone(),
-            socket: instance.socket,
-            qemu,
-            verdict,
-            grounds,
-            attempts: 0,
-            wait: Wait::Nothing,
-            serial,
-            intent_by: intent.map(|i| i.by),
-        }));
-        self.verdict_by_name.insert(instance.name.clone(), key);
-        self.queue.push_back(Step::Record(key));
+        let key = self.verdicts.insert(
+            now,
+            PendingVerdict {
+                name: instance.name.clone(),
+                socket: instance.socket,
+                qemu,
+                verdict,
+                grounds,
+                attempts: 0,
+                wait: Wait::Nothing,
+                serial: 0, // numbered by `insert`
+                intent_by: intent.map(|i| i.by),
+            },
+        );
+        self.outbox.record(key);
     }
 
     /// The write a queued step asks for, if its verdict still stands.
     pub(super) fn record_action(&mut self, key: VerdictKey) -> Option<Action> {
-        let v = self.verdicts.get(key.0)?;
+        let v = self.verdicts.get(key)?;
         (v.wait == Wait::Nothing).then(|| Action::Record {
             key,
             name: v.name.clone(),
@@ -113,20 +184,19 @@ impl Fleet {
         })
     }
 
-    /// How an [`Action::Record`] went.
-    pub fn handle_recorded(
+    /// How a verdict's write went (see [`Fleet::handle_recorded`]).
+    pub(super) fn record_answered(
         &mut self,
         now: Instant,
         key: VerdictKey,
         result: Result<Outcome, RecordError>,
     ) {
-        self.tick(now);
-        let Some(v) = self.verdicts.get_mut(key.0) else {
+        let Some(serial) = self.verdicts.get(key).map(|v| v.serial) else {
             return;
         };
         let error = match result {
             Ok(outcome) => {
-                self.history.set_file(v.serial, FileState::Written(outcome));
+                self.verdicts.set_file(serial, FileState::Written(outcome));
                 let v = self.remove_verdict(key);
                 let Some(PendingVerdict {
                     name,
@@ -158,7 +228,7 @@ impl Fleet {
                         intent_by: intent_by.clone(),
                     },
                 };
-                self.notify(notice);
+                self.outbox.notify(notice);
                 return self.verdict_hook(&hook_for, verdict, qemu, intent_by);
             }
             Err(error) => error,
@@ -170,11 +240,14 @@ impl Fleet {
         } else {
             FileState::Unwritable(error)
         };
-        self.history.set_file(v.serial, file);
+        self.verdicts.set_file(serial, file);
+        let Some(v) = self.verdicts.get(key) else {
+            return;
+        };
         let (name, verdict, attempts) = (v.name.clone(), v.verdict, v.attempts);
         if attempts == 0 {
             let grounds = v.grounds.clone();
-            self.notify(Notice::Unrecorded {
+            self.outbox.notify(Notice::Unrecorded {
                 name,
                 verdict,
                 grounds,
@@ -182,13 +255,13 @@ impl Fleet {
                 again,
             });
         } else if again {
-            self.notify(Notice::StillUnrecorded {
+            self.outbox.notify(Notice::StillUnrecorded {
                 name,
                 verdict,
                 error,
             });
         } else {
-            self.notify(Notice::Unrecordable {
+            self.outbox.notify(Notice::Unrecordable {
                 name,
                 verdict,
                 error,
@@ -198,7 +271,7 @@ impl Fleet {
             self.remove_verdict(key);
             return;
         }
-        let Some(v) = self.verdicts.get_mut(key.0) else {
+        let Some(v) = self.verdicts.get_mut(key) else {
             return;
         };
         let delay = super::timers::RECORD.delay(v.attempts);
@@ -213,8 +286,8 @@ impl Fleet {
     /// A verdict's timer is due: look whether a newer QEMU took the name,
     /// then write. One waiting for the directory waits on while it is away.
     pub(super) fn retry_record(&mut self, key: VerdictKey) {
-        let reach = self.reach;
-        let Some(v) = self.verdicts.get_mut(key.0) else {
+        let reach = self.directory.reach();
+        let Some(v) = self.verdicts.get_mut(key) else {
             return;
         };
         if v.wait == Wait::Dir && reach == Reach::Away {
@@ -222,7 +295,7 @@ impl Fleet {
         }
         v.wait = Wait::Nothing;
         let name = v.name.clone();
-        self.act(Action::Look {
+        self.outbox.act(Action::Look {
             name,
             purpose: Purpose::Verdict(key),
         });
@@ -235,7 +308,7 @@ impl Fleet {
             .verdicts
             .iter()
             .filter(|(_, v)| v.wait == Wait::Dir)
-            .map(|(key, _)| VerdictKey(key))
+            .map(|(key, _)| key)
             .collect();
         for key in waiting {
             self.timers.cancel(Timer::Record(key));
@@ -245,7 +318,7 @@ impl Fleet {
 
     /// What stands at the name of a verdict about to be written again.
     pub(super) fn verdict_looked(&mut self, key: VerdictKey, look: Look) {
-        let Some(v) = self.verdicts.get(key.0) else {
+        let Some(v) = self.verdicts.get(key) else {
             return;
         };
         // A new QEMU's socket under the name (one not seen created yet,
@@ -254,30 +327,29 @@ impl Fleet {
             let name = v.name.clone();
             return self.moot(&name);
         }
-        self.queue.push_back(Step::Record(key));
+        self.outbox.record(key);
     }
 
     /// The unwritten verdict for `name`, with its QEMU's socket.
     pub(super) fn verdict_for(&self, name: &InstanceName) -> Option<(VerdictKey, SocketId)> {
-        let key = *self.verdict_by_name.get(name)?;
-        Some((key, self.verdicts.get(key.0)?.socket))
+        let (key, v) = self.verdicts.for_name(name)?;
+        Some((key, v.socket))
     }
 
     /// The QEMU process an unwritten verdict for `name` is about.
     pub(super) fn verdict_qemu(&self, name: &InstanceName) -> Option<Qemu> {
-        let key = self.verdict_by_name.get(name)?;
-        self.verdicts.get(key.0)?.qemu
+        self.verdicts.for_name(name)?.1.qemu
     }
 
     /// Drops the unwritten verdict for `name`: a new QEMU of that name
     /// started, and the old verdict would mislead about it.
     pub(super) fn moot(&mut self, name: &InstanceName) {
-        let Some(&key) = self.verdict_by_name.get(name) else {
+        let Some((key, _)) = self.verdicts.for_name(name) else {
             return;
         };
         if let Some(v) = self.remove_verdict(key) {
-            self.history.set_file(v.serial, FileState::Moot);
-            self.notify(Notice::Moot {
+            self.verdicts.set_file(v.serial, FileState::Moot);
+            self.outbox.notify(Notice::Moot {
                 name: v.name,
                 verdict: v.verdict,
             });
@@ -285,8 +357,7 @@ impl Fleet {
     }
 
     fn remove_verdict(&mut self, key: VerdictKey) -> Option<PendingVerdict> {
-        let v = self.verdicts.try_remove(key.0)?;
-        self.verdict_by_name.remove(&v.name);
+        let v = self.verdicts.remove(key)?;
         self.timers.cancel(Timer::Record(key));
         Some(v)
     }

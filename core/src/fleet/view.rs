@@ -147,29 +147,34 @@ impl Fleet {
     pub fn views_from(&self, from: usize) -> impl Iterator<Item = (usize, InstanceView<'_>)> {
         self.instances
             .iter()
-            .skip_while(move |(key, _)| *key < from)
-            .map(|(key, i)| (key, i.view()))
+            .skip_while(move |(key, _)| key.0 < from)
+            .map(|(key, i)| (key.0, i.view()))
     }
 
     /// The instance tracked for `name`, if any.
     pub fn view(&self, name: &InstanceName) -> Option<InstanceView<'_>> {
-        let key = self.by_name.get(name)?;
-        Some(self.instances.get(key.0)?.view())
+        let key = self.instances.key(name)?;
+        Some(self.instances.get(key)?.view())
     }
 
     /// Past verdicts, oldest first (at most [`HISTORY`]).
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &PastVerdict> {
-        self.history.0.iter()
+        self.verdicts.history().0.iter()
     }
 
     /// The latest verdict for `name`, if one is kept.
     pub fn last_verdict(&self, name: &InstanceName) -> Option<&PastVerdict> {
-        self.history.0.iter().rev().find(|p| &p.name == name)
+        self.verdicts
+            .history()
+            .0
+            .iter()
+            .rev()
+            .find(|p| &p.name == name)
     }
 
     /// Names given up on (nobody listened on their socket).
     pub fn given_up(&self) -> impl Iterator<Item = &InstanceName> {
-        self.given_up.keys()
+        self.directory.given_up()
     }
 
     /// Totals since kvmd started (for metrics).
@@ -179,6 +184,6 @@ impl Fleet {
 
     /// Whether a descriptor shortage is going on.
     pub fn short_of_descriptors_now(&self) -> bool {
-        self.shortage == super::Shortage::Ongoing
+        self.directory.short_of_descriptors()
     }
 }
