@@ -34,10 +34,13 @@ pub fn check(program: &Path) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-/// The state directory, with hooks: its `<instance>.hook` files say which
-/// hooks run again, as root, and which process groups a restarted kvmd
-/// ends. When it exists it must be root's (or kvmd's user's) and writable
-/// by no one else (kvmd makes it so: 0700).
+/// The state directory: what is in it decides verdicts and runs programs.
+/// Its `<instance>.intent` files make a stop the host's, its `.state`
+/// files carry evidence across a restart, and its `<instance>.hook` files
+/// say which hooks run again, as root, and which process groups a
+/// restarted kvmd ends. When it exists it must be root's (or kvmd's
+/// user's) and writable by no one else (kvmd makes it so: 0700); checked
+/// at every start, as sshd checks its files.
 pub fn check_state_dir(dir: &Path) -> Result<(), String> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -51,7 +54,7 @@ pub fn check_state_dir(dir: &Path) -> Result<(), String> {
         ));
     }
     let trusted = [0, nix::unistd::geteuid().as_raw()];
-    safe(dir, &meta, &trusted).map_err(|why| format!("with --on-verdict, state directory: {why}"))
+    safe(dir, &meta, &trusted).map_err(|why| format!("state directory: {why}"))
 }
 
 /// Owned by a trusted user and writable by no one else.

@@ -114,11 +114,19 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
         info!("{refusal}");
         return Err(Stop::NotNeeded);
     }
+    // Refused before anything else is set up: whoever could write there
+    // could forge intents and evidence (which verdict), and hooks (run
+    // as root).
+    kvmd::hook_program::check_state_dir(&config.state_dir).map_err(|why| {
+        failed(format!(
+            "{why}: anyone who can write there could forge what decides verdicts; \
+             chown it to root and chmod 700, or remove it (kvmd creates it so)"
+        ))
+    })?;
     let mut config = config.clone();
     if let Some(program) = &config.on_verdict {
-        // Refused before anything else is set up: it would run as root.
+        // Refused too: it would run as root.
         let checked = kvmd::hook_program::check(program).map_err(failed)?;
-        kvmd::hook_program::check_state_dir(&config.state_dir).map_err(failed)?;
         config.on_verdict = Some(checked);
     }
     let pid_file = PidFile::create(&config.pid_file).map_err(|e| failed(e.to_string()))?;

@@ -566,3 +566,63 @@ fn an_interrupted_powerdown_all_stops_pressing_and_keeps_its_intents() {
     assert_eq!(deaf.qmp().count_events("POWERDOWN"), 1);
     assert!(!deaf.exited());
 }
+
+/// An intent file makes a stop the host's: a state directory someone else
+/// could write to would let them forge one (or forge evidence, or a hook
+/// to run as root). kvmd refuses to start with one, hooks or not, and
+/// says why; with the directory its own again, it starts.
+#[test]
+fn a_state_directory_others_could_write_to_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new();
+    let state = world.tmp.path().join("kvmd-state");
+    fs::create_dir(&state).expect("mkdir");
+    fs::write(state.join("vm1.intent"), "forged").expect("plant");
+    let state_arg = state.to_str().expect("utf-8 path");
+    // Its exit status and what it said; one that starts is stopped at the
+    // deadline (and the test fails on its status).
+    let run = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kvmd"))
+            .args(["-f", "--no-ssconf", "--state-dir", state_arg, "--ctrl-dir"])
+            .arg(&world.ctrl)
+            .arg("--pid-file")
+            .arg(world.tmp.path().join("kvmd.pid"))
+            .arg("--log-file")
+            .arg(world.tmp.path().join("kvmd.log"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kvmd");
+        let deadline = std::time::Instant::now() + common::DEADLINE;
+        while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("its output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (code, err) = run();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("state directory") && err.contains("writable by group or others"),
+        "{err}"
+    );
+    if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).expect("chmod");
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&state, Some(nobody), None).expect("chown");
+        let (code, err) = run();
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        nix::unistd::chown(&state, Some(nix::unistd::geteuid()), None).expect("chown");
+    }
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let daemon = Daemon::start_with(&world.ctrl, world.tmp.path(), &["--state-dir", state_arg]);
+    // The file it could not have written is refused as such, not obeyed.
+    daemon.wait_log("vm1: its intent file cannot be read; removed", 1);
+}

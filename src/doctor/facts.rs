@@ -78,6 +78,8 @@ pub struct Facts {
     /// Whether the running daemon's own command line was read (for its
     /// hook and metrics file, when the doctor was given none).
     pub daemon_flags: DaemonFlags,
+    /// The state directory (the running daemon's, else the doctor's).
+    pub state_dir: Probed<StateDirFacts>,
     pub hook: Option<Probed<HookFacts>>,
     pub metrics: Option<Probed<MetricsFacts>>,
     /// Seconds since the epoch, when the facts were gathered.
@@ -762,15 +764,26 @@ pub fn parse_proc_net_unix(text: &[u8], dirs: &[Vec<u8>]) -> UnixSockets {
     found
 }
 
-/// The `--on-verdict` program and the state directory, as the daemon
-/// would check them at start.
+/// The `--on-verdict` program, as the daemon would check it at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HookFacts {
     pub program: String,
     /// Taken from the running daemon's command line.
     pub from_daemon: bool,
     pub check: Result<String, String>,
-    pub state_dir: Result<(), String>,
+}
+
+/// The state directory, as the daemon checks it at every start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDirFacts {
+    /// Its path (escaped).
+    pub path: String,
+    /// Taken from the running daemon's command line.
+    pub from_daemon: bool,
+    /// Whether it exists (kvmd creates it, root's and 0700, when not).
+    pub exists: bool,
+    /// The daemon's own check of its owner and mode.
+    pub check: Result<(), String>,
 }
 
 /// The metrics file.

@@ -47,6 +47,7 @@ pub enum Section {
     ControlDirectory,
     Inotify,
     Instances,
+    StateDirectory,
     Hooks,
     Metrics,
 }
@@ -100,10 +101,11 @@ pub enum Check {
     /// An entry of the control directory that names no instance kvmd
     /// could monitor (`.kvmd`, a name too long).
     CtrlDirEntry,
+    /// The state directory's owner and mode: what is kept there decides
+    /// verdicts (intents, evidence) and runs programs (hooks).
+    StateDirOwner,
     /// The `--on-verdict` program against the daemon's safety checks.
     HookProgram,
-    /// The state directory that says which hooks run again.
-    HookStateDir,
     /// The metrics file: written by the running kvmd or left behind.
     MetricsFile,
 }
@@ -133,8 +135,8 @@ impl Check {
             Check::InstanceShutdownFile => "instance.shutdown-file",
             Check::InstanceVerdict => "instance.verdict",
             Check::CtrlDirEntry => "ctrl-dir.entry",
+            Check::StateDirOwner => "state-dir.owner",
             Check::HookProgram => "hooks.program",
-            Check::HookStateDir => "hooks.state-dir",
             Check::MetricsFile => "metrics.file",
         }
     }
@@ -159,7 +161,8 @@ impl Check {
             | Check::InstanceShutdownFile
             | Check::InstanceVerdict
             | Check::CtrlDirEntry => Section::Instances,
-            Check::HookProgram | Check::HookStateDir => Section::Hooks,
+            Check::StateDirOwner => Section::StateDirectory,
+            Check::HookProgram => Section::Hooks,
             Check::MetricsFile => Section::Metrics,
         }
     }
@@ -187,8 +190,8 @@ impl Check {
         Check::InstanceShutdownFile,
         Check::InstanceVerdict,
         Check::CtrlDirEntry,
+        Check::StateDirOwner,
         Check::HookProgram,
-        Check::HookStateDir,
         Check::MetricsFile,
     ];
 }

@@ -169,16 +169,19 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Adoption) -> Facts {
         probe::spawn(move || probe::unix_sockets(&ctrl))
     };
     let hook = match (&config.on_verdict, &running) {
-        (Some(program), _) => Some((program.clone(), config.state_dir.clone(), false)),
-        (None, Some(daemon)) => daemon
-            .on_verdict
-            .clone()
-            .map(|program| (program, daemon.state_dir.clone(), true)),
+        (Some(program), _) => Some((program.clone(), false)),
+        (None, Some(daemon)) => daemon.on_verdict.clone().map(|program| (program, true)),
         (None, None) => None,
     }
-    .map(|(program, state_dir, from_daemon)| {
-        probe::spawn(move || probe::hook(&program, &state_dir, from_daemon))
-    });
+    .map(|(program, from_daemon)| probe::spawn(move || probe::hook(&program, from_daemon)));
+    // The running daemon's state directory is the one that decides.
+    let state_dir = {
+        let (path, from_daemon) = match &running {
+            Some(daemon) => (daemon.state_dir.clone(), true),
+            None => (config.state_dir.clone(), false),
+        };
+        probe::spawn(move || probe::state_dir(&path, from_daemon))
+    };
     let metrics = match (&config.metrics_file, &running) {
         (Some(path), _) => Some((path.clone(), false)),
         (None, Some(daemon)) => daemon.metrics_file.clone().map(|path| (path, true)),
@@ -221,6 +224,7 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Adoption) -> Facts {
             Probed::NoAnswer => None,
         },
         daemon_flags,
+        state_dir: state_dir.wait(deadline),
         hook: hook.map(|h| h.wait(deadline)),
         metrics: metrics.map(|m| m.wait(deadline)),
         now: probe::now(),

@@ -36,9 +36,9 @@ use super::checks::{HVPARAMS_KVM, INSTANCE_LIST, MASTER_NODE, PROBE_SECONDS};
 use super::facts::{
     Control, DaemonFacts, DirFacts, Diversion, Entries, Entry, EntryKind, Exe, GanetiBinary,
     GanetiFacts, GntInstances, HookFacts, InotifyFacts, MetricsFacts, MetricsFile, MetricsProblem,
-    PidFile, Probed, ProcessFacts, QemuArgs, QemuFacts, QmpSocket, Role, StatusFacts, UnixSockets,
-    Unread, binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind, parse_gnt_instances,
-    parse_metrics, parse_proc_net_unix, parse_qemu_cmdline, role, shortened,
+    PidFile, Probed, ProcessFacts, QemuArgs, QemuFacts, QmpSocket, Role, StateDirFacts,
+    StatusFacts, UnixSockets, Unread, binary_kind, diversion_of, escaped, fdinfo_watches, fs_kind,
+    parse_gnt_instances, parse_metrics, parse_proc_net_unix, parse_qemu_cmdline, role, shortened,
 };
 
 /// How long one group of probes may take.
@@ -875,12 +875,20 @@ pub fn inotify(uid: u32) -> InotifyFacts {
 
 // ---- hooks and metrics -------------------------------------------------
 
-pub fn hook(program: &Path, state_dir: &Path, from_daemon: bool) -> HookFacts {
+pub fn hook(program: &Path, from_daemon: bool) -> HookFacts {
     HookFacts {
         program: escaped(program.as_os_str().as_bytes()),
         from_daemon,
         check: crate::hook_program::check(program).map(|real| escaped(real.as_os_str().as_bytes())),
-        state_dir: crate::hook_program::check_state_dir(state_dir),
+    }
+}
+
+pub fn state_dir(path: &Path, from_daemon: bool) -> StateDirFacts {
+    StateDirFacts {
+        path: escaped(path.as_os_str().as_bytes()),
+        from_daemon,
+        exists: std::fs::symlink_metadata(path).is_ok(),
+        check: crate::hook_program::check_state_dir(path),
     }
 }
 

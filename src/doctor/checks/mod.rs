@@ -125,6 +125,7 @@ pub fn evaluate(facts: &Facts) -> Vec<Finding> {
     ctrl_dir::ctrl_dir(facts, running, &mut out);
     ctrl_dir::inotify(facts, running, &mut out);
     instances::instances(facts, running, &mut out);
+    outputs::state_dir(facts, &mut out);
     outputs::hooks(facts, &mut out);
     outputs::metrics(facts, running, &mut out);
     out

@@ -70,16 +70,50 @@ pub(super) fn hooks(facts: &Facts, out: &mut Vec<Finding>) {
              others, in directories likewise (chown root; chmod go-w)",
         ),
     });
-    out.push(match &h.state_dir {
-        Ok(()) => Finding::ok(
-            Check::HookStateDir,
-            "the state directory (which says what runs again) is kvmd's alone",
+}
+
+/// `state-dir.owner`: the daemon's own start-up check of the state
+/// directory, whose intents and evidence decide verdicts and whose hook
+/// files run programs as root.
+pub(super) fn state_dir(facts: &Facts, out: &mut Vec<Finding>) {
+    let s = match &facts.state_dir {
+        Probed::Got(s) => s,
+        Probed::NoAnswer => {
+            out.push(Finding::fail(
+                Check::StateDirOwner,
+                format!("checking the state directory gave no answer within {PROBE_SECONDS} s"),
+            ));
+            return;
+        }
+    };
+    let whose = if s.from_daemon {
+        " (the running kvmd's)"
+    } else {
+        ""
+    };
+    out.push(match (&s.check, s.exists) {
+        (Ok(()), true) => Finding::ok(
+            Check::StateDirOwner,
+            format!(
+                "{}{whose} is kvmd's alone (its intents, evidence and hooks decide verdicts)",
+                s.path
+            ),
         ),
-        Err(why) => Finding::fail(
-            Check::HookStateDir,
-            format!("{why}: kvmd refuses to start with hooks"),
+        (Ok(()), false) => Finding::ok(
+            Check::StateDirOwner,
+            format!(
+                "{}{whose} is not there yet: kvmd creates it, its own, mode 0700",
+                s.path
+            ),
+        ),
+        (Err(why), _) => Finding::fail(
+            Check::StateDirOwner,
+            format!(
+                "{why}{whose}: kvmd refuses to start with it (anyone who can write there could \
+                 forge intents and evidence, and hooks run as root)"
+            ),
         )
-        .advice("chown root and chmod 700 the state directory"),
+        .advice("chown root and chmod 700 the state directory, or remove it (kvmd creates it so)"),
     });
 }
 

@@ -7,8 +7,8 @@ use super::*;
 use crate::doctor::facts::{
     Adoption, DaemonFacts, DaemonFlags, DirFacts, Diversion, Entries, Entry, EntryKind, Exe,
     FsKind, GanetiBinary, GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts,
-    MetricsFacts, MetricsFile, MetricsProblem, Mode, QemuFacts, QmpSocket, StatusInstance,
-    StatusVerdict, UnixSockets, Unread,
+    MetricsFacts, MetricsFile, MetricsProblem, Mode, QemuFacts, QmpSocket, StateDirFacts,
+    StatusInstance, StatusVerdict, UnixSockets, Unread,
 };
 use crate::doctor::findings::{Check, Report, Severity};
 use crate::ssconf;
@@ -116,6 +116,12 @@ fn healthy() -> Facts {
         qemus: Probed::Got(vec![qemu(200, "vm1")]),
         unix: Some(unix),
         daemon_flags: DaemonFlags::Read,
+        state_dir: Probed::Got(StateDirFacts {
+            path: "/run/kvmd-state".to_owned(),
+            from_daemon: true,
+            exists: true,
+            check: Ok(()),
+        }),
         hook: None,
         metrics: None,
         now: 10_000.0,
@@ -1389,7 +1395,6 @@ fn hooks_get_the_daemons_safety_checks() {
         check: Err(
             "--on-verdict /tmp/hook: /tmp is writable by group or others (mode 1777)".to_owned(),
         ),
-        state_dir: Ok(()),
     }));
     assert_finding(
         &facts,
@@ -1397,13 +1402,6 @@ fn hooks_get_the_daemons_safety_checks() {
         None,
         Severity::Fail,
         "the running kvmd's --on-verdict",
-    );
-    assert_finding(
-        &facts,
-        Check::HookStateDir,
-        None,
-        Severity::Ok,
-        "kvmd's alone",
     );
     facts.hook = Some(Probed::NoAnswer);
     assert_finding(
@@ -1566,6 +1564,54 @@ fn probes_that_did_not_answer_are_said_so() {
     assert_finding(
         &facts,
         Check::GanetiSsconf,
+        None,
+        Severity::Fail,
+        "no answer",
+    );
+}
+
+#[test]
+fn the_state_directory_gets_the_daemons_start_up_check_hooks_or_not() {
+    let mut facts = healthy();
+    assert_finding(
+        &facts,
+        Check::StateDirOwner,
+        None,
+        Severity::Ok,
+        "/run/kvmd-state (the running kvmd's) is kvmd's alone",
+    );
+    facts.state_dir = Probed::Got(StateDirFacts {
+        path: "/tmp/state".to_owned(),
+        from_daemon: false,
+        exists: true,
+        check: Err(
+            "state directory: /tmp/state is writable by group or others (mode 0777)".to_owned(),
+        ),
+    });
+    assert_finding(
+        &facts,
+        Check::StateDirOwner,
+        None,
+        Severity::Fail,
+        "mode 0777): kvmd refuses to start with it",
+    );
+    facts.state_dir = Probed::Got(StateDirFacts {
+        path: "/tmp/state".to_owned(),
+        from_daemon: false,
+        exists: false,
+        check: Ok(()),
+    });
+    assert_finding(
+        &facts,
+        Check::StateDirOwner,
+        None,
+        Severity::Ok,
+        "not there yet: kvmd creates it",
+    );
+    facts.state_dir = Probed::NoAnswer;
+    assert_finding(
+        &facts,
+        Check::StateDirOwner,
         None,
         Severity::Fail,
         "no answer",
