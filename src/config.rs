@@ -87,7 +87,7 @@ pub struct History {
     pub json: bool,
     /// Only this instance's records (its name as `kvmd status` shows it).
     pub instance: Option<String>,
-    pub since: Option<crate::journal::Since>,
+    pub since: Option<crate::adapters::journal::Since>,
 }
 
 /// Where `kvmd status` looks when not told: beside Ganeti's pid file, then
@@ -259,7 +259,7 @@ where
         hook_timeout: std::time::Duration::from_secs(60),
         hook_retries: 0,
         journal_dir: PathBuf::new(),
-        journal_max: crate::journal::DEFAULT_MAX_TOTAL,
+        journal_max: crate::adapters::journal::DEFAULT_MAX_TOTAL,
     };
     let mut state_dir = None;
     let mut journal_dir = None;
@@ -348,7 +348,10 @@ where
             "journal-dir" => journal_dir = Some(path(value)?),
             "journal-max" => {
                 let value = value.unwrap_or_default();
-                match value.to_str().and_then(crate::journal::parse_max_total) {
+                match value
+                    .to_str()
+                    .and_then(crate::adapters::journal::parse_max_total)
+                {
                     Some(bytes) => config.journal_max = bytes,
                     None => {
                         return Err(UsageError::BadValue {
@@ -730,7 +733,9 @@ where
                 "--json" if inline.is_none() => history.json = true,
                 "--since" => {
                     let value = value("--since")?;
-                    let since = value.to_str().and_then(crate::journal::parse_since);
+                    let since = value
+                        .to_str()
+                        .and_then(crate::adapters::journal::parse_since);
                     history.since = Some(since.ok_or_else(|| UsageError::BadValue {
                         flag: "--since",
                         value: value.to_string_lossy().into_owned(),
@@ -1163,9 +1168,9 @@ mod tests {
         assert_eq!(h.instance.as_deref(), Some("vm1"));
         assert_eq!(
             h.since,
-            Some(crate::journal::Since::Ago(std::time::Duration::from_secs(
-                7200
-            )))
+            Some(crate::adapters::journal::Since::Ago(
+                std::time::Duration::from_secs(7200)
+            ))
         );
         let h = history(&["--", "-odd-name"]).expect("parses");
         assert_eq!(h.instance.as_deref(), Some("-odd-name"));

@@ -22,8 +22,8 @@ use std::time::SystemTime;
 use kvmd_core::decision::VerdictKind;
 use kvmd_core::timestamp::Rfc3339;
 
+use crate::adapters::journal::{self, Entry, Filter, Read, What};
 use crate::config::History;
-use crate::journal::{self, Entry, Filter, Read, What};
 
 /// Skipped lines told one by one on stderr; the rest are counted.
 const WARNINGS_SHOWN: usize = 20;
@@ -250,7 +250,7 @@ pub fn render_json(dir: &Path, read: &Read) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{IntentNote, SkipReason, Skipped};
+    use crate::adapters::journal::{IntentNote, SkipReason, Skipped};
     use std::path::PathBuf;
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -112,7 +112,7 @@ fn adopt(doctor: &Doctor) -> (Config, Adoption) {
 }
 
 /// inotify watches kvmd needs for `ctrl_dir`: one for each directory from
-/// `/` down to it (its crawl watches every ancestor, see [`crate::watch`]).
+/// `/` down to it (its crawl watches every ancestor, see [`crate::adapters::watch`]).
 pub fn watches_needed(ctrl_dir: &Path) -> u64 {
     let levels = ctrl_dir
         .components()

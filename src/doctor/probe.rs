@@ -461,8 +461,8 @@ pub fn cwd(pid: u32) -> PathBuf {
 // ---- Ganeti ----------------------------------------------------------
 
 pub fn ganeti(ssconf_dir: &Path) -> GanetiFacts {
-    let node = crate::ssconf::node_name();
-    let mut names: Vec<&str> = crate::ssconf::FILES.to_vec();
+    let node = crate::adapters::ssconf::node_name();
+    let mut names: Vec<&str> = crate::adapters::ssconf::FILES.to_vec();
     names.extend([HVPARAMS_KVM, MASTER_NODE, INSTANCE_LIST]);
     let ssconf = names
         .into_iter()
@@ -879,8 +879,9 @@ pub fn hook(program: &Path, state_dir: &Path, from_daemon: bool) -> HookFacts {
     HookFacts {
         program: escaped(program.as_os_str().as_bytes()),
         from_daemon,
-        check: crate::hook_program::check(program).map(|real| escaped(real.as_os_str().as_bytes())),
-        state_dir: crate::hook_program::check_state_dir(state_dir),
+        check: crate::adapters::hook_program::check(program)
+            .map(|real| escaped(real.as_os_str().as_bytes())),
+        state_dir: crate::adapters::hook_program::check_state_dir(state_dir),
     }
 }
 

@@ -571,7 +571,7 @@ fn next_line(reader: &mut impl BufRead, cap: usize, buffer: &mut Vec<u8>) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::{IntentNote, What};
+    use crate::adapters::journal::record::{IntentNote, What};
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
