@@ -824,3 +824,6 @@ mod tests {
         assert_eq!(age(Duration::from_secs(2 * 86_400 + 4 * 3600)), "2d04h");
     }
 }
+
+#[cfg(test)]
+mod wire_tests;
