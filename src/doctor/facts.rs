@@ -12,9 +12,8 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use serde_json::Value;
-
 use kvmd_core::control::WatchState;
+use kvmd_core::control::schema::{Status, VerdictStatus};
 use kvmd_core::decision::VerdictKind;
 
 /// Bytes as kvmd's log shows them: printable ASCII as is, anything else
@@ -282,53 +281,62 @@ pub struct StatusVerdict {
     pub file_error: Option<String>,
 }
 
-fn text(value: &Value) -> Option<String> {
-    value.as_str().map(str::to_owned)
-}
-
-fn verdict(v: &Value) -> Option<StatusVerdict> {
+fn verdict(v: &VerdictStatus) -> Option<StatusVerdict> {
+    if v.name.is_empty() {
+        return None;
+    }
     Some(StatusVerdict {
-        name: text(&v["name"])?,
-        user: v["verdict"].as_str()?.parse() == Ok(VerdictKind::User),
-        reason: text(&v["reason"]).unwrap_or_default(),
-        why: text(&v["why"]).unwrap_or_default(),
-        age_seconds: v["age_seconds"].as_u64().unwrap_or(0),
-        file: text(&v["file"]).unwrap_or_default(),
-        file_error: text(&v["file_error"]),
+        name: v.name.clone(),
+        // Anything but `user` (a newer kvmd's word included) is not the
+        // user's; no verdict at all is no verdict.
+        user: v.verdict.text()?.parse() == Ok(VerdictKind::User),
+        reason: v.reason.text().unwrap_or_default().to_owned(),
+        why: v.why.clone(),
+        age_seconds: v.age_seconds,
+        file: v.file.clone(),
+        file_error: v.file_error.clone(),
     })
 }
 
 impl StatusFacts {
-    /// From a status answer line's `status` object (see README, "Control
-    /// socket"); `None` when it is not one.
-    pub fn from_json(status: &Value) -> Option<StatusFacts> {
-        let k = &status["kvmd"];
-        let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+    /// From a status answer's `status` (see README, "Control socket");
+    /// `None` when it does not say which kvmd answered.
+    pub fn from_status(status: &Status) -> Option<StatusFacts> {
+        let k = &status.kvmd;
         Some(StatusFacts {
-            version: text(&k["version"])?,
-            pid: u32::try_from(k["pid"].as_u64()?).ok()?,
-            uptime_seconds: k["uptime_seconds"].as_u64().unwrap_or(0),
-            ctrl_dir: text(&k["ctrl_dir"]).unwrap_or_default(),
-            watch: WatchState::from_json(&k["watch"]),
-            descriptor_shortage: k["descriptor_shortage"].as_bool().unwrap_or(false),
-            instances: list("instances")
+            version: k.version.clone()?,
+            pid: k.pid?,
+            uptime_seconds: k.uptime_seconds,
+            ctrl_dir: k.ctrl_dir.clone(),
+            watch: k.watch.known(),
+            descriptor_shortage: k.descriptor_shortage,
+            instances: status
+                .instances
                 .iter()
-                .filter_map(|i| {
-                    Some(StatusInstance {
-                        name: text(&i["name"])?,
-                        phase: text(&i["phase"]).unwrap_or_default(),
-                        since_seconds: i["since_seconds"].as_u64().unwrap_or(0),
-                        qemu: text(&i["qemu"]),
-                        qemu_pid: i["qemu_pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
-                        guest: text(&i["guest"]),
-                        last_verdict: verdict(&i["last_verdict"]),
-                    })
+                .filter(|i| !i.name.is_empty())
+                .map(|i| StatusInstance {
+                    name: i.name.clone(),
+                    phase: i.phase.clone(),
+                    since_seconds: i.since_seconds,
+                    qemu: i.qemu.clone(),
+                    qemu_pid: i.qemu_pid,
+                    guest: i.guest.clone(),
+                    last_verdict: i.last_verdict.as_ref().and_then(verdict),
                 })
                 .collect(),
-            given_up: list("given_up").iter().filter_map(text).collect(),
-            verdicts: list("verdicts").iter().filter_map(verdict).collect(),
+            given_up: status.given_up.clone(),
+            verdicts: status.verdicts.iter().filter_map(verdict).collect(),
             same_dir: None,
         })
+    }
+
+    /// From a status answer line's `status` object as JSON; `None` when
+    /// it is not one.
+    #[cfg(test)]
+    pub fn from_json(status: &serde_json::Value) -> Option<StatusFacts> {
+        serde_json::from_value::<Status>(status.clone())
+            .ok()
+            .and_then(|s| StatusFacts::from_status(&s))
     }
 
     /// The newest verdict for `name`.

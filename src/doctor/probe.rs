@@ -30,7 +30,8 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::sys::stat::{Mode as FileMode, fstatat};
 
-use kvmd_core::control::{self, Request};
+use kvmd_core::control::schema::{Answer, Word};
+use kvmd_core::control::{self, Refusal, Request};
 
 use super::checks::{HVPARAMS_KVM, INSTANCE_LIST, MASTER_NODE, PROBE_SECONDS};
 use super::facts::{
@@ -393,17 +394,17 @@ pub fn control(path: &Path) -> Control {
         None => &answer[..],
     };
     let garbled = || Control::Garbled(shortened(&escaped(line), 60));
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
+    let Ok(answer) = serde_json::from_slice::<Answer>(line) else {
         return garbled();
     };
-    if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
-        return match value.get("code").and_then(|c| c.as_str()) {
-            Some("denied") => Control::Denied,
-            Some("busy") => Control::Busy,
+    if let Some(error) = &answer.error {
+        return match answer.code.as_ref().and_then(Word::known) {
+            Some(Refusal::Denied) => Control::Denied,
+            Some(Refusal::Busy) => Control::Busy,
             _ => Control::Garbled(shortened(&escaped(error.as_bytes()), 60)),
         };
     }
-    match StatusFacts::from_json(&value["status"]) {
+    match answer.status.as_ref().and_then(StatusFacts::from_status) {
         Some(status) => Control::Status(status),
         None => garbled(),
     }
