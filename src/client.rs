@@ -35,13 +35,13 @@ const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 /// first answer. kvmd answers from its event loop in milliseconds (a
 /// status of thousands of instances in well under a second); a peer
 /// silent this long is hung, or is not kvmd.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// How long `powerdown-all` waits past its `--timeout` for the last
 /// verdicts: a guest that obeys at the very end of its window is decided
 /// at QEMU's hang-up a moment later, and its process is gone a moment
 /// after that.
-pub const POWERDOWN_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const POWERDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 enum Failure {
     NotRunning(Vec<PathBuf>),
@@ -640,7 +640,7 @@ fn ago(seconds: u64) -> String {
 }
 
 /// The human form of a status answer.
-pub fn render_status(status: &Status) -> String {
+pub(crate) fn render_status(status: &Status) -> String {
     let k = &status.kvmd;
     let mut out = format!(
         "kvmd {} (pid {}), up {}; {} {}\n",

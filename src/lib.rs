@@ -18,6 +18,15 @@
 //!   `events`, `expect-stop`, `powerdown-all`), `kvmd history`, and
 //!   `kvmd doctor` (why detection works on a node, or not).
 
+//!
+//! `pub` here is what the binary (`src/main.rs`), the integration tests,
+//! the benches and `tools/` use; everything else is `pub(crate)` or
+//! private, so the compiler names what nothing uses. The modules' docs
+//! describe their internals too: read them with `cargo doc
+//! --document-private-items`.
+
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod adapters;
 pub mod client;
 pub mod config;
