@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kvmd::watch::{Change, Watcher};
+use kvmd::adapters::watch::{Change, Watcher};
 use kvmd_core::Errno;
 use kvmd_core::decision::{Evidence, Verdict, decide};
 use kvmd_core::fleet::{

@@ -17,12 +17,13 @@ use std::process::ExitCode;
 
 use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, socket};
-use serde_json::Value;
-
 use std::time::{Duration, Instant};
 
-use kvmd_core::control::{self, Request, WatchState};
-use kvmd_core::decision::VerdictKind;
+use kvmd_core::control::schema::{
+    Answer, Event, InstanceStatus, Powerdown, PowerdownGuest, Status, VerdictStatus, Word,
+};
+use kvmd_core::control::{self, Refusal, Request, WatchState};
+use kvmd_core::decision::{ReasonCode, VerdictKind};
 
 use crate::config::{Client, DEFAULT_CONTROL_SOCKETS, Order, OrderKind};
 
@@ -34,13 +35,13 @@ const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 /// first answer. kvmd answers from its event loop in milliseconds (a
 /// status of thousands of instances in well under a second); a peer
 /// silent this long is hung, or is not kvmd.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// How long `powerdown-all` waits past its `--timeout` for the last
 /// verdicts: a guest that obeys at the very end of its window is decided
 /// at QEMU's hang-up a moment later, and its process is gone a moment
 /// after that.
-pub const POWERDOWN_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const POWERDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 enum Failure {
     NotRunning(Vec<PathBuf>),
@@ -227,9 +228,10 @@ fn ask(control_socket: &Option<PathBuf>, request: &Request) -> Result<BufReader<
     Ok(BufReader::new(answers))
 }
 
-/// Reads one answer line as JSON; an `error` answer is a failure, and so
-/// is silence past the reader's deadline.
-fn answer(reader: &mut BufReader<Answers>) -> Result<Option<(String, Value)>, Failure> {
+/// Reads one answer line (as the shared schema reads it: a newer
+/// daemon's fields and words are no error); an `error` answer is a
+/// failure, and so is silence past the reader's deadline.
+fn answer(reader: &mut BufReader<Answers>) -> Result<Option<(String, Answer)>, Failure> {
     let mut line = String::new();
     let read = reader
         .by_ref()
@@ -245,13 +247,13 @@ fn answer(reader: &mut BufReader<Answers>) -> Result<Option<(String, Value)>, Fa
     if read == 0 {
         return Ok(None);
     }
-    let value: Value = serde_json::from_str(&line)
+    let value: Answer = serde_json::from_str(&line)
         .map_err(|e| Failure::Other(format!("kvmd's answer is not JSON: {e}")))?;
-    if let Some(error) = value.get("error").and_then(Value::as_str) {
+    if let Some(error) = &value.error {
         let said = format!("kvmd says: {error}");
-        return Err(match value.get("code").and_then(Value::as_str) {
-            Some("denied") => Failure::Refused(said),
-            Some("refused") => Failure::Other(error.to_owned()),
+        return Err(match value.code.as_ref().and_then(Word::known) {
+            Some(Refusal::Denied) => Failure::Refused(said),
+            Some(Refusal::Refused) => Failure::Other(error.clone()),
             _ => Failure::Other(said),
         });
     }
@@ -273,7 +275,7 @@ pub fn status(client: &Client) -> ExitCode {
         print!("{line}");
         return ExitCode::SUCCESS;
     }
-    print!("{}", render_status(&value["status"]));
+    print!("{}", render_status(&value.status.unwrap_or_default()));
     ExitCode::SUCCESS
 }
 
@@ -295,12 +297,12 @@ pub fn events(client: &Client) -> ExitCode {
                 // attached) too; people see only the events.
                 let text = if client.json {
                     line
-                } else if let Some(event) = value.get("event") {
+                } else if let Some(event) = &value.event {
                     format!(
                         "{} {:<7} {}\n",
-                        str_of(&event["time"]),
-                        str_of(&event["level"]).to_ascii_uppercase(),
-                        str_of(&event["message"])
+                        or_dash(&event.time),
+                        event.level.text().unwrap_or("-").to_ascii_uppercase(),
+                        or_dash(&event.message)
                     )
                 } else {
                     continue;
@@ -353,21 +355,22 @@ pub fn order(order: &Order) -> ExitCode {
     }
     match &order.what {
         OrderKind::ExpectStop { .. } => {
-            let i = &value["intent"];
+            let i = value.intent.unwrap_or_default();
             if !order.json {
                 println!(
                     "{}: its next SHUTDOWN until {} ({} s) is the host's (by {})",
-                    str_of(&i["instance"]),
-                    str_of(&i["until"]),
-                    i["seconds"],
-                    str_of(&i["by"])
+                    or_dash(&i.instance),
+                    or_dash(&i.until),
+                    i.seconds,
+                    or_dash(&i.by)
                 );
             }
             ExitCode::SUCCESS
         }
         OrderKind::Cancel { .. } => {
             if !order.json {
-                println!("{}: intent cancelled", str_of(&value["cancelled"]));
+                let cancelled = value.cancelled.as_deref().unwrap_or("-");
+                println!("{cancelled}: intent cancelled");
             }
             ExitCode::SUCCESS
         }
@@ -376,7 +379,7 @@ pub fn order(order: &Order) -> ExitCode {
             // `seconds` to stop, and its verdict and exit a moment more.
             let within = Duration::from_secs(*seconds) + POWERDOWN_MARGIN;
             reader.get_mut().set_deadline(Some(within));
-            await_powerdown(order, &value["powerdown"], reader)
+            await_powerdown(order, &value.powerdown.unwrap_or_default(), reader)
         }
     }
 }
@@ -391,11 +394,11 @@ struct Listed<'a> {
 }
 
 impl<'a> Listed<'a> {
-    fn of(value: &'a Value) -> Listed<'a> {
+    fn of(guest: &'a PowerdownGuest) -> Listed<'a> {
         Listed {
-            name: str_of(&value["instance"]),
-            why: str_of(&value["why"]),
-            qemu: value["qemu_pid"].as_u64().zip(value["qemu_start"].as_u64()),
+            name: or_dash(&guest.instance),
+            why: guest.why.as_deref().unwrap_or("-"),
+            qemu: guest.qemu_pid.map(u64::from).zip(guest.qemu_start),
         }
     }
 }
@@ -404,22 +407,15 @@ impl<'a> Listed<'a> {
 /// verdict came) or the reader's deadline; says which did not stop, and
 /// which guests kvmd did not press are still running. Exit 0 when none
 /// runs, 1 otherwise.
-fn await_powerdown(order: &Order, powerdown: &Value, mut reader: BufReader<Answers>) -> ExitCode {
+fn await_powerdown(
+    order: &Order,
+    powerdown: &Powerdown,
+    mut reader: BufReader<Answers>,
+) -> ExitCode {
     let deadline = reader.get_ref().deadline.unwrap_or_else(Instant::now);
-    let empty = Vec::new();
-    let pressed: Vec<Listed> = powerdown["pressed"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(Listed::of)
-        .collect();
+    let pressed: Vec<Listed> = powerdown.pressed.iter().map(Listed::of).collect();
     let mut waiting: Vec<&str> = pressed.iter().map(|p| p.name).collect();
-    let refused: Vec<Listed> = powerdown["refused"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(Listed::of)
-        .collect();
+    let refused: Vec<Listed> = powerdown.refused.iter().map(Listed::of).collect();
     if !order.json {
         // Refused for any of IntentRefused's reasons (not monitored yet,
         // already shut down, a QEMU that does not answer): each says its
@@ -443,11 +439,11 @@ fn await_powerdown(order: &Order, powerdown: &Value, mut reader: BufReader<Answe
                 if order.json {
                     print!("{line}");
                 }
-                if value.get("done").is_some() {
+                if value.done.is_some() {
                     break;
                 }
-                let event = &value["event"];
-                let name = str_of(&event["instance"]);
+                let event = value.event.unwrap_or_default();
+                let name = event.instance.as_deref().unwrap_or("-");
                 // The verdict comes at the hang-up, a moment before QEMU's
                 // process is gone: wait for that too, so that whatever
                 // stops next (Ganeti's unit, the init system) finds it gone.
@@ -464,8 +460,8 @@ fn await_powerdown(order: &Order, powerdown: &Value, mut reader: BufReader<Answe
                 if !order.json {
                     println!(
                         "{name}: stopped: {} ({})",
-                        str_of(&event["verdict"]),
-                        str_of(&event["reason"])
+                        event.verdict.as_ref().and_then(Word::text).unwrap_or("-"),
+                        event_reason(&event)
                     );
                 }
             }
@@ -534,8 +530,18 @@ fn process_alive(pid: u64, start: u64) -> bool {
     state != Some("Z") && started == Some(start)
 }
 
-fn str_of(value: &Value) -> &str {
-    value.as_str().unwrap_or("-")
+/// Text as shown, `-` for none.
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+/// An event's reason code (or a SHUTDOWN's reason), `-` for none.
+fn event_reason(event: &Event) -> &str {
+    event
+        .reason
+        .as_ref()
+        .and_then(Option::as_deref)
+        .unwrap_or("-")
 }
 
 /// A column of text, at most `max` characters wide (cut with `…`).
@@ -577,37 +583,39 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn evidence_text(instance: &Value) -> String {
-    let e = &instance["evidence"];
+fn evidence_text(instance: &InstanceStatus) -> String {
     let mut said = Vec::new();
-    if let Some(s) = e.get("shutdown").filter(|s| !s.is_null()) {
-        let guest = match s["guest"].as_bool() {
-            Some(g) => format!(" guest={g}"),
-            None => String::new(),
-        };
-        let reason = s["reason"]
-            .as_str()
-            .map(|r| format!(" {r}"))
-            .unwrap_or_default();
-        said.push(format!("SHUTDOWN{guest}{reason}"));
+    if let Some(e) = &instance.evidence {
+        if let Some(s) = &e.shutdown {
+            let guest = match s.guest {
+                Some(g) => format!(" guest={g}"),
+                None => String::new(),
+            };
+            let reason = s
+                .reason
+                .as_ref()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default();
+            said.push(format!("SHUTDOWN{guest}{reason}"));
+        }
+        if e.powerdown_pending {
+            said.push("power button pressed, not yet obeyed".to_owned());
+        }
+        if e.panicked {
+            said.push("panicked".to_owned());
+        }
+        match e.resets {
+            0 => {}
+            1 => said.push("1 reset".to_owned()),
+            n => said.push(format!("{n} resets")),
+        }
+        if e.restored {
+            said.push("restored after a restart".to_owned());
+        }
     }
-    if e["powerdown_pending"].as_bool() == Some(true) {
-        said.push("power button pressed, not yet obeyed".to_owned());
-    }
-    if e["panicked"].as_bool() == Some(true) {
-        said.push("panicked".to_owned());
-    }
-    match e["resets"].as_u64() {
-        Some(0) | None => {}
-        Some(1) => said.push("1 reset".to_owned()),
-        Some(n) => said.push(format!("{n} resets")),
-    }
-    if e["restored"].as_bool() == Some(true) {
-        said.push("restored after a restart".to_owned());
-    }
-    match instance["malformed"].as_u64() {
-        Some(0) | None => {}
-        Some(n) => said.push(format!("{n} malformed")),
+    match instance.malformed {
+        0 => {}
+        n => said.push(format!("{n} malformed")),
     }
     if said.is_empty() {
         "-".to_owned()
@@ -616,71 +624,69 @@ fn evidence_text(instance: &Value) -> String {
     }
 }
 
-fn verdict_text(v: &Value) -> String {
-    if v.is_null() {
-        return "-".to_owned();
-    }
+fn verdict_text(verdict: &Word<VerdictKind>, reason: &Word<ReasonCode>) -> String {
     // Anything but `user` (a newer kvmd's word included) is not the user's.
-    let user = str_of(&v["verdict"]).parse() == Ok(VerdictKind::User);
+    let user = verdict.known() == Some(VerdictKind::User);
     let verdict = VerdictKind::from_user(user).words();
-    format!("{verdict} ({})", str_of(&v["reason"]))
+    format!("{verdict} ({})", reason.text().unwrap_or("-"))
 }
 
-fn ago(v: &Value, key: &str) -> String {
-    v[key].as_u64().map_or_else(
-        || "-".to_owned(),
-        |s| control::age(std::time::Duration::from_secs(s)),
-    )
+fn last_verdict_text(v: Option<&VerdictStatus>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| verdict_text(&v.verdict, &v.reason))
+}
+
+fn ago(seconds: u64) -> String {
+    control::age(std::time::Duration::from_secs(seconds))
 }
 
 /// The human form of a status answer.
-pub fn render_status(status: &Value) -> String {
-    let k = &status["kvmd"];
+pub(crate) fn render_status(status: &Status) -> String {
+    let k = &status.kvmd;
     let mut out = format!(
         "kvmd {} (pid {}), up {}; {} {}\n",
-        str_of(&k["version"]),
-        k["pid"],
-        ago(k, "uptime_seconds"),
-        match WatchState::from_json(&k["watch"]) {
+        k.version.as_deref().unwrap_or("-"),
+        k.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        ago(k.uptime_seconds),
+        match k.watch.known() {
             Some(WatchState::Watching) => "watching",
             Some(WatchState::Rescanning) => "rescanning (inotify short of watches)",
             Some(WatchState::WaitingForDir) | None => "waiting for",
         },
-        str_of(&k["ctrl_dir"]),
+        or_dash(&k.ctrl_dir),
     );
-    let counts = &k["counts"];
-    let mut phases: Vec<String> = counts["phases"]
-        .as_object()
-        .map(|p| p.iter().map(|(name, n)| format!("{n} {name}")).collect())
-        .unwrap_or_default();
+    let counts = &k.counts;
+    let mut phases: Vec<String> = counts
+        .phases
+        .iter()
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
     phases.sort();
     out.push_str(&format!(
         "{} instances{}{}; {} verdicts not yet written; {} given up{}\n",
-        counts["instances"],
+        counts.instances,
         if phases.is_empty() { "" } else { ": " },
         phases.join(", "),
-        counts["unwritten_verdicts"],
-        counts["given_up"],
-        if k["descriptor_shortage"].as_bool() == Some(true) {
+        counts.unwritten_verdicts,
+        counts.given_up,
+        if k.descriptor_shortage {
             "; OUT OF FILE DESCRIPTORS"
         } else {
             ""
         },
     ));
-    let empty = Vec::new();
-    let instances = status["instances"].as_array().unwrap_or(&empty);
-    if !instances.is_empty() {
-        let rows: Vec<Vec<String>> = instances
+    if !status.instances.is_empty() {
+        let rows: Vec<Vec<String>> = status
+            .instances
             .iter()
             .map(|i| {
                 vec![
-                    cell(str_of(&i["name"]), 32),
-                    str_of(&i["phase"]).to_owned(),
-                    ago(i, "since_seconds"),
-                    str_of(&i["qemu"]).to_owned(),
-                    str_of(&i["guest"]).to_owned(),
+                    cell(or_dash(&i.name), 32),
+                    or_dash(&i.phase).to_owned(),
+                    ago(i.since_seconds),
+                    i.qemu.as_deref().unwrap_or("-").to_owned(),
+                    i.guest.as_deref().unwrap_or("-").to_owned(),
                     cell(&evidence_text(i), 48),
-                    verdict_text(&i["last_verdict"]),
+                    last_verdict_text(i.last_verdict.as_ref()),
                 ]
             })
             .collect();
@@ -698,31 +704,30 @@ pub fn render_status(status: &Value) -> String {
             &rows,
         ));
     }
-    let hooks = status["hooks"].as_array().unwrap_or(&empty);
-    if !hooks.is_empty() {
-        let rows: Vec<Vec<String>> = hooks
+    if !status.hooks.is_empty() {
+        let rows: Vec<Vec<String>> = status
+            .hooks
             .iter()
             .map(|h| {
                 vec![
-                    cell(str_of(&h["name"]), 32),
-                    verdict_text(h),
-                    str_of(&h["state"]).to_owned(),
-                    h["attempt"].to_string(),
+                    cell(or_dash(&h.name), 32),
+                    verdict_text(&h.verdict, &h.reason),
+                    h.state.text().unwrap_or("-").to_owned(),
+                    h.attempt.to_string(),
                 ]
             })
             .collect();
         out.push_str("\nhooks not finished:\n");
         out.push_str(&table(&["INSTANCE", "VERDICT", "STATE", "ATTEMPT"], &rows));
     }
-    let given_up = status["given_up"].as_array().unwrap_or(&empty);
-    if !given_up.is_empty() {
-        let names: Vec<&str> = given_up.iter().map(str_of).collect();
+    if !status.given_up.is_empty() {
+        let names: Vec<&str> = status.given_up.iter().map(|n| or_dash(n)).collect();
         out.push_str(&format!(
             "\nnot monitored (nobody listened on their socket): {}\n",
             names.join(", ")
         ));
     }
-    let verdicts = status["verdicts"].as_array().unwrap_or(&empty);
+    let verdicts = &status.verdicts;
     if !verdicts.is_empty() {
         // Newest first, and few enough to read: --json has them all.
         let rows: Vec<Vec<String>> = verdicts
@@ -731,14 +736,14 @@ pub fn render_status(status: &Value) -> String {
             .take(20)
             .map(|v| {
                 vec![
-                    cell(str_of(&v["name"]), 32),
-                    verdict_text(v),
-                    format!("{} ago", ago(v, "age_seconds")),
-                    match v["file_error"].as_str() {
-                        Some(e) => format!("{}: {e}", str_of(&v["file"])),
-                        None => str_of(&v["file"]).to_owned(),
+                    cell(or_dash(&v.name), 32),
+                    verdict_text(&v.verdict, &v.reason),
+                    format!("{} ago", ago(v.age_seconds)),
+                    match &v.file_error {
+                        Some(e) => format!("{}: {e}", or_dash(&v.file)),
+                        None => or_dash(&v.file).to_owned(),
                     },
-                    str_of(&v["why"]).to_owned(),
+                    or_dash(&v.why).to_owned(),
                 ]
             })
             .collect();
@@ -752,4 +757,41 @@ pub fn render_status(status: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_daemons_status_still_renders() {
+        let line = r#"{"version": 1, "status": {
+            "kvmd": {"version": "9.0.0", "pid": 7, "uptime_seconds": 65, "ctrl_dir": "/run/kvmd",
+                     "watch": "hibernating", "descriptor_shortage": false, "mood": "fine",
+                     "counts": {"instances": 1, "phases": {"levitating": 1},
+                                "unwritten_verdicts": 0, "given_up": 0, "extra": 1}},
+            "given_up": [], "hooks": [],
+            "instances": [{"name": "vm1", "phase": "levitating", "since_seconds": 4,
+                           "qemu": "11.0.0", "qemu_pid": 99, "guest": "dreaming",
+                           "evidence": {"shutdown": null, "resets": 1, "sneezes": 3},
+                           "malformed": 0, "intent": null, "colour": "blue",
+                           "last_verdict": {"name": "vm1", "verdict": "maybe",
+                                            "reason": "cosmic-ray", "age_seconds": 9,
+                                            "file": "engraved", "why": "rays"}}],
+            "verdicts": [{"name": "vm1", "verdict": "maybe", "reason": "cosmic-ray",
+                          "age_seconds": 9, "file": "engraved", "file_error": null,
+                          "why": "rays", "seal": true}]}}"#;
+        let answer: Answer = serde_json::from_str(line).expect("a newer status reads");
+        let text = render_status(&answer.status.unwrap_or_default());
+        assert!(
+            text.starts_with("kvmd 9.0.0 (pid 7), up 1m; waiting for /run/kvmd\n"),
+            "{text}"
+        );
+        assert!(text.contains("1 instances: 1 levitating;"), "{text}");
+        assert!(text.contains("dreaming"), "{text}");
+        assert!(text.contains("1 reset"), "{text}");
+        // A verdict word this client does not know is not the user's.
+        assert!(text.contains("not user (cosmic-ray)"), "{text}");
+        assert!(text.contains("engraved"), "{text}");
+    }
 }

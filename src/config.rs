@@ -8,13 +8,13 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_CTRL_DIR: &str = "/var/run/ganeti/kvm-hypervisor/ctrl";
+pub(crate) const DEFAULT_CTRL_DIR: &str = "/var/run/ganeti/kvm-hypervisor/ctrl";
 /// The journal on a node: the Debian packages' units use it too, so
 /// `kvmd history` finds it with no flag.
-pub const DURABLE_JOURNAL_DIR: &str = "/var/lib/kvmd";
-pub const DEFAULT_SSCONF_DIR: &str = "/var/lib/ganeti";
-pub const DEFAULT_PID_FILE: &str = "/var/run/ganeti/ganeti-kvmd.pid";
-pub const DEFAULT_LOG_FILE: &str = "/var/log/ganeti/kvm-daemon.log";
+pub(crate) const DURABLE_JOURNAL_DIR: &str = "/var/lib/kvmd";
+pub(crate) const DEFAULT_SSCONF_DIR: &str = "/var/lib/ganeti";
+pub(crate) const DEFAULT_PID_FILE: &str = "/var/run/ganeti/ganeti-kvmd.pid";
+pub(crate) const DEFAULT_LOG_FILE: &str = "/var/log/ganeti/kvm-daemon.log";
 
 /// `--syslog=no|yes|only`, Ganeti's meaning: `no` = log file only, `yes` =
 /// log file and syslog, `only` = syslog only.
@@ -43,56 +43,56 @@ pub struct Config {
     /// control directory's sibling `kvmd-state`.
     pub state_dir: PathBuf,
     /// Users besides root (or kvmd's own user) whose sockets kvmd trusts.
-    pub socket_owners: Vec<u32>,
+    pub(crate) socket_owners: Vec<u32>,
     /// Where `kvmd status` and `kvmd events` ask (default: beside the pid
     /// file, `<pid file without .pid>.sock`).
-    pub control_socket: PathBuf,
+    pub(crate) control_socket: PathBuf,
     /// Prometheus text-format metrics, rewritten when something changes.
-    pub metrics_file: Option<PathBuf>,
+    pub(crate) metrics_file: Option<PathBuf>,
     /// The program run after every verdict written (`--on-verdict`).
     pub on_verdict: Option<PathBuf>,
     /// Hooks run at once, at most.
-    pub hook_jobs: usize,
+    pub(crate) hook_jobs: usize,
     /// A hook running longer is killed (its process group).
-    pub hook_timeout: std::time::Duration,
+    pub(crate) hook_timeout: std::time::Duration,
     /// Runs after the first for a hook that failed.
-    pub hook_retries: u32,
+    pub(crate) hook_retries: u32,
     /// Where the journal of verdicts is kept (`--journal-dir`; default:
     /// the state directory).
-    pub journal_dir: PathBuf,
+    pub(crate) journal_dir: PathBuf,
     /// The bound on all the journal's files together (`--journal-max`).
-    pub journal_max: u64,
+    pub(crate) journal_max: u64,
 }
 
 /// `kvmd status` or `kvmd events`: a client of a running daemon.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Client {
-    pub program: String,
+    pub(crate) program: String,
     /// The socket named by `--control-socket` (or derived from
     /// `--pid-file`); `None`: look in the default places.
-    pub control_socket: Option<PathBuf>,
-    pub json: bool,
+    pub(crate) control_socket: Option<PathBuf>,
+    pub(crate) json: bool,
     /// `status` only: the instances to show (all when empty).
-    pub instances: Vec<String>,
+    pub(crate) instances: Vec<String>,
 }
 
 /// `kvmd history`: the journal read from its files, whether kvmd runs or
 /// not.
 #[derive(Debug, PartialEq, Eq)]
 pub struct History {
-    pub program: String,
+    pub(crate) program: String,
     /// `--journal-dir`, else `--state-dir`, else the state directory the
     /// daemon derives from `--ctrl-dir` (or its default).
-    pub journal_dir: PathBuf,
-    pub json: bool,
+    pub(crate) journal_dir: PathBuf,
+    pub(crate) json: bool,
     /// Only this instance's records (its name as `kvmd status` shows it).
-    pub instance: Option<String>,
-    pub since: Option<crate::journal::Since>,
+    pub(crate) instance: Option<String>,
+    pub(crate) since: Option<crate::adapters::journal::Since>,
 }
 
 /// Where `kvmd status` looks when not told: beside Ganeti's pid file, then
 /// the standalone unit's, then README's first-run command's.
-pub const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
+pub(crate) const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
     "/var/run/ganeti/ganeti-kvmd.sock",
     "/run/kvmd-daemon/kvmd.sock",
     "/run/kvmd.sock",
@@ -102,16 +102,16 @@ pub const DEFAULT_CONTROL_SOCKETS: [&str; 3] = [
 /// daemon.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Order {
-    pub program: String,
+    pub(crate) program: String,
     /// As [`Client::control_socket`].
-    pub control_socket: Option<PathBuf>,
-    pub json: bool,
-    pub what: OrderKind,
+    pub(crate) control_socket: Option<PathBuf>,
+    pub(crate) json: bool,
+    pub(crate) what: OrderKind,
 }
 
 /// What is ordered.
 #[derive(Debug, PartialEq, Eq)]
-pub enum OrderKind {
+pub(crate) enum OrderKind {
     /// `expect-stop INSTANCE [--for SECONDS] [--by TEXT]`.
     ExpectStop {
         instance: String,
@@ -129,13 +129,13 @@ pub enum OrderKind {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Doctor {
     /// Where to look, as the daemon would be configured by the same flags.
-    pub config: Config,
-    pub json: bool,
+    pub(crate) config: Config,
+    pub(crate) json: bool,
     /// Only this instance's findings (and the node's).
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// No flag named a path or `--no-ssconf`: the doctor may take the
     /// running daemon's own command line instead of the defaults.
-    pub defaults: bool,
+    pub(crate) defaults: bool,
 }
 
 /// What the command line asks for.
@@ -259,7 +259,7 @@ where
         hook_timeout: std::time::Duration::from_secs(60),
         hook_retries: 0,
         journal_dir: PathBuf::new(),
-        journal_max: crate::journal::DEFAULT_MAX_TOTAL,
+        journal_max: crate::adapters::journal::DEFAULT_MAX_TOTAL,
     };
     let mut state_dir = None;
     let mut journal_dir = None;
@@ -348,7 +348,10 @@ where
             "journal-dir" => journal_dir = Some(path(value)?),
             "journal-max" => {
                 let value = value.unwrap_or_default();
-                match value.to_str().and_then(crate::journal::parse_max_total) {
+                match value
+                    .to_str()
+                    .and_then(crate::adapters::journal::parse_max_total)
+                {
                     Some(bytes) => config.journal_max = bytes,
                     None => {
                         return Err(UsageError::BadValue {
@@ -421,7 +424,7 @@ where
 /// The control socket beside a pid file: `ganeti-kvmd.pid` →
 /// `ganeti-kvmd.sock`, in the same directory (Ganeti's run directory, or
 /// the standalone unit's).
-pub fn default_control_socket(pid_file: &Path) -> PathBuf {
+pub(crate) fn default_control_socket(pid_file: &Path) -> PathBuf {
     pid_file.with_extension("sock")
 }
 
@@ -668,7 +671,7 @@ where
 /// `kvmd-state` beside the control directory: on the same file system
 /// (a tmpfs under /run on Ganeti nodes), so it lives exactly as long as
 /// the guests it describes.
-pub fn default_state_dir(ctrl_dir: &Path) -> PathBuf {
+pub(crate) fn default_state_dir(ctrl_dir: &Path) -> PathBuf {
     ctrl_dir
         .parent()
         .unwrap_or_else(|| Path::new("/"))
@@ -681,7 +684,7 @@ pub fn default_state_dir(ctrl_dir: &Path) -> PathBuf {
 /// record of every stop must outlive a reboot (Ganeti starts ganeti-kvmd
 /// with its own flags, so this default is what a node gets); elsewhere
 /// beside the state, as a non-root run may write nowhere else.
-pub fn default_journal_dir(ctrl_dir: &Path) -> PathBuf {
+pub(crate) fn default_journal_dir(ctrl_dir: &Path) -> PathBuf {
     if ctrl_dir == Path::new(DEFAULT_CTRL_DIR) {
         PathBuf::from(DURABLE_JOURNAL_DIR)
     } else {
@@ -730,7 +733,9 @@ where
                 "--json" if inline.is_none() => history.json = true,
                 "--since" => {
                     let value = value("--since")?;
-                    let since = value.to_str().and_then(crate::journal::parse_since);
+                    let since = value
+                        .to_str()
+                        .and_then(crate::adapters::journal::parse_since);
                     history.since = Some(since.ok_or_else(|| UsageError::BadValue {
                         flag: "--since",
                         value: value.to_string_lossy().into_owned(),
@@ -1163,9 +1168,9 @@ mod tests {
         assert_eq!(h.instance.as_deref(), Some("vm1"));
         assert_eq!(
             h.since,
-            Some(crate::journal::Since::Ago(std::time::Duration::from_secs(
-                7200
-            )))
+            Some(crate::adapters::journal::Since::Ago(
+                std::time::Duration::from_secs(7200)
+            ))
         );
         let h = history(&["--", "-odd-name"]).expect("parses");
         assert_eq!(h.instance.as_deref(), Some("-odd-name"));

@@ -22,8 +22,8 @@ use std::time::SystemTime;
 use kvmd_core::decision::VerdictKind;
 use kvmd_core::timestamp::Rfc3339;
 
+use crate::adapters::journal::{self, Entry, Filter, Read, What};
 use crate::config::History;
-use crate::journal::{self, Entry, Filter, Read, What};
 
 /// Skipped lines told one by one on stderr; the rest are counted.
 const WARNINGS_SHOWN: usize = 20;
@@ -79,7 +79,7 @@ pub fn run(history: &History) -> ExitCode {
 
 /// `text` safe for a terminal and a single line: printable ASCII as is,
 /// anything else escaped.
-pub fn shown(text: &str) -> Cow<'_, str> {
+pub(crate) fn shown(text: &str) -> Cow<'_, str> {
     if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Cow::Borrowed(text);
     }
@@ -159,7 +159,7 @@ fn columns(entry: &Entry) -> [String; 7] {
 const MAX_PAD: usize = 40;
 
 /// The records, one line each, oldest first, in aligned columns.
-pub fn render_text(entries: &[Entry]) -> String {
+pub(crate) fn render_text(entries: &[Entry]) -> String {
     let rows: Vec<[String; 7]> = entries.iter().map(columns).collect();
     let mut widths = [0usize; 7];
     for row in &rows {
@@ -186,7 +186,7 @@ pub fn render_text(entries: &[Entry]) -> String {
 }
 
 /// One stderr line per skipped line, the first `limit`, then a count.
-pub fn warnings(who: &str, read: &Read, limit: usize) -> Vec<String> {
+pub(crate) fn warnings(who: &str, read: &Read, limit: usize) -> Vec<String> {
     let mut lines: Vec<String> = read
         .skipped
         .iter()
@@ -214,7 +214,7 @@ fn file_name(path: &Path) -> String {
 /// `{"version":1,"journal":DIR,"entries":[...],"skipped":[...],
 /// "skipped_more":N}`: the entries as the journal stores them (unknown keys
 /// dropped), each skipped line with its file's name, line, code and why.
-pub fn render_json(dir: &Path, read: &Read) -> String {
+pub(crate) fn render_json(dir: &Path, read: &Read) -> String {
     let string = |text: &str| serde_json::Value::from(text).to_string();
     let mut out = String::with_capacity(256 * (read.entries.len() + 1));
     let _ = write!(
@@ -250,7 +250,8 @@ pub fn render_json(dir: &Path, read: &Read) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{IntentNote, SkipReason, Skipped};
+    use crate::adapters::journal::record::SkipReason;
+    use crate::adapters::journal::{IntentNote, Skipped};
     use std::path::PathBuf;
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use kvmd::adapters::detach;
+use kvmd::adapters::logging;
+use kvmd::adapters::pidfile::PidFile;
+use kvmd::adapters::ssconf;
 use kvmd::config::{self, Config, Invocation, Syslog};
 use kvmd::daemon::Daemon;
-use kvmd::detach;
-use kvmd::logging;
-use kvmd::pidfile::PidFile;
-use kvmd::ssconf;
 use log::{error, info};
 
 fn main() -> ExitCode {
@@ -117,7 +117,7 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
     // Refused before anything else is set up: whoever could write there
     // could forge intents and evidence (which verdict), and hooks (run
     // as root).
-    kvmd::hook_program::check_state_dir(&config.state_dir).map_err(|why| {
+    kvmd::adapters::hook_program::check_state_dir(&config.state_dir).map_err(|why| {
         failed(format!(
             "{why}: anyone who can write there could forge what decides verdicts; \
              chown it to root and chmod 700, or remove it (kvmd creates it so)"
@@ -126,7 +126,7 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
     let mut config = config.clone();
     if let Some(program) = &config.on_verdict {
         // Refused too: it would run as root.
-        let checked = kvmd::hook_program::check(program).map_err(failed)?;
+        let checked = kvmd::adapters::hook_program::check(program).map_err(failed)?;
         config.on_verdict = Some(checked);
     }
     let pid_file = PidFile::create(&config.pid_file).map_err(|e| failed(e.to_string()))?;

@@ -96,7 +96,7 @@ impl Node {
         let host = nix::unistd::gethostname().expect("hostname");
         let capable = format!(
             "{}=True\n{}=True\n",
-            kvmd::ssconf::node_name(),
+            kvmd::adapters::ssconf::node_name(),
             host.to_string_lossy()
         );
         fs::write(Path::new(SSCONF).join("ssconf_node_vm_capable"), capable).expect("ssconf");

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kvmd::journal::{self, Entry, IntentNote, Journal, JournalError, Limits, What};
+use kvmd::adapters::journal::{self, Entry, IntentNote, Journal, JournalError, Limits, What};
 use serde_json::Value;
 
 /// What one run of `kvmd` said.

@@ -111,7 +111,7 @@ impl Node {
 fn this_node_capable() -> String {
     format!(
         "other.example.com=False\n{}=True\n",
-        kvmd::ssconf::node_name()
+        kvmd::adapters::ssconf::node_name()
     )
 }
 
@@ -171,7 +171,7 @@ fn bad_flags_get_one_line_naming_them_and_status_2() {
 fn ssconf_checks_refuse_with_one_info_line_and_status_0() {
     let capable = this_node_capable();
     let capable = capable.as_str();
-    let not_capable = format!("{}=False\n", kvmd::ssconf::node_name());
+    let not_capable = format!("{}=False\n", kvmd::adapters::ssconf::node_name());
     /// The three ssconf files (`None`: missing), and what the refusal says.
     type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str);
     let cases: [Case<'_>; 6] = [

@@ -13,7 +13,9 @@
 //! - [`name`]: instance names and every file name derived from one.
 //! - [`saved`]: what identifies one QEMU, and what is kept of it across a
 //!   restart; [`codec`]: the state directory's file formats.
-//! - [`control`]: the control protocol (`kvmd status`, `kvmd events`).
+//! - [`control`]: the control protocol (`kvmd status`, `kvmd events`);
+//!   [`control::schema`]: its answers as types, written by the daemon and
+//!   read back by the clients.
 //! - [`metrics`]: the metrics file's text.
 //! - [`errno`]: the adapters' failures as the core carries them.
 //! - [`timestamp`]: wall-clock times as text.

@@ -16,8 +16,8 @@ use kvmd_core::fleet::{ConnectError, Look, Outcome, RecordError};
 use kvmd_core::name::InstanceName;
 use kvmd_core::saved::SocketId;
 
-use crate::shutdown_file;
-use crate::watch::{Unavailable, Watcher};
+use crate::adapters::shutdown_file;
+use crate::adapters::watch::{Unavailable, Watcher};
 
 /// The control directory, opened at most once per loop turn (and again
 /// after a crawl). Closed at the end of the turn: a descriptor kept would

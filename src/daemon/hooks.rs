@@ -213,7 +213,7 @@ impl HookRunner {
             "{}: hook started (pid {pid}, attempt {})",
             job.name, job.attempt
         );
-        let process = crate::peer::of_pid(pid).unwrap_or(Qemu { pid, start: 0 });
+        let process = crate::adapters::peer::of_pid(pid).unwrap_or(Qemu { pid, start: 0 });
         self.running.insert(
             id,
             Running {

@@ -10,7 +10,7 @@ use kvmd_core::fleet::{JournalRecord, Recorded};
 use kvmd_core::qmp::Event;
 
 use super::Daemon;
-use crate::journal::{Entry, IntentNote, What};
+use crate::adapters::journal::{Entry, IntentNote, What};
 
 /// A fleet record as a journal entry.
 pub(super) fn entry(record: JournalRecord, clock: &Clock) -> Entry {

@@ -41,9 +41,9 @@ use kvmd_core::fleet::{
 use kvmd_core::name::InstanceName;
 use kvmd_core::saved::Qemu;
 
+use crate::adapters::state::StateDir;
+use crate::adapters::watch::Watcher;
 use crate::config::Config;
-use crate::state::StateDir;
-use crate::watch::Watcher;
 
 use control::{Answer, Context, ControlServer};
 use files::CtrlDir;
@@ -102,7 +102,7 @@ pub struct Daemon {
     /// `--on-verdict`'s program and the hooks running.
     hooks: Option<HookRunner>,
     /// Every verdict and guest crash, durably (`--journal-dir`).
-    journal: crate::journal::Journal,
+    journal: crate::adapters::journal::Journal,
     /// An append failed, and none succeeded since (told once).
     journal_failing: bool,
     /// Appends that failed (for the metrics).
@@ -167,9 +167,9 @@ impl Daemon {
             started_wall,
             overflows: 0,
             hooks,
-            journal: crate::journal::Journal::new(
+            journal: crate::adapters::journal::Journal::new(
                 config.journal_dir.clone(),
-                crate::journal::Limits {
+                crate::adapters::journal::Limits {
                     max_total: config.journal_max,
                 },
             ),
@@ -488,7 +488,7 @@ impl Daemon {
             .registry()
             .register(&mut stream, token(key), Interest::READABLE)
             .map_err(|e| kvmd_core::fleet::ConnectError::Register(files::errno(&e)))?;
-        let qemu = crate::peer::of_peer(&stream);
+        let qemu = crate::adapters::peer::of_peer(&stream);
         if self.transports.len() <= key.0 {
             self.transports.resize_with(key.0 + 1, || None);
         }

@@ -6,7 +6,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::logging;
+use crate::adapters::logging;
 
 /// Blocks the signals the loop reads from its signalfd. `main` calls it
 /// first thing: a SIGHUP from a log rotation during start-up must not kill

@@ -12,20 +12,19 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use serde_json::Value;
-
 use kvmd_core::control::WatchState;
+use kvmd_core::control::schema::{Status, VerdictStatus};
 use kvmd_core::decision::VerdictKind;
 
 /// Bytes as kvmd's log shows them: printable ASCII as is, anything else
 /// escaped (`new\nline`, `vm\xff`), so a hostile name cannot forge a line
 /// or send escape sequences to a terminal.
-pub fn escaped(bytes: &[u8]) -> String {
+pub(crate) fn escaped(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
 /// At most `max` characters of an escaped name, with how long it was.
-pub fn shortened(name: &str, max: usize) -> String {
+pub(crate) fn shortened(name: &str, max: usize) -> String {
     if name.chars().count() <= max {
         return name.to_owned();
     }
@@ -35,7 +34,7 @@ pub fn shortened(name: &str, max: usize) -> String {
 
 /// Whether the doctor runs for a Ganeti node or standalone (`--no-ssconf`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Ganeti,
     Standalone,
 }
@@ -43,52 +42,52 @@ pub enum Mode {
 /// A probe's answer: what it found, or that it did not answer in time
 /// (a hung network file system, a process holding its memory lock).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Probed<T> {
+pub(crate) enum Probed<T> {
     Got(T),
     NoAnswer,
 }
 
 /// Everything the checks look at.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Facts {
-    pub mode: Mode,
+pub(crate) struct Facts {
+    pub(crate) mode: Mode,
     /// The control directory asked about, as given.
-    pub ctrl_dir: String,
+    pub(crate) ctrl_dir: String,
     /// kvmd's log file, as configured (escaped): where it says why it
     /// stopped.
-    pub log_file: String,
+    pub(crate) log_file: String,
     /// inotify watches kvmd needs for it: one per directory from `/` down.
-    pub watches_needed: u64,
+    pub(crate) watches_needed: u64,
     /// Who runs the doctor (what it may read depends on it).
-    pub doctor_uid: u32,
+    pub(crate) doctor_uid: u32,
     /// `--socket-owner`: users besides kvmd's own whose sockets it trusts.
-    pub socket_owners: Vec<u32>,
+    pub(crate) socket_owners: Vec<u32>,
     /// Only this instance (escaped), when one was named.
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Whether the flags were taken from a running daemon's command line.
-    pub adopted: Adoption,
-    pub daemon: Probed<DaemonFacts>,
-    pub ganeti: Option<Probed<GanetiFacts>>,
-    pub dir: Probed<DirFacts>,
-    pub entries: Probed<Entries>,
-    pub inotify: Probed<InotifyFacts>,
-    pub qemus: Probed<Vec<QemuFacts>>,
+    pub(crate) adopted: Adoption,
+    pub(crate) daemon: Probed<DaemonFacts>,
+    pub(crate) ganeti: Option<Probed<GanetiFacts>>,
+    pub(crate) dir: Probed<DirFacts>,
+    pub(crate) entries: Probed<Entries>,
+    pub(crate) inotify: Probed<InotifyFacts>,
+    pub(crate) qemus: Probed<Vec<QemuFacts>>,
     /// `None`: `/proc/net/unix` could not be read.
-    pub unix: Option<UnixSockets>,
+    pub(crate) unix: Option<UnixSockets>,
     /// Whether the running daemon's own command line was read (for its
     /// hook and metrics file, when the doctor was given none).
-    pub daemon_flags: DaemonFlags,
+    pub(crate) daemon_flags: DaemonFlags,
     /// The state directory (the running daemon's, else the doctor's).
-    pub state_dir: Probed<StateDirFacts>,
-    pub hook: Option<Probed<HookFacts>>,
-    pub metrics: Option<Probed<MetricsFacts>>,
+    pub(crate) state_dir: Probed<StateDirFacts>,
+    pub(crate) hook: Option<Probed<HookFacts>>,
+    pub(crate) metrics: Option<Probed<MetricsFacts>>,
     /// Seconds since the epoch, when the facts were gathered.
-    pub now: f64,
+    pub(crate) now: f64,
 }
 
 /// Where the doctor's paths came from, when it was given no flags.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Adoption {
+pub(crate) enum Adoption {
     /// From its flags, or their defaults (no daemon answered elsewhere).
     Flags,
     /// From the command line of kvmd `pid`, which answered on a default
@@ -101,7 +100,7 @@ pub enum Adoption {
 
 /// The running daemon's own command line, as far as the doctor got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DaemonFlags {
+pub(crate) enum DaemonFlags {
     /// No daemon was found to read it from.
     NoDaemon,
     Read,
@@ -113,7 +112,7 @@ pub enum DaemonFlags {
 impl DaemonFlags {
     /// What became of the daemon's command line, from what was found of
     /// the daemon and whether its command line was `read`.
-    pub fn of(daemon: &Probed<DaemonFacts>, read: bool) -> DaemonFlags {
+    pub(crate) fn of(daemon: &Probed<DaemonFacts>, read: bool) -> DaemonFlags {
         if read {
             return DaemonFlags::Read;
         }
@@ -134,18 +133,18 @@ impl DaemonFlags {
 
 /// The pid file, the process it names, and the control socket.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DaemonFacts {
-    pub pid_file: String,
-    pub pid: PidFile,
+pub(crate) struct DaemonFacts {
+    pub(crate) pid_file: String,
+    pub(crate) pid: PidFile,
     /// The process the pid file names, when it exists.
-    pub process: Option<ProcessFacts>,
-    pub control_socket: String,
-    pub control: Control,
+    pub(crate) process: Option<ProcessFacts>,
+    pub(crate) control_socket: String,
+    pub(crate) control: Control,
 }
 
 /// What the pid file says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PidFile {
+pub(crate) enum PidFile {
     Missing,
     Unreadable(String),
     /// A FIFO, a directory, a symlink: not read (a FIFO would block).
@@ -157,23 +156,23 @@ pub enum PidFile {
 
 /// A live process a pid file names.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ProcessFacts {
-    pub pid: u32,
+pub(crate) struct ProcessFacts {
+    pub(crate) pid: u32,
     /// `/proc/<pid>/comm`, escaped.
-    pub comm: String,
-    pub uid: Option<u32>,
-    pub exe: Exe,
+    pub(crate) comm: String,
+    pub(crate) uid: Option<u32>,
+    pub(crate) exe: Exe,
     /// What its binary is, when it could be read.
-    pub kind: BinaryKind,
+    pub(crate) kind: BinaryKind,
     /// Its binary's device and inode (`stat /proc/<pid>/exe`).
-    pub exe_id: Option<(u64, u64)>,
+    pub(crate) exe_id: Option<(u64, u64)>,
     /// Seconds since the epoch it started at (from /proc).
-    pub started: Option<f64>,
+    pub(crate) started: Option<f64>,
 }
 
 impl ProcessFacts {
     /// Whether it looks like a KVM daemon at all: kvmd or Ganeti's.
-    pub fn is_daemon(&self) -> bool {
+    pub(crate) fn is_daemon(&self) -> bool {
         matches!(self.kind, BinaryKind::Kvmd | BinaryKind::GanetiOriginal)
             || matches!(self.comm.as_str(), "kvmd" | "ganeti-kvmd")
     }
@@ -181,7 +180,7 @@ impl ProcessFacts {
 
 /// A process's binary path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Exe {
+pub(crate) enum Exe {
     /// `replaced`: the kernel says `(deleted)`, the file was replaced since.
     Path {
         path: String,
@@ -192,7 +191,7 @@ pub enum Exe {
 
 /// What a daemon binary is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinaryKind {
+pub(crate) enum BinaryKind {
     /// kvmd (any version): it carries kvmd's marker.
     Kvmd,
     /// Not kvmd, but names Ganeti: Debian's Haskell `ganeti-kvmd`.
@@ -205,15 +204,15 @@ pub enum BinaryKind {
 
 /// The text of kvmd's `--version`: every kvmd binary carries it, so it
 /// tells kvmd from Ganeti's original without running either.
-pub const KVMD_MARKER: &[u8] = b"A drop-in replacement for Ganeti's ganeti-kvmd.";
+pub(crate) const KVMD_MARKER: &[u8] = b"A drop-in replacement for Ganeti's ganeti-kvmd.";
 
 /// The Haskell module of Ganeti's own daemon, as GHC names it in every
 /// `ganeti-kvmd` binary (3.0 and 3.1 alike).
-pub const GANETI_MARKER: &[u8] = b"Ganeti.Runtime.GanetiKvmd";
+pub(crate) const GANETI_MARKER: &[u8] = b"Ganeti.Runtime.GanetiKvmd";
 
 /// What a binary's bytes say it is (kvmd's marker first: kvmd carries
 /// Ganeti's too, in this very constant).
-pub fn binary_kind(bytes: &[u8]) -> BinaryKind {
+pub(crate) fn binary_kind(bytes: &[u8]) -> BinaryKind {
     if memchr::memmem::find(bytes, KVMD_MARKER).is_some() {
         BinaryKind::Kvmd
     } else if memchr::memmem::find(bytes, GANETI_MARKER).is_some() {
@@ -225,7 +224,7 @@ pub fn binary_kind(bytes: &[u8]) -> BinaryKind {
 
 /// What the control socket answered.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Control {
+pub(crate) enum Control {
     Status(StatusFacts),
     /// Nothing there.
     Absent,
@@ -244,97 +243,106 @@ pub enum Control {
 
 /// The parts of a status answer the doctor uses.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StatusFacts {
-    pub version: String,
-    pub pid: u32,
-    pub uptime_seconds: u64,
-    pub ctrl_dir: String,
+pub(crate) struct StatusFacts {
+    pub(crate) version: String,
+    pub(crate) pid: u32,
+    pub(crate) uptime_seconds: u64,
+    pub(crate) ctrl_dir: String,
     /// How kvmd follows its directory; `None`: a state this doctor does
     /// not know (or none said).
-    pub watch: Option<WatchState>,
-    pub descriptor_shortage: bool,
-    pub instances: Vec<StatusInstance>,
-    pub given_up: Vec<String>,
+    pub(crate) watch: Option<WatchState>,
+    pub(crate) descriptor_shortage: bool,
+    pub(crate) instances: Vec<StatusInstance>,
+    pub(crate) given_up: Vec<String>,
     /// Oldest first, as the daemon lists them.
-    pub verdicts: Vec<StatusVerdict>,
+    pub(crate) verdicts: Vec<StatusVerdict>,
     /// Whether `ctrl_dir` is the directory the doctor looks at (same
     /// device and inode); `None` when either could not be looked at.
-    pub same_dir: Option<bool>,
+    pub(crate) same_dir: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusInstance {
-    pub name: String,
-    pub phase: String,
-    pub since_seconds: u64,
-    pub qemu: Option<String>,
-    pub qemu_pid: Option<u32>,
-    pub guest: Option<String>,
-    pub last_verdict: Option<StatusVerdict>,
+pub(crate) struct StatusInstance {
+    pub(crate) name: String,
+    pub(crate) phase: String,
+    pub(crate) since_seconds: u64,
+    pub(crate) qemu: Option<String>,
+    pub(crate) qemu_pid: Option<u32>,
+    pub(crate) guest: Option<String>,
+    pub(crate) last_verdict: Option<StatusVerdict>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusVerdict {
-    pub name: String,
-    pub user: bool,
-    pub reason: String,
-    pub why: String,
-    pub age_seconds: u64,
-    pub file: String,
-    pub file_error: Option<String>,
+pub(crate) struct StatusVerdict {
+    pub(crate) name: String,
+    pub(crate) user: bool,
+    pub(crate) reason: String,
+    pub(crate) why: String,
+    pub(crate) age_seconds: u64,
+    pub(crate) file: String,
+    pub(crate) file_error: Option<String>,
 }
 
-fn text(value: &Value) -> Option<String> {
-    value.as_str().map(str::to_owned)
-}
-
-fn verdict(v: &Value) -> Option<StatusVerdict> {
+fn verdict(v: &VerdictStatus) -> Option<StatusVerdict> {
+    if v.name.is_empty() {
+        return None;
+    }
     Some(StatusVerdict {
-        name: text(&v["name"])?,
-        user: v["verdict"].as_str()?.parse() == Ok(VerdictKind::User),
-        reason: text(&v["reason"]).unwrap_or_default(),
-        why: text(&v["why"]).unwrap_or_default(),
-        age_seconds: v["age_seconds"].as_u64().unwrap_or(0),
-        file: text(&v["file"]).unwrap_or_default(),
-        file_error: text(&v["file_error"]),
+        name: v.name.clone(),
+        // Anything but `user` (a newer kvmd's word included) is not the
+        // user's; no verdict at all is no verdict.
+        user: v.verdict.text()?.parse() == Ok(VerdictKind::User),
+        reason: v.reason.text().unwrap_or_default().to_owned(),
+        why: v.why.clone(),
+        age_seconds: v.age_seconds,
+        file: v.file.clone(),
+        file_error: v.file_error.clone(),
     })
 }
 
 impl StatusFacts {
-    /// From a status answer line's `status` object (see README, "Control
-    /// socket"); `None` when it is not one.
-    pub fn from_json(status: &Value) -> Option<StatusFacts> {
-        let k = &status["kvmd"];
-        let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+    /// From a status answer's `status` (see README, "Control socket");
+    /// `None` when it does not say which kvmd answered.
+    pub(crate) fn from_status(status: &Status) -> Option<StatusFacts> {
+        let k = &status.kvmd;
         Some(StatusFacts {
-            version: text(&k["version"])?,
-            pid: u32::try_from(k["pid"].as_u64()?).ok()?,
-            uptime_seconds: k["uptime_seconds"].as_u64().unwrap_or(0),
-            ctrl_dir: text(&k["ctrl_dir"]).unwrap_or_default(),
-            watch: WatchState::from_json(&k["watch"]),
-            descriptor_shortage: k["descriptor_shortage"].as_bool().unwrap_or(false),
-            instances: list("instances")
+            version: k.version.clone()?,
+            pid: k.pid?,
+            uptime_seconds: k.uptime_seconds,
+            ctrl_dir: k.ctrl_dir.clone(),
+            watch: k.watch.known(),
+            descriptor_shortage: k.descriptor_shortage,
+            instances: status
+                .instances
                 .iter()
-                .filter_map(|i| {
-                    Some(StatusInstance {
-                        name: text(&i["name"])?,
-                        phase: text(&i["phase"]).unwrap_or_default(),
-                        since_seconds: i["since_seconds"].as_u64().unwrap_or(0),
-                        qemu: text(&i["qemu"]),
-                        qemu_pid: i["qemu_pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
-                        guest: text(&i["guest"]),
-                        last_verdict: verdict(&i["last_verdict"]),
-                    })
+                .filter(|i| !i.name.is_empty())
+                .map(|i| StatusInstance {
+                    name: i.name.clone(),
+                    phase: i.phase.clone(),
+                    since_seconds: i.since_seconds,
+                    qemu: i.qemu.clone(),
+                    qemu_pid: i.qemu_pid,
+                    guest: i.guest.clone(),
+                    last_verdict: i.last_verdict.as_ref().and_then(verdict),
                 })
                 .collect(),
-            given_up: list("given_up").iter().filter_map(text).collect(),
-            verdicts: list("verdicts").iter().filter_map(verdict).collect(),
+            given_up: status.given_up.clone(),
+            verdicts: status.verdicts.iter().filter_map(verdict).collect(),
             same_dir: None,
         })
     }
 
+    /// From a status answer line's `status` object as JSON; `None` when
+    /// it is not one.
+    #[cfg(test)]
+    pub(crate) fn from_json(status: &serde_json::Value) -> Option<StatusFacts> {
+        serde_json::from_value::<Status>(status.clone())
+            .ok()
+            .and_then(|s| StatusFacts::from_status(&s))
+    }
+
     /// The newest verdict for `name`.
-    pub fn last_verdict(&self, name: &str) -> Option<&StatusVerdict> {
+    pub(crate) fn last_verdict(&self, name: &str) -> Option<&StatusVerdict> {
         self.instances
             .iter()
             .find(|i| i.name == name)
@@ -345,18 +353,18 @@ impl StatusFacts {
 
 /// Ganeti's side: ssconf, its tools, its daemon's binary.
 #[derive(Clone, Debug, PartialEq)]
-pub struct GanetiFacts {
-    pub ssconf_dir: String,
+pub(crate) struct GanetiFacts {
+    pub(crate) ssconf_dir: String,
     /// This node's name as Ganeti resolves it.
-    pub node: String,
+    pub(crate) node: String,
     /// ssconf files by name (`ssconf_...`): their text or why not.
-    pub ssconf: Vec<(String, Result<String, Unread>)>,
-    pub instances: GntInstances,
-    pub binary: GanetiBinary,
+    pub(crate) ssconf: Vec<(String, Result<String, Unread>)>,
+    pub(crate) instances: GntInstances,
+    pub(crate) binary: GanetiBinary,
 }
 
 impl GanetiFacts {
-    pub fn file(&self, name: &str) -> Option<&Result<String, Unread>> {
+    pub(crate) fn file(&self, name: &str) -> Option<&Result<String, Unread>> {
         self.ssconf.iter().find(|(n, _)| n == name).map(|(_, r)| r)
     }
 }
@@ -364,7 +372,7 @@ impl GanetiFacts {
 /// Why a file was not read: what to do differs (another user is to ask
 /// as root; a missing file is no matter of permissions).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Unread {
+pub(crate) enum Unread {
     Missing,
     /// A FIFO, a directory, a symlink: not read (a FIFO would block).
     NotAFile(&'static str),
@@ -385,7 +393,7 @@ impl std::fmt::Display for Unread {
 
 /// What Ganeti's tools said of the instances.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GntInstances {
+pub(crate) enum GntInstances {
     /// This node is not the master: only the master answers.
     NotMaster {
         master: String,
@@ -399,16 +407,16 @@ pub enum GntInstances {
 
 /// One line of `gnt-instance list -o name,pnode,hv/user_shutdown`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GntInstance {
-    pub name: String,
-    pub pnode: String,
+pub(crate) struct GntInstance {
+    pub(crate) name: String,
+    pub(crate) pnode: String,
     /// The instance's effective `user_shutdown` (its own or the cluster's).
-    pub user_shutdown: Option<bool>,
+    pub(crate) user_shutdown: Option<bool>,
 }
 
 /// Parses `gnt-instance list --no-headers --separator=| -o
 /// name,pnode,hv/user_shutdown`: Ganeti prints booleans as `Y`/`N`.
-pub fn parse_gnt_instances(output: &str) -> Vec<GntInstance> {
+pub(crate) fn parse_gnt_instances(output: &str) -> Vec<GntInstance> {
     output
         .lines()
         .filter_map(|line| {
@@ -430,7 +438,7 @@ pub fn parse_gnt_instances(output: &str) -> Vec<GntInstance> {
 }
 
 /// `key=value` lines (ssconf's maps, such as `ssconf_hvparams_kvm`).
-pub fn ssconf_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn ssconf_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines()
         .filter_map(|line| line.split_once('='))
         .find(|(k, _)| k.trim() == key)
@@ -439,29 +447,29 @@ pub fn ssconf_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 
 /// `/usr/sbin/ganeti-kvmd` and what it leads to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GanetiBinary {
-    pub path: String,
+pub(crate) struct GanetiBinary {
+    pub(crate) path: String,
     /// Where its links lead, or why not.
-    pub target: Result<String, String>,
-    pub kind: BinaryKind,
-    pub id: Option<(u64, u64)>,
+    pub(crate) target: Result<String, String>,
+    pub(crate) kind: BinaryKind,
+    pub(crate) id: Option<(u64, u64)>,
     /// A dpkg diversion of the target, if any.
-    pub diversion: Option<Diversion>,
+    pub(crate) diversion: Option<Diversion>,
 }
 
 /// One entry of dpkg's diversions.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diversion {
-    pub path: String,
-    pub to: String,
+pub(crate) struct Diversion {
+    pub(crate) path: String,
+    pub(crate) to: String,
     /// The package, or `None` for a local diversion (`dpkg-divert --local`).
-    pub by: Option<String>,
+    pub(crate) by: Option<String>,
 }
 
 /// The diversion of `path` from what `dpkg-divert --listpackage` and
 /// `--truename` print for it: the package (`LOCAL` for a local diversion,
 /// nothing when there is none) and the name the file really has.
-pub fn diversion_of(path: &str, package: &str, truename: &str) -> Option<Diversion> {
+pub(crate) fn diversion_of(path: &str, package: &str, truename: &str) -> Option<Diversion> {
     let package = package.trim_end_matches('\n');
     let to = truename.trim_end_matches('\n');
     if package.is_empty() || package.contains('\n') || to.is_empty() || to == path {
@@ -476,7 +484,7 @@ pub fn diversion_of(path: &str, package: &str, truename: &str) -> Option<Diversi
 
 /// The control directory itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DirFacts {
+pub(crate) enum DirFacts {
     Missing,
     /// kvmd opens it with `O_NOFOLLOW`: a symlink is no control directory.
     Symlink,
@@ -491,7 +499,7 @@ pub enum DirFacts {
 
 /// The file system under the control directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FsKind {
+pub(crate) enum FsKind {
     Tmpfs,
     Ramfs,
     /// A disk or network file system: its `statfs` magic and a name.
@@ -502,7 +510,7 @@ pub enum FsKind {
 }
 
 /// A `statfs` magic number as a file system.
-pub fn fs_kind(magic: u64) -> FsKind {
+pub(crate) fn fs_kind(magic: u64) -> FsKind {
     match magic {
         0x0102_1994 => FsKind::Tmpfs,
         0x8584_58f6 => FsKind::Ramfs,
@@ -525,24 +533,24 @@ pub fn fs_kind(magic: u64) -> FsKind {
 
 /// The control directory's entries that concern kvmd.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entries {
-    pub list: Vec<Entry>,
+pub(crate) struct Entries {
+    pub(crate) list: Vec<Entry>,
     /// Entries past the doctor's bound, not looked at.
-    pub more: usize,
+    pub(crate) more: usize,
     /// The listing stopped early: why.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The raw file name.
-    pub name: Vec<u8>,
-    pub kind: EntryKind,
-    pub uid: u32,
+    pub(crate) name: Vec<u8>,
+    pub(crate) kind: EntryKind,
+    pub(crate) uid: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     Socket,
     File,
     Symlink,
@@ -552,7 +560,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EntryKind::Socket => "a socket",
             EntryKind::File => "a regular file",
@@ -566,7 +574,7 @@ impl EntryKind {
 
 /// What an entry of the control directory is to kvmd.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// `<instance>.kvmd`, the instance escaped.
     Socket(String),
     /// `<instance>.shutdown`.
@@ -579,7 +587,7 @@ pub enum Role {
 }
 
 /// An entry's role, as kvmd's naming contract ([`kvmd_core::name`]) has it.
-pub fn role(name: &[u8]) -> Role {
+pub(crate) fn role(name: &[u8]) -> Role {
     use kvmd_core::name::InstanceName;
     let name = OsStr::from_bytes(name);
     if name.as_bytes() == b".kvmd" {
@@ -601,21 +609,21 @@ pub fn role(name: &[u8]) -> Role {
 
 /// inotify's limits for kvmd's user, and what that user's processes use.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InotifyFacts {
+pub(crate) struct InotifyFacts {
     /// The user counted for (kvmd's, or root's when it does not run).
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// The lower of `fs.inotify.max_user_watches` and this user
     /// namespace's `user.max_inotify_watches`.
-    pub max_watches: Option<u64>,
-    pub max_instances: Option<u64>,
-    pub used_watches: u64,
-    pub used_instances: u64,
+    pub(crate) max_watches: Option<u64>,
+    pub(crate) max_instances: Option<u64>,
+    pub(crate) used_watches: u64,
+    pub(crate) used_instances: u64,
     /// The user's processes whose descriptors could not be read.
-    pub uncounted: usize,
+    pub(crate) uncounted: usize,
 }
 
 /// Counts the watches in one inotify descriptor's `/proc/<pid>/fdinfo`.
-pub fn fdinfo_watches(text: &str) -> u64 {
+pub(crate) fn fdinfo_watches(text: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with("inotify wd:"))
         .count() as u64
@@ -623,35 +631,35 @@ pub fn fdinfo_watches(text: &str) -> u64 {
 
 /// One QEMU process that looks like an instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QemuFacts {
-    pub pid: u32,
-    pub uid: Option<u32>,
+pub(crate) struct QemuFacts {
+    pub(crate) pid: u32,
+    pub(crate) uid: Option<u32>,
     /// Its `-name` (escaped), as Ganeti passes the instance's.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Its QMP sockets named `*.kvmd` (`-qmp unix:PATH,...`).
-    pub sockets: Vec<QmpSocket>,
+    pub(crate) sockets: Vec<QmpSocket>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QmpSocket {
+pub(crate) struct QmpSocket {
     /// The path as QEMU was given it (escaped).
-    pub path: String,
+    pub(crate) path: String,
     /// The instance, when the socket is `<ctrl>/<instance>.kvmd`.
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
 }
 
 /// What a QEMU command line says, raw.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QemuArgs {
+pub(crate) struct QemuArgs {
     /// Its `-name`.
-    pub name: Option<Vec<u8>>,
+    pub(crate) name: Option<Vec<u8>>,
     /// Its QMP sockets named `*.kvmd` (`-qmp unix:PATH,...`).
-    pub sockets: Vec<Vec<u8>>,
+    pub(crate) sockets: Vec<Vec<u8>>,
 }
 
 /// What a QEMU command line says; `None` when it is not QEMU. `cmdline`
 /// as `/proc/<pid>/cmdline` has it, NUL-separated.
-pub fn parse_qemu_cmdline(cmdline: &[u8]) -> Option<QemuArgs> {
+pub(crate) fn parse_qemu_cmdline(cmdline: &[u8]) -> Option<QemuArgs> {
     let args: Vec<&[u8]> = cmdline
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
@@ -721,11 +729,11 @@ fn qemu_name(value: &[u8]) -> Vec<u8> {
 /// Unix sockets bound in the control directory, by file name, from
 /// `/proc/net/unix` (this network namespace's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UnixSockets {
+pub(crate) struct UnixSockets {
     /// Someone listens on it.
-    pub listening: BTreeSet<Vec<u8>>,
+    pub(crate) listening: BTreeSet<Vec<u8>>,
     /// A client is connected to it (the listener's accepted end).
-    pub connected: BTreeSet<Vec<u8>>,
+    pub(crate) connected: BTreeSet<Vec<u8>>,
 }
 
 /// Parses `/proc/net/unix`, keeping the sockets whose path is
@@ -733,7 +741,7 @@ pub struct UnixSockets {
 /// its spellings: `/var/run/...` and `/run/...` are one directory).
 /// Paths holding a space or a newline cannot be told apart in this file
 /// and are skipped.
-pub fn parse_proc_net_unix(text: &[u8], dirs: &[Vec<u8>]) -> UnixSockets {
+pub(crate) fn parse_proc_net_unix(text: &[u8], dirs: &[Vec<u8>]) -> UnixSockets {
     let mut found = UnixSockets::default();
     for line in text.split(|&b| b == b'\n').skip(1) {
         let fields: Vec<&[u8]> = line
@@ -766,53 +774,53 @@ pub fn parse_proc_net_unix(text: &[u8], dirs: &[Vec<u8>]) -> UnixSockets {
 
 /// The `--on-verdict` program, as the daemon would check it at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HookFacts {
-    pub program: String,
+pub(crate) struct HookFacts {
+    pub(crate) program: String,
     /// Taken from the running daemon's command line.
-    pub from_daemon: bool,
-    pub check: Result<String, String>,
+    pub(crate) from_daemon: bool,
+    pub(crate) check: Result<String, String>,
 }
 
 /// The state directory, as the daemon checks it at every start.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StateDirFacts {
+pub(crate) struct StateDirFacts {
     /// Its path (escaped).
-    pub path: String,
+    pub(crate) path: String,
     /// Taken from the running daemon's command line.
-    pub from_daemon: bool,
+    pub(crate) from_daemon: bool,
     /// Whether it exists (kvmd creates it, root's and 0700, when not).
-    pub exists: bool,
+    pub(crate) exists: bool,
     /// The daemon's own check of its owner and mode.
-    pub check: Result<(), String>,
+    pub(crate) check: Result<(), String>,
 }
 
 /// The metrics file.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MetricsFacts {
-    pub path: String,
-    pub from_daemon: bool,
-    pub file: Result<MetricsFile, MetricsProblem>,
+pub(crate) struct MetricsFacts {
+    pub(crate) path: String,
+    pub(crate) from_daemon: bool,
+    pub(crate) file: Result<MetricsFile, MetricsProblem>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct MetricsFile {
+pub(crate) struct MetricsFile {
     /// Seconds since it was last written.
-    pub age_seconds: f64,
+    pub(crate) age_seconds: f64,
     /// `kvmd_start_time_seconds`: when the kvmd that wrote it started.
-    pub start_time: Option<f64>,
+    pub(crate) start_time: Option<f64>,
     /// `kvmd_build_info{version}`.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MetricsProblem {
+pub(crate) enum MetricsProblem {
     Missing,
     NotAFile(&'static str),
     Unreadable(String),
 }
 
 /// The series the doctor reads from a metrics file.
-pub fn parse_metrics(text: &str) -> (Option<f64>, Option<String>) {
+pub(crate) fn parse_metrics(text: &str) -> (Option<f64>, Option<String>) {
     let start = text.lines().find_map(|l| {
         l.strip_prefix("kvmd_start_time_seconds ")?
             .trim()

@@ -7,7 +7,7 @@
 
 /// How bad a finding is. Ordered: the report's status is the worst one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
+pub(crate) enum Severity {
     /// Works as it should; said so that the operator knows it was looked at.
     Ok,
     /// Works, but not as well as it should, or the doctor cannot tell.
@@ -17,7 +17,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Ok => "ok",
             Severity::Warn => "warn",
@@ -29,7 +29,7 @@ impl Severity {
     /// is not running" (3) is taken for warnings only, as `kvmd status`
     /// uses 3 for "not running" and the two are never confused by a
     /// script that asks for `--json`.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Severity::Ok => 0,
             Severity::Fail => 1,
@@ -41,7 +41,7 @@ impl Severity {
 /// Where a check belongs in the report: the order an operator fixes
 /// things in (a daemon that does not run explains everything below it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Section {
+pub(crate) enum Section {
     Daemon,
     Ganeti,
     ControlDirectory,
@@ -141,7 +141,7 @@ impl Check {
         }
     }
 
-    pub fn section(self) -> Section {
+    pub(crate) fn section(self) -> Section {
         match self {
             Check::DaemonRunning | Check::DaemonBinary | Check::DaemonConfig => Section::Daemon,
             Check::GanetiSsconf
@@ -198,19 +198,19 @@ impl Check {
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
-    pub check: Check,
-    pub severity: Severity,
+pub(crate) struct Finding {
+    pub(crate) check: Check,
+    pub(crate) severity: Severity,
     /// The instance it is about, escaped as kvmd's log shows names.
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// What was found, in a sentence.
-    pub summary: String,
+    pub(crate) summary: String,
     /// What to do about it; `None` when nothing is to be done.
-    pub advice: Option<String>,
+    pub(crate) advice: Option<String>,
 }
 
 impl Finding {
-    pub fn new(check: Check, severity: Severity, summary: impl Into<String>) -> Finding {
+    pub(crate) fn new(check: Check, severity: Severity, summary: impl Into<String>) -> Finding {
         Finding {
             check,
             severity,
@@ -220,24 +220,24 @@ impl Finding {
         }
     }
 
-    pub fn ok(check: Check, summary: impl Into<String>) -> Finding {
+    pub(crate) fn ok(check: Check, summary: impl Into<String>) -> Finding {
         Finding::new(check, Severity::Ok, summary)
     }
 
-    pub fn warn(check: Check, summary: impl Into<String>) -> Finding {
+    pub(crate) fn warn(check: Check, summary: impl Into<String>) -> Finding {
         Finding::new(check, Severity::Warn, summary)
     }
 
-    pub fn fail(check: Check, summary: impl Into<String>) -> Finding {
+    pub(crate) fn fail(check: Check, summary: impl Into<String>) -> Finding {
         Finding::new(check, Severity::Fail, summary)
     }
 
-    pub fn advice(mut self, advice: impl Into<String>) -> Finding {
+    pub(crate) fn advice(mut self, advice: impl Into<String>) -> Finding {
         self.advice = Some(advice.into());
         self
     }
 
-    pub fn about(mut self, instance: &str) -> Finding {
+    pub(crate) fn about(mut self, instance: &str) -> Finding {
         self.instance = Some(instance.to_owned());
         self
     }
@@ -246,12 +246,12 @@ impl Finding {
 /// The findings, in report order: by section, the node's before any
 /// instance's, instances by name, then by check.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     findings: Vec<Finding>,
 }
 
 impl Report {
-    pub fn new(mut findings: Vec<Finding>) -> Report {
+    pub(crate) fn new(mut findings: Vec<Finding>) -> Report {
         // Stable: two findings of one check keep the order they were made in.
         findings.sort_by(|a, b| {
             let key = |f: &Finding| (f.check.section(), f.instance.clone(), f.check);
@@ -260,12 +260,12 @@ impl Report {
         Report { findings }
     }
 
-    pub fn findings(&self) -> &[Finding] {
+    pub(crate) fn findings(&self) -> &[Finding] {
         &self.findings
     }
 
     /// The worst severity found (`Ok` for an empty report).
-    pub fn status(&self) -> Severity {
+    pub(crate) fn status(&self) -> Severity {
         self.findings
             .iter()
             .map(|f| f.severity)
@@ -273,12 +273,12 @@ impl Report {
             .unwrap_or(Severity::Ok)
     }
 
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         self.status().exit_code()
     }
 
     /// How many findings of `severity`.
-    pub fn count(&self, severity: Severity) -> usize {
+    pub(crate) fn count(&self, severity: Severity) -> usize {
         self.findings
             .iter()
             .filter(|f| f.severity == severity)

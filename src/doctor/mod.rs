@@ -13,11 +13,11 @@
 //! [`render`] prints them; those three are pure and unit-tested. This
 //! module only wires them together.
 
-pub mod checks;
-pub mod facts;
+pub(crate) mod checks;
+pub(crate) mod facts;
 pub mod findings;
-pub mod probe;
-pub mod render;
+pub(crate) mod probe;
+pub(crate) mod render;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -112,8 +112,8 @@ fn adopt(doctor: &Doctor) -> (Config, Adoption) {
 }
 
 /// inotify watches kvmd needs for `ctrl_dir`: one for each directory from
-/// `/` down to it (its crawl watches every ancestor, see [`crate::watch`]).
-pub fn watches_needed(ctrl_dir: &Path) -> u64 {
+/// `/` down to it (its crawl watches every ancestor, see [`crate::adapters::watch`]).
+pub(crate) fn watches_needed(ctrl_dir: &Path) -> u64 {
     let levels = ctrl_dir
         .components()
         .filter(|c| matches!(c, Component::Normal(_)))

@@ -30,7 +30,8 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::sys::stat::{Mode as FileMode, fstatat};
 
-use kvmd_core::control::{self, Request};
+use kvmd_core::control::schema::{Answer, Word};
+use kvmd_core::control::{self, Refusal, Request};
 
 use super::checks::{HVPARAMS_KVM, INSTANCE_LIST, MASTER_NODE, PROBE_SECONDS};
 use super::facts::{
@@ -42,11 +43,11 @@ use super::facts::{
 };
 
 /// How long one group of probes may take.
-pub const PROBE: Duration = Duration::from_secs(PROBE_SECONDS);
+pub(crate) const PROBE: Duration = Duration::from_secs(PROBE_SECONDS);
 /// How long `gnt-instance list` may take (it asks the master's daemons).
-pub const GNT_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const GNT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Where Ganeti starts its daemon from (`daemon-util`, its systemd unit).
-pub const GANETI_KVMD: &str = "/usr/sbin/ganeti-kvmd";
+pub(crate) const GANETI_KVMD: &str = "/usr/sbin/ganeti-kvmd";
 /// dpkg's tool for diversions: asked rather than its database read, which
 /// is dpkg's own business (its format is not an interface).
 const DPKG_DIVERT: &str = "/usr/bin/dpkg-divert";
@@ -61,11 +62,11 @@ const MAX_ENTRIES: usize = 200_000;
 /// Runs `probe` on a thread of its own; [`Probed::NoAnswer`] when it has
 /// not finished by `deadline`. A probe stuck in a system call is left
 /// behind: the doctor's exit ends it.
-pub struct Pending<T> {
+pub(crate) struct Pending<T> {
     rx: Option<mpsc::Receiver<T>>,
 }
 
-pub fn spawn<T: Send + 'static>(probe: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
+pub(crate) fn spawn<T: Send + 'static>(probe: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("kvmd-doctor-probe".to_owned())
@@ -78,7 +79,7 @@ pub fn spawn<T: Send + 'static>(probe: impl FnOnce() -> T + Send + 'static) -> P
 }
 
 impl<T> Pending<T> {
-    pub fn wait(self, deadline: Instant) -> Probed<T> {
+    pub(crate) fn wait(self, deadline: Instant) -> Probed<T> {
         let Some(rx) = self.rx else {
             return Probed::NoAnswer;
         };
@@ -93,7 +94,7 @@ impl<T> Pending<T> {
 /// `nofollow`) and without blocking (a FIFO), read only if it is a regular
 /// file, at most [`SMALL_FILE`] bytes.
 #[derive(Debug)]
-pub enum Small {
+pub(crate) enum Small {
     Text(String),
     Missing,
     NotAFile(&'static str),
@@ -113,7 +114,7 @@ fn kind_of(mode: u32) -> &'static str {
     }
 }
 
-pub fn read_small(path: &Path, nofollow: bool) -> Small {
+pub(crate) fn read_small(path: &Path, nofollow: bool) -> Small {
     let mut flags = OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     if nofollow {
         flags |= OFlag::O_NOFOLLOW;
@@ -171,7 +172,7 @@ fn now_epoch() -> f64 {
 
 // ---- the daemon ------------------------------------------------------
 
-pub fn pid_file(path: &Path) -> PidFile {
+pub(crate) fn pid_file(path: &Path) -> PidFile {
     match read_small(path, true) {
         Small::Missing => PidFile::Missing,
         Small::NotAFile(kind) => PidFile::NotAFile(kind),
@@ -200,7 +201,7 @@ fn proc_uid(pid: u32) -> Option<u32> {
 }
 
 /// The live process `pid`, if it exists.
-pub fn process(pid: u32) -> Option<ProcessFacts> {
+pub(crate) fn process(pid: u32) -> Option<ProcessFacts> {
     let stat = read_proc(&format!("/proc/{pid}/stat"), 4096).ok()?;
     let stat = String::from_utf8_lossy(&stat);
     // Field 22 (start time, in clock ticks since boot), counted after the
@@ -301,7 +302,7 @@ fn binary_kind_of(path: &Path, id: Option<(u64, u64)>) -> super::facts::BinaryKi
 }
 
 /// Asks the control socket for a status, never blocking past [`PROBE`].
-pub fn control(path: &Path) -> Control {
+pub(crate) fn control(path: &Path) -> Control {
     let deadline = Instant::now() + PROBE;
     let Ok(address) = UnixAddr::new(path) else {
         return Control::Failed("the path is too long for a unix socket".to_owned());
@@ -393,17 +394,17 @@ pub fn control(path: &Path) -> Control {
         None => &answer[..],
     };
     let garbled = || Control::Garbled(shortened(&escaped(line), 60));
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
+    let Ok(answer) = serde_json::from_slice::<Answer>(line) else {
         return garbled();
     };
-    if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
-        return match value.get("code").and_then(|c| c.as_str()) {
-            Some("denied") => Control::Denied,
-            Some("busy") => Control::Busy,
+    if let Some(error) = &answer.error {
+        return match answer.code.as_ref().and_then(Word::known) {
+            Some(Refusal::Denied) => Control::Denied,
+            Some(Refusal::Busy) => Control::Busy,
             _ => Control::Garbled(shortened(&escaped(error.as_bytes()), 60)),
         };
     }
-    match StatusFacts::from_json(&value["status"]) {
+    match answer.status.as_ref().and_then(StatusFacts::from_status) {
         Some(status) => Control::Status(status),
         None => garbled(),
     }
@@ -415,7 +416,7 @@ fn dir_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-pub fn daemon(pid_path: &Path, socket: &Path, ctrl_dir: &Path) -> DaemonFacts {
+pub(crate) fn daemon(pid_path: &Path, socket: &Path, ctrl_dir: &Path) -> DaemonFacts {
     let pid = pid_file(pid_path);
     let mut control = control(socket);
     if let Control::Status(status) = &mut control {
@@ -442,7 +443,7 @@ pub fn daemon(pid_path: &Path, socket: &Path, ctrl_dir: &Path) -> DaemonFacts {
 }
 
 /// The command line of process `pid`, as arguments.
-pub fn cmdline(pid: u32) -> Option<Vec<std::ffi::OsString>> {
+pub(crate) fn cmdline(pid: u32) -> Option<Vec<std::ffi::OsString>> {
     let bytes = read_proc(&format!("/proc/{pid}/cmdline"), 256 * 1024).ok()?;
     let args: Vec<std::ffi::OsString> = bytes
         .split(|&b| b == 0)
@@ -454,15 +455,15 @@ pub fn cmdline(pid: u32) -> Option<Vec<std::ffi::OsString>> {
 
 /// The working directory of process `pid` (relative paths on its command
 /// line are relative to it), or `/`.
-pub fn cwd(pid: u32) -> PathBuf {
+pub(crate) fn cwd(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| PathBuf::from("/"))
 }
 
 // ---- Ganeti ----------------------------------------------------------
 
-pub fn ganeti(ssconf_dir: &Path) -> GanetiFacts {
-    let node = crate::ssconf::node_name();
-    let mut names: Vec<&str> = crate::ssconf::FILES.to_vec();
+pub(crate) fn ganeti(ssconf_dir: &Path) -> GanetiFacts {
+    let node = crate::adapters::ssconf::node_name();
+    let mut names: Vec<&str> = crate::adapters::ssconf::FILES.to_vec();
     names.extend([HVPARAMS_KVM, MASTER_NODE, INSTANCE_LIST]);
     let ssconf = names
         .into_iter()
@@ -560,7 +561,7 @@ fn ganeti_binary(path: &Path, diverted: impl Fn(&Path) -> Option<Diversion>) -> 
 /// `user_shutdown`, killing `gnt-instance` (and what it started) past
 /// [`GNT_TIMEOUT`]. Only on the master: elsewhere Ganeti's tools do not
 /// answer.
-pub fn gnt_instances(facts: &GanetiFacts) -> GntInstances {
+pub(crate) fn gnt_instances(facts: &GanetiFacts) -> GntInstances {
     let master = match facts.file(MASTER_NODE) {
         Some(Ok(text)) => text.trim().to_owned(),
         _ => return GntInstances::Unknown,
@@ -656,7 +657,7 @@ fn run_bounded(program: &str, args: &[&str], limit: Duration) -> Result<String, 
 
 // ---- the control directory ---------------------------------------------
 
-pub fn dir(path: &Path) -> DirFacts {
+pub(crate) fn dir(path: &Path) -> DirFacts {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return DirFacts::Missing,
@@ -681,7 +682,7 @@ pub fn dir(path: &Path) -> DirFacts {
 
 /// The control directory's entries that concern kvmd (sockets, shutdown
 /// files, names it cannot use), each looked at without following it.
-pub fn entries(path: &Path) -> Result<Entries, String> {
+pub(crate) fn entries(path: &Path) -> Result<Entries, String> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = nix::fcntl::open(path, flags, FileMode::empty()).map_err(|e| e.to_string())?;
     let for_stat = fd.try_clone().map_err(|e| e.to_string())?;
@@ -745,7 +746,7 @@ fn spellings(ctrl_dir: &Path) -> Vec<Vec<u8>> {
     all
 }
 
-pub fn unix_sockets(ctrl_dir: &Path) -> Option<UnixSockets> {
+pub(crate) fn unix_sockets(ctrl_dir: &Path) -> Option<UnixSockets> {
     let text = read_proc("/proc/net/unix", 64 << 20).ok()?;
     Some(parse_proc_net_unix(&text, &spellings(ctrl_dir)))
 }
@@ -763,7 +764,7 @@ fn pids() -> Vec<u32> {
 
 /// QEMU processes that look like instances: a `-name`, or a `.kvmd` QMP
 /// socket (which [`super::checks`] keeps only in the control directory).
-pub fn qemus(ctrl_dir: &Path) -> Vec<QemuFacts> {
+pub(crate) fn qemus(ctrl_dir: &Path) -> Vec<QemuFacts> {
     let ctrl = dir_id(ctrl_dir);
     // A QEMU in another mount namespace (a container, a test cluster)
     // names paths of another tree: its sockets are not these.
@@ -828,7 +829,7 @@ fn limit(paths: &[&str]) -> Option<u64> {
 
 /// inotify's limits for `uid`, and what that user's processes in this
 /// user namespace hold (the limits of a user namespace are its own).
-pub fn inotify(uid: u32) -> InotifyFacts {
+pub(crate) fn inotify(uid: u32) -> InotifyFacts {
     let own_ns = std::fs::read_link("/proc/self/ns/user").ok();
     let me = std::process::id();
     let mut facts = InotifyFacts {
@@ -875,24 +876,25 @@ pub fn inotify(uid: u32) -> InotifyFacts {
 
 // ---- hooks and metrics -------------------------------------------------
 
-pub fn hook(program: &Path, from_daemon: bool) -> HookFacts {
+pub(crate) fn hook(program: &Path, from_daemon: bool) -> HookFacts {
     HookFacts {
         program: escaped(program.as_os_str().as_bytes()),
         from_daemon,
-        check: crate::hook_program::check(program).map(|real| escaped(real.as_os_str().as_bytes())),
+        check: crate::adapters::hook_program::check(program)
+            .map(|real| escaped(real.as_os_str().as_bytes())),
     }
 }
 
-pub fn state_dir(path: &Path, from_daemon: bool) -> StateDirFacts {
+pub(crate) fn state_dir(path: &Path, from_daemon: bool) -> StateDirFacts {
     StateDirFacts {
         path: escaped(path.as_os_str().as_bytes()),
         from_daemon,
         exists: std::fs::symlink_metadata(path).is_ok(),
-        check: crate::hook_program::check_state_dir(path),
+        check: crate::adapters::hook_program::check_state_dir(path),
     }
 }
 
-pub fn metrics(path: &Path, from_daemon: bool) -> MetricsFacts {
+pub(crate) fn metrics(path: &Path, from_daemon: bool) -> MetricsFacts {
     let shown = escaped(path.as_os_str().as_bytes());
     let file = match read_small(path, true) {
         Small::Text(text) => {
@@ -919,7 +921,7 @@ pub fn metrics(path: &Path, from_daemon: bool) -> MetricsFacts {
     }
 }
 
-pub fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     now_epoch()
 }
 

@@ -15,15 +15,15 @@ use serde_json::{Value, json};
 use super::findings::{Report, Severity};
 
 /// The protocol version of the `--json` document.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// What the report is about, for its first line and the JSON fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Context {
+pub(crate) struct Context {
     /// `ganeti` or `standalone` (`--no-ssconf`).
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     /// The control directory looked at, as shown.
-    pub ctrl_dir: String,
+    pub(crate) ctrl_dir: String,
 }
 
 /// Control characters (and only those) escaped: a summary quotes file
@@ -43,7 +43,7 @@ fn one_line(text: &str) -> String {
 
 /// The report for people: a heading, one line per finding (severity,
 /// check, instance, what was found, `→` what to do), and a last line.
-pub fn text(report: &Report, context: &Context) -> String {
+pub(crate) fn text(report: &Report, context: &Context) -> String {
     let mut out = format!(
         "kvmd doctor {} ({}): {}\n",
         env!("CARGO_PKG_VERSION"),
@@ -100,7 +100,7 @@ pub fn text(report: &Report, context: &Context) -> String {
 }
 
 /// The report as one JSON document (see the module documentation).
-pub fn json(report: &Report, context: &Context) -> String {
+pub(crate) fn json(report: &Report, context: &Context) -> String {
     let findings: Vec<Value> = report
         .findings()
         .iter()

@@ -1163,7 +1163,7 @@ fn main() {
     .expect("ssconf");
     fs::write(
         Path::new(SSCONF).join("ssconf_node_vm_capable"),
-        format!("{}=True\n", kvmd::ssconf::node_name()),
+        format!("{}=True\n", kvmd::adapters::ssconf::node_name()),
     )
     .expect("ssconf");
 

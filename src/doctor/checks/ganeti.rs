@@ -2,11 +2,11 @@
 //! Ganeti's tools tell them.
 
 use super::{Found, HVPARAMS_KVM, PROBE_SECONDS, RESTART_GANETI_KVMD};
+use crate::adapters::ssconf;
 use crate::doctor::facts::{
     BinaryKind, Exe, GanetiFacts, GntInstances, Probed, Unread, ssconf_value,
 };
 use crate::doctor::findings::{Check, Finding, Severity};
-use crate::ssconf;
 
 /// The checks among `findings` that fail on one of the conditions Ganeti's
 /// daemon checks at start (kvm enabled, user shutdown on, this node VM

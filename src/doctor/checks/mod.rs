@@ -19,7 +19,7 @@ use super::findings::Finding;
 
 /// How long a probe may take before the doctor gives up on it: said in
 /// findings about probes that did not answer.
-pub const PROBE_SECONDS: u64 = 5;
+pub(crate) const PROBE_SECONDS: u64 = 5;
 
 /// Which daemon the doctor found, in the terms the checks need.
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +106,7 @@ fn running(facts: &Facts) -> Found<'_> {
 }
 
 /// Every finding the facts support, in no particular order.
-pub fn evaluate(facts: &Facts) -> Vec<Finding> {
+pub(crate) fn evaluate(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     let running = running(facts);
     // Ganeti's first: a daemon that is not running is told what keeps it
@@ -136,11 +136,11 @@ const RESTART_GANETI_KVMD: &str = "restart it: /usr/lib/ganeti/daemon-util stop 
      && /usr/lib/ganeti/daemon-util start ganeti-kvmd (systemd: systemctl restart ganeti-kvmd)";
 
 /// ssconf's copy of the cluster's kvm hypervisor parameters.
-pub const HVPARAMS_KVM: &str = "ssconf_hvparams_kvm";
+pub(crate) const HVPARAMS_KVM: &str = "ssconf_hvparams_kvm";
 /// The master node's name, in ssconf.
-pub const MASTER_NODE: &str = "ssconf_master_node";
+pub(crate) const MASTER_NODE: &str = "ssconf_master_node";
 /// The cluster's instances, one name a line, in ssconf.
-pub const INSTANCE_LIST: &str = "ssconf_instance_list";
+pub(crate) const INSTANCE_LIST: &str = "ssconf_instance_list";
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 use kvmd_core::control::WatchState;
 
 use super::*;
+use crate::adapters::ssconf;
 use crate::doctor::facts::{
     Adoption, DaemonFacts, DaemonFlags, DirFacts, Diversion, Entries, Entry, EntryKind, Exe,
     FsKind, GanetiBinary, GanetiFacts, GntInstance, GntInstances, HookFacts, InotifyFacts,
@@ -11,7 +12,6 @@ use crate::doctor::facts::{
     StatusInstance, StatusVerdict, UnixSockets, Unread,
 };
 use crate::doctor::findings::{Check, Report, Severity};
-use crate::ssconf;
 
 const CTRL: &str = "/run/kvmd";
 

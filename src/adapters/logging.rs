@@ -186,7 +186,7 @@ pub fn init(setup: Setup) -> Result<(), LogError> {
 
 /// Reopens the log file by path, for log rotation. The old file stays in
 /// use when the new one cannot be opened.
-pub fn reopen() -> Result<(), LogError> {
+pub(crate) fn reopen() -> Result<(), LogError> {
     let Some(logger) = LOGGER.get() else {
         return Ok(());
     };

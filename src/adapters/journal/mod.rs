@@ -8,11 +8,11 @@
 //! the thin I/O around it: appending with an fsync and rotation within a
 //! bound, and reading back, skipping whatever is not a well-formed line.
 
-pub mod file;
-pub mod record;
+pub(crate) mod file;
+pub(crate) mod record;
 
+// What tests/history.rs writes and reads the journal with is public; the
+// rest is the daemon's and `kvmd history`'s.
 pub use file::{Journal, JournalError, Op, Read, Skipped, read};
-pub use record::{
-    DEFAULT_MAX_TOTAL, Entry, FILES, FileKind, Filter, IntentNote, Limits, MAX_LINE, Since,
-    SkipReason, What, parse_max_total, parse_rfc3339, parse_since,
-};
+pub(crate) use record::{DEFAULT_MAX_TOTAL, Since, parse_max_total, parse_since};
+pub use record::{Entry, FileKind, Filter, IntentNote, Limits, What};

@@ -19,23 +19,23 @@ use kvmd_core::decision::VerdictKind;
 use kvmd_core::timestamp::Rfc3339;
 
 /// The schema version written in every line's `v`.
-pub const VERSION: u64 = 1;
+pub(crate) const VERSION: u64 = 1;
 
 /// The longest line, its newline included. The daemon bounds evidence far
 /// below this; a longer line is cut (see [`encode`]), so one record can
 /// never break the journal's bound, and the reader never holds more than
 /// this of a line in memory.
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// How many files the journal keeps: the live one and `FILES - 1` rotated.
-pub const FILES: u64 = 4;
+pub(crate) const FILES: u64 = 4;
 
 /// `--journal-max`'s default: 8 MiB for all files together.
-pub const DEFAULT_MAX_TOTAL: u64 = 8 << 20;
+pub(crate) const DEFAULT_MAX_TOTAL: u64 = 8 << 20;
 /// The smallest `--journal-max`: every file can hold a longest line.
-pub const MIN_MAX_TOTAL: u64 = FILES * MAX_LINE as u64;
+pub(crate) const MIN_MAX_TOTAL: u64 = FILES * MAX_LINE as u64;
 /// The largest `--journal-max` (1 GiB): `kvmd history` reads all of it.
-pub const MAX_MAX_TOTAL: u64 = 1 << 30;
+pub(crate) const MAX_MAX_TOTAL: u64 = 1 << 30;
 
 /// Appended to a text field cut to make its line fit.
 const CUT_MARK: &str = " [cut]";
@@ -107,7 +107,7 @@ impl Limits {
 
     /// The longest line these limits take (newline included): a file must
     /// be able to hold one line whole.
-    pub fn max_line(&self) -> usize {
+    pub(crate) fn max_line(&self) -> usize {
         usize::try_from(self.per_file()).map_or(MAX_LINE, |share| share.min(MAX_LINE))
     }
 }
@@ -116,13 +116,13 @@ impl Limits {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Only this instance (its name as stored: as `kvmd status` shows it).
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Only records at or after this time.
-    pub since: Option<SystemTime>,
+    pub(crate) since: Option<SystemTime>,
 }
 
 impl Filter {
-    pub fn matches(&self, entry: &Entry) -> bool {
+    pub(crate) fn matches(&self, entry: &Entry) -> bool {
         self.instance.as_ref().is_none_or(|i| *i == entry.instance)
             && self.since.is_none_or(|since| entry.at >= since)
     }
@@ -130,10 +130,10 @@ impl Filter {
 
 /// A line that could not be encoded within the limit, even cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TooLong {
+pub(crate) struct TooLong {
     /// The line's length, uncut.
-    pub bytes: usize,
-    pub max: usize,
+    pub(crate) bytes: usize,
+    pub(crate) max: usize,
 }
 
 /// The entry as one journal line, newline included, at most `max` bytes.
@@ -142,7 +142,7 @@ pub struct TooLong {
 /// each marked ` [cut]`: the verdict and its reason code are what the
 /// record is for, and they are kept. Only a line too long with both empty
 /// (an absurd instance name) is refused.
-pub fn encode(entry: &Entry, max: usize) -> Result<String, TooLong> {
+pub(crate) fn encode(entry: &Entry, max: usize) -> Result<String, TooLong> {
     let line = write_line(entry, None);
     if line.len() <= max {
         return Ok(line);
@@ -261,7 +261,7 @@ fn write_line(entry: &Entry, texts: Option<(&str, &str)>) -> String {
 
 /// The entry as one JSON object (no newline), as the journal stores it:
 /// what `kvmd history --json` lists.
-pub fn to_json(entry: &Entry) -> String {
+pub(crate) fn to_json(entry: &Entry) -> String {
     let mut line = write_line(entry, None);
     line.pop();
     line
@@ -317,7 +317,7 @@ pub enum FileKind {
 
 impl FileKind {
     /// The kind of a file of `st_mode` `mode`; `None` for a regular file.
-    pub fn of_mode(mode: u32) -> Option<FileKind> {
+    pub(crate) fn of_mode(mode: u32) -> Option<FileKind> {
         match mode & 0o170_000 {
             0o100_000 => None,
             0o120_000 => Some(FileKind::Symlink),
@@ -343,7 +343,7 @@ impl fmt::Display for FileKind {
 
 /// Why a line (or a whole file) of the journal was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SkipReason {
+pub(crate) enum SkipReason {
     Empty,
     NotUtf8,
     NotJson,
@@ -370,7 +370,7 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// A stable code for `kvmd history --json`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             SkipReason::Empty => "empty",
             SkipReason::NotUtf8 => "not-utf8",
@@ -410,7 +410,7 @@ impl fmt::Display for SkipReason {
 }
 
 /// One journal line (without its newline) as an entry.
-pub fn decode(line: &[u8]) -> Result<Entry, SkipReason> {
+pub(crate) fn decode(line: &[u8]) -> Result<Entry, SkipReason> {
     if line.is_empty() {
         return Err(SkipReason::Empty);
     }
@@ -507,14 +507,14 @@ fn optional<T>(
 
 /// `--since`: a point in time, or a span back from now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Since {
+pub(crate) enum Since {
     At(SystemTime),
     Ago(Duration),
 }
 
 impl Since {
     /// The time meant, seen at `now`.
-    pub fn resolve(self, now: SystemTime) -> SystemTime {
+    pub(crate) fn resolve(self, now: SystemTime) -> SystemTime {
         match self {
             Since::At(time) => time,
             // Not before the epoch: the journal has nothing older.
@@ -528,7 +528,7 @@ impl Since {
 
 /// `--since`'s value: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]][Z]` (UTC;
 /// a space for the `T` too), or `90s`, `30m`, `2h`, `7d` ago.
-pub fn parse_since(text: &str) -> Option<Since> {
+pub(crate) fn parse_since(text: &str) -> Option<Since> {
     if let Some(span) = parse_span(text) {
         return Some(Since::Ago(span));
     }
@@ -554,7 +554,7 @@ fn parse_span(text: &str) -> Option<Duration> {
 
 /// An RFC 3339 time in UTC as the journal writes it:
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`.
-pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     parse_time(text, Strictness::Rfc3339)
 }
 
@@ -671,7 +671,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 /// `--journal-max`'s value: bytes, or with `K`, `M`, `G` (binary: KiB,
 /// MiB, GiB), between [`MIN_MAX_TOTAL`] and [`MAX_MAX_TOTAL`].
-pub fn parse_max_total(text: &str) -> Option<u64> {
+pub(crate) fn parse_max_total(text: &str) -> Option<u64> {
     let (digits, unit) = match text.as_bytes().last()? {
         b'K' | b'k' => (&text[..text.len() - 1], 1 << 10),
         b'M' | b'm' => (&text[..text.len() - 1], 1 << 20),

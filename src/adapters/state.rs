@@ -23,7 +23,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat, renameat};
@@ -37,9 +37,9 @@ use kvmd_core::saved::Saved;
 
 /// Why a state file could not be written.
 #[derive(Debug)]
-pub struct StateError {
-    pub path: PathBuf,
-    pub errno: Errno,
+pub(crate) struct StateError {
+    pub(crate) path: PathBuf,
+    pub(crate) errno: Errno,
 }
 
 impl fmt::Display for StateError {
@@ -52,16 +52,17 @@ impl std::error::Error for StateError {}
 
 /// The state directory (made on first use).
 #[derive(Debug)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     path: PathBuf,
 }
 
 impl StateDir {
-    pub fn new(path: PathBuf) -> StateDir {
+    pub(crate) fn new(path: PathBuf) -> StateDir {
         StateDir { path }
     }
 
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
     }
 
@@ -80,7 +81,7 @@ impl StateDir {
     }
 
     /// Writes `saved` for `instance`.
-    pub fn save(&self, instance: &InstanceName, saved: &Saved) -> Result<(), StateError> {
+    pub(crate) fn save(&self, instance: &InstanceName, saved: &Saved) -> Result<(), StateError> {
         self.replace(instance, &instance.state_file(), saved.encode().as_bytes())
     }
 
@@ -107,7 +108,7 @@ impl StateDir {
     }
 
     /// What was saved for `instance`, if anything readable.
-    pub fn load(&self, instance: &InstanceName) -> Option<Saved> {
+    pub(crate) fn load(&self, instance: &InstanceName) -> Option<Saved> {
         let dir = self.open(false).ok()?;
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let fd = openat(&dir, instance.state_file().as_bytes(), flags, Mode::empty()).ok()?;
@@ -121,7 +122,7 @@ impl StateDir {
     }
 
     /// Forgets the instance (decided, or its file is stale).
-    pub fn remove(&self, instance: &InstanceName) {
+    pub(crate) fn remove(&self, instance: &InstanceName) {
         if let Ok(dir) = self.open(false) {
             let name = instance.state_file();
             let _ = unlinkat(&dir, name.as_bytes(), UnlinkatFlags::NoRemoveDir);
@@ -130,7 +131,11 @@ impl StateDir {
 
     /// Saves the hooks queued for `instance` (`<instance>.hook`, written
     /// atomically); none: the file is removed.
-    pub fn save_hooks(&self, instance: &InstanceName, jobs: &[HookJob]) -> Result<(), StateError> {
+    pub(crate) fn save_hooks(
+        &self,
+        instance: &InstanceName,
+        jobs: &[HookJob],
+    ) -> Result<(), StateError> {
         let name = instance.hook_file();
         if jobs.is_empty() {
             if let Ok(dir) = self.open(false) {
@@ -142,7 +147,7 @@ impl StateDir {
     }
 
     /// Writes `instance`'s intent file (atomically).
-    pub fn save_intent(
+    pub(crate) fn save_intent(
         &self,
         instance: &InstanceName,
         intent: &SavedIntent,
@@ -155,7 +160,7 @@ impl StateDir {
     }
 
     /// Removes `instance`'s intent file, if there is one.
-    pub fn remove_intent(&self, instance: &InstanceName) {
+    pub(crate) fn remove_intent(&self, instance: &InstanceName) {
         if let Ok(dir) = self.open(false) {
             let name = instance.intent_file();
             let _ = unlinkat(&dir, name.as_bytes(), UnlinkatFlags::NoRemoveDir);
@@ -164,7 +169,7 @@ impl StateDir {
 
     /// Every intent file's instance and content; unreadable ones are
     /// `None` (the caller removes them).
-    pub fn intents(&self) -> Vec<(InstanceName, Option<SavedIntent>)> {
+    pub(crate) fn intents(&self) -> Vec<(InstanceName, Option<SavedIntent>)> {
         self.names(InstanceName::from_intent_file)
             .into_iter()
             .map(|name| {
@@ -177,7 +182,7 @@ impl StateDir {
     }
 
     /// Every instance's unfinished hooks (unreadable lines are skipped).
-    pub fn hooks(&self) -> Vec<(InstanceName, Vec<HookJob>)> {
+    pub(crate) fn hooks(&self) -> Vec<(InstanceName, Vec<HookJob>)> {
         let names = self.names(InstanceName::from_hook_file);
         let mut all = Vec::new();
         for name in names {
@@ -208,7 +213,7 @@ impl StateDir {
     }
 
     /// The instances that have a state file.
-    pub fn instances(&self) -> Vec<InstanceName> {
+    pub(crate) fn instances(&self) -> Vec<InstanceName> {
         self.names(InstanceName::from_state_file)
     }
 

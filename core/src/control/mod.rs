@@ -13,6 +13,10 @@
 //! A status line is produced piece by piece as the socket drains
 //! ([`StatusStream`]), so what one client costs stays bounded however many
 //! instances there are.
+//!
+//! Every answer's fields are typed once, in [`schema`]: the daemon
+//! writes them from there, and the clients read them back as the same
+//! types, leniently (a newer daemon's fields and words do not fail them).
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
@@ -20,6 +24,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
+
+pub mod schema;
+
+use schema::{
+    Answer, Counts, DaemonStatus, EvidenceStatus, HookResult, HookRun, HookStatus, InstanceStatus,
+    IntentGiven, IntentStatus, IntentWord, Level, Powerdown, PowerdownGuest, ShutdownStatus,
+    VerdictStatus,
+};
 
 use crate::fleet::{
     FileState, Fleet, Follow, HookEnd, InstanceView, IntentState, Notice, Outcome, PastVerdict,
@@ -191,7 +203,8 @@ pub fn request_line(request: &Request) -> String {
 
 /// Why a request was refused, for a client to act on (`kvmd status`
 /// exits 4 for `denied`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Refusal {
     /// Not root, nor kvmd's own user.
     Denied,
@@ -221,58 +234,83 @@ impl Refusal {
 
 /// An error answer: `{"version": 1, "error": "...", "code": "..."}`.
 pub fn error_line(refusal: Refusal, message: &str) -> String {
-    format!(
-        "{}\n",
-        json!({"version": VERSION, "error": message, "code": refusal.code()})
-    )
+    answer_line(Answer {
+        error: Some(message.to_owned()),
+        code: Some(refusal.into()),
+        ..Answer::default()
+    })
+}
+
+/// An answer as one line.
+fn answer_line(answer: Answer) -> String {
+    let answer = Answer {
+        version: VERSION,
+        ..answer
+    };
+    // Strings, numbers and maps with string keys: cannot fail.
+    let mut line = serde_json::to_string(&answer).unwrap_or_default();
+    line.push('\n');
+    line
 }
 
 /// The first line to a follower.
 pub fn following_line() -> String {
-    format!("{}\n", json!({"version": VERSION, "following": true}))
+    answer_line(Answer {
+        following: Some(true),
+        ..Answer::default()
+    })
 }
 
 /// The answer to `expect-stop`.
 pub fn intent_line(instance: &str, by: &str, seconds: u64, until: SystemTime) -> String {
-    let intent = json!({"instance": instance, "by": by, "seconds": seconds,
-                        "until": Rfc3339(until).to_string()});
-    format!("{}\n", json!({"version": VERSION, "intent": intent}))
+    answer_line(Answer {
+        intent: Some(IntentGiven {
+            by: by.to_owned(),
+            instance: instance.to_owned(),
+            seconds,
+            until: Rfc3339(until).to_string(),
+        }),
+        ..Answer::default()
+    })
 }
 
 /// The answer to `cancel-intent`.
 pub fn cancelled_line(instance: &str) -> String {
-    format!("{}\n", json!({"version": VERSION, "cancelled": instance}))
+    answer_line(Answer {
+        cancelled: Some(instance.to_owned()),
+        ..Answer::default()
+    })
 }
 
 /// The first answer to `powerdown-all`: whose button was pressed, and who
 /// could not be (then come their verdicts as event lines, then
 /// [`done_line`]).
 pub fn powerdown_line(pressed: &[crate::fleet::Pressed]) -> String {
+    // Its QEMU too, when known, for refused guests as well: the client
+    // tells whether a guest it could not press is still running at the
+    // end.
+    let guest = |p: &crate::fleet::Pressed| PowerdownGuest {
+        instance: p.name.to_string(),
+        qemu_pid: p.qemu.map(|q| q.pid),
+        qemu_start: p.qemu.map(|q| q.start),
+        why: p.result.as_ref().err().map(ToString::to_string),
+    };
     let (ok, refused): (Vec<_>, Vec<_>) = pressed.iter().partition(|p| p.result.is_ok());
-    let ok: Vec<Value> = ok
-        .iter()
-        .map(|p| {
-            json!({"instance": p.name.to_string(), "qemu_pid": p.qemu.map(|q| q.pid),
-                   "qemu_start": p.qemu.map(|q| q.start)})
-        })
-        .collect();
-    let refused: Vec<Value> = refused
-        .iter()
-        .map(|p| {
-            // Its QEMU too, when known: the client tells whether a guest
-            // it could not press is still running at the end.
-            let why = p.result.as_ref().err().map(ToString::to_string);
-            json!({"instance": p.name.to_string(), "why": why,
-                   "qemu_pid": p.qemu.map(|q| q.pid), "qemu_start": p.qemu.map(|q| q.start)})
-        })
-        .collect();
-    let powerdown = json!({"pressed": ok, "refused": refused});
-    format!("{}\n", json!({"version": VERSION, "powerdown": powerdown}))
+    answer_line(Answer {
+        powerdown: Some(Powerdown {
+            pressed: ok.into_iter().map(guest).collect(),
+            refused: refused.into_iter().map(guest).collect(),
+        }),
+        ..Answer::default()
+    })
 }
 
 /// The last line to `powerdown-all`: every pressed guest has stopped.
 pub fn done_line() -> String {
-    format!("{}\n", json!({"version": VERSION, "done": true}))
+    answer_line(Answer {
+        done: Some(true),
+        ..Answer::default()
+    })
 }
 
 /// Turns the loop's monotonic times into wall-clock times.
@@ -395,8 +433,8 @@ fn record_error(error: RecordError) -> String {
     }
 }
 
-/// A verdict as status and events show it.
-pub fn verdict_json(past: &PastVerdict, clock: &Clock, now: Instant) -> Value {
+/// A verdict as status shows it.
+fn verdict_status(past: &PastVerdict, clock: &Clock, now: Instant) -> VerdictStatus {
     let (file, error) = match past.file {
         FileState::Writing => ("writing", None),
         FileState::Written(outcome) => (outcome_name(outcome), None),
@@ -405,67 +443,69 @@ pub fn verdict_json(past: &PastVerdict, clock: &Clock, now: Instant) -> Value {
         FileState::Moot => ("moot", None),
     };
     let why = past.verdict.why();
-    json!({
-        "name": past.name.to_string(),
-        "verdict": past.verdict.kind(),
-        "reason": why.code(),
-        "why": why.to_string(),
-        "decided": clock.rfc3339(past.decided),
-        "age_seconds": now.saturating_duration_since(past.decided).as_secs(),
-        "file": file,
-        "file_error": error,
-        "intent_by": past.intent_by,
-    })
+    VerdictStatus {
+        age_seconds: now.saturating_duration_since(past.decided).as_secs(),
+        decided: clock.rfc3339(past.decided),
+        file: file.to_owned(),
+        file_error: error,
+        intent_by: past.intent_by.clone(),
+        name: past.name.to_string(),
+        reason: why.code().into(),
+        verdict: past.verdict.kind().into(),
+        why: why.to_string(),
+    }
 }
 
-fn instance_json(v: &InstanceView<'_>, last: Option<&Value>, clock: &Clock, now: Instant) -> Value {
-    let evidence = v.evidence.map(|e| {
-        json!({
-            "shutdown": e.first_shutdown().map(|s| json!({
-                "guest": s.guest,
-                "reason": s.reason.map(|r| r.as_str()),
-            })),
-            "powerdown_pending": e.powerdown_pending(),
-            "paused": e.paused(),
-            "panicked": e.panicked(),
-            "resets": e.resets(),
-            "panics": e.panics(),
-            "crash_loads": e.crash_loads(),
-            "restored": e.is_restored(),
-        })
+fn instance_status(
+    v: &InstanceView<'_>,
+    last: Option<&VerdictStatus>,
+    clock: &Clock,
+    now: Instant,
+) -> InstanceStatus {
+    let evidence = v.evidence.map(|e| EvidenceStatus {
+        crash_loads: e.crash_loads().into(),
+        panicked: e.panicked(),
+        panics: e.panics().into(),
+        paused: e.paused(),
+        powerdown_pending: e.powerdown_pending(),
+        resets: e.resets().into(),
+        restored: e.is_restored(),
+        shutdown: e.first_shutdown().map(|s| ShutdownStatus {
+            guest: s.guest,
+            reason: s.reason.map(|r| r.as_str().to_owned()),
+        }),
     });
-    let intent = v.intent.map(|i| {
-        json!({
-            "by": i.by,
-            "state": match i.state {
-                IntentState::Waiting => "waiting",
-                IntentState::Claimed => "claimed",
-            },
-            "given": clock.rfc3339(i.given),
-            "until": clock.rfc3339(i.until),
-            "expires_in_seconds": match i.state {
-                IntentState::Waiting => Some(i.until.saturating_duration_since(now).as_secs()),
-                IntentState::Claimed => None,
-            },
-            // Whether kvmd presses its power button again while it waits
-            // (a `powerdown-all` whose client is still there).
-            "pressing": i.state == IntentState::Waiting
-                && i.presses == crate::fleet::Presses::UntilShutdown,
-        })
+    let intent = v.intent.map(|i| IntentStatus {
+        by: i.by.to_owned(),
+        expires_in_seconds: match i.state {
+            IntentState::Waiting => Some(i.until.saturating_duration_since(now).as_secs()),
+            IntentState::Claimed => None,
+        },
+        given: clock.rfc3339(i.given),
+        // Whether kvmd presses its power button again while it waits
+        // (a `powerdown-all` whose client is still there).
+        pressing: i.state == IntentState::Waiting
+            && i.presses == crate::fleet::Presses::UntilShutdown,
+        state: match i.state {
+            IntentState::Waiting => IntentWord::Waiting,
+            IntentState::Claimed => IntentWord::Claimed,
+        }
+        .into(),
+        until: clock.rfc3339(i.until),
     });
-    json!({
-        "name": v.name.to_string(),
-        "phase": phase_name(v.phase),
-        "since": clock.rfc3339(v.since),
-        "since_seconds": now.saturating_duration_since(v.since).as_secs(),
-        "qemu": v.version.map(|q| q.to_string()),
-        "qemu_pid": v.qemu.map(|q| q.pid),
-        "guest": v.state.map(|s| s.as_str()),
-        "evidence": evidence,
-        "malformed": v.malformed,
-        "intent": intent,
-        "last_verdict": last,
-    })
+    InstanceStatus {
+        evidence,
+        guest: v.state.map(|s| s.as_str().to_owned()),
+        intent,
+        last_verdict: last.cloned(),
+        malformed: v.malformed.into(),
+        name: v.name.to_string(),
+        phase: phase_name(v.phase).to_owned(),
+        qemu: v.version.map(|q| q.to_string()),
+        qemu_pid: v.qemu.map(|q| q.pid),
+        since: clock.rfc3339(v.since),
+        since_seconds: now.saturating_duration_since(v.since).as_secs(),
+    }
 }
 
 /// Where a status line being produced stands.
@@ -487,7 +527,7 @@ pub struct StatusStream {
     filter: std::collections::HashSet<String>,
     stage: Stage,
     /// Each name's last verdict, made once (the history is bounded).
-    last: HashMap<String, Value>,
+    last: HashMap<String, VerdictStatus>,
     /// Whether an element was written in the current list (for commas).
     any: bool,
 }
@@ -523,31 +563,37 @@ impl StatusStream {
                 Stage::Head => {
                     for past in fleet.history() {
                         self.last
-                            .insert(past.name.to_string(), verdict_json(past, clock, now));
+                            .insert(past.name.to_string(), verdict_status(past, clock, now));
                     }
-                    let head = head_json(fleet, info, clock, now);
-                    let mut text = format!("{{\"version\":{VERSION},\"status\":{{\"kvmd\":{head}");
+                    let head = daemon_status(fleet, info, clock, now);
+                    let hooks: Vec<HookStatus> = fleet
+                        .hook_views()
+                        .into_iter()
+                        .filter(|h| self.wanted(&h.name))
+                        .map(|h| HookStatus {
+                            attempt: h.attempt,
+                            name: h.name.to_string(),
+                            reason: schema::Word::from_text(h.reason),
+                            state: if h.running {
+                                HookRun::Running
+                            } else {
+                                HookRun::Waiting
+                            }
+                            .into(),
+                            verdict: h.verdict.into(),
+                        })
+                        .collect();
                     let given_up: Vec<String> = fleet
                         .given_up()
                         .filter(|n| self.wanted(n))
                         .map(ToString::to_string)
                         .collect();
-                    let _ = write!(text, ",\"given_up\":{}", json!(given_up));
-                    let hooks: Vec<Value> = fleet
-                        .hook_views()
-                        .into_iter()
-                        .filter(|h| self.wanted(&h.name))
-                        .map(|h| {
-                            json!({
-                                "name": h.name.to_string(),
-                                "verdict": h.verdict,
-                                "reason": h.reason,
-                                "attempt": h.attempt,
-                                "state": if h.running { "running" } else { "waiting" },
-                            })
-                        })
-                        .collect();
-                    let _ = write!(text, ",\"hooks\":{}", json!(hooks));
+                    // The head of a `schema::StatusLine`, its lists left
+                    // open: instances and verdicts follow one by one.
+                    let mut text = format!("{{\"version\":{VERSION},\"status\":{{\"kvmd\":");
+                    let _ = write!(text, "{}", json_text(&head));
+                    let _ = write!(text, ",\"given_up\":{}", json_text(&given_up));
+                    let _ = write!(text, ",\"hooks\":{}", json_text(&hooks));
                     text.push_str(",\"instances\":[");
                     out.extend_from_slice(text.as_bytes());
                     self.stage = Stage::Instances(0);
@@ -567,7 +613,7 @@ impl StatusStream {
                         let last = self.last.get(&view.name.to_string());
                         let _ = serde_json::to_writer(
                             &mut *out,
-                            &instance_json(&view, last, clock, now),
+                            &instance_status(&view, last, clock, now),
                         );
                     }
                     match next {
@@ -590,7 +636,7 @@ impl StatusStream {
                             continue;
                         }
                         self.comma(out);
-                        let _ = serde_json::to_writer(&mut *out, &verdict_json(past, clock, now));
+                        let _ = serde_json::to_writer(&mut *out, &verdict_status(past, clock, now));
                     }
                     match next {
                         Some(position) => self.stage = Stage::Verdicts(position),
@@ -614,102 +660,97 @@ impl StatusStream {
     }
 }
 
-fn head_json(fleet: &Fleet, info: &DaemonInfo, clock: &Clock, now: Instant) -> Value {
-    let mut phases: HashMap<&'static str, usize> = HashMap::new();
+/// A value as JSON text (strings, numbers, and maps with string keys:
+/// cannot fail).
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn daemon_status(fleet: &Fleet, info: &DaemonInfo, clock: &Clock, now: Instant) -> DaemonStatus {
+    let mut phases: std::collections::BTreeMap<String, u64> = Default::default();
     for view in fleet.views() {
-        *phases.entry(phase_name(view.phase)).or_default() += 1;
+        *phases.entry(phase_name(view.phase).to_owned()).or_default() += 1;
     }
-    let unwritten = fleet.unrecorded().count();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": info.pid,
-        "started": clock.rfc3339(info.started),
-        "uptime_seconds": now.saturating_duration_since(info.started).as_secs(),
-        "ctrl_dir": info.ctrl_dir.to_string_lossy(),
-        "watch": info.watch,
-        "descriptor_shortage": fleet.short_of_descriptors_now(),
-        "counts": {
-            "instances": fleet.instances(),
-            "phases": phases,
-            "unwritten_verdicts": unwritten,
-            "given_up": fleet.given_up().count(),
-            "verdicts_kept": fleet.history().count(),
+    let count = |n: usize| n as u64;
+    DaemonStatus {
+        counts: Counts {
+            given_up: count(fleet.given_up().count()),
+            instances: count(fleet.instances()),
+            phases,
+            unwritten_verdicts: count(fleet.unrecorded().count()),
+            verdicts_kept: count(fleet.history().count()),
         },
-    })
+        ctrl_dir: info.ctrl_dir.to_string_lossy().into_owned(),
+        descriptor_shortage: fleet.short_of_descriptors_now(),
+        pid: Some(info.pid),
+        started: clock.rfc3339(info.started),
+        uptime_seconds: now.saturating_duration_since(info.started).as_secs(),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        watch: info.watch.into(),
+    }
 }
 
 /// One event line for followers: the notice, its log line, and for a
 /// verdict its verdict, reason and file.
 pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
-    let mut event = json!({
-        "time": Rfc3339(at).to_string(),
+    let mut event = schema::Event {
+        time: Rfc3339(at).to_string(),
         // As the log names them.
-        "level": match notice.level() {
-            log::Level::Error => "error",
-            log::Level::Warn => "warning",
-            log::Level::Info => "info",
-            log::Level::Debug | log::Level::Trace => "debug",
-        },
-        "kind": notice.kind(),
-        "instance": notice.instance().map(ToString::to_string),
-        "message": message,
-    });
-    if let (Some((verdict, outcome)), Some(object)) = (notice.verdict(), event.as_object_mut()) {
-        object.insert("verdict".into(), json!(verdict.kind()));
-        object.insert("reason".into(), json!(verdict.why().code()));
-        object.insert("file".into(), json!(outcome.map(outcome_name)));
+        level: match notice.level() {
+            log::Level::Error => Level::Error,
+            log::Level::Warn => Level::Warning,
+            log::Level::Info => Level::Info,
+            log::Level::Debug | log::Level::Trace => Level::Debug,
+        }
+        .into(),
+        kind: notice.kind().to_owned(),
+        instance: notice.instance().map(ToString::to_string),
+        message: message.to_owned(),
+        ..schema::Event::default()
+    };
+    if let Some((verdict, outcome)) = notice.verdict() {
+        event.verdict = Some(verdict.kind().into());
+        event.reason = Some(Some(verdict.why().code().as_str().to_owned()));
+        event.file = Some(outcome.map(|o| outcome_name(o).to_owned()));
     }
-    if let (
-        Notice::IntentGiven { by, .. }
-        | Notice::IntentCancelled { by, .. }
-        | Notice::IntentExpired { by, .. }
-        | Notice::PressesStopped { by, .. },
-        Some(object),
-    ) = (notice, event.as_object_mut())
+    if let Notice::IntentGiven { by, .. }
+    | Notice::IntentCancelled { by, .. }
+    | Notice::IntentExpired { by, .. }
+    | Notice::PressesStopped { by, .. } = notice
     {
-        object.insert("by".into(), json!(by));
+        event.by = Some(by.clone());
     }
     // A verdict's intent (`null` when none applied), so a follower need
     // not read it out of the message.
-    if let (
-        Notice::Decided { intent_by, .. } | Notice::RecordedAtLast { intent_by, .. },
-        Some(object),
-    ) = (notice, event.as_object_mut())
-    {
-        object.insert("intent_by".into(), json!(intent_by));
+    if let Notice::Decided { intent_by, .. } | Notice::RecordedAtLast { intent_by, .. } = notice {
+        event.intent_by = Some(intent_by.clone());
     }
-    if let (
-        Notice::HookEnded {
-            verdict,
-            reason,
-            attempt,
-            end,
-            took,
-            retry_in,
-            ..
-        },
-        Some(object),
-    ) = (notice, event.as_object_mut())
+    if let Notice::HookEnded {
+        verdict,
+        reason,
+        attempt,
+        end,
+        took,
+        retry_in,
+        ..
+    } = notice
     {
         let (outcome, code) = match end {
-            HookEnd::Exited(0) => ("succeeded", Some(0)),
-            HookEnd::Exited(code) => ("failed", Some(*code)),
-            HookEnd::Signaled(_) => ("killed", None),
-            HookEnd::TimedOut => ("timed-out", None),
-            HookEnd::NotStarted(_) => ("not-started", None),
+            HookEnd::Exited(0) => (HookResult::Succeeded, Some(0)),
+            HookEnd::Exited(code) => (HookResult::Failed, Some(*code)),
+            HookEnd::Signaled(_) => (HookResult::Killed, None),
+            HookEnd::TimedOut => (HookResult::TimedOut, None),
+            HookEnd::NotStarted(_) => (HookResult::NotStarted, None),
         };
-        object.insert("verdict".into(), json!(verdict));
-        object.insert("reason".into(), json!(reason));
-        object.insert("attempt".into(), json!(attempt));
-        object.insert("hook".into(), json!(outcome));
-        object.insert("exit_code".into(), json!(code));
-        object.insert("took_ms".into(), json!(took.as_millis() as u64));
-        object.insert(
-            "retry_in_seconds".into(),
-            json!(retry_in.map(|d| d.as_secs())),
-        );
+        event.verdict = Some((*verdict).into());
+        event.reason = Some(Some((*reason).to_owned()));
+        event.attempt = Some(*attempt);
+        event.hook = Some(outcome.into());
+        event.exit_code = Some(code);
+        event.took_ms = Some(took.as_millis() as u64);
+        event.retry_in_seconds = Some(retry_in.map(|d| d.as_secs()));
     }
-    if let (Notice::Guest { event: e, .. }, Some(object)) = (notice, event.as_object_mut()) {
+    if let Notice::Guest { event: e, .. } = notice {
         let (name, guest, reason) = match e {
             Event::Shutdown { guest, reason } => ("SHUTDOWN", *guest, reason.map(|r| r.as_str())),
             Event::Powerdown => ("POWERDOWN", None, None),
@@ -720,13 +761,16 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
             Event::GuestCrashLoaded => ("GUEST_CRASHLOADED", None, None),
             Event::Negotiated | Event::Status { .. } => ("NEGOTIATED", None, None),
         };
-        object.insert("event".into(), json!(name));
+        event.event = Some(name.to_owned());
         if matches!(e, Event::Shutdown { .. }) {
-            object.insert("guest".into(), json!(guest));
-            object.insert("reason".into(), json!(reason));
+            event.guest = Some(guest);
+            event.reason = Some(reason.map(str::to_owned));
         }
     }
-    format!("{}\n", json!({"version": VERSION, "event": event}))
+    answer_line(Answer {
+        event: Some(event),
+        ..Answer::default()
+    })
 }
 
 /// The line that ends a follower who fell behind.
@@ -824,3 +868,6 @@ mod tests {
         assert_eq!(age(Duration::from_secs(2 * 86_400 + 4 * 3600)), "2d04h");
     }
 }
+
+#[cfg(test)]
+mod wire_tests;

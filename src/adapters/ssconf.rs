@@ -79,17 +79,17 @@ pub fn check(dir: &Path, node: &str) -> Result<(), Refusal> {
 }
 
 /// Whether `ssconf_hypervisor_list`'s text lists `kvm`.
-pub fn lists_kvm(text: &str) -> bool {
+pub(crate) fn lists_kvm(text: &str) -> bool {
     text.lines().any(|line| line.trim() == "kvm")
 }
 
 /// Whether `ssconf_enabled_user_shutdown`'s text says `True`.
-pub fn user_shutdown_enabled(text: &str) -> bool {
+pub(crate) fn user_shutdown_enabled(text: &str) -> bool {
     text.trim() == "True"
 }
 
 /// What `ssconf_node_vm_capable`'s text says of `node`; `None`: not listed.
-pub fn vm_capable(text: &str, node: &str) -> Option<bool> {
+pub(crate) fn vm_capable(text: &str, node: &str) -> Option<bool> {
     text.lines()
         .filter_map(|line| line.split_once('='))
         .find(|(name, _)| name.trim() == node)
@@ -97,7 +97,7 @@ pub fn vm_capable(text: &str, node: &str) -> Option<bool> {
 }
 
 /// The file names, for those who read them one by one (`kvmd doctor`).
-pub const FILES: [&str; 3] = [HYPERVISOR_LIST, USER_SHUTDOWN, VM_CAPABLE];
+pub(crate) const FILES: [&str; 3] = [HYPERVISOR_LIST, USER_SHUTDOWN, VM_CAPABLE];
 
 /// This node's name as Ganeti knows it: what Python's `socket.getfqdn()`
 /// (and so Ganeti) says — the host name resolved to an address and that

@@ -18,7 +18,11 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use kvmd_core::fleet::Outcome;
 
 /// Creates (`user_shutdown`) or removes the shutdown file `name` in `dir`.
-pub fn record(dir: BorrowedFd<'_>, name: &OsStr, user_shutdown: bool) -> Result<Outcome, Errno> {
+pub(crate) fn record(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    user_shutdown: bool,
+) -> Result<Outcome, Errno> {
     if user_shutdown {
         create(dir, name)
     } else {

@@ -166,11 +166,6 @@ impl Journal {
         &self.live
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn error(&self, op: Op, path: &Path) -> impl Fn(Errno) -> JournalError {
         let path = path.to_owned();
         move |errno| JournalError::Io {
@@ -370,10 +365,10 @@ impl Journal {
 /// One file's problem, or one line's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based; 0 for the whole file.
-    pub line: u64,
-    pub why: SkipReason,
+    pub(crate) line: u64,
+    pub(crate) why: SkipReason,
 }
 
 /// What [`read`] found.
@@ -384,9 +379,9 @@ pub struct Read {
     /// The first lines (and files) not taken, in the order met.
     pub skipped: Vec<Skipped>,
     /// Further lines not taken beyond those listed in `skipped`.
-    pub skipped_more: u64,
+    pub(crate) skipped_more: u64,
     /// The files read, oldest first: none when there is no journal yet.
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
 }
 
 impl Read {
@@ -571,7 +566,7 @@ fn next_line(reader: &mut impl BufRead, cap: usize, buffer: &mut Vec<u8>) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::{IntentNote, What};
+    use crate::adapters::journal::record::{IntentNote, What};
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -52,7 +52,7 @@ pub use kvmd_core::fleet::Change;
 
 /// Why the control directory cannot be opened now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     /// Not there, or not the watched one: a crawl is due.
     NotWatched,
     /// It is there, but opening it failed (out of descriptors, say).
@@ -185,14 +185,14 @@ impl Watcher {
     }
 
     /// The inotify descriptor, to register with the event loop's poll.
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.inotify.as_raw_fd()
     }
 
     /// Opens the control directory, if it is watched and still the watched
     /// one. [`Unavailable::NotWatched`] otherwise: it is gone or being
     /// replaced, and inotify is about to say so.
-    pub fn open_ctrl_dir(&self) -> Result<OwnedFd, Unavailable> {
+    pub(crate) fn open_ctrl_dir(&self) -> Result<OwnedFd, Unavailable> {
         let watched = self.ctrl_dir_id.ok_or(Unavailable::NotWatched)?;
         let dir = match open(&self.ctrl_dir, OPEN_DIR, Mode::empty()) {
             Ok(dir) => dir,
@@ -210,22 +210,22 @@ impl Watcher {
 
     /// Whether the control directory was reached: watched, or (stalled)
     /// at least scanned.
-    pub fn is_watching(&self) -> bool {
+    pub(crate) fn is_watching(&self) -> bool {
         self.ctrl_dir_id.is_some()
     }
 
     /// Whether the last crawl missed a watch: only another crawl, not an
     /// event, will find what changes meanwhile.
-    pub fn is_stalled(&self) -> bool {
+    pub(crate) fn is_stalled(&self) -> bool {
         self.stalled
     }
 
     /// inotify queue overflows since the watcher was made.
-    pub fn overflows(&self) -> u64 {
+    pub(crate) fn overflows(&self) -> u64 {
         self.overflows
     }
 
-    pub fn ctrl_dir_path(&self) -> &Path {
+    pub(crate) fn ctrl_dir_path(&self) -> &Path {
         &self.ctrl_dir
     }
 
