@@ -573,7 +573,7 @@ impl StatusStream {
                         .map(|h| HookStatus {
                             attempt: h.attempt,
                             name: h.name.to_string(),
-                            reason: schema::Word::from_text(h.reason),
+                            reason: h.reason.into(),
                             state: if h.running {
                                 HookRun::Running
                             } else {
@@ -743,7 +743,7 @@ pub fn event_line(notice: &Notice, message: &str, at: SystemTime) -> String {
             HookEnd::NotStarted(_) => (HookResult::NotStarted, None),
         };
         event.verdict = Some((*verdict).into());
-        event.reason = Some(Some((*reason).to_owned()));
+        event.reason = Some(Some(reason.as_str().to_owned()));
         event.attempt = Some(*attempt);
         event.hook = Some(outcome.into());
         event.exit_code = Some(code);

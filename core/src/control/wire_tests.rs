@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::decision::{Verdict, VerdictKind, Why};
+use crate::decision::{ReasonCode, Verdict, VerdictKind, Why};
 use crate::errno::Errno;
 use crate::fleet::{Action, Change, Connected, Look, Purpose};
 use crate::qmp::Event;
@@ -193,7 +193,7 @@ fn produced() -> String {
         notices.push(Notice::HookEnded {
             name: vm.clone(),
             verdict: VerdictKind::NotUser,
-            reason: "host-quit",
+            reason: ReasonCode::HostQuit,
             attempt: 2,
             end,
             took: Duration::from_millis(1500),

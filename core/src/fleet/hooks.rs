@@ -185,7 +185,7 @@ pub struct HookView {
     /// The verdict the hook is for: the user's or not.
     pub verdict: VerdictKind,
     /// The verdict's reason code.
-    pub reason: &'static str,
+    pub reason: ReasonCode,
     /// Runs started so far.
     pub attempt: u32,
     /// Running now (else waiting for a slot or a retry).
@@ -223,7 +223,7 @@ impl Fleet {
                 views.push(HookView {
                     name: name.clone(),
                     verdict: job.verdict(),
-                    reason: job.reason.as_str(),
+                    reason: job.reason,
                     attempt: job.attempt,
                     running: i == 0 && matches!(queue.stage, Stage::Running { .. }),
                 });
@@ -277,7 +277,7 @@ impl Fleet {
             self.outbox.notify(Notice::HookSuperseded {
                 name: name.clone(),
                 verdict: old.verdict(),
-                reason: old.reason.as_str(),
+                reason: old.reason,
             });
         }
         // Saved before anything else is done: the verdict is on disk, its
@@ -481,7 +481,7 @@ impl Fleet {
         self.outbox.notify(Notice::HookEnded {
             name: name.clone(),
             verdict: job.verdict(),
-            reason: job.reason.as_str(),
+            reason: job.reason,
             attempt: job.attempt,
             end,
             took,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use log::Level;
 
 use super::HookEnd;
-use crate::decision::{Verdict, VerdictKind};
+use crate::decision::{ReasonCode, Verdict, VerdictKind};
 use crate::errno::Errno;
 use crate::name::InstanceName;
 use crate::qmp::{Event, RunState, Version};
@@ -265,7 +265,7 @@ pub enum Notice {
         /// The verdict the hook was for: the user's or not.
         verdict: VerdictKind,
         /// The verdict's reason code.
-        reason: &'static str,
+        reason: ReasonCode,
         /// Which run it was (1: the first).
         attempt: u32,
         /// How the run came out.
@@ -314,7 +314,7 @@ pub enum Notice {
         /// The verdict the hook was for: the user's or not.
         verdict: VerdictKind,
         /// The verdict's reason code.
-        reason: &'static str,
+        reason: ReasonCode,
     },
 }
 
