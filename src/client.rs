@@ -247,8 +247,8 @@ fn answer(reader: &mut BufReader<Answers>) -> Result<Option<(String, Answer)>, F
     if read == 0 {
         return Ok(None);
     }
-    let value: Answer = serde_json::from_str(&line)
-        .map_err(|e| Failure::Other(format!("kvmd's answer is not JSON: {e}")))?;
+    let value: Answer = kvmd_core::control::schema::read(line.as_bytes())
+        .map_err(|e| Failure::Other(format!("kvmd's answer is {e}")))?;
     if let Some(error) = &value.error {
         let said = format!("kvmd says: {error}");
         return Err(match value.code.as_ref().and_then(Word::known) {

@@ -120,7 +120,8 @@ fn start(config: &Config) -> Result<(Daemon, PidFile), Stop> {
     kvmd::adapters::hook_program::check_state_dir(&config.state_dir).map_err(|why| {
         failed(format!(
             "{why}: anyone who can write there could forge what decides verdicts; \
-             chown it to root and chmod 700, or remove it (kvmd creates it so)"
+             chown it to root (or kvmd's own user) and chmod 700, or remove it (kvmd creates \
+             it so)"
         ))
     })?;
     let mut config = config.clone();

@@ -1,8 +1,12 @@
-//! Whether `--on-verdict`'s program is safe to run as root, checked once
-//! at start-up, as sshd and sudo check their files: an absolute path to a
-//! regular, executable file owned by root (or kvmd's own user) and not
-//! writable by group or others, in directories with the same property.
-//! Anyone who could change it could run anything as kvmd.
+//! What kvmd trusts, checked once at start-up as sshd and sudo check
+//! their files (the doctor asks the same checks):
+//! - `--on-verdict`'s program: an absolute path to a regular, executable
+//!   file owned by root (or kvmd's own user) and not writable by group or
+//!   others, in directories with the same property. Anyone who could
+//!   change it could run anything as kvmd.
+//! - the state directory, at every start, hooks or not: owned likewise
+//!   and writable by no one else. Whoever could write there could forge
+//!   intents and evidence (choose verdicts) and hooks to run.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -42,6 +46,12 @@ pub fn check(program: &Path) -> Result<PathBuf, String> {
 /// user's) and writable by no one else (kvmd makes it so: 0700); checked
 /// at every start, as sshd checks its files.
 pub fn check_state_dir(dir: &Path) -> Result<(), String> {
+    check_state_dir_of(dir, nix::unistd::geteuid().as_raw())
+}
+
+/// [`check_state_dir`] for a kvmd that runs as `uid` (the doctor asks it
+/// for the running daemon's user, not its own).
+pub(crate) fn check_state_dir_of(dir: &Path, uid: u32) -> Result<(), String> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -53,8 +63,7 @@ pub fn check_state_dir(dir: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
-    let trusted = [0, nix::unistd::geteuid().as_raw()];
-    safe(dir, &meta, &trusted).map_err(|why| format!("state directory: {why}"))
+    safe(dir, &meta, &[0, uid]).map_err(|why| format!("state directory: {why}"))
 }
 
 /// Owned by a trusted user and writable by no one else.

@@ -8,7 +8,8 @@
 //! - [`journal`]: the journal of verdicts, appended by the daemon and
 //!   read back by `kvmd history`.
 //! - [`peer`]: the QEMU process behind a connection.
-//! - [`hook_program`]: whether `--on-verdict`'s program is safe to run.
+//! - [`hook_program`]: whether `--on-verdict`'s program is safe to run, and
+//!   the state directory safe to trust.
 //! - [`pidfile`], [`ssconf`], [`logging`], [`detach`]: the rest of a
 //!   daemon's chores (the locked pid file, Ganeti's node files, log lines
 //!   to syslog or stderr, detaching from the terminal).

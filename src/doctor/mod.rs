@@ -180,7 +180,10 @@ fn gather(config: &Config, doctor: &Doctor, adopted: Adoption) -> Facts {
             Some(daemon) => (daemon.state_dir.clone(), true),
             None => (config.state_dir.clone(), false),
         };
-        probe::spawn(move || probe::state_dir(&path, from_daemon))
+        let owner = process
+            .and_then(|p| p.uid)
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        probe::spawn(move || probe::state_dir(&path, from_daemon, owner))
     };
     let metrics = match (&config.metrics_file, &running) {
         (Some(path), _) => Some((path.clone(), false)),

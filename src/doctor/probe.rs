@@ -394,7 +394,7 @@ pub(crate) fn control(path: &Path) -> Control {
         None => &answer[..],
     };
     let garbled = || Control::Garbled(shortened(&escaped(line), 60));
-    let Ok(answer) = serde_json::from_slice::<Answer>(line) else {
+    let Ok(answer) = kvmd_core::control::schema::read::<Answer>(line) else {
         return garbled();
     };
     if let Some(error) = &answer.error {
@@ -885,12 +885,14 @@ pub(crate) fn hook(program: &Path, from_daemon: bool) -> HookFacts {
     }
 }
 
-pub(crate) fn state_dir(path: &Path, from_daemon: bool) -> StateDirFacts {
+/// `uid`: whom the daemon runs as (the running one's user, else the
+/// doctor's), the owner it trusts besides root.
+pub(crate) fn state_dir(path: &Path, from_daemon: bool, uid: u32) -> StateDirFacts {
     StateDirFacts {
         path: escaped(path.as_os_str().as_bytes()),
         from_daemon,
         exists: std::fs::symlink_metadata(path).is_ok(),
-        check: crate::adapters::hook_program::check_state_dir(path),
+        check: crate::adapters::hook_program::check_state_dir_of(path, uid),
     }
 }
 

@@ -10,6 +10,9 @@
 //! - A word from a vocabulary that may grow (the watch state, a verdict,
 //!   a log level) is read as a [`Word`]: [`Word::Known`] when this
 //!   version knows it, else [`Word::Other`] as it came, never an error.
+//! - A field this version reads as another type than a newer daemon
+//!   writes (it should never happen: a key keeps its type) costs that
+//!   field only: [`read`] drops what it cannot read and reads the rest.
 //!
 //! The bytes stay those of kvmd 1.0 (`wire.golden` pins them): fields
 //! are declared in alphabetical order, the order in which 1.0's
@@ -74,6 +77,77 @@ impl<T: serde::de::DeserializeOwned> Word<T> {
 impl<T> From<T> for Word<T> {
     fn from(t: T) -> Word<T> {
         Word::Known(t)
+    }
+}
+
+/// Why an answer line could not be read.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// It is not JSON at all.
+    NotJson(serde_json::Error),
+    /// It is JSON, but not an object.
+    NotAnObject,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unreadable::NotJson(e) => write!(f, "not JSON: {e}"),
+            Unreadable::NotAnObject => write!(f, "not a JSON object"),
+        }
+    }
+}
+
+/// Reads one answer line as `T` (a struct with `#[serde(default)]`). A
+/// field whose value this version cannot read as its type is dropped, as
+/// an unknown one would be; the rest is read as usual.
+pub fn read<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, Unreadable> {
+    let value: Value = serde_json::from_slice(line).map_err(Unreadable::NotJson)?;
+    if !value.is_object() {
+        return Err(Unreadable::NotAnObject);
+    }
+    if let Ok(t) = T::deserialize(&value) {
+        return Ok(t);
+    }
+    let cleaned = readable::<T>(value, &|v| v);
+    T::deserialize(&cleaned).map_err(|_| Unreadable::NotAnObject)
+}
+
+/// `value` less what `T` cannot read: each field is tried alone, in place
+/// (`wrap` puts it back where it was), kept if `T` reads it, else cleaned
+/// in turn if it is an object or an array of them, else dropped. Only
+/// for a line that did not read whole, so its cost is no one's usual.
+fn readable<T: serde::de::DeserializeOwned>(value: Value, wrap: &dyn Fn(Value) -> Value) -> Value {
+    let reads = |v: Value| T::deserialize(&wrap(v)).is_ok();
+    match value {
+        Value::Object(map) => {
+            let mut kept = serde_json::Map::new();
+            for (key, field) in map {
+                let alone =
+                    |v: Value| Value::Object(serde_json::Map::from_iter([(key.clone(), v)]));
+                if reads(alone(field.clone())) {
+                    kept.insert(key, field);
+                    continue;
+                }
+                let inner = |v: Value| wrap(alone(v));
+                let cleaned = readable::<T>(field, &inner);
+                if reads(alone(cleaned.clone())) {
+                    kept.insert(key, cleaned);
+                }
+            }
+            Value::Object(kept)
+        }
+        Value::Array(items) => {
+            let each = |v: Value| wrap(Value::Array(vec![v]));
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| readable::<T>(item, &each))
+                    .filter(|item| T::deserialize(&each(item.clone())).is_ok())
+                    .collect(),
+            )
+        }
+        other => other,
     }
 }
 
@@ -552,6 +626,41 @@ mod tests {
         let bare = bare.status.expect("a status");
         assert_eq!((bare.kvmd.pid, bare.kvmd.watch.known()), (None, None));
         assert!(bare.instances.is_empty());
+    }
+
+    #[test]
+    fn a_field_of_another_type_costs_that_field_only() {
+        // `attempt` a string, `exit_code` an object, an instance's `name`
+        // a number: each dropped where it stands, the rest read.
+        let line = br#"{"version": 1, "event": {"time": "t", "level": "warning",
+            "message": "up", "attempt": "third", "exit_code": {"code": 1}}}"#;
+        let answer: Answer = read(line).expect("read");
+        let event = answer.event.expect("an event");
+        assert_eq!((event.message.as_str(), event.attempt), ("up", None));
+        assert_eq!(event.level.known(), Some(Level::Warning));
+        assert_eq!(event.exit_code, None);
+        let line = br#"{"status": {"kvmd": {"pid": "seven", "version": "9"},
+            "instances": [{"name": 5, "phase": "monitoring"}, {"name": "vm2"}]}}"#;
+        let status = read::<Answer>(line)
+            .expect("read")
+            .status
+            .expect("a status");
+        assert_eq!(
+            (status.kvmd.pid, status.kvmd.version.as_deref()),
+            (None, Some("9"))
+        );
+        let names: Vec<&str> = status.instances.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["", "vm2"]);
+        assert_eq!(status.instances[0].phase, "monitoring");
+        // Not JSON, or no object: said so.
+        assert!(matches!(
+            read::<Answer>(b"{\"ver"),
+            Err(Unreadable::NotJson(_))
+        ));
+        assert!(matches!(
+            read::<Answer>(b"[1]"),
+            Err(Unreadable::NotAnObject)
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `hooks.*` and `metrics.file`: what kvmd runs and writes besides the
-//! shutdown files.
+//! `state-dir.owner`, `hooks.*` and `metrics.file`: what kvmd keeps, runs
+//! and writes besides the shutdown files.
 
 use kvmd_core::control::age;
 
@@ -113,7 +113,10 @@ pub(super) fn state_dir(facts: &Facts, out: &mut Vec<Finding>) {
                  forge intents and evidence, and hooks run as root)"
             ),
         )
-        .advice("chown root and chmod 700 the state directory, or remove it (kvmd creates it so)"),
+        .advice(
+            "chown the state directory to root (or kvmd's own user) and chmod 700, or remove it \
+             (kvmd creates it so)",
+        ),
     });
 }
 
