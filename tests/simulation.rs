@@ -332,7 +332,7 @@ use kvmd_core::decision::{Carried, Evidence, Expected, Verdict, Why, decide_expe
 use kvmd_core::errno::Errno;
 use kvmd_core::fleet::Outcome;
 use kvmd_core::fleet::{
-    Answer, Change, ConnectError, Connected, Fleet, Follow, GiveUp, HookId, HookJob, HookSignal,
+    Answered, Change, ConnectError, Connected, Fleet, Follow, GiveUp, HookId, HookJob, HookSignal,
     Host, InstanceKey, Intent, IntentRefused, IntentState, JournalRecord, Look, MAX_WINDOW, Notice,
     Phase, Pressed, Presses, Purpose, Reach, RecordError, Timer, VerdictKey,
 };

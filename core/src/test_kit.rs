@@ -1,7 +1,9 @@
-//! What QEMU sends on a QMP socket, message by message: the one copy the
-//! unit tests, the benches, the simulation and the fake peers of the
-//! integration tests share (feature `test-kit`; the core's own tests have
-//! it always).
+//! What QEMU sends on a QMP socket, message by message: the copy the unit
+//! tests, the benches, the load tool, the simulation and the fake peers
+//! of the integration tests share (feature `test-kit`; the core's own
+//! tests have it always). Transcripts made for one test only (malformed
+//! or odd input, the property tests' generators, older QEMUs in the
+//! simulation) stay with that test.
 //!
 //! Each message comes twice: as text without its line ending (`GREETING`),
 //! for a peer that writes lines, and as bytes on the wire with QEMU's

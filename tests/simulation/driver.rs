@@ -801,14 +801,14 @@ impl Host for Simulation {
         self.invariant_r_report();
     }
 
-    fn answered(&mut self, _now: Instant, answer: Answer) {
+    fn answered(&mut self, _now: Instant, answer: Answered) {
         match answer {
-            Answer::Look {
+            Answered::Look {
                 name,
                 purpose,
                 look,
             } => self.looked(&name, purpose, look),
-            Answer::Connect { key, name, result } => {
+            Answered::Connect { key, name, result } => {
                 let reached = result.ok().and_then(|c| c.qemu);
                 if reached.is_some() {
                     self.connected_with_intent_over(&name, key);
@@ -825,7 +825,7 @@ impl Host for Simulation {
                     self.stats.intents.dropped_at_connect += 1;
                 }
             }
-            Answer::Record { .. } | Answer::RunHook { .. } => {}
+            Answered::Record { .. } | Answered::RunHook { .. } => {}
         }
     }
 }

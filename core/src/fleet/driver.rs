@@ -102,13 +102,13 @@ pub trait Host {
     /// After each answer was handed to the fleet, when
     /// [`Host::OBSERVES_ANSWERS`] is set: for a model that checks what
     /// the fleet made of it, or a harness that feeds the next input.
-    fn answered(&mut self, _now: Instant, _answer: Answer) {}
+    fn answered(&mut self, _now: Instant, _answer: Answered) {}
 }
 
 /// A question's answer, as it was handed to the fleet (for
 /// [`Host::answered`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
+pub enum Answered {
     /// A look at `name`.
     Look {
         /// The instance.
@@ -158,7 +158,7 @@ pub fn carry_out<H: Host>(host: &mut H, now: Instant) {
                 if let Some(name) = seen {
                     host.answered(
                         now,
-                        Answer::Look {
+                        Answered::Look {
                             name,
                             purpose,
                             look,
@@ -170,21 +170,21 @@ pub fn carry_out<H: Host>(host: &mut H, now: Instant) {
                 let result = host.connect(now, key, &name, socket);
                 host.fleet().handle_connect(now, key, result);
                 if H::OBSERVES_ANSWERS {
-                    host.answered(now, Answer::Connect { key, name, result });
+                    host.answered(now, Answered::Connect { key, name, result });
                 }
             }
             Action::Record { key, name, verdict } => {
                 let result = host.record(now, key, &name, verdict);
                 host.fleet().handle_recorded(now, key, result);
                 if H::OBSERVES_ANSWERS {
-                    host.answered(now, Answer::Record { key, name, result });
+                    host.answered(now, Answered::Record { key, name, result });
                 }
             }
             Action::RunHook { id, job } => {
                 let result = host.run_hook(now, id, &job);
                 host.fleet().handle_hook_spawned(now, id, result);
                 if H::OBSERVES_ANSWERS {
-                    host.answered(now, Answer::RunHook { id, result });
+                    host.answered(now, Answered::RunHook { id, result });
                 }
             }
             Action::Transmit { key, command } => host.transmit(key, command),

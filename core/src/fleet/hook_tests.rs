@@ -170,8 +170,8 @@ impl Host for HookHarness {
     fn report(&mut self, _: Instant) {}
 
     /// The QEMU hangs up as soon as it is connected.
-    fn answered(&mut self, now: Instant, answer: Answer) {
-        if let Answer::Connect { key, .. } = answer {
+    fn answered(&mut self, now: Instant, answer: Answered) {
+        if let Answered::Connect { key, .. } = answer {
             self.fleet.handle_hangup(now, key);
         }
     }

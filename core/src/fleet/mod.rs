@@ -117,7 +117,7 @@ use crate::name::InstanceName;
 use crate::qmp::Command;
 use crate::saved::{Qemu, Saved, SocketId};
 
-pub use driver::{Answer, Host, carry_out};
+pub use driver::{Answered, Host, carry_out};
 pub use hooks::{HookCounts, HookEnd, HookExit, HookId, HookJob, HookPolicy, HookSignal, HookView};
 pub use instance::{Phase, Succession, WaitFor};
 pub use intents::{
@@ -442,8 +442,8 @@ impl Fleet {
 /// The contract: what the caller asks ([`Fleet::poll_action`],
 /// [`Fleet::poll_timeout`]) and every input it hands in, each a
 /// `handle_*`, in the order of the module documentation's list. Each
-/// input notes its time first; the work is done in the file of the part
-/// it concerns.
+/// input given a `now` notes it first; the work is done in the file of
+/// the part it concerns.
 impl Fleet {
     /// The next thing to do, if any. See the module documentation.
     pub fn poll_action(&mut self) -> Option<Action> {

@@ -35,7 +35,6 @@ pub(super) struct Directory {
     /// make kvmd write a verdict that user chose.
     trusted_owners: Vec<u32>,
     reach: Reach,
-    follow: Follow,
     /// Crawls in a row while inotify cannot follow (for the back-off).
     rescans: u32,
     /// Entries not monitored on purpose (no socket, an untrusted owner, a
@@ -58,7 +57,6 @@ impl Directory {
         Directory {
             trusted_owners,
             reach: Reach::Away,
-            follow: Follow::Events,
             rescans: 0,
             ignored: HashMap::new(),
             given_up: HashMap::new(),
@@ -83,7 +81,6 @@ impl Directory {
         timers: &mut TimerTable,
     ) -> bool {
         let was = std::mem::replace(&mut self.reach, reach);
-        self.follow = follow;
         match follow {
             Follow::Events => {
                 self.rescans = 0;
