@@ -391,8 +391,10 @@ impl WatchState {
     }
 
     /// As a status answer's `"watch"` says it; `None` for anything else
-    /// (a newer kvmd's state, or no status at all).
-    pub fn from_json(value: &Value) -> Option<WatchState> {
+    /// (a newer kvmd's state, or no status at all). Readers use
+    /// `schema::Word<WatchState>`; this is the tests' check of the spelling.
+    #[cfg(test)]
+    pub(crate) fn from_json(value: &Value) -> Option<WatchState> {
         <WatchState as serde::Deserialize>::deserialize(value).ok()
     }
 }

@@ -66,9 +66,11 @@ impl<T: Spelled> Word<T> {
     }
 }
 
+// Readers get words from whole lines (`read`); the tests, from text.
+#[cfg(test)]
 impl<T: serde::de::DeserializeOwned> Word<T> {
     /// A word from its text: known if this version reads it so.
-    pub fn from_text(text: &str) -> Word<T> {
+    pub(crate) fn from_text(text: &str) -> Word<T> {
         let value = Value::String(text.to_owned());
         T::deserialize(&value).map_or(Word::Other(value), Word::Known)
     }
