@@ -34,7 +34,12 @@ BindPaths=/kvmd-test/kvmd-log:/var/log/kvmd
 UNIT
 
 # Ganeti's unit, played: the guests' QEMU processes in its cgroup, each
-# one's exit status written down when it ends.
+# one's exit status written down when it ends. The shell that writes it
+# down ignores SIGTERM: systemd stops this unit (SIGTERM to the whole
+# cgroup) as soon as kvmd-powerdown's stop is done, which may be before
+# that shell has reaped its QEMU; killed then, it would lose a clean exit.
+# QEMU is started before the trap, so it keeps SIGTERM's default (and sets
+# its own handler anyway).
 rm -f /etc/systemd/system/ganeti.service
 cat > /usr/local/sbin/fake-ganeti << SCRIPT
 #!/bin/bash
@@ -44,7 +49,10 @@ for name in g1 g2; do
         qemu-system-x86_64 -machine pc,accel=tcg -nodefaults -display none \
             -m 16 -no-user-config -drive "file=$image,format=raw,if=ide,snapshot=on" \
             -qmp "unix:/run/kvmd/\$name.kvmd,server=on,wait=off" \
-            < /dev/null > "/kvmd-test/\$name.out" 2>&1
+            < /dev/null > "/kvmd-test/\$name.out" 2>&1 &
+        qemu=\$!
+        trap '' TERM
+        wait \$qemu
         echo \$? > "/kvmd-test/exits/\$name"
     ) &
 done
