@@ -2,7 +2,8 @@
 //! many verdicts come, and a journal that cannot be written never stops a
 //! decision. Hundreds of verdicts need hundreds of QEMUs: fake QMP peers
 //! play them (tests/common/peer.rs), the one thing here real QEMU cannot be
-//! made to do cheaply; tests/intents.rs reads real QEMU's records back.
+//! made to do cheaply; tests/intents.rs reads real QEMU's records back, and
+//! so does the hard-linked journal's test here.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use common::cli::cli;
 use common::peer::{self, HOST_QUIT, USER_OFF};
-use common::{Daemon, World, tmpfs_dir};
+use common::{Daemon, Guest, Options, World, program, qemu, tmpfs_dir, wait_until};
 use serde_json::Value;
 
 /// `count` instances named `{prefix}{i}` come, negotiate and end, the even
@@ -129,7 +130,7 @@ fn an_unwritable_journal_never_stops_a_decision_and_says_so_once() {
         daemon.assert_logged_once("are missing from the journal until it can be written again");
     assert!(said.contains(" ERROR "), "{said}");
     assert!(said.contains(dir_arg), "names the journal: {said}");
-    common::wait_until("the metrics to count the failed records", || {
+    wait_until("the metrics to count the failed records", || {
         let text = fs::read_to_string(&metrics).ok()?;
         text.lines()
             .any(|l| l == "kvmd_journal_write_errors_total 6")
@@ -148,4 +149,60 @@ fn an_unwritable_journal_never_stops_a_decision_and_says_so_once() {
         .map(|e| e["instance"].as_str().unwrap_or("-"))
         .collect();
     assert_eq!(names, ["b0", "b1"]);
+}
+
+/// A backup that hard-links the journal (`cp -al`, rsnapshot) is never
+/// written through, and does not stop the journal either: the linked live
+/// file is set aside, said once, and real QEMU guests' stops before and
+/// after are all in `kvmd history`.
+#[test]
+fn a_journal_a_backup_hard_linked_is_set_aside_and_journaling_goes_on() {
+    let Some(qemu) = qemu() else { return };
+    let world = World::new();
+    let place = tmpfs_dir("kvmd-journal-linked");
+    let dir = place.path().join("journal");
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let daemon = Daemon::start_with(&world.ctrl, world.tmp.path(), &["--journal-dir", dir_arg]);
+    let image = world.image("off", &[program::POWER_OFF]);
+    let guest = |name: &str| {
+        let mut guest = Guest::start(&qemu, &world.ctrl, name, &image, Options::default());
+        daemon.wait_monitoring(name);
+        guest.cont();
+        guest.wait_exit();
+        daemon.wait_decision(name);
+    };
+    guest("vm1");
+    // The backup: every journal file linked into another directory.
+    let backup = place.path().join("backup");
+    fs::create_dir(&backup).expect("mkdir");
+    fs::hard_link(dir.join("journal"), backup.join("journal")).expect("link");
+    let kept = fs::read(backup.join("journal")).expect("read");
+    guest("vm2");
+    guest("vm3");
+    assert_eq!(fs::read(backup.join("journal")).expect("read"), kept);
+    let said = daemon.assert_logged_once("set aside as journal.1; a new one started");
+    assert!(said.contains(" WARNING "), "{said}");
+    assert!(
+        said.contains(&format!("{dir_arg}/journal: had 2 names")),
+        "{said}"
+    );
+    assert!(!daemon.log_text().contains("missing from the journal"));
+    let all = history(&["--journal-dir", dir_arg]);
+    let names: Vec<(&str, &str)> = all["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or("-");
+            (field("instance"), field("reason"))
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("vm1", "guest-poweroff"),
+            ("vm2", "guest-poweroff"),
+            ("vm3", "guest-poweroff")
+        ]
+    );
 }

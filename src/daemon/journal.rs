@@ -3,14 +3,14 @@
 //! made durable before the verdict's shutdown file is touched, and a
 //! journal that cannot be written said once, while decisions go on.
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use kvmd_core::control::Clock;
 use kvmd_core::fleet::{JournalRecord, Recorded};
 use kvmd_core::qmp::Event;
 
 use super::Daemon;
-use crate::adapters::journal::{Entry, IntentNote, What};
+use crate::adapters::journal::{Appended, Entry, IntentNote, What};
 
 /// A fleet record as a journal entry.
 pub(super) fn entry(record: JournalRecord, clock: &Clock) -> Entry {
@@ -54,11 +54,20 @@ impl Daemon {
         let name = record.name.clone();
         let entry = entry(record, &self.clock);
         match self.journal.append(&entry) {
-            Ok(()) if self.journal_failing => {
-                self.journal_failing = false;
-                info!("{}: written again", self.journal.path().display());
+            Ok(appended) => {
+                if let Appended::SetAsideLinked { links } = appended {
+                    warn!(
+                        "{}: had {links} names (a hard link elsewhere, as a backup by \
+                         `cp -al` makes): not written to, set aside as journal.1; a new \
+                         one started",
+                        self.journal.path().display()
+                    );
+                }
+                if self.journal_failing {
+                    self.journal_failing = false;
+                    info!("{}: written again", self.journal.path().display());
+                }
             }
-            Ok(()) => {}
             Err(e) => {
                 self.journal_errors += 1;
                 if !self.journal_failing {

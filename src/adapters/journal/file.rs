@@ -146,6 +146,18 @@ pub struct Journal {
     limits: Limits,
 }
 
+/// What an append did besides writing its line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// The line went to the live file.
+    Written,
+    /// The live file had other names (a hard link elsewhere: a backup made
+    /// by `cp -al` or rsnapshot links every file it copies). It was not
+    /// written to, which would change the other name's file too, but moved
+    /// aside by a rotation, untouched; the line started a new live file.
+    SetAsideLinked { links: u64 },
+}
+
 /// Whether an append made a new directory entry (then the directory is
 /// synced too, or the line could be lost with the entry after a crash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,8 +190,8 @@ impl Journal {
     /// Appends one line and fsyncs it (and the directory when a file was
     /// created or rotated): when this returns `Ok`, the record survives a
     /// crash of the machine. Never panics, never blocks on a FIFO, never
-    /// follows a symlink.
-    pub fn append(&mut self, entry: &Entry) -> Result<(), JournalError> {
+    /// follows a symlink, never writes to a file with another name.
+    pub fn append(&mut self, entry: &Entry) -> Result<Appended, JournalError> {
         let max = self.limits.max_line();
         let line = record::encode(entry, max).map_err(|e| JournalError::TooLong {
             path: self.live.clone(),
@@ -187,7 +199,20 @@ impl Journal {
             max,
         })?;
         let (dir, mut entered) = self.open_dir()?;
-        let (mut file, created) = self.open_live(&dir)?;
+        let mut appended = Appended::Written;
+        let (mut file, created) = match self.open_live(&dir) {
+            Err(JournalError::Linked { links, .. }) => {
+                // Refusing every append from now on would leave every later
+                // stop unrecorded for as long as the backup exists. A
+                // rotation renames this directory's name only; the other
+                // name keeps its file, which kvmd never writes again (its
+                // name here is dropped when it rotates out).
+                self.rotate(&dir)?;
+                appended = Appended::SetAsideLinked { links };
+                self.open_live(&dir)?
+            }
+            opened => opened?,
+        };
         if created == Entered::New {
             entered = Entered::New;
         }
@@ -213,7 +238,7 @@ impl Journal {
         if entered == Entered::New {
             fsync(dir.as_fd()).map_err(self.error(Op::SyncDir, &self.dir))?;
         }
-        Ok(())
+        Ok(appended)
     }
 
     /// The directory, made (0700) if missing; `New` when it was made.
@@ -748,7 +773,7 @@ mod tests {
     }
 
     #[test]
-    fn a_live_file_with_another_name_is_left_alone() {
+    fn a_live_file_with_another_name_is_set_aside_never_written() {
         let tmp = tmpfs();
         let dir = tmp.path().join("j");
         let mut journal = Journal::new(dir.clone(), Limits::default());
@@ -757,16 +782,50 @@ mod tests {
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, b"precious\n").expect("write");
         std::fs::hard_link(&victim, dir.join("journal")).expect("link");
-        let err = journal.append(&entry(1, "vm1")).expect_err("linked");
         assert_eq!(
-            err,
-            JournalError::Linked {
-                path: dir.join("journal"),
-                links: 2
-            }
+            journal.append(&entry(1, "vm1")),
+            Ok(Appended::SetAsideLinked { links: 2 })
         );
-        assert!(err.to_string().contains("has 2 names"), "{err}");
         assert_eq!(std::fs::read(&victim).expect("read"), b"precious\n");
+        // Moved aside under the next name, still the same file.
+        let ino =
+            |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("stat"));
+        assert_eq!(ino(&dir.join("journal.1")), ino(&victim));
+        // And the line is in a new live file, as are the ones after it.
+        assert_eq!(journal.append(&entry(2, "vm1")), Ok(Appended::Written));
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious\n");
+        let live = read(&dir, &Filter::default()).expect("read");
+        assert_eq!(live.entries, [entry(1, "vm1"), entry(2, "vm1")]);
+        assert_eq!(live.files.last(), Some(&dir.join("journal")));
+    }
+
+    #[test]
+    fn a_hard_link_backup_of_every_file_is_left_as_it_was() {
+        // `cp -al` (rsnapshot, some backup tools) links every file: the
+        // set-aside rotation renames and drops names here, and writes to
+        // none of the backup's files.
+        let tmp = tmpfs();
+        let dir = tmp.path().join("j");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let backup = tmp.path().join("backup");
+        std::fs::create_dir(&backup).expect("mkdir");
+        for n in 0..FILES {
+            let name = file_name(n);
+            std::fs::write(dir.join(&name), format!("{name}\n")).expect("write");
+            std::fs::hard_link(dir.join(&name), backup.join(&name)).expect("link");
+        }
+        let mut journal = Journal::new(dir.clone(), Limits::default());
+        assert_eq!(
+            journal.append(&entry(1, "vm1")),
+            Ok(Appended::SetAsideLinked { links: 2 })
+        );
+        for n in 0..FILES {
+            let name = file_name(n);
+            let kept = std::fs::read_to_string(backup.join(&name)).expect("read");
+            assert_eq!(kept, format!("{name}\n"));
+        }
+        let got = read(&dir, &Filter::default()).expect("read");
+        assert_eq!(got.entries, [entry(1, "vm1")]);
     }
 
     #[test]

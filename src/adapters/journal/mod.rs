@@ -13,6 +13,6 @@ pub(crate) mod record;
 
 // What tests/history.rs writes and reads the journal with is public; the
 // rest is the daemon's and `kvmd history`'s.
-pub use file::{Journal, JournalError, Op, Read, Skipped, read};
+pub use file::{Appended, Journal, JournalError, Op, Read, Skipped, read};
 pub(crate) use record::{DEFAULT_MAX_TOTAL, Since, parse_max_total, parse_since};
 pub use record::{Entry, FileKind, Filter, IntentNote, Limits, What};
