@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::*;
 use crate::decision::{ReasonCode, Verdict, VerdictKind, Why};
 use crate::errno::Errno;
-use crate::fleet::{Action, Change, Connected, Look, Purpose};
+use crate::fleet::{Action, Change, ConnectError, Connected, Look, Purpose, RecordError};
 use crate::qmp::Event;
 use crate::saved::{Qemu, SocketId};
 
@@ -242,7 +242,104 @@ fn produced() -> String {
     ] {
         out.push_str(&error_line(refusal, "no \"way\""));
     }
+    out.push_str(&with_hooks_and_troubles());
     out
+}
+
+/// The status's other lists, pinned too: hooks running and queued, names
+/// given up on, an instance still connecting, a verdict not written yet.
+fn with_hooks_and_troubles() -> String {
+    let t0 = Instant::now();
+    let policy = crate::fleet::HookPolicy {
+        jobs: 1,
+        timeout: Duration::from_secs(60),
+        retries: 2,
+    };
+    let mut w = World {
+        fleet: Fleet::new(vec![0]).with_hooks(policy),
+        now: t0,
+        notices: Vec::new(),
+        records: Vec::new(),
+    };
+    w.fleet.handle_dir(t0, Reach::Reached, Follow::Events);
+    w.drain();
+    // Two verdicts, both written: two hooks, one running, one queued.
+    for (n, ino) in [("vm1", 1), ("vm2", 2)] {
+        let key = w.monitor(n, ino, 4000 + u32::try_from(ino).expect("small"));
+        w.fleet.handle_bytes(w.now, key, USER_OFF);
+        w.fleet.handle_hangup(w.now, key);
+        w.drain();
+    }
+    w.now += Duration::from_secs(2);
+    let mut runs = Vec::new();
+    for key in std::mem::take(&mut w.records) {
+        w.fleet
+            .handle_recorded(w.now, key, Ok(crate::fleet::Outcome::Created));
+        runs.extend(w.drain().into_iter().filter_map(|a| match a {
+            Action::RunHook { id, .. } => Some(id),
+            _ => None,
+        }));
+    }
+    for id in runs {
+        w.fleet.handle_hook_spawned(
+            w.now,
+            id,
+            Ok(Qemu {
+                pid: 7001,
+                start: 5,
+            }),
+        );
+        w.drain();
+    }
+    // A verdict whose file could not be written (it is tried again).
+    let vm3 = w.monitor("vm3", 3, 4003);
+    w.fleet.handle_hangup(w.now, vm3);
+    w.drain();
+    for key in std::mem::take(&mut w.records) {
+        w.fleet
+            .handle_recorded(w.now, key, Err(RecordError::File(Errno::EROFS)));
+        w.drain();
+    }
+    // Given up on: a socket that cannot be opened.
+    w.fleet
+        .handle_change(w.now, Change::Created(name("locked")));
+    w.drain();
+    let socket = Look::Socket {
+        id: SocketId { dev: 1, ino: 8 },
+        owner: 0,
+    };
+    w.fleet
+        .handle_looked(w.now, name("locked"), Purpose::Attach, socket);
+    for action in w.drain() {
+        if let Action::Connect { key, .. } = action {
+            w.fleet
+                .handle_connect(w.now, key, Err(ConnectError::Open(Errno::EACCES)));
+        }
+    }
+    w.drain();
+    // Still connecting: looked at, the connect not answered yet.
+    w.fleet.handle_change(w.now, Change::Created(name("new")));
+    w.drain();
+    let socket = Look::Socket {
+        id: SocketId { dev: 1, ino: 9 },
+        owner: 0,
+    };
+    w.fleet
+        .handle_looked(w.now, name("new"), Purpose::Attach, socket);
+    w.drain();
+    w.now += Duration::from_secs(3);
+
+    let clock = Clock::new(t0, wall());
+    let info = DaemonInfo {
+        pid: 8042,
+        started: t0,
+        ctrl_dir: PathBuf::from("/run/kvmd"),
+        watch: WatchState::Watching,
+    };
+    let mut stream = StatusStream::new(vec![]);
+    let mut bytes = Vec::new();
+    while !stream.fill(&w.fleet, &info, &clock, w.now, &mut bytes) {}
+    String::from_utf8(bytes).expect("UTF-8")
 }
 
 #[test]
