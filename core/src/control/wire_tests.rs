@@ -46,15 +46,21 @@ impl World {
         rest
     }
 
-    fn monitor(&mut self, n: &str, ino: u64, pid: u32) -> crate::fleet::InstanceKey {
+    /// A socket `n` appears and is looked at: the actions that follow
+    /// (its connect).
+    fn appear(&mut self, n: &str, ino: u64) -> Vec<Action> {
         self.fleet.handle_change(self.now, Change::Created(name(n)));
         self.drain();
         let id = SocketId { dev: 1, ino };
         let socket = Look::Socket { id, owner: 0 };
         self.fleet
             .handle_looked(self.now, name(n), Purpose::Attach, socket);
+        self.drain()
+    }
+
+    fn monitor(&mut self, n: &str, ino: u64, pid: u32) -> crate::fleet::InstanceKey {
         let key = self
-            .drain()
+            .appear(n, ino)
             .into_iter()
             .find_map(|a| match a {
                 Action::Connect { key, .. } => Some(key),
@@ -71,6 +77,22 @@ impl World {
             self.drain();
         }
         key
+    }
+
+    /// The status answer of a daemon (`pid`, started at `t0`) asked now
+    /// for the instances `filter` names (all when empty).
+    fn status(&self, t0: Instant, pid: u32, filter: Vec<String>) -> String {
+        let clock = Clock::new(t0, wall());
+        let info = DaemonInfo {
+            pid,
+            started: t0,
+            ctrl_dir: PathBuf::from("/run/kvmd"),
+            watch: WatchState::Watching,
+        };
+        let mut stream = StatusStream::new(filter);
+        let mut bytes = Vec::new();
+        while !stream.fill(&self.fleet, &info, &clock, self.now, &mut bytes) {}
+        String::from_utf8(bytes).expect("UTF-8")
     }
 }
 
@@ -121,19 +143,9 @@ fn produced() -> String {
     w.drain();
     w.now += Duration::from_secs(65);
 
-    let clock = Clock::new(t0, wall());
-    let info = DaemonInfo {
-        pid: 8041,
-        started: t0,
-        ctrl_dir: PathBuf::from("/run/kvmd"),
-        watch: WatchState::Watching,
-    };
     let mut out = String::new();
     for filter in [vec![], vec!["vm1".to_owned()], vec!["vm\\n3".to_owned()]] {
-        let mut stream = StatusStream::new(filter);
-        let mut bytes = Vec::new();
-        while !stream.fill(&w.fleet, &info, &clock, w.now, &mut bytes) {}
-        out.push_str(&String::from_utf8(bytes).expect("UTF-8"));
+        out.push_str(&w.status(t0, 8041, filter));
     }
     let vm = name("vm1");
     let off = Verdict::from(Why::GuestPoweredOff);
@@ -301,16 +313,7 @@ fn with_hooks_and_troubles() -> String {
         w.drain();
     }
     // Given up on: a socket that cannot be opened.
-    w.fleet
-        .handle_change(w.now, Change::Created(name("locked")));
-    w.drain();
-    let socket = Look::Socket {
-        id: SocketId { dev: 1, ino: 8 },
-        owner: 0,
-    };
-    w.fleet
-        .handle_looked(w.now, name("locked"), Purpose::Attach, socket);
-    for action in w.drain() {
+    for action in w.appear("locked", 8) {
         if let Action::Connect { key, .. } = action {
             w.fleet
                 .handle_connect(w.now, key, Err(ConnectError::Open(Errno::EACCES)));
@@ -318,28 +321,10 @@ fn with_hooks_and_troubles() -> String {
     }
     w.drain();
     // Still connecting: looked at, the connect not answered yet.
-    w.fleet.handle_change(w.now, Change::Created(name("new")));
-    w.drain();
-    let socket = Look::Socket {
-        id: SocketId { dev: 1, ino: 9 },
-        owner: 0,
-    };
-    w.fleet
-        .handle_looked(w.now, name("new"), Purpose::Attach, socket);
-    w.drain();
+    w.appear("new", 9);
     w.now += Duration::from_secs(3);
 
-    let clock = Clock::new(t0, wall());
-    let info = DaemonInfo {
-        pid: 8042,
-        started: t0,
-        ctrl_dir: PathBuf::from("/run/kvmd"),
-        watch: WatchState::Watching,
-    };
-    let mut stream = StatusStream::new(vec![]);
-    let mut bytes = Vec::new();
-    while !stream.fill(&w.fleet, &info, &clock, w.now, &mut bytes) {}
-    String::from_utf8(bytes).expect("UTF-8")
+    w.status(t0, 8042, vec![])
 }
 
 #[test]
