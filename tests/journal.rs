@@ -151,12 +151,12 @@ fn an_unwritable_journal_never_stops_a_decision_and_says_so_once() {
     assert_eq!(names, ["b0", "b1"]);
 }
 
-/// A backup that hard-links the journal (`cp -al`, rsnapshot) is never
-/// written through, and does not stop the journal either: the linked live
-/// file is set aside, said once, and real QEMU guests' stops before and
-/// after are all in `kvmd history`.
+/// A backup that hard-links the journal (`cp -al`) is never written
+/// through, and does not stop the journal either: the linked live file is
+/// copied to one of its own, said once, and real QEMU guests' stops before
+/// and after are all in `kvmd history`, no rotated file spent on it.
 #[test]
-fn a_journal_a_backup_hard_linked_is_set_aside_and_journaling_goes_on() {
+fn a_journal_a_backup_hard_linked_is_copied_and_journaling_goes_on() {
     let Some(qemu) = qemu() else { return };
     let world = World::new();
     let place = tmpfs_dir("kvmd-journal-linked");
@@ -180,13 +180,14 @@ fn a_journal_a_backup_hard_linked_is_set_aside_and_journaling_goes_on() {
     guest("vm2");
     guest("vm3");
     assert_eq!(fs::read(backup.join("journal")).expect("read"), kept);
-    let said = daemon.assert_logged_once("set aside as journal.1; a new one started");
+    let said = daemon.assert_logged_once("copied to a file of its own before appending");
     assert!(said.contains(" WARNING "), "{said}");
     assert!(
         said.contains(&format!("{dir_arg}/journal: had 2 names")),
         "{said}"
     );
     assert!(!daemon.log_text().contains("missing from the journal"));
+    assert!(!dir.join("journal.1").exists(), "no rotation");
     let all = history(&["--journal-dir", dir_arg]);
     let names: Vec<(&str, &str)> = all["entries"]
         .as_array()

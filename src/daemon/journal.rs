@@ -55,11 +55,11 @@ impl Daemon {
         let entry = entry(record, &self.clock);
         match self.journal.append(&entry) {
             Ok(appended) => {
-                if let Appended::SetAsideLinked { links } = appended {
+                if let Appended::Unshared { links } = appended {
                     warn!(
-                        "{}: had {links} names (a hard link elsewhere, as a backup by \
-                         `cp -al` makes): not written to, set aside as journal.1; a new \
-                         one started",
+                        "{}: had {links} names (a hard link, as a backup by `cp -al` \
+                         makes): copied to a file of its own before appending; the other \
+                         names keep the old file, untouched",
                         self.journal.path().display()
                     );
                 }

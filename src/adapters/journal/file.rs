@@ -23,6 +23,9 @@ use super::record::{self, Entry, FILES, FileKind, Filter, Limits, MAX_LINE, Skip
 /// The live file's name.
 const LIVE: &str = "journal";
 
+/// Where a copy of the live file is made before it takes the live name.
+const COPY: &str = "journal.new";
+
 /// The most of one file `kvmd history` reads: a file of the largest
 /// `--journal-max`'s share. Anything past it was not written by kvmd.
 const MAX_FILE_READ: u64 = record::MAX_MAX_TOTAL / FILES;
@@ -51,6 +54,7 @@ pub enum Op {
     Append,
     Sync,
     Rotate,
+    Copy,
     Read,
 }
 
@@ -65,6 +69,7 @@ impl fmt::Display for Op {
             Op::Append => "append to",
             Op::Sync => "sync",
             Op::Rotate => "rotate",
+            Op::Copy => "copy to a name of its own",
             Op::Read => "read",
         })
     }
@@ -78,8 +83,9 @@ pub enum JournalError {
     /// Something else than a regular file stands at a journal file's name;
     /// it was left alone.
     NotRegular { path: PathBuf, kind: FileKind },
-    /// The live file has more than one name: a hard link to another file
-    /// would have kvmd append to that file. It was left alone.
+    /// The live file has more than one name even after it was copied to
+    /// one of its own (someone linked it again meanwhile): appending would
+    /// change the other names' file too. It was left alone.
     Linked { path: PathBuf, links: u64 },
     /// Fewer bytes written than the line has (a full file system); the
     /// part written was taken back where possible.
@@ -151,11 +157,11 @@ pub struct Journal {
 pub enum Appended {
     /// The line went to the live file.
     Written,
-    /// The live file had other names (a hard link elsewhere: a backup made
-    /// by `cp -al` or rsnapshot links every file it copies). It was not
-    /// written to, which would change the other name's file too, but moved
-    /// aside by a rotation, untouched; the line started a new live file.
-    SetAsideLinked { links: u64 },
+    /// The live file had other names (a hard link: a backup made with
+    /// `cp -al` or `ln`). Appending to it would change the other names'
+    /// file too, so it was first copied to a file of its own, which took
+    /// the live name; the other names keep the old file, untouched.
+    Unshared { links: u64 },
 }
 
 /// Whether an append made a new directory entry (then the directory is
@@ -203,12 +209,12 @@ impl Journal {
         let (mut file, created) = match self.open_live(&dir) {
             Err(JournalError::Linked { links, .. }) => {
                 // Refusing every append from now on would leave every later
-                // stop unrecorded for as long as the backup exists. A
-                // rotation renames this directory's name only; the other
-                // name keeps its file, which kvmd never writes again (its
-                // name here is dropped when it rotates out).
-                self.rotate(&dir)?;
-                appended = Appended::SetAsideLinked { links };
+                // stop unrecorded for as long as the backup exists; setting
+                // the file aside by a rotation would cost a rotated file's
+                // worth of history at every backup. A copy keeps both.
+                self.copy_to_own_name(&dir)?;
+                appended = Appended::Unshared { links };
+                entered = Entered::New;
                 self.open_live(&dir)?
             }
             opened => opened?,
@@ -341,6 +347,53 @@ impl Journal {
         let mut last = [0u8];
         let read = std::os::unix::fs::FileExt::read_at(file, &mut last, size.saturating_sub(1));
         matches!(read, Ok(1)) && last[0] == b'\n'
+    }
+
+    /// The live file copied to `journal.new`, synced, then renamed over
+    /// `journal`: the rename replaces this directory's name only, so the
+    /// other names keep the old file, which kvmd never writes again. At
+    /// most one file's share is copied: more was not written by kvmd.
+    fn copy_to_own_name(&self, dir: &OwnedFd) -> Result<(), JournalError> {
+        let failed = |errno| self.error(Op::Copy, &self.live)(errno);
+        let read_flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let old =
+            openat(dir, LIVE, read_flags, Mode::empty()).map_err(|e| self.not_regular(dir, e))?;
+        let stat = fstat(&old).map_err(self.error(Op::Stat, &self.live))?;
+        if let Some(kind) = FileKind::of_mode(stat.st_mode) {
+            return Err(JournalError::NotRegular {
+                path: self.live.clone(),
+                kind,
+            });
+        }
+        let mut bytes = Vec::new();
+        File::from(old)
+            .take(self.limits.per_file())
+            .read_to_end(&mut bytes)
+            .map_err(|e| failed(io_errno(&e)))?;
+        // A copy a crash left behind is only this directory's name.
+        let _ = unlinkat(dir, COPY, UnlinkatFlags::NoRemoveDir);
+        let write_flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let new =
+            openat(dir, COPY, write_flags, Mode::from_bits_truncate(0o600)).map_err(failed)?;
+        let mut new = File::from(new);
+        let copied = std::io::Write::write_all(&mut new, &bytes)
+            .map_err(|e| io_errno(&e))
+            .and_then(|()| fsync(new.as_fd()))
+            .and_then(|()| renameat(dir, COPY, dir, LIVE));
+        if let Err(errno) = copied {
+            let _ = unlinkat(dir, COPY, UnlinkatFlags::NoRemoveDir);
+            return Err(failed(errno));
+        }
+        Ok(())
     }
 
     /// `journal.2` → `journal.3`, `journal.1` → `journal.2`, `journal` →
@@ -772,111 +825,94 @@ mod tests {
         assert_eq!(got.skipped[0].why, SkipReason::NotJson);
     }
 
+    fn ino(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("stat"))
+    }
+
     #[test]
-    fn a_live_file_with_another_name_is_set_aside_never_written() {
+    fn a_live_file_with_another_name_is_copied_to_its_own_never_written() {
         let tmp = tmpfs();
         let dir = tmp.path().join("j");
         let mut journal = Journal::new(dir.clone(), Limits::default());
         journal.append(&entry(0, "vm1")).expect("append");
-        std::fs::remove_file(dir.join("journal")).expect("rm");
-        let victim = tmp.path().join("victim");
-        std::fs::write(&victim, b"precious\n").expect("write");
-        std::fs::hard_link(&victim, dir.join("journal")).expect("link");
+        let backup = tmp.path().join("backup");
+        std::fs::hard_link(dir.join("journal"), &backup).expect("link");
+        let kept = std::fs::read(&backup).expect("read");
         assert_eq!(
             journal.append(&entry(1, "vm1")),
-            Ok(Appended::SetAsideLinked { links: 2 })
+            Ok(Appended::Unshared { links: 2 })
         );
-        assert_eq!(std::fs::read(&victim).expect("read"), b"precious\n");
-        // Moved aside under the next name, still the same file.
-        let ino =
-            |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("stat"));
-        assert_eq!(ino(&dir.join("journal.1")), ino(&victim));
-        // And the line is in a new live file, as are the ones after it.
         assert_eq!(journal.append(&entry(2, "vm1")), Ok(Appended::Written));
-        assert_eq!(std::fs::read(&victim).expect("read"), b"precious\n");
-        let live = read(&dir, &Filter::default()).expect("read");
-        assert_eq!(live.entries, [entry(1, "vm1"), entry(2, "vm1")]);
-        assert_eq!(live.files.last(), Some(&dir.join("journal")));
+        // The other name's file is as it was; the live name is a file of
+        // its own, with every record, and no rotation was spent on it.
+        assert_eq!(std::fs::read(&backup).expect("read"), kept);
+        assert_ne!(ino(&dir.join("journal")), ino(&backup));
+        assert!(!dir.join("journal.1").exists());
+        assert!(!dir.join(COPY).exists());
+        let got = read(&dir, &Filter::default()).expect("read");
+        assert_eq!(
+            got.entries,
+            [entry(0, "vm1"), entry(1, "vm1"), entry(2, "vm1")]
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join("journal"))
+                .expect("stat")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn a_hard_link_backup_of_every_file_is_left_as_it_was() {
-        // `cp -al` (rsnapshot, some backup tools) links every file: the
-        // set-aside rotation renames and drops names here, and writes to
-        // none of the backup's files.
+        // `cp -al` links every file: only the live one is copied to a name
+        // of its own; none of the backup's files is written.
         let tmp = tmpfs();
         let dir = tmp.path().join("j");
         std::fs::create_dir(&dir).expect("mkdir");
         let backup = tmp.path().join("backup");
         std::fs::create_dir(&backup).expect("mkdir");
+        for n in (0..FILES).rev() {
+            let name = file_name(n);
+            let mut journal = Journal::new(dir.clone(), Limits::default());
+            journal.append(&entry(10 - n, &name)).expect("append");
+            if n > 0 {
+                std::fs::rename(dir.join("journal"), dir.join(&name)).expect("rename");
+            }
+        }
         for n in 0..FILES {
             let name = file_name(n);
-            std::fs::write(dir.join(&name), format!("{name}\n")).expect("write");
             std::fs::hard_link(dir.join(&name), backup.join(&name)).expect("link");
         }
+        let before: Vec<Vec<u8>> = (0..FILES)
+            .map(|n| std::fs::read(backup.join(file_name(n))).expect("read"))
+            .collect();
         let mut journal = Journal::new(dir.clone(), Limits::default());
         assert_eq!(
-            journal.append(&entry(1, "vm1")),
-            Ok(Appended::SetAsideLinked { links: 2 })
+            journal.append(&entry(11, "new")),
+            Ok(Appended::Unshared { links: 2 })
         );
-        for n in 0..FILES {
-            let name = file_name(n);
-            let kept = std::fs::read_to_string(backup.join(&name)).expect("read");
-            assert_eq!(kept, format!("{name}\n"));
+        for (n, was) in before.iter().enumerate() {
+            let now = std::fs::read(backup.join(file_name(n as u64))).expect("read");
+            assert_eq!(&now, was, "{}", file_name(n as u64));
         }
         let got = read(&dir, &Filter::default()).expect("read");
-        assert_eq!(got.entries, [entry(1, "vm1")]);
+        let names: Vec<String> = got.entries.iter().map(|e| e.instance.clone()).collect();
+        assert_eq!(
+            names,
+            ["journal.3", "journal.2", "journal.1", "journal", "new"]
+        );
     }
 
     #[test]
-    fn an_unwritable_directory_is_an_error_not_a_panic() {
-        let tmp = tmpfs();
-        // A file where the directory should be.
-        let file = tmp.path().join("state");
-        std::fs::write(&file, b"not a dir").expect("write");
-        let mut journal = Journal::new(file.clone(), Limits::default());
-        let err = journal
-            .append(&entry(0, "vm1"))
-            .expect_err("not a directory");
+    fn a_live_file_linked_again_is_said_so() {
+        let err = JournalError::Linked {
+            path: PathBuf::from("/j/journal"),
+            links: 3,
+        };
         assert_eq!(
-            err,
-            JournalError::Io {
-                op: Op::OpenDir,
-                path: file.clone(),
-                errno: Errno::ENOTDIR
-            }
+            err.to_string(),
+            "/j/journal has 3 names (a hard link to another file?): left alone"
         );
-        assert!(err.to_string().contains("ENOTDIR"), "{err}");
-        assert_eq!(std::fs::read(&file).expect("read"), b"not a dir");
-        // Its parent missing: not made (only the journal's own directory is).
-        let mut journal = Journal::new(tmp.path().join("no/such/dir"), Limits::default());
-        assert!(matches!(
-            journal.append(&entry(0, "vm1")),
-            Err(JournalError::Io {
-                op: Op::CreateDir,
-                errno: Errno::ENOENT,
-                ..
-            })
-        ));
-        // A symlink to a directory is not followed.
-        let real = tmp.path().join("real");
-        std::fs::create_dir(&real).expect("mkdir");
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&real, &link).expect("symlink");
-        let mut journal = Journal::new(link, Limits::default());
-        let got = journal.append(&entry(0, "vm1"));
-        assert!(
-            matches!(
-                got,
-                Err(JournalError::Io {
-                    op: Op::OpenDir,
-                    errno: Errno::ELOOP | Errno::ENOTDIR,
-                    ..
-                })
-            ),
-            "{got:?}"
-        );
-        assert_eq!(std::fs::read_dir(&real).expect("read_dir").count(), 0);
     }
 
     #[test]
