@@ -12,6 +12,8 @@ pub(crate) const DEFAULT_CTRL_DIR: &str = "/var/run/ganeti/kvm-hypervisor/ctrl";
 /// The journal on a node: the Debian packages' units use it too, so
 /// `kvmd history` finds it with no flag.
 pub(crate) const DURABLE_JOURNAL_DIR: &str = "/var/lib/kvmd";
+/// The control directory of README's first-run command.
+const FIRST_RUN_CTRL_DIR: &str = "/run/kvmd";
 pub(crate) const DEFAULT_SSCONF_DIR: &str = "/var/lib/ganeti";
 pub(crate) const DEFAULT_PID_FILE: &str = "/var/run/ganeti/ganeti-kvmd.pid";
 pub(crate) const DEFAULT_LOG_FILE: &str = "/var/log/ganeti/kvm-daemon.log";
@@ -84,6 +86,10 @@ pub struct History {
     /// `--journal-dir`, else `--state-dir`, else the state directory the
     /// daemon derives from `--ctrl-dir` (or its default).
     pub(crate) journal_dir: PathBuf,
+    /// With no path flag at all: where README's first-run daemon keeps
+    /// its journal, read when `journal_dir` has none (as `kvmd status`
+    /// tries that daemon's socket too).
+    pub(crate) first_run_dir: Option<PathBuf>,
     pub(crate) json: bool,
     /// Only this instance's records (its name as `kvmd status` shows it).
     pub(crate) instance: Option<String>,
@@ -701,6 +707,7 @@ where
     let mut history = History {
         program,
         journal_dir: PathBuf::new(),
+        first_run_dir: None,
         json: false,
         instance: None,
         since: None,
@@ -752,6 +759,9 @@ where
             return Err(UsageError::UnexpectedArgument(text));
         }
         history.instance = Some(text);
+    }
+    if journal_dir.is_none() && state_dir.is_none() && ctrl_dir.is_none() {
+        history.first_run_dir = Some(default_journal_dir(Path::new(FIRST_RUN_CTRL_DIR)));
     }
     let ctrl_dir = ctrl_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_CTRL_DIR));
     if ctrl_dir == Path::new("/") {
@@ -1154,8 +1164,13 @@ mod tests {
     fn history_finds_the_journal_as_the_daemon_does() {
         let h = history(&[]).expect("parses");
         assert_eq!(h.journal_dir, Path::new("/var/lib/kvmd"));
+        assert_eq!(
+            h.first_run_dir.as_deref(),
+            Some(Path::new("/run/kvmd-state"))
+        );
         let h = history(&["--ctrl-dir", "/var/run/ganeti/kvm-hypervisor/ctrl"]).expect("parses");
         assert_eq!(h.journal_dir, Path::new("/var/lib/kvmd"));
+        assert_eq!(h.first_run_dir, None, "a path flag says where");
         assert!(!h.json && h.instance.is_none() && h.since.is_none());
         let h = history(&["--ctrl-dir", "/run/kvmd/ctrl"]).expect("parses");
         assert_eq!(h.journal_dir, Path::new("/run/kvmd/kvmd-state"));

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use kvmd_core::decision::VerdictKind;
 use kvmd_core::timestamp::Rfc3339;
 
-use crate::adapters::journal::{self, Entry, Filter, Read, What};
+use crate::adapters::journal::{self, Entry, Filter, JournalError, Read, What};
 use crate::config::History;
 
 /// Skipped lines told one by one on stderr; the rest are counted.
@@ -35,8 +35,8 @@ pub fn run(history: &History) -> ExitCode {
         instance: history.instance.clone(),
         since: history.since.map(|since| since.resolve(SystemTime::now())),
     };
-    let read = match journal::read(&history.journal_dir, &filter) {
-        Ok(read) => read,
+    let (dir, read) = match located(history, &filter) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("{who}: {e}");
             return ExitCode::FAILURE;
@@ -47,11 +47,11 @@ pub fn run(history: &History) -> ExitCode {
     if nothing_there {
         notes.push(format!(
             "{who}: no journal at {} yet",
-            shown(&history.journal_dir.to_string_lossy())
+            shown(&dir.to_string_lossy())
         ));
     }
     let out = if history.json {
-        render_json(&history.journal_dir, &read)
+        render_json(dir, &read)
     } else {
         notes.extend(warnings(&who, &read, WARNINGS_SHOWN));
         if read.entries.is_empty() && !nothing_there {
@@ -75,6 +75,22 @@ pub fn run(history: &History) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The journal read, and where: the one the flags name; with no flag, when
+/// there is none where packaged daemons keep it, README's first-run
+/// daemon's, if it has one (one that cannot be read is no journal there).
+fn located<'h>(history: &'h History, filter: &Filter) -> Result<(&'h Path, Read), JournalError> {
+    let read = journal::read(&history.journal_dir, filter)?;
+    if let Some(first_run) = history.first_run_dir.as_deref()
+        && read.files.is_empty()
+        && read.skipped.is_empty()
+        && let Ok(there) = journal::read(first_run, filter)
+        && !there.files.is_empty()
+    {
+        return Ok((first_run, there));
+    }
+    Ok((&history.journal_dir, read))
 }
 
 /// `text` safe for a terminal and a single line: printable ASCII as is,
@@ -254,6 +270,52 @@ mod tests {
     use crate::adapters::journal::{IntentNote, Skipped};
     use std::path::PathBuf;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn with_no_flag_the_first_run_daemons_journal_is_read_when_it_alone_has_one() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (packaged, first_run) = (tmp.path().join("lib"), tmp.path().join("run"));
+        let history = |first_run_dir: Option<PathBuf>| History {
+            program: "kvmd".to_owned(),
+            journal_dir: packaged.clone(),
+            first_run_dir,
+            json: false,
+            instance: None,
+            since: None,
+        };
+        let write = |dir: &Path, name: &str| {
+            let mut journal = journal::Journal::new(dir.to_owned(), Default::default());
+            journal.append(&verdict(name, None)).expect("append");
+        };
+        let names = |(dir, read): (&Path, Read)| {
+            let names: Vec<String> = read.entries.into_iter().map(|e| e.instance).collect();
+            (dir.to_owned(), names)
+        };
+        let filter = Filter::default();
+        let with = history(Some(first_run.clone()));
+        // Neither has one: the packaged place is the one named.
+        assert_eq!(
+            names(located(&with, &filter).expect("read")),
+            (packaged.clone(), vec![])
+        );
+        write(&first_run, "first");
+        assert_eq!(
+            names(located(&with, &filter).expect("read")),
+            (first_run.clone(), vec!["first".to_owned()])
+        );
+        // A flag said where: only there.
+        let without = history(None);
+        assert_eq!(
+            names(located(&without, &filter).expect("read")),
+            (packaged.clone(), vec![])
+        );
+        // Both have one: the packaged daemon's.
+        write(&packaged, "packaged");
+        assert_eq!(
+            names(located(&with, &filter).expect("read")),
+            (packaged.clone(), vec!["packaged".to_owned()])
+        );
+    }
 
     fn at(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(seconds * 1000 + 123)
